@@ -1,0 +1,63 @@
+// Minimal `--flag value` / `--switch` parser for the CLI subcommands; unknown flags are errors.
+#pragma once
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+
+namespace sr::cli {
+
+class Args {
+ public:
+  // `valued`: flags that take a value; `switches`: flags without one.
+  Args(int argc, char** argv, int first, const std::set<std::string>& valued, const std::set<std::string>& switches) {
+    for (int i = first; i < argc; ++i) {
+      std::string a = argv[i];
+      if (valued.count(a)) {
+        if (i + 1 >= argc) fail(a, "needs a value");
+        vals_[a] = argv[++i];
+      } else if (switches.count(a)) {
+        sw_.insert(a);
+      } else {
+        fail(a, "unknown option (see --help)");
+      }
+    }
+  }
+  bool has(const std::string& k) const { return vals_.count(k) || sw_.count(k); }
+  std::string get(const std::string& k) const {
+    auto it = vals_.find(k);
+    if (it == vals_.end()) fail(k, "is required");
+    return it->second;
+  }
+  std::string get_or(const std::string& k, const std::string& d) const { return vals_.count(k) ? vals_.at(k) : d; }
+  long long get_int(const std::string& k, long long d) const {
+    if (!vals_.count(k)) return d;
+    try {
+      size_t pos;
+      long long v = std::stoll(vals_.at(k), &pos);
+      if (pos != vals_.at(k).size()) throw std::invalid_argument("");
+      return v;
+    } catch (...) {
+      fail(k, "expected an integer, got '" + vals_.at(k) + "'");
+    }
+  }
+  double get_num(const std::string& k, double d) const {
+    if (!vals_.count(k)) return d;
+    try {
+      size_t pos;
+      double v = std::stod(vals_.at(k), &pos);
+      if (pos != vals_.at(k).size()) throw std::invalid_argument("");
+      return v;
+    } catch (...) {
+      fail(k, "expected a number, got '" + vals_.at(k) + "'");
+    }
+  }
+
+ private:
+  std::map<std::string, std::string> vals_;
+  std::set<std::string> sw_;
+};
+
+}  // namespace sr::cli

@@ -1,0 +1,193 @@
+#include "cli/commands.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "cli/args.h"
+#include "core/io.h"
+#include "data/toy_tasks.h"
+#include "infer/session.h"
+#include "models/model_dir.h"
+#include "train/trainer.h"
+
+namespace sr::cli {
+
+namespace {
+bool wants_help(int argc, char** argv, const char* usage) {
+  for (int i = 2; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::cout << usage;
+      return true;
+    }
+  return false;
+}
+void set_threads(const Args& a) {
+  long long t = a.get_int("--threads", 0);
+  if (t < 0) fail("--threads", "must be >= 0");
+  if (t > 0) omp_set_num_threads(int(t));
+}
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  const char* usage =
+      "smoothread train --config train.json [--resume] [--out DIR] [--data FILE] [--steps N] [--max-seconds S]\n"
+      "                 [--threads N]\n"
+      "Prints one JSON line per logged step: step, loss, lr, grad_norm, tokens_per_s, elapsed_s.\n"
+      "Writes OUT/checkpoint/ (resumable with --resume) and the final model to OUT/model/.\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2, {"--config", "--out", "--data", "--steps", "--max-seconds", "--threads"}, {"--resume"});
+  set_threads(a);
+  std::string path = a.get("--config");
+  json j = load_json_file(path);
+  if (a.has("--out")) j["out_dir"] = a.get("--out");
+  if (a.has("--data")) j["data"] = a.get("--data");
+  if (a.has("--steps")) j["steps"] = a.get_int("--steps", 0);
+  if (a.has("--max-seconds")) j["max_seconds"] = a.get_num("--max-seconds", 0);
+  TrainConfig cfg = TrainConfig::from_json(j, path);
+  Trainer tr(cfg);
+  std::cerr << "training " << tr.model().config().num_parameters() << " parameters ("
+            << tr.model().config().num_layers << " layers) -> " << cfg.out_dir << "\n";
+  tr.run([](const json& line) { std::cout << line.dump() << std::endl; }, a.has("--resume"));
+  std::cerr << "saved " << join_path(cfg.out_dir, "model") << " at step " << tr.step() << "\n";
+  return 0;
+}
+
+int cmd_generate(int argc, char** argv) {
+  const char* usage =
+      "smoothread generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
+      "                    [--seed S] [--json] [--threads N]\n"
+      "Special-token strings in the prompt map to their ids. Stops at --max-tokens (default 64) or eos.\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2, {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--threads"},
+         {"--json"});
+  set_threads(a);
+  LoadedModel m = load_model_dir(a.get("--model"), true);
+  std::string prompt = a.get("--prompt");
+  std::vector<int32_t> ids = m.tokenizer->encode(prompt);
+  if (ids.empty()) fail("--prompt", "is empty");
+  SamplingParams sp;
+  sp.temperature = float(a.get_num("--temperature", 0.0));
+  sp.top_k = int(a.get_int("--top-k", 0));
+  sp.top_p = float(a.get_num("--top-p", 1.0));
+  sp.seed = uint64_t(a.get_int("--seed", 0));
+  if (sp.temperature < 0) fail("--temperature", "must be >= 0");
+  if (sp.top_p <= 0 || sp.top_p > 1) fail("--top-p", "must be in (0, 1]");
+  long long max_tokens = a.get_int("--max-tokens", 64);
+  if (max_tokens < 0) fail("--max-tokens", "must be >= 0");
+  Session s(*m.model, sp);
+  auto t0 = std::chrono::steady_clock::now();
+  s.prefill(ids);
+  auto t1 = std::chrono::steady_clock::now();
+  int eos = m.model->config().eos_token_id;
+  std::vector<int32_t> out = s.generate(int(max_tokens), eos);
+  auto t2 = std::chrono::steady_clock::now();
+  bool hit_eos = !out.empty() && out.back() == eos;
+  std::vector<int32_t> text_ids = out;
+  if (hit_eos) text_ids.pop_back();
+  std::string text = m.tokenizer->decode(text_ids);
+  if (a.has("--json")) {
+    double pf = std::chrono::duration<double>(t1 - t0).count(), dc = std::chrono::duration<double>(t2 - t1).count();
+    json r = {{"text", text}, {"prompt_ids", ids}, {"ids", out},
+              {"finish_reason", hit_eos ? "eos" : "length"}, {"prefill_s", pf}, {"decode_s", dc},
+              {"decode_tokens_per_s", dc > 0 ? out.size() / dc : 0.0}};
+    std::cout << r.dump() << "\n";
+  } else {
+    std::cout << text << "\n";
+  }
+  return 0;
+}
+
+int cmd_tokenize(int argc, char** argv) {
+  const char* usage =
+      "smoothread tokenize --tokenizer FILE|DIR [--decode] [--no-special]\n"
+      "stdin text -> JSON array of ids on stdout; with --decode, a JSON array of ids -> text.\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2, {"--tokenizer"}, {"--decode", "--no-special"});
+  auto tok = Tokenizer::load(a.get("--tokenizer"));
+  std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  if (a.has("--decode")) {
+    json j;
+    try {
+      j = json::parse(in);
+    } catch (const json::parse_error& e) {
+      fail("stdin", std::string("expected a JSON array of ids: ") + e.what());
+    }
+    if (!j.is_array()) fail("stdin", "expected a JSON array of ids");
+    std::vector<int32_t> ids;
+    for (auto& v : j) {
+      if (!v.is_number_integer()) fail("stdin", "ids must be integers");
+      ids.push_back(v.get<int32_t>());
+    }
+    std::cout << tok->decode(ids);
+  } else {
+    std::cout << json(tok->encode(in, !a.has("--no-special"))).dump() << "\n";
+  }
+  return 0;
+}
+
+int cmd_info(int argc, char** argv) {
+  const char* usage = "smoothread info --model DIR [--json]\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2, {"--model"}, {"--json"});
+  std::string dir = a.get("--model");
+  LoadedModel m = load_model_dir(dir);
+  const ModelConfig& c = m.model->config();
+  json lt = json::array();
+  for (int l = 0; l < c.num_layers; ++l) lt.push_back(c.layer_sliding[l] ? "sliding_attention" : "full_attention");
+  json r = {{"model", dir},
+            {"architecture", c.model_type},
+            {"parameters", c.num_parameters()},
+            {"layers", c.num_layers},
+            {"hidden_size", c.hidden_size},
+            {"intermediate_size", c.intermediate_size},
+            {"heads", c.num_heads},
+            {"kv_heads", c.num_kv_heads},
+            {"head_dim", c.head_dim},
+            {"layer_types", lt},
+            {"sliding_window", c.any_sliding() ? json(c.sliding_window) : json(nullptr)},
+            {"vocab_size", c.vocab_size},
+            {"tokenizer_vocab", m.tokenizer ? json(m.tokenizer->vocab_size()) : json(nullptr)},
+            {"rope_theta", c.rope_theta},
+            {"tie_word_embeddings", c.tie_word_embeddings},
+            {"eos_token_id", c.eos_token_id}};
+  if (a.has("--json")) {
+    std::cout << r.dump() << "\n";
+  } else {
+    int nsw = 0;
+    for (bool s : c.layer_sliding) nsw += s;
+    std::cout << "model:        " << dir << "\n"
+              << "architecture: " << c.model_type << " (" << c.num_layers << " layers, " << nsw << " sliding-window)\n"
+              << "parameters:   " << c.num_parameters() << "\n"
+              << "hidden:       " << c.hidden_size << ", mlp " << c.intermediate_size << ", heads " << c.num_heads << " (kv "
+              << c.num_kv_heads << ", dim " << c.head_dim << ")\n"
+              << "window:       " << (c.any_sliding() ? std::to_string(c.sliding_window) : "none (full attention)") << "\n"
+              << "vocab:        " << c.vocab_size << (m.tokenizer ? " (tokenizer " + std::to_string(m.tokenizer->vocab_size()) + ")" : "") << "\n";
+  }
+  return 0;
+}
+
+int cmd_gen(int argc, char** argv) {
+  const char* usage =
+      "smoothread gen --task copy|recall --count N --seed S --out FILE.jsonl [--min-len A] [--max-len B]\n"
+      "Toy tasks for smoke training: {id, prompt, completion} per line.\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len"}, {});
+  ToyTaskOptions o;
+  o.task = a.get("--task");
+  o.count = int(a.get_int("--count", 1000));
+  o.seed = uint64_t(a.get_int("--seed", 0));
+  o.min_len = int(a.get_int("--min-len", o.min_len));
+  o.max_len = int(a.get_int("--max-len", o.max_len));
+  if (o.count <= 0) fail("--count", "must be positive");
+  std::string out;
+  for (auto& j : make_toy_task(o)) out += j.dump() + "\n";
+  write_file_atomic(a.get("--out"), out);
+  return 0;
+}
+
+}  // namespace sr::cli

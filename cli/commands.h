@@ -1,0 +1,10 @@
+// One function per `smoothread` subcommand; each returns the process exit code.
+#pragma once
+
+namespace sr::cli {
+int cmd_train(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+int cmd_gen(int argc, char** argv);
+}  // namespace sr::cli

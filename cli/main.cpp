@@ -1,0 +1,44 @@
+// `smoothread` command-line tool: a thin layer over the library. Bad input -> message naming the
+// file/field on stderr and exit code 2.
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+static const char* kUsage = R"(smoothread: recurrent-LM engine for Smooth Reading
+
+usage: smoothread <command> [options]   (smoothread <command> --help for its options)
+
+commands:
+  train      --config train.json [--resume] [--quiet]      train a model (JSON line per logged step)
+  generate   --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
+             [--seed S] [--json]                         generate text
+  tokenize   --tokenizer FILE|DIR [--decode]             stdin text -> JSON ids (or ids -> text)
+  info       --model DIR [--json]                        architecture, parameters, layer types
+  gen        --task copy|recall --count N --seed S --out FILE.jsonl   toy training data
+)";
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  try {
+    if (cmd == "train") return sr::cli::cmd_train(argc, argv);
+    if (cmd == "generate") return sr::cli::cmd_generate(argc, argv);
+    if (cmd == "tokenize") return sr::cli::cmd_tokenize(argc, argv);
+    if (cmd == "info") return sr::cli::cmd_info(argc, argv);
+    if (cmd == "gen") return sr::cli::cmd_gen(argc, argv);
+    std::cerr << "error: unknown command '" << cmd << "'\n" << kUsage;
+    return 2;
+  } catch (const sr::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,112 @@
+#include "core/io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace sr {
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file_atomic(const std::string& path, const std::string& data) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail(tmp, std::string("cannot create: ") + std::strerror(errno));
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t w = ::write(fd, data.data() + done, data.size() - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail(tmp, std::string("write failed: ") + std::strerror(e));
+    }
+    done += size_t(w);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    fail(path, std::string("rename failed: ") + std::strerror(e));
+  }
+}
+
+json load_json_file(const std::string& path) {
+  std::string text = read_file(path);
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    fail(path, std::string("invalid JSON: ") + e.what());
+  }
+}
+
+bool path_exists(const std::string& path) { return std::filesystem::exists(path); }
+bool is_directory(const std::string& path) { return std::filesystem::is_directory(path); }
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) fail(path, "cannot create directory: " + ec.message());
+}
+std::string join_path(const std::string& a, const std::string& b) { return (std::filesystem::path(a) / b).string(); }
+
+static const json& field(const json& j, const std::string& key, const std::string& where) {
+  if (!j.is_object()) fail(where, "expected a JSON object");
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) fail(where, "missing field '" + key + "'");
+  return *it;
+}
+
+static std::string fw(const std::string& where, const std::string& key) { return where + ": field '" + key + "'"; }
+
+int64_t json_int(const json& j, const std::string& key, const std::string& where) {
+  const json& v = field(j, key, where);
+  if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
+  if (v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))) return int64_t(v.get<double>());
+  fail(fw(where, key), "expected an integer, got " + v.dump());
+}
+int64_t json_int_or(const json& j, const std::string& key, int64_t dflt, const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  return json_int(j, key, where);
+}
+double json_num(const json& j, const std::string& key, const std::string& where) {
+  const json& v = field(j, key, where);
+  if (!v.is_number()) fail(fw(where, key), "expected a number, got " + v.dump());
+  return v.get<double>();
+}
+double json_num_or(const json& j, const std::string& key, double dflt, const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  return json_num(j, key, where);
+}
+bool json_bool_or(const json& j, const std::string& key, bool dflt, const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  if (!j[key].is_boolean()) fail(fw(where, key), "expected true/false, got " + j[key].dump());
+  return j[key].get<bool>();
+}
+std::string json_str(const json& j, const std::string& key, const std::string& where) {
+  const json& v = field(j, key, where);
+  if (!v.is_string()) fail(fw(where, key), "expected a string, got " + v.dump());
+  return v.get<std::string>();
+}
+std::string json_str_or(const json& j, const std::string& key, const std::string& dflt, const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  return json_str(j, key, where);
+}
+
+}  // namespace sr

@@ -1,0 +1,29 @@
+// File helpers: whole-file read, atomic write (temp file + fsync + rename), JSON load with
+// errors that name the file (and line for JSONL), typed JSON field access naming the field.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace sr {
+
+using json = nlohmann::json;
+
+std::string read_file(const std::string& path);
+// Writes `data` to `path` atomically: readers see the old file or the new one, never a mix.
+void write_file_atomic(const std::string& path, const std::string& data);
+json load_json_file(const std::string& path);
+bool path_exists(const std::string& path);
+bool is_directory(const std::string& path);
+void make_dirs(const std::string& path);
+std::string join_path(const std::string& a, const std::string& b);
+
+// Typed accessors: `where` names the file; errors say "<file>: field 'x': expected integer".
+int64_t json_int(const json& j, const std::string& key, const std::string& where);
+int64_t json_int_or(const json& j, const std::string& key, int64_t dflt, const std::string& where);
+double json_num(const json& j, const std::string& key, const std::string& where);
+double json_num_or(const json& j, const std::string& key, double dflt, const std::string& where);
+bool json_bool_or(const json& j, const std::string& key, bool dflt, const std::string& where);
+std::string json_str(const json& j, const std::string& key, const std::string& where);
+std::string json_str_or(const json& j, const std::string& key, const std::string& dflt, const std::string& where);
+
+}  // namespace sr

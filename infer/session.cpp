@@ -1,0 +1,121 @@
+#include "infer/session.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/io.h"
+
+namespace sr {
+
+Session::Session(const Transformer& model, SamplingParams sampling)
+    : model_(model), sampling_(sampling), rng_(sampling.seed) {
+  state_.caches = model.empty_caches();
+  state_.rng = rng_.state();
+}
+
+const std::vector<float>& Session::prefill(const std::vector<int32_t>& ids, std::vector<float>* all_logits) {
+  if (ids.empty()) return state_.logits;
+  const int V = model_.config().vocab_size, n = int(ids.size());
+  if (all_logits) {
+    all_logits->resize(size_t(n) * V);
+    model_.forward_cached(ids.data(), n, state_.caches, all_logits->data(), true);
+    state_.logits.assign(all_logits->end() - V, all_logits->end());
+  } else {
+    state_.logits.resize(V);
+    model_.forward_cached(ids.data(), n, state_.caches, state_.logits.data(), false);
+  }
+  return state_.logits;
+}
+
+int32_t Session::sample() {
+  if (state_.logits.empty()) fail("session", "decode before any prefill: feed at least one token first");
+  rng_.set_state(state_.rng);
+  int32_t t = sample_token(state_.logits.data(), int(state_.logits.size()), sampling_, rng_);
+  state_.rng = rng_.state();
+  return t;
+}
+
+int32_t Session::decode() {
+  int32_t t = sample();
+  prefill({t});
+  return t;
+}
+
+std::vector<int32_t> Session::generate(int max_tokens, int32_t stop_id) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < max_tokens; ++i) {
+    int32_t t = sample();
+    out.push_back(t);
+    if (t == stop_id) break;  // the stop token is returned but not fed
+    prefill({t});
+  }
+  return out;
+}
+
+size_t Session::state_bytes() const {
+  size_t b = 0;
+  for (auto& c : state_.caches) b += (c.k.capacity() + c.v.capacity()) * sizeof(float);
+  return b;
+}
+
+void Session::restore(const State& s) {
+  if (s.caches.size() != state_.caches.size()) fail("session", "restore: state has a different layer count");
+  state_ = s;
+}
+
+// Format: "SRSTATE1", u32 layers, per layer {i32 window, i64 n_seen, u64 nk, nk floats, u64 nv, nv floats},
+// u64 nlogits, floats, 4 x u64 rng.
+void Session::save_state(const std::string& path) const {
+  std::string out = "SRSTATE1";
+  auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+  uint32_t L = uint32_t(state_.caches.size());
+  put(&L, 4);
+  for (auto& c : state_.caches) {
+    int32_t w = c.window;
+    put(&w, 4);
+    put(&c.n_seen, 8);
+    uint64_t nk = c.k.size(), nv = c.v.size();
+    put(&nk, 8), put(c.k.data(), nk * 4), put(&nv, 8), put(c.v.data(), nv * 4);
+  }
+  uint64_t nl = state_.logits.size();
+  put(&nl, 8), put(state_.logits.data(), nl * 4), put(state_.rng.data(), 32);
+  write_file_atomic(path, out);
+}
+
+void Session::load_state(const std::string& path) {
+  std::string in = read_file(path);
+  size_t at = 8;
+  auto get = [&](void* p, size_t n) {
+    if (at + n > in.size()) fail(path, "truncated session state file");
+    std::memcpy(p, in.data() + at, n);
+    at += n;
+  };
+  if (in.size() < 8 || in.compare(0, 8, "SRSTATE1") != 0) fail(path, "not a smoothread session state file");
+  State s;
+  uint32_t L;
+  get(&L, 4);
+  if (L != state_.caches.size()) fail(path, "state has " + std::to_string(L) + " layers, the model has " + std::to_string(state_.caches.size()));
+  s.caches.resize(L);
+  for (uint32_t l = 0; l < L; ++l) {
+    LayerKVCache& c = s.caches[l];
+    int32_t w;
+    get(&w, 4);
+    if (w != state_.caches[l].window) fail(path, "layer " + std::to_string(l) + " window differs from the model's");
+    c.window = w;
+    get(&c.n_seen, 8);
+    uint64_t nk, nv;
+    get(&nk, 8);
+    if (nk > in.size()) fail(path, "corrupt state (key count)");
+    c.k.resize(nk), get(c.k.data(), nk * 4);
+    get(&nv, 8);
+    if (nv > in.size()) fail(path, "corrupt state (value count)");
+    c.v.resize(nv), get(c.v.data(), nv * 4);
+  }
+  uint64_t nl;
+  get(&nl, 8);
+  if (nl > in.size()) fail(path, "corrupt state (logits)");
+  s.logits.resize(nl), get(s.logits.data(), nl * 4), get(s.rng.data(), 32);
+  state_ = std::move(s);
+}
+
+}  // namespace sr

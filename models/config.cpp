@@ -1,0 +1,155 @@
+#include "models/config.h"
+
+#include <iostream>
+
+#include "core/error.h"
+
+namespace sr {
+
+bool ModelConfig::any_sliding() const {
+  for (bool s : layer_sliding)
+    if (s) return true;
+  return false;
+}
+bool ModelConfig::all_sliding() const {
+  for (bool s : layer_sliding)
+    if (!s) return false;
+  return !layer_sliding.empty();
+}
+
+int64_t ModelConfig::num_parameters() const {
+  int64_t C = hidden_size, F = intermediate_size, qd = int64_t(num_heads) * head_dim, kvd = int64_t(num_kv_heads) * head_dim;
+  int64_t per_layer = 2 * C + C * qd + 2 * C * kvd + qd * C + 3 * C * F + (attention_bias ? qd + 2 * kvd : 0);
+  return int64_t(vocab_size) * C * (tie_word_embeddings ? 1 : 2) + C + per_layer * num_layers;
+}
+
+void ModelConfig::validate(const std::string& where) const {
+  auto bad = [&](const std::string& f, const std::string& m) { fail(where + ": field '" + f + "'", m); };
+  if (vocab_size <= 0) bad("vocab_size", "must be positive");
+  if (hidden_size <= 0) bad("hidden_size", "must be positive");
+  if (intermediate_size <= 0) bad("intermediate_size", "must be positive");
+  if (num_layers <= 0) bad("num_hidden_layers", "must be positive");
+  if (num_heads <= 0) bad("num_attention_heads", "must be positive");
+  if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0)
+    bad("num_key_value_heads", "must be positive and divide num_attention_heads (" + std::to_string(num_heads) + ")");
+  if (head_dim <= 0 || head_dim % 2 != 0) bad("head_dim", "must be a positive even number (RoPE rotates pairs)");
+  if (rms_norm_eps <= 0) bad("rms_norm_eps", "must be positive");
+  if (rope_theta <= 0) bad("rope_theta", "must be positive");
+  if (int(layer_sliding.size()) != num_layers)
+    bad("layer_types", "has " + std::to_string(layer_sliding.size()) + " entries, num_hidden_layers is " +
+                           std::to_string(num_layers));
+  if (any_sliding() && sliding_window <= 0) bad("sliding_window", "must be a positive integer for sliding_attention layers");
+  if (eos_token_id >= vocab_size) bad("eos_token_id", "is outside the vocabulary");
+}
+
+static int token_id_field(const json& j, const std::string& key, const std::string& where) {
+  if (!j.contains(key) || j[key].is_null()) return -1;
+  const json& v = j[key];
+  if (v.is_array()) return v.empty() ? -1 : v[0].get<int>();  // HF allows a list of eos ids; we stop on the first
+  return int(json_int(j, key, where));
+}
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) fail(where, "expected a JSON object");
+  ModelConfig c;
+  c.model_type = json_str(j, "model_type", where);
+  if (c.model_type != "qwen2" && c.model_type != "llama" && c.model_type != "mistral")
+    fail(where + ": field 'model_type'", "unknown model_type '" + c.model_type + "' (supported: qwen2, llama, mistral)");
+  c.vocab_size = int(json_int(j, "vocab_size", where));
+  c.hidden_size = int(json_int(j, "hidden_size", where));
+  c.intermediate_size = int(json_int(j, "intermediate_size", where));
+  c.num_layers = int(json_int(j, "num_hidden_layers", where));
+  c.num_heads = int(json_int(j, "num_attention_heads", where));
+  c.num_kv_heads = int(json_int_or(j, "num_key_value_heads", c.num_heads, where));
+  c.head_dim = int(json_int_or(j, "head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0, where));
+  c.rms_norm_eps = float(json_num_or(j, "rms_norm_eps", c.model_type == "qwen2" ? 1e-6 : 1e-5, where));
+  // rope_theta: transformers 5.x nests it in rope_parameters; 4.x kept it at top level.
+  double theta = c.model_type == "qwen2" ? 1e6 : 1e4;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    const json& rp = j["rope_parameters"];
+    std::string rt = json_str_or(rp, "rope_type", "default", where + ": field 'rope_parameters'");
+    if (rt != "default") fail(where + ": field 'rope_parameters.rope_type'", "only 'default' RoPE is supported, got '" + rt + "'");
+    theta = json_num_or(rp, "rope_theta", theta, where + ": field 'rope_parameters'");
+  } else {
+    theta = json_num_or(j, "rope_theta", theta, where);
+  }
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    std::string rt = json_str_or(j["rope_scaling"], "rope_type", json_str_or(j["rope_scaling"], "type", "default", where), where);
+    if (rt != "default") fail(where + ": field 'rope_scaling'", "RoPE scaling '" + rt + "' is not supported");
+  }
+  c.rope_theta = float(theta);
+  c.tie_word_embeddings = json_bool_or(j, "tie_word_embeddings", false, where);
+  c.attention_bias = c.model_type == "qwen2" ? true : json_bool_or(j, "attention_bias", false, where);
+  c.max_position_embeddings = int(json_int_or(j, "max_position_embeddings", 32768, where));
+  c.bos_token_id = token_id_field(j, "bos_token_id", where);
+  c.eos_token_id = token_id_field(j, "eos_token_id", where);
+  if (j.contains("hidden_act") && json_str(j, "hidden_act", where) != "silu")
+    fail(where + ": field 'hidden_act'", "only 'silu' (SwiGLU) is supported");
+
+  // Window and per-layer kinds (see header for the derivation rule).
+  int64_t window = json_int_or(j, "sliding_window", 0, where);
+  bool use_sw = c.model_type == "mistral" ? window > 0 : json_bool_or(j, "use_sliding_window", false, where);
+  if (!use_sw) window = 0;
+  c.sliding_window = int(window);
+  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+    const json& lt = j["layer_types"];
+    if (!lt.is_array()) fail(where + ": field 'layer_types'", "expected a list of strings");
+    for (size_t i = 0; i < lt.size(); ++i) {
+      std::string t = lt[i].is_string() ? lt[i].get<std::string>() : "";
+      if (t == "full_attention") c.layer_sliding.push_back(false);
+      else if (t == "sliding_attention") c.layer_sliding.push_back(true);
+      else fail(where + ": field 'layer_types[" + std::to_string(i) + "]'", "expected \"full_attention\" or \"sliding_attention\", got " + lt[i].dump());
+    }
+    if (c.any_sliding() && c.sliding_window == 0) {
+      // transformers nulls sliding_window when use_sliding_window is false, so these layers run full attention.
+      std::cerr << "warning: " << where << ": layer_types has sliding_attention but use_sliding_window is false; "
+                << "running those layers with full attention, as transformers does\n";
+      c.layer_sliding.assign(c.layer_sliding.size(), false);
+    }
+  } else {
+    int mwl = c.model_type == "mistral" ? 0 : int(json_int_or(j, "max_window_layers", c.num_layers, where));
+    for (int i = 0; i < c.num_layers; ++i) c.layer_sliding.push_back(c.sliding_window > 0 && i >= mwl);
+  }
+  c.validate(where);
+  return c;
+}
+
+json ModelConfig::to_json() const {
+  json j;
+  std::string arch = model_type == "qwen2" ? "Qwen2ForCausalLM" : model_type == "llama" ? "LlamaForCausalLM" : "MistralForCausalLM";
+  j["architectures"] = {arch};
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_layers;
+  j["num_attention_heads"] = num_heads;
+  j["num_key_value_heads"] = num_kv_heads;
+  j["head_dim"] = head_dim;
+  j["hidden_act"] = "silu";
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", rope_theta}};
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  if (model_type != "qwen2") j["attention_bias"] = attention_bias;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["use_sliding_window"] = any_sliding();
+  j["sliding_window"] = any_sliding() ? json(sliding_window) : json(nullptr);
+  int first_sliding = num_layers;
+  for (int i = num_layers - 1; i >= 0; --i)
+    if (layer_sliding[i]) first_sliding = i;
+  j["max_window_layers"] = first_sliding;
+  json lt = json::array();
+  for (bool s : layer_sliding) lt.push_back(s ? "sliding_attention" : "full_attention");
+  j["layer_types"] = lt;
+  j["bos_token_id"] = bos_token_id >= 0 ? json(bos_token_id) : json(nullptr);
+  j["eos_token_id"] = eos_token_id >= 0 ? json(eos_token_id) : json(nullptr);
+  j["torch_dtype"] = "float32";
+  j["dtype"] = "float32";
+  j["attention_dropout"] = 0.0;
+  j["initializer_range"] = 0.02;
+  j["use_cache"] = true;
+  return j;
+}
+
+}  // namespace sr

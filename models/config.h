@@ -1,0 +1,45 @@
+// Model hyper-parameters, read from / written to a Hugging Face `config.json`.
+// Supported model_type: "qwen2" (q/k/v bias), "llama" and "mistral" (bias from `attention_bias`).
+// Per-layer attention kind comes from `layer_types` when present; otherwise it is derived exactly
+// as transformers' Qwen2Config does it:
+//   sliding_window := use_sliding_window ? sliding_window : null
+//   layer i is "sliding_attention" iff sliding_window != null and i >= max_window_layers.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/io.h"
+
+namespace sr {
+
+struct ModelConfig {
+  std::string model_type = "qwen2";
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;  // defaults to hidden_size / num_heads
+  float rms_norm_eps = 1e-6f;
+  float rope_theta = 1e6f;
+  bool tie_word_embeddings = false;
+  bool attention_bias = true;  // q/k/v bias (always true for qwen2)
+  int sliding_window = 0;      // W (keys including self) for sliding layers; 0 = none
+  std::vector<bool> layer_sliding;  // per layer: true = sliding_attention
+  int max_position_embeddings = 32768;
+  int bos_token_id = -1, eos_token_id = -1;
+
+  int window_of(int layer) const { return layer_sliding[layer] ? sliding_window : 0; }
+  bool any_sliding() const;
+  bool all_sliding() const;
+  int64_t num_parameters() const;
+
+  // Parse `j`, naming `where` (the file) in every error; validates all shapes.
+  static ModelConfig from_json(const json& j, const std::string& where);
+  json to_json() const;  // in the form transformers writes (loads as Qwen2ForCausalLM)
+  void validate(const std::string& where) const;
+};
+
+}  // namespace sr

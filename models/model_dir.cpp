@@ -1,0 +1,56 @@
+#include "models/model_dir.h"
+
+#include "core/error.h"
+#include "models/safetensors.h"
+
+namespace sr {
+
+ModelConfig load_model_config(const std::string& dir) {
+  if (!is_directory(dir)) fail(dir, "model directory not found");
+  std::string cfg = join_path(dir, "config.json");
+  if (!path_exists(cfg)) fail(cfg, "missing config.json");
+  return ModelConfig::from_json(load_json_file(cfg), cfg);
+}
+
+void load_weights(Transformer& model, const std::string& dir) {
+  SafeTensorsSet set(dir);
+  for (const ParamSpec& s : model.param_specs()) {
+    const SafeTensorsFile* f = nullptr;
+    const TensorInfo* ti = set.find(s.name, &f);
+    if (!ti) fail(dir, "missing tensor '" + s.name + "' required by config.json");
+    if (ti->shape != s.shape)
+      fail(f->path() + ": tensor '" + s.name + "'", "shape " + shape_str(ti->shape) + " does not match config.json, which implies " + shape_str(s.shape));
+    f->read_f32(s.name, model.params() + s.offset, size_t(shape_numel(s.shape)));
+  }
+}
+
+LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer) {
+  LoadedModel m;
+  m.dir = dir;
+  ModelConfig cfg = load_model_config(dir);
+  m.model = std::make_unique<Transformer>(cfg);
+  load_weights(*m.model, dir);
+  std::string tok = join_path(dir, "tokenizer.json");
+  if (path_exists(tok)) {
+    m.tokenizer = Tokenizer::load(tok);
+    if (m.tokenizer->vocab_size() > cfg.vocab_size)
+      fail(tok, "tokenizer has " + std::to_string(m.tokenizer->vocab_size()) + " tokens but config.json vocab_size is " + std::to_string(cfg.vocab_size));
+  } else if (require_tokenizer) {
+    fail(tok, "missing tokenizer.json");
+  }
+  std::string rc = join_path(dir, "smoothread.json");
+  if (path_exists(rc)) m.reading_config = load_json_file(rc);
+  return m;
+}
+
+void save_model_dir(const Transformer& model, const Tokenizer* tokenizer, const std::string& dir) {
+  make_dirs(dir);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const ParamSpec& s : model.param_specs())
+    tensors.emplace_back(s.name, Tensor::borrow(const_cast<float*>(model.params()) + s.offset, s.shape));
+  write_safetensors(join_path(dir, "model.safetensors"), tensors, {{"format", "pt"}});
+  write_file_atomic(join_path(dir, "config.json"), model.config().to_json().dump(2) + "\n");
+  if (tokenizer) write_file_atomic(join_path(dir, "tokenizer.json"), tokenizer->to_json().dump(2) + "\n");
+}
+
+}  // namespace sr

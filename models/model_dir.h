@@ -1,0 +1,30 @@
+// A model directory in Hugging Face layout:
+//   config.json                   (models/config.h)
+//   model.safetensors | model.safetensors.index.json + shards
+//   tokenizer.json                (models/tokenizer.h)
+//   smoothread.json               optional reading config (reading runtime)
+#pragma once
+#include <memory>
+#include <string>
+
+#include "models/tokenizer.h"
+#include "models/transformer.h"
+
+namespace sr {
+
+struct LoadedModel {
+  std::string dir;
+  std::unique_ptr<Transformer> model;
+  std::unique_ptr<Tokenizer> tokenizer;  // null when the directory has no tokenizer.json
+  json reading_config;                   // contents of smoothread.json, or null
+};
+
+ModelConfig load_model_config(const std::string& dir);
+// Loads config + weights (+ tokenizer when present). Errors name the file and field/tensor.
+LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer = false);
+// Reads weights from `dir` into an existing model whose config matches.
+void load_weights(Transformer& model, const std::string& dir);
+// Writes config.json, model.safetensors and tokenizer.json (when given) into `dir`, each atomically.
+void save_model_dir(const Transformer& model, const Tokenizer* tokenizer, const std::string& dir);
+
+}  // namespace sr

@@ -1,0 +1,52 @@
+// Tokenizer interface + the byte-level tokenizer smoothread trains with.
+// Byte-level: ids 0..255 are the raw bytes, ids 256.. are named special tokens. It is stored as a
+// valid Hugging Face `tokenizer.json` (a BPE model with the 256 GPT-2 byte-level symbols, no
+// merges, ByteLevel pre-tokenizer/decoder, specials as added_tokens), so `tokenizers` loads it and
+// produces the same ids. BPE tokenizers with merges (Qwen) implement the same interface (issue 8).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/io.h"
+
+namespace sr {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  // parse_special: special-token strings in `text` become their ids (HF's default behaviour).
+  virtual std::vector<int32_t> encode(const std::string& text, bool parse_special = true) const = 0;
+  virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
+  virtual int vocab_size() const = 0;
+  virtual int token_id(const std::string& token) const = 0;  // -1 when absent
+  virtual bool is_special(int32_t id) const = 0;
+  virtual json to_json() const = 0;  // tokenizer.json content
+
+  // Loads `path` (a tokenizer.json, or a directory holding one).
+  static std::unique_ptr<Tokenizer> load(const std::string& path);
+};
+
+class ByteTokenizer : public Tokenizer {
+ public:
+  explicit ByteTokenizer(std::vector<std::string> specials);
+  // The default special tokens: <|endoftext|> (eos, id 256) and the Smooth Reading markers.
+  static std::vector<std::string> default_specials();
+
+  std::vector<int32_t> encode(const std::string& text, bool parse_special = true) const override;
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const override;
+  int vocab_size() const override { return 256 + int(specials_.size()); }
+  int token_id(const std::string& token) const override;
+  bool is_special(int32_t id) const override { return id >= 256 && id < vocab_size(); }
+  json to_json() const override;
+  const std::vector<std::string>& specials() const { return specials_; }
+
+ private:
+  std::vector<std::string> specials_;
+};
+
+// GPT-2 byte -> printable unicode symbol (UTF-8), as used by byte-level BPE vocabularies.
+std::string byte_level_symbol(unsigned char b);
+
+}  // namespace sr

@@ -1,0 +1,103 @@
+// Decoder-only transformer of the Qwen2 family: embed -> L x [RMSNorm -> GQA attention (RoPE,
+// optional q/k/v bias, per-layer full or sliding window) -> residual -> RMSNorm -> SwiGLU MLP ->
+// residual] -> RMSNorm -> LM head (optionally tied to the embedding).
+// Parameters live in one flat fp32 buffer (gradients in a second one with the same layout), so
+// the optimizer, checkpoints and gradient clipping work on plain arrays.
+// Two forward paths share the same per-layer helpers:
+//   * forward()/backward(): training on a [B,T] batch, activations kept for backward;
+//   * forward_cached(): inference on one sequence, extending a KV cache (see infer/session.h).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "models/config.h"
+#include "ops/ops.h"
+
+namespace sr {
+
+struct ParamSpec {
+  std::string name;  // Hugging Face tensor name, e.g. model.layers.0.self_attn.q_proj.weight
+  Shape shape;
+  size_t offset = 0;  // in floats, into the flat parameter buffer
+};
+
+// Key/value cache of one attention layer for one sequence.
+// Full attention: rows grow with the sequence. Sliding window W: a ring of W rows, token at
+// absolute position p in slot p % W, so memory is fixed whatever the length.
+struct LayerKVCache {
+  int window = 0;      // 0 = full
+  int64_t n_seen = 0;  // tokens written so far (absolute position of the next token)
+  std::vector<float> k, v;  // [rows, Hkv*D], post-RoPE keys
+  bool operator==(const LayerKVCache& o) const = default;
+};
+
+class Transformer {
+ public:
+  explicit Transformer(const ModelConfig& cfg, const OpsTable* ops = nullptr);
+
+  const ModelConfig& config() const { return cfg_; }
+  const OpsTable& ops() const { return *ops_; }
+  void set_ops(const OpsTable* ops) { ops_ = ops; }
+
+  // ---- parameters ----
+  size_t num_params() const { return params_.size(); }
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  const std::vector<ParamSpec>& param_specs() const { return specs_; }
+  const ParamSpec* find_param(const std::string& name) const;
+  void init_random(uint64_t seed, float std = 0.02f);  // HF-style init (normal, norms = 1, biases = 0)
+  void zero_grad();
+
+  // ---- training ----
+  // ids, targets, weights: [B,T]. targets < 0 or weight 0 -> no loss. Returns
+  // sum_t w_t * loss_t / sum_t w_t (0 when all weights are 0). Keeps activations for backward().
+  float forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T);
+  // Accumulates d(loss * loss_scale)/d(params) into grads() for the last forward().
+  void backward(float loss_scale = 1.0f);
+  const float* last_logits() const { return act_.logits.data(); }  // [B*T, V]
+  double last_weight_sum() const { return weight_sum_; }
+
+  // ---- inference ----
+  // Runs n tokens of one sequence at positions caches[*].n_seen .. +n, appending to the caches.
+  // logits_out: [n, V] when all_logits, else [V] for the last token only.
+  void forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>& caches, float* logits_out,
+                      bool all_logits) const;
+  std::vector<LayerKVCache> empty_caches() const;
+
+ private:
+  struct LayerParams {  // pointers into a flat buffer (params or grads)
+    float *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *ln2, *wg, *wu, *wd;
+  };
+  struct Activations {  // training activations, sized for the current [B,T]
+    int N = 0;
+    std::vector<float> res;          // [L+1, N, C] residual stream entering each layer (+ final)
+    std::vector<float> h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, a;  // per layer, concatenated
+    std::vector<float> hf, rstdf, logits, lse_x, loss;
+    std::vector<int32_t> ids, targets, pos;
+    std::vector<float> weights;
+  };
+
+  LayerParams layer(std::vector<float>& buf, int l) const;
+  size_t add_param(const std::string& name, const Shape& shape);
+  const float* lm_head(const std::vector<float>& buf) const;
+  AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;
+  // Shared helpers of both paths.
+  void project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k, float* v) const;
+  void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out) const;
+
+  ModelConfig cfg_;
+  const OpsTable* ops_;
+  std::vector<ParamSpec> specs_;
+  std::vector<float> params_, grads_;
+  size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
+  std::vector<size_t> layer_off_;  // start of each layer's block
+  Activations act_;
+  double weight_sum_ = 0;
+  int B_ = 0, T_ = 0;
+};
+
+}  // namespace sr

@@ -1,0 +1,178 @@
+// Blocked causal / sliding-window attention with online softmax (FlashAttention-2 style) on CPU.
+// Never materializes a Tq x Tk matrix: per (batch, head, query tile) it walks only the key tiles
+// that intersect the tile's visible band [first query's lo, last query's hi], so with a window W
+// the cost is O(Tq * (W + tile)) instead of O(Tq * Tk). Tile products go through sgemm with the
+// natural [B,T,H,D] strides (no copies). Backward recomputes P from the saved log-sum-exp.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "ops/cpu/cpu_ops.h"
+
+namespace sr::cpu {
+
+namespace {
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+struct TileRange {
+  int kmin, kmax;  // inclusive key range needed by query rows [i0, i0+nq)
+};
+
+TileRange tile_keys(const AttnShape& s, int i0, int nq) {
+  const int off = s.Tk - s.Tq;
+  int kmax = std::min(s.Tk - 1, i0 + nq - 1 + off);
+  int kmin = s.window > 0 ? std::max(0, i0 + off - s.window + 1) : 0;
+  return {kmin, kmax};
+}
+
+// Scores for a (nq x nk) tile, scaled, with positions outside each row's band set to -inf.
+void masked_scores(float* S, const float* Q, const float* K, int nq, int nk, int i0, int j0, const AttnShape& s) {
+  const int ldq = s.Hq * s.D, ldk = s.Hkv * s.D, off = s.Tk - s.Tq;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, s.D, s.scale, Q, ldq, K, ldk, 0.0f, S, kAttnTileK);
+  for (int r = 0; r < nq; ++r) {
+    int p = i0 + r + off;
+    int lo = s.window > 0 ? p - s.window + 1 : 0;
+    float* row = S + size_t(r) * kAttnTileK;
+    for (int c = 0; c < nk; ++c) {
+      int j = j0 + c;
+      if (j > p || j < lo) row[c] = kNegInf;
+    }
+  }
+}
+}  // namespace
+
+void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  const int D = s.D, G = s.Hq / s.Hkv;
+  const int nqt = (s.Tq + kAttnTileQ - 1) / kAttnTileQ;
+  const long units = long(s.B) * s.Hq * nqt;
+#pragma omp parallel
+  {
+    std::vector<float> S(size_t(kAttnTileQ) * kAttnTileK), acc(size_t(kAttnTileQ) * D), m(kAttnTileQ), l(kAttnTileQ);
+#pragma omp for schedule(static)
+    for (long u = 0; u < units; ++u) {
+      const int qt = int(u % nqt), h = int((u / nqt) % s.Hq), b = int(u / (long(nqt) * s.Hq));
+      const int kh = h / G, i0 = qt * kAttnTileQ, nq = std::min(kAttnTileQ, s.Tq - i0);
+      const float* Q = q + ((size_t(b) * s.Tq + i0) * s.Hq + h) * D;
+      std::fill(acc.begin(), acc.begin() + size_t(nq) * D, 0.0f);
+      std::fill(m.begin(), m.end(), kNegInf);
+      std::fill(l.begin(), l.end(), 0.0f);
+      TileRange tr = tile_keys(s, i0, nq);
+      for (int j0 = tr.kmin; j0 <= tr.kmax; j0 += kAttnTileK) {
+        const int nk = std::min(kAttnTileK, tr.kmax - j0 + 1);
+        const float* K = k + ((size_t(b) * s.Tk + j0) * s.Hkv + kh) * D;
+        const float* V = v + ((size_t(b) * s.Tk + j0) * s.Hkv + kh) * D;
+        masked_scores(S.data(), Q, K, nq, nk, i0, j0, s);
+        for (int r = 0; r < nq; ++r) {
+          float* row = S.data() + size_t(r) * kAttnTileK;
+          float mx = kNegInf;
+          for (int c = 0; c < nk; ++c) mx = std::max(mx, row[c]);
+          float mnew = std::max(m[r], mx);
+          if (mnew == kNegInf) {  // nothing visible yet in this row
+            std::fill(row, row + nk, 0.0f);
+            continue;
+          }
+          float corr = std::exp(m[r] - mnew), sum = 0;
+          for (int c = 0; c < nk; ++c) {
+            row[c] = std::exp(row[c] - mnew);
+            sum += row[c];
+          }
+          l[r] = l[r] * corr + sum;
+          m[r] = mnew;
+          if (corr != 1.0f)
+            for (int d = 0; d < D; ++d) acc[size_t(r) * D + d] *= corr;
+        }
+        // acc[nq,D] += P[nq,nk] . V[nk,D]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, nk, 1.0f, S.data(), kAttnTileK, V, s.Hkv * D,
+                    1.0f, acc.data(), D);
+      }
+      for (int r = 0; r < nq; ++r) {
+        float* o = out + ((size_t(b) * s.Tq + i0 + r) * s.Hq + h) * D;
+        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+        for (int d = 0; d < D; ++d) o[d] = acc[size_t(r) * D + d] * inv;
+        lse[(size_t(b) * s.Hq + h) * s.Tq + i0 + r] = l[r] > 0 ? m[r] + std::log(l[r]) : kNegInf;
+      }
+    }
+  }
+}
+
+// Parallel over (batch, kv head): the thread owning a kv head owns its dK/dV rows and the dQ rows
+// of the query heads in its group, so there are no races and the summation order is fixed.
+void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                   const float* out, const float* lse, const AttnShape& s) {
+  const int D = s.D, G = s.Hq / s.Hkv;
+  const int ldq = s.Hq * D, ldk = s.Hkv * D;
+  const int nqt = (s.Tq + kAttnTileQ - 1) / kAttnTileQ;
+  const long units = long(s.B) * s.Hkv;
+#pragma omp parallel
+  {
+    std::vector<float> P(size_t(kAttnTileQ) * kAttnTileK), dS(size_t(kAttnTileQ) * kAttnTileK), Drow(kAttnTileQ);
+#pragma omp for schedule(static)
+    for (long u = 0; u < units; ++u) {
+      const int kh = int(u % s.Hkv), b = int(u / s.Hkv);
+      for (int t = 0; t < s.Tk; ++t) {
+        size_t o = ((size_t(b) * s.Tk + t) * s.Hkv + kh) * D;
+        std::memset(dk + o, 0, sizeof(float) * D);
+        std::memset(dv + o, 0, sizeof(float) * D);
+      }
+      for (int h = kh * G; h < (kh + 1) * G; ++h) {
+        for (int t = 0; t < s.Tq; ++t) std::memset(dq + ((size_t(b) * s.Tq + t) * s.Hq + h) * D, 0, sizeof(float) * D);
+        for (int qt = 0; qt < nqt; ++qt) {
+          const int i0 = qt * kAttnTileQ, nq = std::min(kAttnTileQ, s.Tq - i0);
+          const size_t qoff = ((size_t(b) * s.Tq + i0) * s.Hq + h) * D;
+          const float *Q = q + qoff, *dO = dout + qoff, *O = out + qoff;
+          float* dQ = dq + qoff;
+          const float* L = lse + (size_t(b) * s.Hq + h) * s.Tq + i0;
+          for (int r = 0; r < nq; ++r) {
+            float acc = 0;
+            for (int d = 0; d < D; ++d) acc += dO[size_t(r) * ldq + d] * O[size_t(r) * ldq + d];
+            Drow[r] = acc;
+          }
+          TileRange tr = tile_keys(s, i0, nq);
+          for (int j0 = tr.kmin; j0 <= tr.kmax; j0 += kAttnTileK) {
+            const int nk = std::min(kAttnTileK, tr.kmax - j0 + 1);
+            const size_t koff = ((size_t(b) * s.Tk + j0) * s.Hkv + kh) * D;
+            const float *K = k + koff, *V = v + koff;
+            masked_scores(P.data(), Q, K, nq, nk, i0, j0, s);
+            for (int r = 0; r < nq; ++r) {
+              float* row = P.data() + size_t(r) * kAttnTileK;
+              for (int c = 0; c < nk; ++c) row[c] = (row[c] == kNegInf || L[r] == kNegInf) ? 0.0f : std::exp(row[c] - L[r]);
+            }
+            // dV[nk,D] += P^T . dO
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, nq, 1.0f, P.data(), kAttnTileK, dO, ldq, 1.0f,
+                        dv + koff, ldk);
+            // dP[nq,nk] = dO . V^T
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, D, 1.0f, dO, ldq, V, ldk, 0.0f, dS.data(),
+                        kAttnTileK);
+            for (int r = 0; r < nq; ++r)
+              for (int c = 0; c < nk; ++c) {
+                size_t i = size_t(r) * kAttnTileK + c;
+                dS[i] = P[i] * (dS[i] - Drow[r]) * s.scale;
+              }
+            // dQ[nq,D] += dS . K ; dK[nk,D] += dS^T . Q
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, nk, 1.0f, dS.data(), kAttnTileK, K, ldk, 1.0f,
+                        dQ, ldq);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, nq, 1.0f, dS.data(), kAttnTileK, Q, ldq, 1.0f,
+                        dk + koff, ldk);
+          }
+        }
+      }
+    }
+  }
+}
+
+const OpsTable& ops_table() {
+  static const OpsTable t = {"cpu",       embedding_fwd, embedding_bwd, rmsnorm_fwd,   rmsnorm_bwd,
+                             linear_fwd,  linear_bwd,    rope_fwd,      rope_bwd,      attention_fwd,
+                             attention_bwd, swiglu_fwd,  swiglu_bwd,    xent_fwd,      xent_bwd};
+  return t;
+}
+
+}  // namespace sr::cpu
+
+namespace sr {
+const OpsTable& ops_cpu() { return cpu::ops_table(); }
+}  // namespace sr

@@ -1,0 +1,28 @@
+// Optimized CPU ops (OpenMP over rows, OpenBLAS for GEMMs, blocked attention). Contracts in ops/ops.h.
+#pragma once
+#include "ops/ops.h"
+
+namespace sr::cpu {
+void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C);
+void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, int C);
+void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
+void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
+                 int C);
+void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
+void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
+                int O);
+void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);
+void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta);
+void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s);
+void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                   const float* out, const float* lse, const AttnShape& s);
+void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F);
+void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F);
+void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V);
+void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N,
+              int V);
+
+// Blocked attention tile sizes (queries x keys); exposed so tests can probe tile-1 / tile / tile+1.
+constexpr int kAttnTileQ = 64;
+constexpr int kAttnTileK = 64;
+}  // namespace sr::cpu

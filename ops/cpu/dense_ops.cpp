@@ -1,0 +1,179 @@
+// Optimized CPU versions of the row-wise ops and GEMMs. Every loop is parallel over independent
+// outputs with static scheduling, so results do not depend on the thread count's timing
+// (bitwise reproducible run to run).
+#include <cblas.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "ops/cpu/cpu_ops.h"
+#include "ops/ref/ref_ops.h"
+
+namespace sr::cpu {
+
+void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) std::memcpy(out + size_t(n) * C, table + size_t(ids[n]) * C, sizeof(float) * C);
+}
+
+// Parallel over column blocks so two threads never add into the same row; token order is fixed.
+void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, int C) {
+  const int CB = 16;
+  const int nblk = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+  for (int blk = 0; blk < nblk; ++blk) {
+    int c0 = blk * CB, c1 = std::min(C, c0 + CB);
+    for (int n = 0; n < N; ++n) {
+      float* d = dtable + size_t(ids[n]) * C;
+      const float* g = dout + size_t(n) * C;
+      for (int c = c0; c < c1; ++c) d[c] += g[c];
+    }
+  }
+}
+
+void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    const float* xr = x + size_t(n) * C;
+    float ss = 0;
+    for (int c = 0; c < C; ++c) ss += xr[c] * xr[c];
+    float r = 1.0f / std::sqrt(ss / float(C) + eps);
+    rstd[n] = r;
+    float* o = out + size_t(n) * C;
+    for (int c = 0; c < C; ++c) o[c] = xr[c] * r * w[c];
+  }
+}
+
+void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
+                 int C) {
+  if (dx) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const float *xr = x + size_t(n) * C, *dy = dout + size_t(n) * C;
+      float r = rstd[n], dot = 0;
+      for (int c = 0; c < C; ++c) dot += w[c] * dy[c] * xr[c];
+      float k = r * r * dot / float(C);
+      float* d = dx + size_t(n) * C;
+      for (int c = 0; c < C; ++c) d[c] = r * (w[c] * dy[c] - xr[c] * k);
+    }
+  }
+  if (dw) {  // parallel over columns: each column sums its rows in order (deterministic)
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; ++c) {
+      float acc = 0;
+      for (int n = 0; n < N; ++n) acc += dout[size_t(n) * C + c] * x[size_t(n) * C + c] * rstd[n];
+      dw[c] += acc;
+    }
+  }
+}
+
+// out[N,O] = x[N,I] . W[O,I]^T (+ b)
+void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
+  if (N == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, x, I, W, I, 0.0f, out, O);
+  if (b) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; ++n)
+      for (int o = 0; o < O; ++o) out[size_t(n) * O + o] += b[o];
+  }
+}
+
+// dx[N,I] = dout[N,O] . W[O,I] ; dW[O,I] += dout^T . x ; db[O] += colsum(dout)
+void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
+                int O) {
+  if (N == 0) return;
+  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I, 0.0f, dx, I);
+  if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, x, I, 1.0f, dW, I);
+  if (db) {
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < O; ++o) {
+      float acc = 0;
+      for (int n = 0; n < N; ++n) acc += dout[size_t(n) * O + o];
+      db[o] += acc;
+    }
+  }
+}
+
+// cos/sin computed once per (token, pair) and applied to all heads; sign = +1 forward, -1 backward.
+static void rope_apply(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta, float sign) {
+  const int half = D / 2;
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    float cs[512], sn[512];
+    std::vector<float> big;
+    float *c = cs, *s = sn;
+    if (half > 512) {
+      big.resize(size_t(2) * half);
+      c = big.data();
+      s = big.data() + half;
+    }
+    for (int m = 0; m < half; ++m) {
+      double a = ref::rope_angle(pos[n], m, D, theta);
+      c[m] = float(std::cos(a));
+      s[m] = sign * float(std::sin(a));
+    }
+    for (int h = 0; h < H; ++h) {
+      size_t base = (size_t(n) * H + h) * D;
+      for (int m = 0; m < half; ++m) {
+        float x1 = x[base + m], x2 = x[base + m + half];
+        out[base + m] = x1 * c[m] - x2 * s[m];
+        out[base + m + half] = x2 * c[m] + x1 * s[m];
+      }
+    }
+  }
+}
+
+void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta) {
+  rope_apply(out, x, pos, N, H, D, theta, 1.0f);
+}
+void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta) {
+  rope_apply(dx, dout, pos, N, H, D, theta, -1.0f);
+}
+
+void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
+  const long n = long(N) * F;
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F) {
+  const long n = long(N) * F;
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < n; ++i) {
+    float sg = 1.0f / (1.0f + std::exp(-gate[i]));
+    if (dup) dup[i] = dout[i] * gate[i] * sg;
+    if (dgate) dgate[i] = dout[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
+  }
+}
+
+void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    const float* z = logits + size_t(n) * V;
+    float m = z[0];
+    for (int v = 1; v < V; ++v) m = z[v] > m ? z[v] : m;
+    float sum = 0;
+    for (int v = 0; v < V; ++v) sum += std::exp(z[v] - m);
+    lse[n] = m + std::log(sum);
+    loss[n] = targets[n] >= 0 ? lse[n] - z[targets[n]] : 0.0f;
+  }
+}
+
+void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N,
+              int V) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    const float* z = logits + size_t(n) * V;
+    float* d = dlogits + size_t(n) * V;
+    if (targets[n] < 0 || g[n] == 0.0f) {
+      std::memset(d, 0, sizeof(float) * V);
+      continue;
+    }
+    float gn = g[n], L = lse[n];
+    for (int v = 0; v < V; ++v) d[v] = gn * std::exp(z[v] - L);
+    d[targets[n]] -= gn;
+  }
+}
+
+}  // namespace sr::cpu

@@ -1,0 +1,58 @@
+// Op contracts. Every op exists twice with the same signature:
+//   ref::  plain loops (ops/ref/ref_ops.h, templated on the scalar so tests can run it in fp64
+//          against finite differences) -- the oracle;
+//   cpu::  optimized (OpenMP + OpenBLAS, blocked attention) -- what the engine runs.
+// Conventions (llm.c style): row-major raw pointers, shapes in comments.
+//   * parameter gradients ACCUMULATE (+=), so gradient accumulation needs no extra buffers;
+//   * activation/input gradients are OVERWRITTEN (=); a null gradient pointer means "not needed".
+// Attention positions: queries are the LAST Tq of Tk positions (bottom-right aligned), so query i
+// sits at absolute position p = i + Tk - Tq and sees keys j with p - W < j <= p (W = window, or all
+// j <= p when window == 0). This one rule covers training (Tq == Tk) and chunked prefill / decode
+// into a cache (Tq < Tk).
+#pragma once
+#include <cstdint>
+
+namespace sr {
+
+struct AttnShape {
+  int B = 1, Tq = 1, Tk = 1, Hq = 1, Hkv = 1, D = 1;
+  int window = 0;      // 0 = full causal attention; W > 0 = W keys including the query's own
+  float scale = 1.0f;  // usually 1/sqrt(D)
+};
+
+// Function table so the model, tests and benchmarks can run either backend.
+struct OpsTable {
+  const char* name;
+  // out[N,C] = table[ids[n], :]
+  void (*embedding_fwd)(float* out, const int32_t* ids, const float* table, int N, int C);
+  // dtable[V,C] += scatter(dout[N,C]) by ids
+  void (*embedding_bwd)(float* dtable, const float* dout, const int32_t* ids, int N, int C);
+  // out[N,C] = x * rsqrt(mean(x^2) + eps) * w[C]; rstd[N] saved for backward
+  void (*rmsnorm_fwd)(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
+  void (*rmsnorm_bwd)(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      int N, int C);
+  // out[N,O] = x[N,I] W[O,I]^T + b[O] (b may be null) -- W in Hugging Face [out, in] layout
+  void (*linear_fwd)(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
+  void (*linear_bwd)(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
+                     int O);
+  // RoPE, HF rotate-half layout: x[N,H,D] at positions pos[N]; out may alias x
+  void (*rope_fwd)(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);
+  void (*rope_bwd)(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta);
+  // out[B,Tq,Hq,D], lse[B,Hq,Tq]; q[B,Tq,Hq,D], k,v[B,Tk,Hkv,D]
+  void (*attention_fwd)(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s);
+  void (*attention_bwd)(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const AttnShape& s);
+  // out[N,F] = silu(gate) * up
+  void (*swiglu_fwd)(float* out, const float* gate, const float* up, int N, int F);
+  void (*swiglu_bwd)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F);
+  // loss[N] = lse[N] - logits[n, target[n]] (0 where target < 0); lse saved
+  void (*xent_fwd)(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V);
+  // dlogits[N,V] = g[n] * (softmax(logits[n]) - onehot(target[n])); g = dL/dloss[n] (weights folded in)
+  void (*xent_bwd)(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g,
+                   int N, int V);
+};
+
+const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h
+const OpsTable& ops_cpu();  // optimized
+
+}  // namespace sr

@@ -1,0 +1,126 @@
+#include "train/data_loader.h"
+
+#include <algorithm>
+#include <fstream>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/io.h"
+
+namespace sr {
+
+std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer* tok, float prompt_weight) {
+  std::ifstream f(path);
+  if (!f) fail(path, "cannot open data file");
+  std::vector<Sample> out;
+  std::string line;
+  int64_t lineno = 0;
+  auto need_tok = [&](const std::string& where) {
+    if (!tok) fail(where, "text samples need a tokenizer");
+  };
+  while (std::getline(f, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string where = path + ":" + std::to_string(lineno);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::parse_error& e) {
+      fail(where, std::string("invalid JSON: ") + e.what());
+    }
+    if (!j.is_object()) fail(where, "expected a JSON object");
+    Sample s;
+    if (j.contains("ids")) {
+      if (!j["ids"].is_array()) fail(where + ": field 'ids'", "expected a list of integers");
+      for (auto& v : j["ids"]) {
+        if (!v.is_number_integer()) fail(where + ": field 'ids'", "expected a list of integers");
+        s.ids.push_back(v.get<int32_t>());
+      }
+      if (j.contains("weights")) {
+        if (!j["weights"].is_array() || j["weights"].size() != s.ids.size())
+          fail(where + ": field 'weights'", "expected a list of numbers as long as 'ids'");
+        for (auto& v : j["weights"]) {
+          if (!v.is_number()) fail(where + ": field 'weights'", "expected numbers");
+          s.weights.push_back(v.get<float>());
+        }
+      } else {
+        s.weights.assign(s.ids.size(), 1.0f);
+      }
+    } else if (j.contains("text")) {
+      need_tok(where);
+      s.ids = tok->encode(json_str(j, "text", where));
+      s.weights.assign(s.ids.size(), 1.0f);
+    } else if (j.contains("prompt") && j.contains("completion")) {
+      need_tok(where);
+      s.ids = tok->encode(json_str(j, "prompt", where));
+      s.weights.assign(s.ids.size(), prompt_weight);
+      auto c = tok->encode(json_str(j, "completion", where));
+      s.ids.insert(s.ids.end(), c.begin(), c.end());
+      s.weights.resize(s.ids.size(), 1.0f);
+    } else {
+      fail(where, "expected field 'ids', 'text', or 'prompt' + 'completion'");
+    }
+    if ((j.contains("text") || j.contains("prompt")) && tok) {
+      int eos = tok->token_id("<|endoftext|>");
+      if (eos >= 0) s.ids.push_back(eos), s.weights.push_back(1.0f);
+    }
+    if (s.ids.size() < 2) fail(where, "sample has fewer than 2 tokens");
+    if (tok)
+      for (int32_t id : s.ids)
+        if (id < 0 || id >= tok->vocab_size()) fail(where + ": field 'ids'", "token id " + std::to_string(id) + " outside the vocabulary");
+    out.push_back(std::move(s));
+  }
+  if (out.empty()) fail(path, "no samples");
+  return out;
+}
+
+DataLoader::DataLoader(std::vector<Sample> samples, int batch_size, int seq_len, uint64_t seed)
+    : samples_(std::move(samples)), batch_size_(batch_size), seq_len_(seq_len), rng_(seed) {
+  if (batch_size_ <= 0 || seq_len_ <= 0) fail("data loader", "batch_size and seq_len must be positive");
+  shuffle();
+}
+
+void DataLoader::shuffle() {
+  epoch_rng_ = rng_.state();
+  order_.resize(samples_.size());
+  std::iota(order_.begin(), order_.end(), 0);
+  for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
+}
+
+void DataLoader::set_cursor(const Cursor& c) {
+  epoch_ = c.epoch;
+  index_ = c.index;
+  rng_.set_state(c.rng);  // the state at the start of this epoch's shuffle; replay it
+  shuffle();
+}
+
+Batch DataLoader::next() {
+  Batch b;
+  b.B = batch_size_;
+  std::vector<const Sample*> picked;
+  for (int i = 0; i < batch_size_; ++i) {
+    if (index_ >= int64_t(order_.size())) {
+      ++epoch_;
+      index_ = 0;
+      shuffle();
+    }
+    picked.push_back(&samples_[order_[size_t(index_++)]]);
+  }
+  for (auto* s : picked) b.T = std::max(b.T, std::min(int(s->ids.size()) - 1, seq_len_));
+  b.inputs.assign(size_t(b.B) * b.T, 0);
+  b.targets.assign(size_t(b.B) * b.T, -1);
+  b.weights.assign(size_t(b.B) * b.T, 0.0f);
+  for (int i = 0; i < b.B; ++i) {
+    const Sample* s = picked[i];
+    int n = std::min(int(s->ids.size()) - 1, seq_len_);
+    for (int t = 0; t < n; ++t) {
+      b.inputs[size_t(i) * b.T + t] = s->ids[t];
+      b.targets[size_t(i) * b.T + t] = s->ids[t + 1];
+      b.weights[size_t(i) * b.T + t] = s->weights[t + 1];
+    }
+    b.tokens += n;
+  }
+  return b;
+}
+
+}  // namespace sr
