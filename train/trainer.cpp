@@ -120,7 +120,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
   loader_->set_cursor(c);
 }
 
-void Trainer::run(const std::function<void(const json&)>& on_log, bool resume) {
+void Trainer::run(const std::function<void(const json&)>& on_log, bool resume, int64_t stop_after) {
   using clock = std::chrono::steady_clock;
   std::string ckpt = join_path(cfg_.out_dir, "checkpoint");
   make_dirs(cfg_.out_dir);
@@ -142,7 +142,8 @@ void Trainer::run(const std::function<void(const json&)>& on_log, bool resume) {
     opt_->step(model_->params(), model_->grads(), lr, decay_mask_);
     ++step_;
     double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
-    stopped_early = cfg_.max_seconds > 0 && elapsed >= cfg_.max_seconds && step_ < cfg_.steps;
+    stopped_early = ((cfg_.max_seconds > 0 && elapsed >= cfg_.max_seconds) || (stop_after > 0 && step_ >= stop_after)) &&
+                    step_ < cfg_.steps;
     if (step_ % cfg_.log_every == 0 || step_ == cfg_.steps || stopped_early) {
       double dt = std::chrono::duration<double>(clock::now() - tlog).count();
       on_log({{"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},

@@ -39,8 +39,9 @@ struct TrainConfig {
 class Trainer {
  public:
   explicit Trainer(const TrainConfig& cfg);
-  // Runs to cfg.steps (or max_seconds); on_log gets one JSON object per logged step.
-  void run(const std::function<void(const json&)>& on_log, bool resume = false);
+  // Runs to cfg.steps (or max_seconds, or `stop_after` steps when > 0, as an interruption would);
+  // on_log gets one JSON object per logged step. Always ends with a checkpoint.
+  void run(const std::function<void(const json&)>& on_log, bool resume = false, int64_t stop_after = 0);
   Transformer& model() { return *model_; }
   int64_t step() const { return step_; }
   void save_checkpoint(const std::string& dir);
