@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <iostream>
 #include <iterator>
@@ -168,6 +170,50 @@ int cmd_info(int argc, char** argv) {
               << "window:       " << (c.any_sliding() ? std::to_string(c.sliding_window) : "none (full attention)") << "\n"
               << "vocab:        " << c.vocab_size << (m.tokenizer ? " (tokenizer " + std::to_string(m.tokenizer->vocab_size()) + ")" : "") << "\n";
   }
+  return 0;
+}
+
+// Writes a float32 [rows, cols] array as a NumPy .npy file (for parity checks against PyTorch).
+static void write_npy(const std::string& path, const std::vector<float>& v, size_t rows, size_t cols) {
+  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " + std::to_string(cols) + "), }";
+  while ((10 + dict.size() + 1) % 64 != 0) dict.push_back(' ');
+  dict.push_back('\n');
+  std::string out = "\x93NUMPY";
+  out.push_back(char(1)), out.push_back(char(0));
+  out.push_back(char(dict.size() & 0xff)), out.push_back(char(dict.size() >> 8));
+  out += dict;
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  write_file_atomic(path, out);
+}
+
+int cmd_score(int argc, char** argv) {
+  const char* usage =
+      "smoothread score --model DIR (--text TEXT | --file FILE) [--json] [--logits-out FILE.npy] [--threads N]\n"
+      "Log-probability of every token given the ones before it (one forward pass), and the mean NLL.\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2, {"--model", "--text", "--file", "--logits-out", "--threads"}, {"--json"});
+  set_threads(a);
+  LoadedModel m = load_model_dir(a.get("--model"), true);
+  std::string text = a.has("--file") ? read_file(a.get("--file")) : a.get("--text");
+  std::vector<int32_t> ids = m.tokenizer->encode(text);
+  if (ids.size() < 1) fail(a.has("--file") ? a.get("--file") : "--text", "is empty");
+  const int V = m.model->config().vocab_size, n = int(ids.size());
+  Session s(*m.model);
+  std::vector<float> logits;
+  s.prefill(ids, &logits);
+  std::vector<double> lp;
+  double nll = 0;
+  for (int t = 1; t < n; ++t) {
+    const float* z = logits.data() + size_t(t - 1) * V;
+    double mx = *std::max_element(z, z + V), sum = 0;
+    for (int v = 0; v < V; ++v) sum += std::exp(double(z[v]) - mx);
+    lp.push_back(double(z[ids[t]]) - mx - std::log(sum));
+    nll -= lp.back();
+  }
+  if (a.has("--logits-out")) write_npy(a.get("--logits-out"), logits, size_t(n), size_t(V));
+  double mean = n > 1 ? nll / (n - 1) : 0.0;
+  if (a.has("--json")) std::cout << json{{"ids", ids}, {"logprobs", lp}, {"mean_nll", mean}, {"tokens", n}}.dump() << "\n";
+  else std::cout << "tokens: " << n << "\nmean NLL: " << mean << " nats/token\nperplexity: " << std::exp(mean) << "\n";
   return 0;
 }
 

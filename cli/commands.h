@@ -7,4 +7,5 @@ int cmd_generate(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_gen(int argc, char** argv);
+int cmd_score(int argc, char** argv);
 }  // namespace sr::cli

@@ -17,6 +17,7 @@ commands:
              [--seed S] [--json]                         generate text
   tokenize   --tokenizer FILE|DIR [--decode]             stdin text -> JSON ids (or ids -> text)
   info       --model DIR [--json]                        architecture, parameters, layer types
+  score      --model DIR (--text T | --file F) [--json] [--logits-out F.npy]   per-token log-probs
   gen        --task copy|recall --count N --seed S --out FILE.jsonl   toy training data
 )";
 
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
     if (cmd == "tokenize") return sr::cli::cmd_tokenize(argc, argv);
     if (cmd == "info") return sr::cli::cmd_info(argc, argv);
     if (cmd == "gen") return sr::cli::cmd_gen(argc, argv);
+    if (cmd == "score") return sr::cli::cmd_score(argc, argv);
     std::cerr << "error: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const sr::Error& e) {

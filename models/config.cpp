@@ -62,7 +62,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   c.num_heads = int(json_int(j, "num_attention_heads", where));
   c.num_kv_heads = int(json_int_or(j, "num_key_value_heads", c.num_heads, where));
   c.head_dim = int(json_int_or(j, "head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0, where));
-  c.rms_norm_eps = float(json_num_or(j, "rms_norm_eps", c.model_type == "qwen2" ? 1e-6 : 1e-5, where));
+  c.rms_norm_eps = json_num_or(j, "rms_norm_eps", c.model_type == "qwen2" ? 1e-6 : 1e-5, where);
   // rope_theta: transformers 5.x nests it in rope_parameters; 4.x kept it at top level.
   double theta = c.model_type == "qwen2" ? 1e6 : 1e4;
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
@@ -77,7 +77,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     std::string rt = json_str_or(j["rope_scaling"], "rope_type", json_str_or(j["rope_scaling"], "type", "default", where), where);
     if (rt != "default") fail(where + ": field 'rope_scaling'", "RoPE scaling '" + rt + "' is not supported");
   }
-  c.rope_theta = float(theta);
+  c.rope_theta = theta;
   c.tie_word_embeddings = json_bool_or(j, "tie_word_embeddings", false, where);
   c.attention_bias = c.model_type == "qwen2" ? true : json_bool_or(j, "attention_bias", false, where);
   c.max_position_embeddings = int(json_int_or(j, "max_position_embeddings", 32768, where));

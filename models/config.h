@@ -22,8 +22,8 @@ struct ModelConfig {
   int num_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;  // defaults to hidden_size / num_heads
-  float rms_norm_eps = 1e-6f;
-  float rope_theta = 1e6f;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 1e6;
   bool tie_word_embeddings = false;
   bool attention_bias = true;  // q/k/v bias (always true for qwen2)
   int sliding_window = 0;      // W (keys including self) for sliding layers; 0 = none

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README command 2; .ci/run runs it on a fresh clone after scripts/setup.sh).
+#  1. Release build + the default ctest suite (everything but the `slow` label);
+#  2. the loader tests again under AddressSanitizer + UndefinedBehaviorSanitizer;
+#  3. `cmake --install` and a user project built with find_package(smoothread).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$JOBS"
+ctest --test-dir build -LE slow --output-on-failure
+
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSMOOTHREAD_SANITIZE=ON -DSMOOTHREAD_BENCH=OFF
+cmake --build build-asan -j"$JOBS" --target test_loader smoothread_cli
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan -L loader --output-on-failure
+
+rm -rf build/install build/consumer
+cmake --install build --prefix build/install >/dev/null
+cmake -S examples/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
+cmake --build build/consumer -j"$JOBS" >/dev/null
+./build/consumer/consumer
+echo "all tests passed"
