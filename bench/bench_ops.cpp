@@ -1,0 +1,147 @@
+// CPU micro-benchmarks (Google Benchmark). Not tests: numbers go to docs/PERF.md via
+// bench/run_cpu.sh. Each GEMM-bound op is measured next to raw OpenBLAS sgemm on the same shape
+// in the same run, so the ratio is meaningful on any machine.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <vector>
+
+#include "core/rng.h"
+#include "models/transformer.h"
+#include "ops/cpu/cpu_ops.h"
+
+using namespace sr;
+
+namespace {
+std::vector<float> randv(size_t n, uint64_t seed) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = r.normal();
+  return v;
+}
+// Shapes: tokens N x in I -> out O (a 1024-token micro-batch through typical projections).
+void gemm_shapes(benchmark::internal::Benchmark* b) {
+  for (auto [N, I, O] : std::vector<std::tuple<int, int, int>>{{1024, 512, 512}, {1024, 512, 1536}, {1024, 1536, 512}, {4096, 256, 266}})
+    b->Args({N, I, O});
+}
+}  // namespace
+
+static void BM_sgemm_openblas(benchmark::State& st) {
+  int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
+  auto x = randv(size_t(N) * I, 1), W = randv(size_t(O) * I, 2);
+  std::vector<float> y(size_t(N) * O);
+  for (auto _ : st) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, x.data(), I, W.data(), I, 0.0f, y.data(), O);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOPS"] = benchmark::Counter(2.0 * N * I * O, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_sgemm_openblas)->Apply(gemm_shapes)->UseRealTime();
+
+static void BM_linear_fwd(benchmark::State& st) {
+  int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
+  auto x = randv(size_t(N) * I, 1), W = randv(size_t(O) * I, 2), b = randv(O, 3);
+  std::vector<float> y(size_t(N) * O);
+  for (auto _ : st) {
+    cpu::linear_fwd(y.data(), x.data(), W.data(), b.data(), N, I, O);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOPS"] = benchmark::Counter(2.0 * N * I * O, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_linear_fwd)->Apply(gemm_shapes)->UseRealTime();
+
+static void BM_linear_bwd(benchmark::State& st) {  // dx and dW (+db): two GEMMs
+  int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
+  auto x = randv(size_t(N) * I, 1), W = randv(size_t(O) * I, 2), dy = randv(size_t(N) * O, 3);
+  std::vector<float> dx(size_t(N) * I), dW(size_t(O) * I), db(O);
+  for (auto _ : st) {
+    cpu::linear_bwd(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), N, I, O);
+    benchmark::DoNotOptimize(dW.data());
+  }
+  st.counters["GFLOPS"] = benchmark::Counter(4.0 * N * I * O, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_linear_bwd)->Apply(gemm_shapes)->UseRealTime();
+
+// Attention forward, 4 query heads / 2 kv heads of 64, window 0 (full) or 1024, L = 1k..32k.
+static void BM_attention_fwd(benchmark::State& st) {
+  int L = int(st.range(0)), W = int(st.range(1));
+  AttnShape s{1, L, L, 4, 2, 64, W, 0.125f};
+  auto q = randv(size_t(L) * 4 * 64, 1), k = randv(size_t(L) * 2 * 64, 2), v = randv(size_t(L) * 2 * 64, 3);
+  std::vector<float> o(q.size()), lse(size_t(L) * 4);
+  for (auto _ : st) {
+    cpu::attention_fwd(o.data(), lse.data(), q.data(), k.data(), v.data(), s);
+    benchmark::DoNotOptimize(o.data());
+  }
+  double keys = 0;  // visible (query, key) pairs
+  for (int i = 0; i < L; ++i) keys += W > 0 ? std::min(i + 1, W) : i + 1;
+  st.counters["GFLOPS"] = benchmark::Counter(4.0 * keys * 64 * 4, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["tokens/s"] = benchmark::Counter(L, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_attention_fwd)
+    ->ArgsProduct({{1024, 2048, 4096, 8192, 16384}, {0, 1024}})
+    ->Args({32768, 1024})
+    ->Args({32768, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(1)
+    ->Repetitions(2)
+    ->ReportAggregatesOnly(false);
+
+static void BM_attention_fwd_bwd(benchmark::State& st) {
+  int L = int(st.range(0)), W = int(st.range(1));
+  AttnShape s{1, L, L, 4, 2, 64, W, 0.125f};
+  auto q = randv(size_t(L) * 4 * 64, 1), k = randv(size_t(L) * 2 * 64, 2), v = randv(size_t(L) * 2 * 64, 3);
+  std::vector<float> o(q.size()), lse(size_t(L) * 4), dq(q.size()), dk(k.size()), dv(v.size());
+  for (auto _ : st) {
+    cpu::attention_fwd(o.data(), lse.data(), q.data(), k.data(), v.data(), s);
+    cpu::attention_bwd(dq.data(), dk.data(), dv.data(), q.data(), q.data(), k.data(), v.data(), o.data(), lse.data(), s);
+    benchmark::DoNotOptimize(dq.data());
+  }
+  st.counters["tokens/s"] = benchmark::Counter(L, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_attention_fwd_bwd)->ArgsProduct({{1024, 4096, 16384}, {0, 1024}})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+// Whole model, training step (forward + backward): ~7M params, 4 layers (2 SWA W=256), B=4 x T=512.
+static void BM_model_train_step(benchmark::State& st) {
+  ModelConfig c;
+  c.vocab_size = 266, c.hidden_size = 384, c.intermediate_size = 1024, c.num_layers = 4, c.num_heads = 6;
+  c.num_kv_heads = 2, c.head_dim = 64, c.sliding_window = int(st.range(1));
+  c.layer_sliding = {true, false, true, false};
+  if (c.sliding_window == 0) c.layer_sliding.assign(4, false);
+  Transformer m(c);
+  m.init_random(1);
+  const int B = 4, T = int(st.range(0));
+  std::vector<int32_t> ids(size_t(B) * T), tg(size_t(B) * T);
+  Rng r(2);
+  for (auto& x : ids) x = int32_t(r.below(266));
+  for (auto& x : tg) x = int32_t(r.below(266));
+  std::vector<float> w(ids.size(), 1.f);
+  for (auto _ : st) {
+    m.forward(ids.data(), tg.data(), w.data(), B, T);
+    m.backward();
+  }
+  st.counters["params"] = double(c.num_parameters());
+  st.counters["tokens/s"] = benchmark::Counter(double(B) * T, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOPS"] = benchmark::Counter(6.0 * c.num_parameters() * B * T, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_model_train_step)->Args({512, 256})->Args({512, 0})->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+// Whole model, streaming decode tokens/s after a 4k-token prefill (SWA ring vs full cache).
+static void BM_model_decode(benchmark::State& st) {
+  ModelConfig c;
+  c.vocab_size = 266, c.hidden_size = 384, c.intermediate_size = 1024, c.num_layers = 4, c.num_heads = 6;
+  c.num_kv_heads = 2, c.head_dim = 64, c.sliding_window = int(st.range(0));
+  c.layer_sliding.assign(4, c.sliding_window > 0);
+  Transformer m(c);
+  m.init_random(1);
+  std::vector<LayerKVCache> caches = m.empty_caches();
+  std::vector<int32_t> prompt(4096, 65);
+  std::vector<float> logits(266);
+  m.forward_cached(prompt.data(), int(prompt.size()), caches, logits.data(), false);
+  int32_t tok = 66;
+  for (auto _ : st) m.forward_cached(&tok, 1, caches, logits.data(), false);
+  st.counters["tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_model_decode)->Arg(0)->Arg(256)->UseRealTime()->MinTime(1.0);
+
+BENCHMARK_MAIN();
