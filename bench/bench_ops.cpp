@@ -34,7 +34,7 @@ static void BM_sgemm_openblas(benchmark::State& st) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, x.data(), I, W.data(), I, 0.0f, y.data(), O);
     benchmark::DoNotOptimize(y.data());
   }
-  st.counters["GFLOPS"] = benchmark::Counter(2.0 * N * I * O, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOPS"] = benchmark::Counter((2.0 * N * I * O) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_sgemm_openblas)->Apply(gemm_shapes)->UseRealTime();
 
@@ -46,7 +46,7 @@ static void BM_linear_fwd(benchmark::State& st) {
     cpu::linear_fwd(y.data(), x.data(), W.data(), b.data(), N, I, O);
     benchmark::DoNotOptimize(y.data());
   }
-  st.counters["GFLOPS"] = benchmark::Counter(2.0 * N * I * O, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOPS"] = benchmark::Counter((2.0 * N * I * O) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_linear_fwd)->Apply(gemm_shapes)->UseRealTime();
 
@@ -58,7 +58,7 @@ static void BM_linear_bwd(benchmark::State& st) {  // dx and dW (+db): two GEMMs
     cpu::linear_bwd(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), N, I, O);
     benchmark::DoNotOptimize(dW.data());
   }
-  st.counters["GFLOPS"] = benchmark::Counter(4.0 * N * I * O, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOPS"] = benchmark::Counter((4.0 * N * I * O) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_linear_bwd)->Apply(gemm_shapes)->UseRealTime();
 
@@ -74,7 +74,7 @@ static void BM_attention_fwd(benchmark::State& st) {
   }
   double keys = 0;  // visible (query, key) pairs
   for (int i = 0; i < L; ++i) keys += W > 0 ? std::min(i + 1, W) : i + 1;
-  st.counters["GFLOPS"] = benchmark::Counter(4.0 * keys * 64 * 4, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOPS"] = benchmark::Counter((4.0 * keys * 64 * 4) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["tokens/s"] = benchmark::Counter(L, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_attention_fwd)
@@ -83,9 +83,7 @@ BENCHMARK(BM_attention_fwd)
     ->Args({32768, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
-    ->Iterations(1)
-    ->Repetitions(2)
-    ->ReportAggregatesOnly(false);
+    ->MinTime(0.5);
 
 static void BM_attention_fwd_bwd(benchmark::State& st) {
   int L = int(st.range(0)), W = int(st.range(1));
@@ -122,7 +120,7 @@ static void BM_model_train_step(benchmark::State& st) {
   }
   st.counters["params"] = double(c.num_parameters());
   st.counters["tokens/s"] = benchmark::Counter(double(B) * T, benchmark::Counter::kIsIterationInvariantRate);
-  st.counters["GFLOPS"] = benchmark::Counter(6.0 * c.num_parameters() * B * T, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOPS"] = benchmark::Counter((6.0 * c.num_parameters() * B * T) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_model_train_step)->Args({512, 256})->Args({512, 0})->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 

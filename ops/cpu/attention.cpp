@@ -32,7 +32,17 @@ TileRange tile_keys(const AttnShape& s, int i0, int nq) {
 // Scores for a (nq x nk) tile, scaled, with positions outside each row's band set to -inf.
 void masked_scores(float* S, const float* Q, const float* K, int nq, int nk, int i0, int j0, const AttnShape& s) {
   const int ldq = s.Hq * s.D, ldk = s.Hkv * s.D, off = s.Tk - s.Tq;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, s.D, s.scale, Q, ldq, K, ldk, 0.0f, S, kAttnTileK);
+  if (nq <= 2) {  // decode: plain dot products beat a BLAS call per tile
+    for (int r = 0; r < nq; ++r)
+      for (int c = 0; c < nk; ++c) {
+        const float *qr = Q + size_t(r) * ldq, *kc = K + size_t(c) * ldk;
+        float d = 0;
+        for (int e = 0; e < s.D; ++e) d += qr[e] * kc[e];
+        S[size_t(r) * kAttnTileK + c] = d * s.scale;
+      }
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, s.D, s.scale, Q, ldq, K, ldk, 0.0f, S, kAttnTileK);
+  }
   for (int r = 0; r < nq; ++r) {
     int p = i0 + r + off;
     int lo = s.window > 0 ? p - s.window + 1 : 0;
@@ -86,8 +96,17 @@ void attention_fwd(float* out, float* lse, const float* q, const float* k, const
             for (int d = 0; d < D; ++d) acc[size_t(r) * D + d] *= corr;
         }
         // acc[nq,D] += P[nq,nk] . V[nk,D]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, nk, 1.0f, S.data(), kAttnTileK, V, s.Hkv * D,
-                    1.0f, acc.data(), D);
+        if (nq <= 2) {
+          for (int r = 0; r < nq; ++r)
+            for (int c = 0; c < nk; ++c) {
+              const float p = S[size_t(r) * kAttnTileK + c], *vc = V + size_t(c) * s.Hkv * D;
+              float* a = acc.data() + size_t(r) * D;
+              for (int d = 0; d < D; ++d) a[d] += p * vc[d];
+            }
+        } else {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, nk, 1.0f, S.data(), kAttnTileK, V, s.Hkv * D,
+                      1.0f, acc.data(), D);
+        }
       }
       for (int r = 0; r < nq; ++r) {
         float* o = out + ((size_t(b) * s.Tq + i0 + r) * s.Hq + h) * D;

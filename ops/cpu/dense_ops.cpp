@@ -71,7 +71,12 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
 // out[N,O] = x[N,I] . W[O,I]^T (+ b)
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
   if (N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, x, I, W, I, 0.0f, out, O);
+  if (N <= 4) {  // decode: matrix-vector products; sgemm would repack W on every call
+    for (int n = 0; n < N; ++n)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, O, I, 1.0f, W, I, x + size_t(n) * I, 1, 0.0f, out + size_t(n) * O, 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, x, I, W, I, 0.0f, out, O);
+  }
   if (b) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; ++n)

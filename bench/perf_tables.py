@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Formats bench_ops JSON output as the markdown tables of docs/PERF.md."""
+import json, subprocess, sys
+
+d = json.load(open(sys.argv[1]))
+runs = [b for b in d["benchmarks"] if b.get("run_type") == "iteration"]
+ctx = d["context"]
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"Machine: {cpu}, {ctx['num_cpus']} cores; commit {commit}; {ctx['date']}\n")
+
+def group(prefix):
+    out = {}
+    for b in runs:
+        name = b["name"].split("/")
+        if name[0] == prefix:
+            key = "/".join(x for x in name[1:] if not x.startswith(("real_time", "iterations", "min_time", "repeats")))
+            out.setdefault(key, []).append(b)
+    return out
+
+sg, lf, lb = group("BM_sgemm_openblas"), group("BM_linear_fwd"), group("BM_linear_bwd")
+print("GEMM-bound ops vs OpenBLAS sgemm (same shape, same run)\n")
+print("| tokens x in -> out | OpenBLAS sgemm GFLOP/s | linear fwd GFLOP/s | fwd / sgemm | linear bwd GFLOP/s | bwd / sgemm |")
+print("|---|---|---|---|---|---|")
+for k in sg:
+    s = sg[k][0]["GFLOPS"]; f = lf[k][0]["GFLOPS"]; bw = lb[k][0]["GFLOPS"]
+    n, i, o = k.split("/")
+    print(f"| {n} x {i} -> {o} | {s:.1f} | {f:.1f} | {f/s:.2f} | {bw:.1f} | {bw/s:.2f} |")
+
+print("\nAttention forward, 4 q heads / 2 kv heads x 64, one sequence (W = window; full = causal)\n")
+print("| L | full: ms | full: GFLOP/s | W=1024: ms | W=1024: GFLOP/s | full / window time |")
+print("|---|---|---|---|---|---|")
+af = group("BM_attention_fwd")
+Ls = sorted({int(k.split("/")[0]) for k in af})
+for L in Ls:
+    f = af.get(f"{L}/0"); w = af.get(f"{L}/1024")
+    fm = min(b["real_time"] for b in f) if f else None
+    wm = min(b["real_time"] for b in w) if w else None
+    fg = max(b["GFLOPS"] for b in f) if f else None
+    wg = max(b["GFLOPS"] for b in w) if w else None
+    cell = lambda v, fmt: (fmt % v) if v is not None else "-"
+    ratio = f"{fm/wm:.1f}x" if fm and wm else "-"
+    print(f"| {L} | {cell(fm,'%.1f')} | {cell(fg,'%.1f')} | {cell(wm,'%.1f')} | {cell(wg,'%.1f')} | {ratio} |")
+
+print("\nAttention forward + backward\n")
+print("| L | full: ms | W=1024: ms |")
+print("|---|---|---|")
+ab = group("BM_attention_fwd_bwd")
+for L in sorted({int(k.split("/")[0]) for k in ab}):
+    f = ab.get(f"{L}/0"); w = ab.get(f"{L}/1024")
+    print(f"| {L} | {f[0]['real_time']:.1f} | {w[0]['real_time']:.1f} |")
+
+print("\nWhole model (hidden 384, 4 layers, 6/2 heads x 64, vocab 266)\n")
+print("| benchmark | config | tokens/s | model GFLOP/s (6·params·tokens) |")
+print("|---|---|---|---|")
+for k, v in group("BM_model_train_step").items():
+    T, W = k.split("/")
+    print(f"| train step fwd+bwd, B=4 x T={T} | {'layers 0,2 SWA W='+W if W!='0' else 'all full'} | {v[0]['tokens/s']:.0f} | {v[0]['GFLOPS']:.1f} |")
+for k, v in group("BM_model_decode").items():
+    print(f"| decode 1 token after 4k prefill | {'all SWA W='+k if k!='0' else 'all full'} | {v[0]['tokens/s']:.0f} | - |")
