@@ -36,7 +36,7 @@ static void BM_sgemm_openblas(benchmark::State& st) {
   }
   st.counters["GFLOPS"] = benchmark::Counter((2.0 * N * I * O) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_sgemm_openblas)->Apply(gemm_shapes)->UseRealTime();
+BENCHMARK(BM_sgemm_openblas)->Apply(gemm_shapes)->UseRealTime()->Repetitions(5);
 
 static void BM_linear_fwd(benchmark::State& st) {
   int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
@@ -48,7 +48,7 @@ static void BM_linear_fwd(benchmark::State& st) {
   }
   st.counters["GFLOPS"] = benchmark::Counter((2.0 * N * I * O) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_linear_fwd)->Apply(gemm_shapes)->UseRealTime();
+BENCHMARK(BM_linear_fwd)->Apply(gemm_shapes)->UseRealTime()->Repetitions(5);
 
 static void BM_linear_bwd(benchmark::State& st) {  // dx and dW (+db): two GEMMs
   int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
@@ -60,7 +60,7 @@ static void BM_linear_bwd(benchmark::State& st) {  // dx and dW (+db): two GEMMs
   }
   st.counters["GFLOPS"] = benchmark::Counter((4.0 * N * I * O) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_linear_bwd)->Apply(gemm_shapes)->UseRealTime();
+BENCHMARK(BM_linear_bwd)->Apply(gemm_shapes)->UseRealTime()->Repetitions(5);
 
 // Attention forward, 4 query heads / 2 kv heads of 64, window 0 (full) or 1024, L = 1k..32k.
 static void BM_attention_fwd(benchmark::State& st) {

@@ -18,12 +18,14 @@ def group(prefix):
             out.setdefault(key, []).append(b)
     return out
 
+import statistics
+med = lambda runs, key: statistics.median(b[key] for b in runs)
 sg, lf, lb = group("BM_sgemm_openblas"), group("BM_linear_fwd"), group("BM_linear_bwd")
-print("GEMM-bound ops vs OpenBLAS sgemm (same shape, same run)\n")
+print("GEMM-bound ops vs OpenBLAS sgemm (same shape, same run; median of 5 repetitions)\n")
 print("| tokens x in -> out | OpenBLAS sgemm GFLOP/s | linear fwd GFLOP/s | fwd / sgemm | linear bwd GFLOP/s | bwd / sgemm |")
 print("|---|---|---|---|---|---|")
 for k in sg:
-    s = sg[k][0]["GFLOPS"]; f = lf[k][0]["GFLOPS"]; bw = lb[k][0]["GFLOPS"]
+    s = med(sg[k], "GFLOPS"); f = med(lf[k], "GFLOPS"); bw = med(lb[k], "GFLOPS")
     n, i, o = k.split("/")
     print(f"| {n} x {i} -> {o} | {s:.1f} | {f:.1f} | {f/s:.2f} | {bw:.1f} | {bw/s:.2f} |")
 
