@@ -23,6 +23,8 @@ class Tokenizer {
   virtual int token_id(const std::string& token) const = 0;  // -1 when absent
   virtual bool is_special(int32_t id) const = 0;
   virtual json to_json() const = 0;  // tokenizer.json content
+  // True when count(a + b) == count(a) + count(b) for text without special tokens (byte-level).
+  virtual bool counts_are_additive() const { return false; }
 
   // Loads `path` (a tokenizer.json, or a directory holding one).
   static std::unique_ptr<Tokenizer> load(const std::string& path);
@@ -40,6 +42,7 @@ class ByteTokenizer : public Tokenizer {
   int token_id(const std::string& token) const override;
   bool is_special(int32_t id) const override { return id >= 256 && id < vocab_size(); }
   json to_json() const override;
+  bool counts_are_additive() const override { return true; }
   const std::vector<std::string>& specials() const { return specials_; }
 
  private:
