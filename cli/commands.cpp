@@ -12,6 +12,7 @@
 
 #include "cli/args.h"
 #include "core/io.h"
+#include "core/utf8.h"
 #include "data/toy_tasks.h"
 #include "infer/session.h"
 #include "models/model_dir.h"
@@ -94,7 +95,7 @@ int cmd_generate(int argc, char** argv) {
   std::string text = m.tokenizer->decode(text_ids);
   if (a.has("--json")) {
     double pf = std::chrono::duration<double>(t1 - t0).count(), dc = std::chrono::duration<double>(t2 - t1).count();
-    json r = {{"text", text}, {"prompt_ids", ids}, {"ids", out},
+    json r = {{"text", make_valid_utf8(text)}, {"prompt_ids", ids}, {"ids", out},
               {"finish_reason", hit_eos ? "eos" : "length"}, {"prefill_s", pf}, {"decode_s", dc},
               {"decode_tokens_per_s", dc > 0 ? out.size() / dc : 0.0}};
     std::cout << r.dump() << "\n";

@@ -8,4 +8,6 @@ int cmd_tokenize(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_gen(int argc, char** argv);
 int cmd_score(int argc, char** argv);
+int cmd_read(int argc, char** argv);
+int cmd_chunk(int argc, char** argv);
 }  // namespace sr::cli

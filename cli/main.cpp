@@ -12,6 +12,9 @@ static const char* kUsage = R"(smoothread: recurrent-LM engine for Smooth Readin
 usage: smoothread <command> [options]   (smoothread <command> --help for its options)
 
 commands:
+  read       --model DIR (--doc FILE | stdin) --question Q [--mode emr|nmr|or|or-context-first] [--json]
+             [--trace F.jsonl] [--batch IN.jsonl --out OUT.jsonl]   Smooth Reading (see read --help)
+  chunk      --model DIR --doc FILE --chunk-tokens C [--json]   show how a document is chunked
   train      --config train.json [--resume] [--quiet]      train a model (JSON line per logged step)
   generate   --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
              [--seed S] [--json]                         generate text
@@ -34,6 +37,8 @@ int main(int argc, char** argv) {
     if (cmd == "info") return sr::cli::cmd_info(argc, argv);
     if (cmd == "gen") return sr::cli::cmd_gen(argc, argv);
     if (cmd == "score") return sr::cli::cmd_score(argc, argv);
+    if (cmd == "read") return sr::cli::cmd_read(argc, argv);
+    if (cmd == "chunk") return sr::cli::cmd_chunk(argc, argv);
     std::cerr << "error: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const sr::Error& e) {

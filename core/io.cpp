@@ -16,11 +16,12 @@
 namespace sr {
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  std::string data(size_t(f.tellg()), '\0');  // one allocation, no intermediate copy
+  f.seekg(0);
+  if (!f.read(data.data(), std::streamsize(data.size()))) fail(path, "read failed");
+  return data;
 }
 
 void write_file_atomic(const std::string& path, const std::string& data) {

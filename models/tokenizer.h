@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/io.h"
@@ -23,6 +24,9 @@ class Tokenizer {
   virtual int token_id(const std::string& token) const = 0;  // -1 when absent
   virtual bool is_special(int32_t id) const = 0;
   virtual json to_json() const = 0;  // tokenizer.json content
+  // Token count of plain text (no special-token parsing), without materializing the ids when the
+  // tokenizer can (byte-level: one token per byte).
+  virtual size_t count_plain(std::string_view text) const { return encode(std::string(text), false).size(); }
   // True when count(a + b) == count(a) + count(b) for text without special tokens (byte-level).
   virtual bool counts_are_additive() const { return false; }
 
@@ -43,6 +47,7 @@ class ByteTokenizer : public Tokenizer {
   bool is_special(int32_t id) const override { return id >= 256 && id < vocab_size(); }
   json to_json() const override;
   bool counts_are_additive() const override { return true; }
+  size_t count_plain(std::string_view text) const override { return text.size(); }
   const std::vector<std::string>& specials() const { return specials_; }
 
  private:

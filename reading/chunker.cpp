@@ -19,7 +19,7 @@ size_t hard_cut(const std::string& text, size_t begin, size_t end, const Tokeniz
   size_t lo = 0, hi = bounds.size() - 1;  // bounds[lo] always allowed (a single character)
   while (lo < hi) {
     size_t mid = lo + (hi - lo + 1) / 2;
-    if (count_tokens(text.substr(begin, bounds[mid] - begin), tok, est) <= C) lo = mid;
+    if (count_tokens(std::string_view(text).substr(begin, bounds[mid] - begin), tok, est) <= C) lo = mid;
     else hi = mid - 1;
   }
   return bounds[lo];
@@ -29,7 +29,7 @@ size_t hard_cut(const std::string& text, size_t begin, size_t end, const Tokeniz
 void split(const std::string& text, size_t begin, size_t end, size_t level, const Tokenizer& tok, int C, bool est,
            std::vector<Chunk>& out) {
   if (begin >= end) return;
-  int n = count_tokens(text.substr(begin, end - begin), tok, est);
+  int n = count_tokens(std::string_view(text).substr(begin, end - begin), tok, est);
   if (n <= C) {
     out.push_back({begin, end, n});
     return;
@@ -38,7 +38,7 @@ void split(const std::string& text, size_t begin, size_t end, size_t level, cons
     size_t at = begin;
     while (at < end) {
       size_t cut = hard_cut(text, at, end, tok, C, est);
-      out.push_back({at, cut, count_tokens(text.substr(at, cut - at), tok, est)});
+      out.push_back({at, cut, count_tokens(std::string_view(text).substr(at, cut - at), tok, est)});
       at = cut;
     }
     return;
@@ -54,8 +54,8 @@ void split(const std::string& text, size_t begin, size_t end, size_t level, cons
 }
 }  // namespace
 
-int count_tokens(const std::string& text, const Tokenizer& tok, bool word_estimate) {
-  if (!word_estimate) return int(tok.encode(text, false).size());
+int count_tokens(std::string_view text, const Tokenizer& tok, bool word_estimate) {
+  if (!word_estimate) return int(tok.count_plain(text));
   int words = 0;
   bool in = false;
   for (char c : text) {
@@ -78,7 +78,7 @@ std::vector<Chunk> chunk_text(const std::string& text, const Tokenizer& tok, con
       Chunk& c = chunks.back();
       int merged = tok.counts_are_additive() && !opt.word_estimate
                        ? c.tokens + p.tokens
-                       : count_tokens(text.substr(c.begin, p.end - c.begin), tok, opt.word_estimate);
+                       : count_tokens(std::string_view(text).substr(c.begin, p.end - c.begin), tok, opt.word_estimate);
       if (merged <= C) {
         c.end = p.end;
         c.tokens = merged;
@@ -88,49 +88,6 @@ std::vector<Chunk> chunk_text(const std::string& text, const Tokenizer& tok, con
     chunks.push_back(p);
   }
   return chunks;
-}
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is invalid.
-static int utf8_len_at(const std::string& s, size_t i) {
-  unsigned char c = static_cast<unsigned char>(s[i]);
-  int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-  if (!len || i + len > s.size()) return 0;
-  uint32_t cp = len == 1 ? c : c & (0x7F >> len);
-  for (int k = 1; k < len; ++k) {
-    unsigned char d = static_cast<unsigned char>(s[i + k]);
-    if (!is_continuation(d)) return 0;
-    cp = (cp << 6) | (d & 0x3F);
-  }
-  // overlong forms, surrogates, beyond U+10FFFF
-  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
-}
-
-size_t find_invalid_utf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    int len = utf8_len_at(s, i);
-    if (!len) return i;
-    i += size_t(len);
-  }
-  return std::string::npos;
-}
-
-std::string make_valid_utf8(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    int len = utf8_len_at(s, i);
-    if (len) {
-      out.append(s, i, size_t(len));
-      i += size_t(len);
-    } else {
-      out += "\xEF\xBF\xBD";  // U+FFFD for one invalid byte
-      ++i;
-    }
-  }
-  return out;
 }
 
 }  // namespace sr

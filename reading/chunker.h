@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/utf8.h"
 #include "models/tokenizer.h"
 
 namespace sr {
@@ -27,11 +28,7 @@ struct ChunkerOptions {
 std::vector<Chunk> chunk_text(const std::string& text, const Tokenizer& tok, const ChunkerOptions& opt);
 
 // Number of tokens of `text` as the chunker counts them.
-int count_tokens(const std::string& text, const Tokenizer& tok, bool word_estimate);
+int count_tokens(std::string_view text, const Tokenizer& tok, bool word_estimate);
 
-// UTF-8 validation: returns the byte offset of the first invalid sequence, or npos when valid.
-size_t find_invalid_utf8(const std::string& s);
-// Replaces every invalid sequence with U+FFFD.
-std::string make_valid_utf8(const std::string& s);
 
 }  // namespace sr

@@ -44,13 +44,13 @@ ReadingOptions ReadingOptions::from_model_json(const json& j, const std::string&
 
 json RoundTrace::to_json() const {
   return {{"round", round}, {"chunk_index", chunk_index}, {"token_span", {token_begin, token_end}},
-          {"byte_span", {byte_begin, byte_end}}, {"summary", summary}, {"action", action},
+          {"byte_span", {byte_begin, byte_end}}, {"summary", make_valid_utf8(summary)}, {"action", action},
           {"overrule", overrule.empty() ? json(nullptr) : json(overrule)}, {"summary_tokens", summary_tokens},
           {"prefill_s", prefill_s}, {"decode_s", decode_s}};
 }
 
 json ReadResult::to_json() const {
-  return {{"answer", answer}, {"mode", mode}, {"rounds", rounds}, {"chunks", chunks},
+  return {{"answer", make_valid_utf8(answer)}, {"mode", mode}, {"rounds", rounds}, {"chunks", chunks},
           {"stopped_early", stopped_early}, {"context_tokens", context_tokens}, {"tokens_read", tokens_read},
           {"tokens_generated", tokens_generated}, {"seconds", seconds}, {"state_bytes", state_bytes}};
 }

@@ -1,0 +1,253 @@
+// `smoothread read` and `smoothread chunk`: the reading runtime on the command line.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstring>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <set>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/io.h"
+#include "models/model_dir.h"
+#include "reading/reader.h"
+
+namespace sr::cli {
+
+namespace {
+size_t peak_rss_bytes() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return size_t(ru.ru_maxrss) * 1024;
+}
+
+std::string read_document(const Args& a) {
+  std::string doc, where;
+  if (a.has("--doc")) {
+    where = a.get("--doc");
+    if (!path_exists(where)) fail(where, "document not found");
+    doc = read_file(where);
+  } else {
+    where = "stdin";
+    if (isatty(0)) fail("--doc", "no document: give --doc FILE or pipe the text on stdin");
+    doc.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  if (doc.empty()) fail(where, "document is empty");
+  return doc;
+}
+
+// Applies --lossy-utf8 or fails naming the first bad byte.
+std::string check_utf8(std::string s, const std::string& where, bool lossy) {
+  size_t bad = find_invalid_utf8(s);
+  if (bad == std::string::npos) return s;
+  if (lossy) return make_valid_utf8(s);
+  fail(where, "invalid UTF-8 at byte " + std::to_string(bad) + " (use --lossy-utf8 to replace bad bytes with U+FFFD)");
+}
+
+ReadingOptions reading_options(const Args& a, const LoadedModel& m) {
+  ReadingOptions o = ReadingOptions::from_model_json(m.reading_config, join_path(m.dir, "smoothread.json"));
+  o.mode = a.get_or("--mode", o.mode);
+  o.chunk_tokens = int(a.get_int("--chunk-tokens", o.chunk_tokens));
+  o.max_summary_tokens = int(a.get_int("--max-summary-tokens", o.max_summary_tokens));
+  o.max_answer_tokens = int(a.get_int("--max-answer-tokens", o.max_answer_tokens));
+  o.max_rounds = int(a.get_int("--max-rounds", o.max_rounds));
+  o.early_stop = !a.has("--no-early-stop");
+  o.word_estimate = a.has("--word-estimate");
+  return o;
+}
+
+// Smallest window over the model's sliding layers (0 when none).
+int model_window(const ModelConfig& c) { return c.any_sliding() ? c.sliding_window : 0; }
+
+class Progress {
+ public:
+  explicit Progress(bool on) : on_(on && isatty(2)), t0_(std::chrono::steady_clock::now()) {}
+  void update(const std::string& what, int64_t done, int64_t total, const std::string& extra = "") {
+    if (!on_) return;
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    double rate = s > 0 ? done / s : 0;
+    double eta = rate > 0 ? (total - done) / rate : 0;
+    int width = 24, fill = total > 0 ? int(width * double(done) / double(total)) : 0;
+    std::fprintf(stderr, "\r%s [%s%s] %lld/%lld %s %.0f/s ETA %.0fs   ", what.c_str(), std::string(fill, '#').c_str(),
+                 std::string(width - fill, '.').c_str(), (long long)done, (long long)total, extra.c_str(), rate, eta);
+    std::fflush(stderr);
+  }
+  void done() {
+    if (on_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool on_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+const std::string& first_field(const json& j, const std::vector<std::string>& keys, const std::string& where) {
+  for (auto& k : keys)
+    if (j.contains(k) && j[k].is_string()) return j[k].get_ref<const std::string&>();
+  fail(where, "missing string field '" + keys[0] + "' (or '" + keys[1] + "')");
+}
+
+int read_batch(const Args& a, LoadedModel& m, const ReadingOptions& o, bool quiet) {
+  std::string in = a.get("--batch"), out = a.get("--out");
+  // Resume: keep complete lines already in `out`, drop a torn last line, skip answered ids.
+  std::set<std::string> done;
+  std::string kept;
+  if (path_exists(out)) {
+    std::ifstream f(out);
+    std::string line;
+    while (std::getline(f, line)) {
+      try {
+        json j = json::parse(line);
+        if (j.contains("id")) done.insert(j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump());
+        kept += line + "\n";
+      } catch (const json::parse_error&) {
+        break;  // torn write from an interrupted run: everything after it is redone
+      }
+    }
+    write_file_atomic(out, kept);
+  }
+  std::vector<json> items;
+  {
+    std::ifstream f(in);
+    if (!f) fail(in, "cannot open batch file");
+    std::string line;
+    int lineno = 0;
+    while (std::getline(f, line)) {
+      ++lineno;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      std::string where = in + ":" + std::to_string(lineno);
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::parse_error& e) {
+        fail(where, std::string("invalid JSON: ") + e.what());
+      }
+      if (!j.is_object()) fail(where, "expected a JSON object");
+      if (!j.contains("id")) j["id"] = std::to_string(lineno);
+      first_field(j, {"context", "doc"}, where);
+      first_field(j, {"input", "question"}, where);
+      j["_where"] = where;
+      items.push_back(std::move(j));
+    }
+  }
+  FILE* fo = std::fopen(out.c_str(), "a");
+  if (!fo) fail(out, "cannot open for appending");
+  SessionReaderModel rm(*m.model);
+  Progress bar(!quiet);
+  int64_t n = 0, skipped = 0;
+  for (auto& j : items) {
+    std::string id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
+    ++n;
+    if (done.count(id)) {
+      ++skipped;
+      continue;
+    }
+    std::string where = j["_where"];
+    std::string doc = check_utf8(first_field(j, {"context", "doc"}, where), where + ": field 'context'", a.has("--lossy-utf8"));
+    std::string q = check_utf8(first_field(j, {"input", "question"}, where), where + ": field 'input'", a.has("--lossy-utf8"));
+    if (!a.has("--force")) check_window_rule(model_window(m.model->config()), o, int(m.tokenizer->encode(q, false).size()));
+    Reader rd(rm, *m.tokenizer, o);
+    ReadResult r = rd.read(doc, q);
+    json res = r.to_json();
+    res["id"] = j["id"];
+    for (const char* k : {"task", "answers", "length", "depths"})
+      if (j.contains(k)) res[k] = j[k];
+    res["peak_rss_bytes"] = peak_rss_bytes();
+    std::string line = res.dump() + "\n";
+    std::fwrite(line.data(), 1, line.size(), fo);
+    std::fflush(fo);
+    fsync(fileno(fo));
+    bar.update("read", n, int64_t(items.size()), "samples");
+  }
+  std::fclose(fo);
+  bar.done();
+  if (!quiet) std::cerr << "answered " << (n - skipped) << ", skipped " << skipped << " already in " << out << "\n";
+  return 0;
+}
+}  // namespace
+
+int cmd_read(int argc, char** argv) {
+  const char* usage =
+      "smoothread read --model DIR (--doc FILE | stdin) --question TEXT [--mode emr|nmr|or|or-context-first]\n"
+      "                [--json] [--trace FILE.jsonl] [--chunk-tokens C] [--max-summary-tokens S]\n"
+      "                [--max-answer-tokens A] [--max-rounds R] [--no-early-stop] [--word-estimate] [--force]\n"
+      "                [--lossy-utf8] [--quiet] [--threads N]\n"
+      "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [same options]   (resumable)\n"
+      "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n";
+  for (int i = 2; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help")) return std::cout << usage, 0;
+  Args a(argc, argv, 2,
+         {"--model", "--doc", "--question", "--mode", "--trace", "--chunk-tokens", "--max-summary-tokens",
+          "--max-answer-tokens", "--max-rounds", "--batch", "--out", "--threads"},
+         {"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet"});
+  if (a.has("--threads")) omp_set_num_threads(int(a.get_int("--threads", 1)));
+  std::string dir = a.get("--model");
+  LoadedModel m = load_model_dir(dir, true);
+  ReadingOptions o = reading_options(a, m);
+  bool quiet = a.has("--quiet");
+  if (a.has("--batch")) return read_batch(a, m, o, quiet);
+  if (!a.has("--question")) fail("--question", "is required");
+  std::string q = check_utf8(a.get("--question"), "--question", a.has("--lossy-utf8"));
+  std::string doc = read_document(a);
+  doc = check_utf8(std::move(doc), a.has("--doc") ? a.get("--doc") : "stdin", a.has("--lossy-utf8"));
+  if (!a.has("--force")) check_window_rule(model_window(m.model->config()), o, int(m.tokenizer->encode(q, false).size()));
+  SessionReaderModel rm(*m.model);
+  Reader rd(rm, *m.tokenizer, o);
+  Progress bar(!quiet);
+  int64_t total = count_tokens(doc, *m.tokenizer, o.word_estimate);
+  ReadResult r = rd.read(doc, q, [&](const RoundTrace& t, const ReadResult& rr) {
+    bar.update("reading", rr.tokens_read, total, "tokens, round " + std::to_string(t.round));
+  });
+  bar.done();
+  if (a.has("--trace")) {
+    std::string lines;
+    for (auto& t : r.trace) lines += t.to_json().dump() + "\n";
+    write_file_atomic(a.get("--trace"), lines);
+  }
+  if (a.has("--json")) {
+    json j = r.to_json();
+    j["peak_rss_bytes"] = peak_rss_bytes();
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << r.answer << "\n";
+    if (!quiet)
+      std::cerr << r.mode << ": " << r.rounds << " round(s), " << r.tokens_read << "/" << r.context_tokens
+                << " tokens read" << (r.stopped_early ? " (stopped early)" : "") << ", " << r.seconds << " s\n";
+  }
+  return 0;
+}
+
+int cmd_chunk(int argc, char** argv) {
+  const char* usage =
+      "smoothread chunk (--model DIR | --tokenizer FILE|DIR) --doc FILE --chunk-tokens C [--word-estimate] [--json]\n"
+      "Prints the chunks' byte and token spans (--json: a JSON list with the text of each chunk).\n";
+  for (int i = 2; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help")) return std::cout << usage, 0;
+  Args a(argc, argv, 2, {"--model", "--tokenizer", "--doc", "--chunk-tokens"}, {"--json", "--word-estimate", "--lossy-utf8"});
+  std::string tp = a.has("--model") ? a.get("--model") : a.get("--tokenizer");
+  auto tok = Tokenizer::load(tp);
+  std::string doc = read_document(a);
+  doc = check_utf8(std::move(doc), a.get("--doc"), a.has("--lossy-utf8"));
+  int C = int(a.get_int("--chunk-tokens", 512));
+  if (C < 16) fail("--chunk-tokens", "must be at least 16");
+  auto chunks = chunk_text(doc, *tok, {C, a.has("--word-estimate")});
+  if (a.has("--json")) {
+    json arr = json::array();
+    for (size_t i = 0; i < chunks.size(); ++i)
+      arr.push_back({{"index", i}, {"byte_span", {chunks[i].begin, chunks[i].end}}, {"tokens", chunks[i].tokens},
+                     {"text", doc.substr(chunks[i].begin, chunks[i].end - chunks[i].begin)}});
+    std::cout << arr.dump() << "\n";
+  } else {
+    for (size_t i = 0; i < chunks.size(); ++i)
+      std::cout << i << "\tbytes " << chunks[i].begin << "-" << chunks[i].end << "\ttokens " << chunks[i].tokens << "\n";
+  }
+  return 0;
+}
+
+}  // namespace sr::cli
