@@ -13,6 +13,7 @@
 #include "cli/args.h"
 #include "core/io.h"
 #include "core/utf8.h"
+#include "data/synthetic.h"
 #include "data/toy_tasks.h"
 #include "infer/session.h"
 #include "models/model_dir.h"
@@ -220,19 +221,53 @@ int cmd_score(int argc, char** argv) {
 
 int cmd_gen(int argc, char** argv) {
   const char* usage =
-      "smoothread gen --task copy|recall --count N --seed S --out FILE.jsonl [--min-len A] [--max-len B]\n"
-      "Toy tasks for smoke training: {id, prompt, completion} per line.\n";
+      "smoothread gen --task T --count N --seed S --out FILE.jsonl\n"
+      "  synthetic tasks (passkey, niah_single_1, niah_single_2, niah_single_3):\n"
+      "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1]\n"
+      "      [--format records|trajectory] [--chunk-tokens A:B (trajectory chunk size range)]\n"
+      "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
+      "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len"}, {});
-  ToyTaskOptions o;
-  o.task = a.get("--task");
-  o.count = int(a.get_int("--count", 1000));
-  o.seed = uint64_t(a.get_int("--seed", 0));
-  o.min_len = int(a.get_int("--min-len", o.min_len));
-  o.max_len = int(a.get_int("--max-len", o.max_len));
-  if (o.count <= 0) fail("--count", "must be positive");
+  Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
+                         "--depth", "--format", "--chunk-tokens"}, {});
+  std::string task = a.get("--task");
+  int count = int(a.get_int("--count", 100));
+  uint64_t seed = uint64_t(a.get_int("--seed", 0));
+  if (count <= 0) fail("--count", "must be positive");
   std::string out;
-  for (auto& j : make_toy_task(o)) out += j.dump() + "\n";
+  if (task == "copy" || task == "recall") {
+    ToyTaskOptions o;
+    o.task = task, o.count = count, o.seed = seed;
+    o.min_len = int(a.get_int("--min-len", o.min_len));
+    o.max_len = int(a.get_int("--max-len", o.max_len));
+    for (auto& j : make_toy_task(o)) out += j.dump() + "\n";
+  } else {
+    std::unique_ptr<Tokenizer> tok = a.has("--tokenizer") ? Tokenizer::load(a.get("--tokenizer"))
+                                                          : std::make_unique<ByteTokenizer>(ByteTokenizer::default_specials());
+    SyntheticOptions o;
+    o.task = task, o.count = count, o.seed = seed;
+    o.tokens = int(a.get_int("--tokens", 4096));
+    o.depth = a.get_num("--depth", -1);
+    std::string format = a.get_or("--format", "records");
+    if (format != "records" && format != "trajectory") fail("--format", "expected records or trajectory");
+    int cmin = 128, cmax = 512;
+    if (a.has("--chunk-tokens")) {
+      std::string r = a.get("--chunk-tokens");
+      size_t colon = r.find(':');
+      try {
+        cmin = std::stoi(r.substr(0, colon));
+        cmax = colon == std::string::npos ? cmin : std::stoi(r.substr(colon + 1));
+      } catch (...) {
+        fail("--chunk-tokens", "expected A:B, got '" + r + "'");
+      }
+      if (cmin < 16 || cmax < cmin) fail("--chunk-tokens", "need 16 <= A <= B");
+    }
+    std::vector<json> recs = make_synthetic(o, *tok);
+    for (size_t i = 0; i < recs.size(); ++i) {
+      const json& j = format == "records" ? recs[i] : make_trajectory(recs[i], *tok, cmin, cmax, seed * 7919 + i);
+      out += j.dump() + "\n";
+    }
+  }
   write_file_atomic(a.get("--out"), out);
   return 0;
 }

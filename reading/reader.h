@@ -14,13 +14,10 @@
 #include "infer/session.h"
 #include "models/tokenizer.h"
 #include "reading/chunker.h"
+#include "reading/protocol.h"
 
 namespace sr {
 
-struct Markers {
-  std::string query = "<|query|>", chunk = "<|chunk|>", summary = "<|summary|>", memory = "<|memory|>",
-              answer = "<|answer|>", eod = "<|eod|>", read = "<READ>", stop = "<STOP>", eos = "<|endoftext|>";
-};
 
 struct ReadingOptions {
   std::string mode = "emr";  // emr | nmr | or | or-context-first

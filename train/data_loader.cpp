@@ -6,10 +6,12 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "reading/protocol.h"
 
 namespace sr {
 
-std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer* tok, float prompt_weight) {
+std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer* tok, float prompt_weight,
+                                       float chunk_weight) {
   std::ifstream f(path);
   if (!f) fail(path, "cannot open data file");
   std::vector<Sample> out;
@@ -46,6 +48,11 @@ std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer*
       } else {
         s.weights.assign(s.ids.size(), 1.0f);
       }
+    } else if (j.contains("chunks")) {  // Smooth Reading trajectory (protocol.md)
+      need_tok(where);
+      RenderedSequence r = render_trajectory(j, *tok, Markers{}, chunk_weight, where);
+      s.ids = std::move(r.ids);
+      s.weights = std::move(r.weights);
     } else if (j.contains("text")) {
       need_tok(where);
       s.ids = tok->encode(json_str(j, "text", where));

@@ -3,6 +3,9 @@
 //   {"text": "..."}                       whole text trained on (weight 1), then <|endoftext|>
 //   {"prompt": "...", "completion": "..."} rendered as prompt + completion + <|endoftext|>; loss
 //                                          weight `prompt_weight` (default 0) on prompt tokens, 1 after
+//   {"query","chunks","summaries","actions","answer"}  a Smooth Reading trajectory, rendered in the
+//                                          EMR layout with protocol.md's SFT masks (reading/protocol.h);
+//                                          `chunk_weight` (default 0) on chunk text
 // The weight of token t is the weight of predicting it (from position t-1).
 // Batches: `batch_size` samples in a seeded per-epoch shuffled order, cut to seq_len+1 tokens,
 // padded to the longest sample in the batch (padding carries no loss). The cursor (epoch, index)
@@ -31,7 +34,8 @@ struct Batch {
 };
 
 // Parses a JSONL file; errors name "file:line" and the field.
-std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer* tok, float prompt_weight = 0.0f);
+std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer* tok, float prompt_weight = 0.0f,
+                                       float chunk_weight = 0.0f);
 
 class DataLoader {
  public:

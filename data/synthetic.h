@@ -1,0 +1,33 @@
+// Synthetic long-context tasks with known answers at any length (issue 4; RULER / passkey
+// conventions, ../shared/docs/evals.md), and Smooth Reading training trajectories built from them
+// with rule-based Target / Clues / Reason summaries (protocol.md).
+// Implemented families: passkey, niah_single_1 (noise haystack, number values), niah_single_2
+// (pseudo-essay haystack, number values), niah_single_3 (pseudo-essay, uuid values).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/io.h"
+#include "models/tokenizer.h"
+
+namespace sr {
+
+struct SyntheticOptions {
+  std::string task = "passkey";
+  int tokens = 4096;   // target context length in tokens of `tok`
+  int count = 100;
+  uint64_t seed = 0;
+  double depth = -1;   // fixed needle depth in [0,1]; < 0 = uniform random per sample
+};
+
+// Records: {"id","task","context","input","answers","length","depths","evidence":[[b,e]],"target"}
+// ("target": the short restated goal that trajectories put in their Target line).
+std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok);
+std::vector<std::string> synthetic_task_names();
+
+// Trajectory per protocol.md from a record: chunk the context with a chunk size drawn from
+// [cmin, cmax], rule-based summaries, STOP once every evidence span is read (or at the end).
+json make_trajectory(const json& record, const Tokenizer& tok, int cmin, int cmax, uint64_t seed);
+
+}  // namespace sr
