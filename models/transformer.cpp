@@ -133,23 +133,24 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   }
   B_ = B, T_ = T;
   Activations& A = act_;
-  if (A.N != N) {
+  if (A.N != N) {  // grow-only buffers: batches of varying length reuse the same memory
     A.N = N;
-    A.res.assign(size_t(L + 1) * N * C, 0);
-    A.h1.assign(size_t(L) * N * C, 0), A.rstd1.assign(size_t(L) * N, 0);
-    A.q.assign(size_t(L) * N * qd, 0), A.k.assign(size_t(L) * N * kvd, 0), A.v.assign(size_t(L) * N * kvd, 0);
-    A.att.assign(size_t(L) * N * qd, 0), A.lse.assign(size_t(L) * N * cfg_.num_heads, 0);
-    A.xmid.assign(size_t(L) * N * C, 0), A.h2.assign(size_t(L) * N * C, 0), A.rstd2.assign(size_t(L) * N, 0);
-    A.g.assign(size_t(L) * N * F, 0), A.u.assign(size_t(L) * N * F, 0), A.a.assign(size_t(L) * N * F, 0);
-    A.hf.assign(size_t(N) * C, 0), A.rstdf.assign(N, 0), A.logits.assign(size_t(N) * V, 0);
-    A.lse_x.assign(N, 0), A.loss.assign(N, 0), A.pos.assign(N, 0);
+    A.res.resize(size_t(L + 1) * N * C);
+    A.h1.resize(size_t(L) * N * C), A.rstd1.resize(size_t(L) * N);
+    A.q.resize(size_t(L) * N * qd), A.k.resize(size_t(L) * N * kvd), A.v.resize(size_t(L) * N * kvd);
+    A.att.resize(size_t(L) * N * qd), A.lse.resize(size_t(L) * N * cfg_.num_heads);
+    A.xmid.resize(size_t(L) * N * C), A.h2.resize(size_t(L) * N * C), A.rstd2.resize(size_t(L) * N);
+    A.g.resize(size_t(L) * N * F), A.u.resize(size_t(L) * N * F), A.a.resize(size_t(L) * N * F);
+    A.hf.resize(size_t(N) * C), A.rstdf.resize(N), A.logits.resize(size_t(N) * V);
+    A.lse_x.resize(N), A.loss.resize(N), A.pos.resize(N);
+    A.tmp.resize(size_t(N) * C);
   }
   A.ids.assign(ids, ids + N);
   A.targets.assign(targets, targets + N);
   A.weights.assign(weights, weights + N);
   for (int i = 0; i < N; ++i) A.pos[i] = i % T;
 
-  std::vector<float> tmp(size_t(N) * C);
+  std::vector<float>& tmp = A.tmp;
   ops_->embedding_fwd(A.res.data(), ids, params_.data() + off_embed_, N, C);
   for (int l = 0; l < L; ++l) {
     LayerParams w = layer(params_, l);
@@ -186,18 +187,20 @@ void Transformer::backward(float loss_scale) {
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
   SR_ASSERT(N > 0, "backward() without forward()");
   // dL/dloss_t = scale * w_t / sum(w)
-  std::vector<float> g(N, 0.0f);
+  Workspace& W = work_;  // grow-only gradient buffers, reused across steps
+  W.g.assign(N, 0.0f);
   if (weight_sum_ > 0)
-    for (int i = 0; i < N; ++i) g[i] = float(loss_scale * A.weights[i] / weight_sum_);
-  std::vector<float> dlogits(size_t(N) * V), dx(size_t(N) * C), dh(size_t(N) * C), dtmp(size_t(N) * C);
+    for (int i = 0; i < N; ++i) W.g[i] = float(loss_scale * A.weights[i] / weight_sum_);
+  W.dlogits.resize(size_t(N) * V), W.dx.resize(size_t(N) * C), W.dh.resize(size_t(N) * C), W.dtmp.resize(size_t(N) * C);
+  W.dF1.resize(size_t(N) * F), W.dF2.resize(size_t(N) * F), W.dF3.resize(size_t(N) * F);
+  W.dq.resize(size_t(N) * qd), W.dk.resize(size_t(N) * kvd), W.dv.resize(size_t(N) * kvd), W.datt.resize(size_t(N) * qd);
+  std::vector<float>&g = W.g, &dlogits = W.dlogits, &dx = W.dx, &dh = W.dh, &dtmp = W.dtmp;
+  std::vector<float>&dF1 = W.dF1, &dF2 = W.dF2, &dF3 = W.dF3, &dq = W.dq, &dk = W.dk, &dv = W.dv, &datt = W.datt;
   ops_->xent_bwd(dlogits.data(), A.logits.data(), A.lse_x.data(), A.targets.data(), g.data(), N, V);
   ops_->linear_bwd(dh.data(), grads_.data() + off_lm_head_, nullptr, dlogits.data(), A.hf.data(), lm_head(params_), N,
                    C, V);
-  dlogits = {};
   ops_->rmsnorm_bwd(dx.data(), grads_.data() + off_norm_, dh.data(), A.res.data() + size_t(L) * N * C,
                     params_.data() + off_norm_, A.rstdf.data(), N, C);
-  std::vector<float> dF1(size_t(N) * F), dF2(size_t(N) * F), dF3(size_t(N) * F);
-  std::vector<float> dq(size_t(N) * qd), dk(size_t(N) * kvd), dv(size_t(N) * kvd), datt(size_t(N) * qd);
   for (int l = L - 1; l >= 0; --l) {
     LayerParams w = layer(params_, l), gw = layer(grads_, l);
     const float* x = A.res.data() + size_t(l) * N * C;

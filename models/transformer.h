@@ -76,11 +76,14 @@ class Transformer {
     int N = 0;
     std::vector<float> res;          // [L+1, N, C] residual stream entering each layer (+ final)
     std::vector<float> h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, a;  // per layer, concatenated
-    std::vector<float> hf, rstdf, logits, lse_x, loss;
+    std::vector<float> hf, rstdf, logits, lse_x, loss, tmp;
     std::vector<int32_t> ids, targets, pos;
     std::vector<float> weights;
   };
 
+  struct Workspace {  // backward temporaries
+    std::vector<float> g, dlogits, dx, dh, dtmp, dF1, dF2, dF3, dq, dk, dv, datt;
+  };
   LayerParams layer(std::vector<float>& buf, int l) const;
   size_t add_param(const std::string& name, const Shape& shape);
   const float* lm_head(const std::vector<float>& buf) const;
@@ -96,6 +99,7 @@ class Transformer {
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
   std::vector<size_t> layer_off_;  // start of each layer's block
   Activations act_;
+  Workspace work_;
   double weight_sum_ = 0;
   int B_ = 0, T_ = 0;
 };

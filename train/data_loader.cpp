@@ -81,8 +81,8 @@ std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer*
   return out;
 }
 
-DataLoader::DataLoader(std::vector<Sample> samples, int batch_size, int seq_len, uint64_t seed)
-    : samples_(std::move(samples)), batch_size_(batch_size), seq_len_(seq_len), rng_(seed) {
+DataLoader::DataLoader(std::vector<Sample> samples, int batch_size, int seq_len, uint64_t seed, bool group_by_length)
+    : samples_(std::move(samples)), batch_size_(batch_size), seq_len_(seq_len), rng_(seed), group_by_length_(group_by_length) {
   if (batch_size_ <= 0 || seq_len_ <= 0) fail("data loader", "batch_size and seq_len must be positive");
   shuffle();
 }
@@ -92,6 +92,23 @@ void DataLoader::shuffle() {
   order_.resize(samples_.size());
   std::iota(order_.begin(), order_.end(), 0);
   for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
+  if (!group_by_length_) return;
+  // Length grouping: sort windows of 32 batches by length so each batch pads little, then
+  // shuffle the order of the batches (seeded), so long and short batches still interleave.
+  const size_t B = size_t(batch_size_), window = 32 * B;
+  for (size_t w = 0; w < order_.size(); w += window) {
+    auto first = order_.begin() + long(w), last = order_.begin() + long(std::min(order_.size(), w + window));
+    std::stable_sort(first, last, [&](size_t a, size_t b) { return samples_[a].ids.size() < samples_[b].ids.size(); });
+  }
+  size_t nb = order_.size() / B;  // whole batches only; the ragged tail stays at the end
+  std::vector<size_t> perm(nb);
+  std::iota(perm.begin(), perm.end(), 0);
+  for (size_t i = nb; i > 1; --i) std::swap(perm[i - 1], perm[rng_.below(i)]);
+  std::vector<size_t> grouped;
+  grouped.reserve(order_.size());
+  for (size_t b : perm) grouped.insert(grouped.end(), order_.begin() + long(b * B), order_.begin() + long((b + 1) * B));
+  grouped.insert(grouped.end(), order_.begin() + long(nb * B), order_.end());
+  order_ = std::move(grouped);
 }
 
 void DataLoader::set_cursor(const Cursor& c) {

@@ -39,7 +39,8 @@ std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer*
 
 class DataLoader {
  public:
-  DataLoader(std::vector<Sample> samples, int batch_size, int seq_len, uint64_t seed);
+  // group_by_length: batches of similar-length samples (less padding), still in seeded random order.
+  DataLoader(std::vector<Sample> samples, int batch_size, int seq_len, uint64_t seed, bool group_by_length = false);
   Batch next();
   struct Cursor {
     int64_t epoch = 0, index = 0;
@@ -55,6 +56,7 @@ class DataLoader {
   std::vector<size_t> order_;
   int batch_size_, seq_len_;
   Rng rng_;
+  bool group_by_length_ = false;
   std::array<uint64_t, 4> epoch_rng_{};  // RNG state at the start of the current epoch's shuffle
   int64_t epoch_ = 0, index_ = 0;
 };

@@ -38,6 +38,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& w) {
   c.grad_clip = float(json_num_or(j, "grad_clip", c.grad_clip, w));
   c.prompt_weight = float(json_num_or(j, "prompt_weight", 0.0, w));
   c.chunk_weight = float(json_num_or(j, "chunk_weight", 0.0, w));
+  c.group_by_length = json_bool_or(j, "group_by_length", true, w);
   c.max_seconds = json_num_or(j, "max_seconds", 0.0, w);
   c.seed = uint64_t(json_int_or(j, "seed", 0, w));
   auto pos = [&](const char* f, int64_t v) {
@@ -74,7 +75,7 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
     if (nodecay) std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + shape_numel(s.shape), 0);
   }
   loader_ = std::make_unique<DataLoader>(load_jsonl_samples(cfg_.data, tok_.get(), cfg_.prompt_weight, cfg_.chunk_weight), cfg_.batch_size,
-                                         cfg_.seq_len, cfg_.seed);
+                                         cfg_.seq_len, cfg_.seed, cfg_.group_by_length);
 }
 
 void Trainer::save_checkpoint(const std::string& dir) {
