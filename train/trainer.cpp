@@ -38,7 +38,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& w) {
   c.grad_clip = float(json_num_or(j, "grad_clip", c.grad_clip, w));
   c.prompt_weight = float(json_num_or(j, "prompt_weight", 0.0, w));
   c.chunk_weight = float(json_num_or(j, "chunk_weight", 0.0, w));
-  c.group_by_length = json_bool_or(j, "group_by_length", true, w);
+  c.group_by_length = json_bool_or(j, "group_by_length", false, w);
   c.max_seconds = json_num_or(j, "max_seconds", 0.0, w);
   c.seed = uint64_t(json_int_or(j, "seed", 0, w));
   auto pos = [&](const char* f, int64_t v) {

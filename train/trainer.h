@@ -5,7 +5,7 @@
 //   "data": "FILE.jsonl", "out_dir": "DIR", "prompt_weight": 0, "chunk_weight": 0
 //   "seq_len", "batch_size", "grad_accum", "steps", "lr", "min_lr", "warmup_steps",
 //   "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every",
-//   "checkpoint_every", "group_by_length" (default true), "max_seconds" (stop early, with a checkpoint, after this wall time)
+//   "checkpoint_every", "group_by_length" (default false; less padding for mixed lengths), "max_seconds" (stop early, with a checkpoint, after this wall time)
 // Checkpoint = out_dir/checkpoint/: the model directory files + optimizer.safetensors (AdamW m, v)
 // + trainer_state.json (step, data cursor, RNG); replaced atomically (write aside, then rename).
 // The final model goes to out_dir/model/. Resuming continues bit-for-bit on CPU.
@@ -29,7 +29,7 @@ struct TrainConfig {
   int64_t steps = 1000, warmup_steps = 50, log_every = 10, checkpoint_every = 0;
   float lr = 1e-3f, min_lr = 1e-4f, weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, grad_clip = 1.0f;
   float prompt_weight = 0.0f, chunk_weight = 0.0f;
-  bool group_by_length = true;
+  bool group_by_length = false;
   double max_seconds = 0;
   uint64_t seed = 0;
   json source;  // the parsed file, saved into checkpoints
