@@ -156,7 +156,7 @@ int read_batch(const Args& a, LoadedModel& m, const ReadingOptions& o, bool quie
     ReadResult r = rd.read(doc, q);
     json res = r.to_json();
     res["id"] = j["id"];
-    for (const char* k : {"task", "answers", "length", "depths"})
+    for (const char* k : {"task", "answers", "length", "depths", "evidence"})
       if (j.contains(k)) res[k] = j[k];
     res["peak_rss_bytes"] = peak_rss_bytes();
     std::string line = res.dump() + "\n";

@@ -52,7 +52,7 @@ json RoundTrace::to_json() const {
 json ReadResult::to_json() const {
   return {{"answer", make_valid_utf8(answer)}, {"mode", mode}, {"rounds", rounds}, {"chunks", chunks},
           {"stopped_early", stopped_early}, {"context_tokens", context_tokens}, {"tokens_read", tokens_read},
-          {"tokens_generated", tokens_generated}, {"seconds", seconds}, {"state_bytes", state_bytes}};
+          {"tokens_generated", tokens_generated}, {"bytes_read", bytes_read}, {"seconds", seconds}, {"state_bytes", state_bytes}};
 }
 
 void check_window_rule(int window, const ReadingOptions& o, int question_tokens) {
@@ -149,6 +149,7 @@ ReadResult Reader::read_rounds(const std::string& doc, const std::string& q, con
     ids += markers(M.summary);
     feed(ids, r);
     r.tokens_read += c.tokens;
+    r.bytes_read = c.end;
     tr.prefill_s = since(t0);
     t0 = clock_t_::now();
     Generated g = generate({M.read, M.stop}, opt_.max_summary_tokens);
@@ -206,6 +207,7 @@ ReadResult Reader::read_one_pass(const std::string& doc, const std::string& q, c
   for (const Chunk& c : chunks) {  // prefill piecewise: same result as one call, bounded buffers
     feed(text(doc.substr(c.begin, c.end - c.begin)), r);
     r.tokens_read += c.tokens;
+    r.bytes_read = c.end;
   }
   feed(markers(M.eod), r);
   if (context_first) feed(query, r);

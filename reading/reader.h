@@ -47,6 +47,7 @@ struct ReadResult {
   int rounds = 0, chunks = 0;
   bool stopped_early = false;
   int64_t context_tokens = 0, tokens_read = 0, tokens_generated = 0;
+  size_t bytes_read = 0;  // end of the last chunk read (with early stop: where reading stopped)
   double seconds = 0;
   size_t state_bytes = 0;  // largest model state seen during the read
   std::vector<RoundTrace> trace;
