@@ -1,5 +1,9 @@
 // Minimal `--flag value` / `--switch` parser for the CLI subcommands; unknown flags are errors.
 #pragma once
+#include <omp.h>
+
+#include <cstring>
+#include <iostream>
 #include <map>
 #include <set>
 #include <string>
@@ -59,5 +63,22 @@ class Args {
   std::map<std::string, std::string> vals_;
   std::set<std::string> sw_;
 };
+
+// Prints `usage` and returns true when --help / -h is among the subcommand's arguments.
+inline bool wants_help(int argc, char** argv, const char* usage) {
+  for (int i = 2; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::cout << usage;
+      return true;
+    }
+  return false;
+}
+
+// Applies --threads N (0 = OpenMP default).
+inline void set_threads(const Args& a) {
+  long long t = a.get_int("--threads", 0);
+  if (t < 0) fail("--threads", "must be >= 0");
+  if (t > 0) omp_set_num_threads(int(t));
+}
 
 }  // namespace sr::cli

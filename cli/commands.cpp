@@ -21,21 +21,6 @@
 
 namespace sr::cli {
 
-namespace {
-bool wants_help(int argc, char** argv, const char* usage) {
-  for (int i = 2; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
-      std::cout << usage;
-      return true;
-    }
-  return false;
-}
-void set_threads(const Args& a) {
-  long long t = a.get_int("--threads", 0);
-  if (t < 0) fail("--threads", "must be >= 0");
-  if (t > 0) omp_set_num_threads(int(t));
-}
-}  // namespace
 
 int cmd_train(int argc, char** argv) {
   const char* usage =

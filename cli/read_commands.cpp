@@ -113,29 +113,13 @@ int read_batch(const Args& a, LoadedModel& m, const ReadingOptions& o, bool quie
     write_file_atomic(out, kept);
   }
   std::vector<json> items;
-  {
-    std::ifstream f(in);
-    if (!f) fail(in, "cannot open batch file");
-    std::string line;
-    int lineno = 0;
-    while (std::getline(f, line)) {
-      ++lineno;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      std::string where = in + ":" + std::to_string(lineno);
-      json j;
-      try {
-        j = json::parse(line);
-      } catch (const json::parse_error& e) {
-        fail(where, std::string("invalid JSON: ") + e.what());
-      }
-      if (!j.is_object()) fail(where, "expected a JSON object");
-      if (!j.contains("id")) j["id"] = std::to_string(lineno);
-      first_field(j, {"context", "doc"}, where);
-      first_field(j, {"input", "question"}, where);
-      j["_where"] = where;
-      items.push_back(std::move(j));
-    }
-  }
+  for_each_jsonl(in, [&](json& j, const std::string& where) {
+    if (!j.contains("id")) j["id"] = where.substr(where.rfind(':') + 1);
+    first_field(j, {"context", "doc"}, where);
+    first_field(j, {"input", "question"}, where);
+    j["_where"] = where;
+    items.push_back(std::move(j));
+  });
   FILE* fo = std::fopen(out.c_str(), "a");
   if (!fo) fail(out, "cannot open for appending");
   SessionReaderModel rm(*m.model);
@@ -180,13 +164,12 @@ int cmd_read(int argc, char** argv) {
       "                [--lossy-utf8] [--quiet] [--threads N]\n"
       "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [same options]   (resumable)\n"
       "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n";
-  for (int i = 2; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--help")) return std::cout << usage, 0;
+  if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2,
          {"--model", "--doc", "--question", "--mode", "--trace", "--chunk-tokens", "--max-summary-tokens",
           "--max-answer-tokens", "--max-rounds", "--batch", "--out", "--threads"},
          {"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet"});
-  if (a.has("--threads")) omp_set_num_threads(int(a.get_int("--threads", 1)));
+  set_threads(a);
   std::string dir = a.get("--model");
   LoadedModel m = load_model_dir(dir, true);
   ReadingOptions o = reading_options(a, m);
@@ -227,8 +210,7 @@ int cmd_chunk(int argc, char** argv) {
   const char* usage =
       "smoothread chunk (--model DIR | --tokenizer FILE|DIR) --doc FILE --chunk-tokens C [--word-estimate] [--json]\n"
       "Prints the chunks' byte and token spans (--json: a JSON list with the text of each chunk).\n";
-  for (int i = 2; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--help")) return std::cout << usage, 0;
+  if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--model", "--tokenizer", "--doc", "--chunk-tokens"}, {"--json", "--word-estimate", "--lossy-utf8"});
   std::string tp = a.has("--model") ? a.get("--model") : a.get("--tokenizer");
   auto tok = Tokenizer::load(tp);

@@ -58,6 +58,26 @@ json load_json_file(const std::string& path) {
   }
 }
 
+void for_each_jsonl(const std::string& path, const std::function<void(json& obj, const std::string& where)>& fn) {
+  std::ifstream f(path);
+  if (!f) fail(path, "cannot open");
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(f, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string where = path + ":" + std::to_string(lineno);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::parse_error& e) {
+      fail(where, std::string("invalid JSON: ") + e.what());
+    }
+    if (!j.is_object()) fail(where, "expected a JSON object");
+    fn(j, where);
+  }
+}
+
 bool path_exists(const std::string& path) { return std::filesystem::exists(path); }
 bool is_directory(const std::string& path) { return std::filesystem::is_directory(path); }
 void make_dirs(const std::string& path) {

@@ -2,6 +2,7 @@
 // errors that name the file (and line for JSONL), typed JSON field access naming the field.
 #pragma once
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <string>
 
 namespace sr {
@@ -12,6 +13,9 @@ std::string read_file(const std::string& path);
 // Writes `data` to `path` atomically: readers see the old file or the new one, never a mix.
 void write_file_atomic(const std::string& path, const std::string& data);
 json load_json_file(const std::string& path);
+// Calls fn(object, where) for every non-blank line of a JSONL file, `where` = "path:line".
+// Lines that are not JSON objects are errors naming path:line.
+void for_each_jsonl(const std::string& path, const std::function<void(json& obj, const std::string& where)>& fn);
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);
 void make_dirs(const std::string& path);

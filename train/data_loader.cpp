@@ -12,25 +12,11 @@ namespace sr {
 
 std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer* tok, float prompt_weight,
                                        float chunk_weight) {
-  std::ifstream f(path);
-  if (!f) fail(path, "cannot open data file");
   std::vector<Sample> out;
-  std::string line;
-  int64_t lineno = 0;
   auto need_tok = [&](const std::string& where) {
     if (!tok) fail(where, "text samples need a tokenizer");
   };
-  while (std::getline(f, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::string where = path + ":" + std::to_string(lineno);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::parse_error& e) {
-      fail(where, std::string("invalid JSON: ") + e.what());
-    }
-    if (!j.is_object()) fail(where, "expected a JSON object");
+  for_each_jsonl(path, [&](json& j, const std::string& where) {
     Sample s;
     if (j.contains("ids")) {
       if (!j["ids"].is_array()) fail(where + ": field 'ids'", "expected a list of integers");
@@ -76,7 +62,7 @@ std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer*
       for (int32_t id : s.ids)
         if (id < 0 || id >= tok->vocab_size()) fail(where + ": field 'ids'", "token id " + std::to_string(id) + " outside the vocabulary");
     out.push_back(std::move(s));
-  }
+  });
   if (out.empty()) fail(path, "no samples");
   return out;
 }
