@@ -97,7 +97,7 @@ TEST(Train, TinyModelLearnsCopyTask) {
   json j = small_train_json(data, dir + "/run");
   j["model"] = {{"hidden_size", 128}, {"intermediate_size", 256}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
                 {"num_key_value_heads", 2}, {"rope_theta", 10000.0}, {"tie_word_embeddings", true}};
-  j["seq_len"] = 32, j["batch_size"] = 32, j["steps"] = 1200, j["lr"] = 0.003, j["min_lr"] = 0.0003;
+  j["seq_len"] = 32, j["batch_size"] = 32, j["steps"] = 700, j["lr"] = 0.003, j["min_lr"] = 0.0003;
   j["warmup_steps"] = 100, j["log_every"] = 100, j["max_seconds"] = 60.0, j["weight_decay"] = 0.01;
   Trainer t(TrainConfig::from_json(j, "test"));
   auto t0 = std::chrono::steady_clock::now();
