@@ -14,6 +14,7 @@ usage: smoothread <command> [options]   (smoothread <command> --help for its opt
 commands:
   read       --model DIR (--doc FILE | stdin) --question Q [--mode emr|nmr|or|or-context-first] [--json]
              [--trace F.jsonl] [--batch IN.jsonl --out OUT.jsonl]   Smooth Reading (see read --help)
+  eval       --model DIR --data F.jsonl [--mode M] | --score-only --pred F.jsonl   read + score (RULER)
   chunk      --model DIR --doc FILE --chunk-tokens C [--json]   show how a document is chunked
   train      --config train.json [--resume] [--quiet]      train a model (JSON line per logged step)
   generate   --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     if (cmd == "score") return sr::cli::cmd_score(argc, argv);
     if (cmd == "read") return sr::cli::cmd_read(argc, argv);
     if (cmd == "chunk") return sr::cli::cmd_chunk(argc, argv);
+    if (cmd == "eval") return sr::cli::cmd_eval(argc, argv);
     std::cerr << "error: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const sr::Error& e) {

@@ -15,6 +15,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/io.h"
+#include "eval/metrics.h"
 #include "models/model_dir.h"
 #include "reading/reader.h"
 
@@ -93,8 +94,8 @@ const std::string& first_field(const json& j, const std::vector<std::string>& ke
   fail(where, "missing string field '" + keys[0] + "' (or '" + keys[1] + "')");
 }
 
-int read_batch(const Args& a, LoadedModel& m, const ReadingOptions& o, bool quiet) {
-  std::string in = a.get("--batch"), out = a.get("--out");
+int read_batch(const Args& a, const std::string& in, const std::string& out, LoadedModel& m, const ReadingOptions& o,
+               bool quiet) {
   // Resume: keep complete lines already in `out`, drop a torn last line, skip answered ids.
   std::set<std::string> done;
   std::string kept;
@@ -174,7 +175,7 @@ int cmd_read(int argc, char** argv) {
   LoadedModel m = load_model_dir(dir, true);
   ReadingOptions o = reading_options(a, m);
   bool quiet = a.has("--quiet");
-  if (a.has("--batch")) return read_batch(a, m, o, quiet);
+  if (a.has("--batch")) return read_batch(a, a.get("--batch"), a.get("--out"), m, o, quiet);
   if (!a.has("--question")) fail("--question", "is required");
   std::string q = check_utf8(a.get("--question"), "--question", a.has("--lossy-utf8"));
   std::string doc = read_document(a);
@@ -203,6 +204,34 @@ int cmd_read(int argc, char** argv) {
       std::cerr << r.mode << ": " << r.rounds << " round(s), " << r.tokens_read << "/" << r.context_tokens
                 << " tokens read" << (r.stopped_early ? " (stopped early)" : "") << ", " << r.seconds << " s\n";
   }
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  const char* usage =
+      "smoothread eval --model DIR --data FILE.jsonl [--mode emr|nmr|or|or-context-first] [--pred OUT.jsonl]\n"
+      "                [--metric all|part] [--json] [read options: --chunk-tokens ... --force]\n"
+      "smoothread eval --score-only --pred FILE.jsonl [--metric all|part] [--json]\n"
+      "Reads every record of --data (resumable: predictions go to --pred, default DATA.pred.jsonl), then\n"
+      "scores with RULER's string_match_all (default) or string_match_part, per task x length, with 95% CIs.\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2,
+         {"--model", "--data", "--pred", "--metric", "--mode", "--chunk-tokens", "--max-summary-tokens",
+          "--max-answer-tokens", "--max-rounds", "--threads"},
+         {"--score-only", "--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet"});
+  set_threads(a);
+  std::string pred;
+  if (a.has("--score-only")) {
+    pred = a.get("--pred");
+  } else {
+    std::string data = a.get("--data");
+    pred = a.get_or("--pred", data + ".pred.jsonl");
+    LoadedModel m = load_model_dir(a.get("--model"), true);
+    read_batch(a, data, pred, m, reading_options(a, m), a.has("--quiet"));
+  }
+  json r = score_predictions(pred, a.get_or("--metric", "all"));
+  if (a.has("--json")) std::cout << json{{"metric", r["metric"]}, {"rows", r["rows"]}, {"pred", pred}}.dump() << "\n";
+  else std::cout << r["markdown"].get<std::string>();
   return 0;
 }
 

@@ -113,6 +113,10 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     // Trim from the end to the exact target where the tokenizer allows it (never into the needle).
     while (int(count_tokens(context, tok, false)) > o.tokens && context.size() > ev_begin + s.needle.size() + 1)
       context.pop_back();
+    while (int(count_tokens(context, tok, false)) > o.tokens && ev_begin > 0) {  // needle at the end: trim before it
+      context.erase(ev_begin - 1, 1);
+      --ev_begin;
+    }
     size_t ans_at = context.find(s.answer, ev_begin);
     out.push_back({{"id", o.task + "-" + std::to_string(o.tokens) + "-" + std::to_string(o.seed) + "-" + std::to_string(i)},
                    {"task", o.task},

@@ -1,0 +1,83 @@
+// Scorers: RULER string_match_all / string_match_part test vectors (partial credit, case,
+// post-processing), CI summary, and the synthetic generator's determinism and length accuracy.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "data/synthetic.h"
+#include "eval/metrics.h"
+#include "model_fixtures.h"
+#include "reading/chunker.h"
+
+using namespace sr;
+
+TEST(Eval, RulerStringMatchVectors) {
+  std::vector<std::string> refs = {"123", "456", "789"};
+  EXPECT_DOUBLE_EQ(string_match_all("The numbers are 123 and 456.", refs), 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(string_match_part("The numbers are 123 and 456.", refs), 1.0);
+  EXPECT_DOUBLE_EQ(string_match_all("nothing", refs), 0.0);
+  EXPECT_DOUBLE_EQ(string_match_part("nothing", refs), 0.0);
+  EXPECT_DOUBLE_EQ(string_match_all("ANSWER: Blue-Whale", {"blue-whale"}), 1.0);  // case-insensitive
+  EXPECT_DOUBLE_EQ(string_match_all("categorical", {"cat"}), 1.0);                // plain substring, as RULER
+  EXPECT_EQ(ruler_postprocess("  a\tb\x01" "c \n"), "a\nb\nc");
+  ScoreCell c = summarize({1, 0, 1, 1});
+  EXPECT_DOUBLE_EQ(c.mean, 75.0);
+  EXPECT_NEAR(c.ci95, 100 * 1.96 * 0.5 / 2.0, 1e-9);
+}
+
+TEST(Eval, SyntheticDeterministicAndLengthAccurate) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  for (std::string task : synthetic_task_names()) {
+    SyntheticOptions o;
+    o.task = task, o.count = 3, o.seed = 5;
+    for (int n : {1000, 4000, 16000, 64000, 128000}) {
+      o.tokens = n;
+      auto a = make_synthetic(o, tok), b = make_synthetic(o, tok);
+      ASSERT_EQ(json(a).dump(), json(b).dump()) << task;
+      for (auto& r : a) {
+        int len = count_tokens(r["context"].get<std::string>(), tok, false);
+        EXPECT_EQ(len, r["length"].get<int>());
+        EXPECT_LE(std::abs(len - n), n / 100) << task << " " << n;
+        const std::string& ctx = r["context"].get_ref<const std::string&>();
+        size_t eb = r["evidence"][0][0], ee = r["evidence"][0][1];
+        EXPECT_EQ(ctx.substr(eb, ee - eb), r["answers"][0].get<std::string>());
+      }
+    }
+    o.tokens = 2000;
+    auto x = make_synthetic(o, tok);
+    o.seed = 6;
+    EXPECT_NE(json(x).dump(), json(make_synthetic(o, tok)).dump());
+  }
+  SyntheticOptions bad;
+  bad.task = "nope";
+  try {
+    make_synthetic(bad, tok);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("niah_single_2"), std::string::npos);  // lists the valid ones
+  }
+}
+
+TEST(Eval, TrajectoriesAreValid) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  SyntheticOptions o;
+  o.count = 20, o.tokens = 3000;
+  for (std::string task : synthetic_task_names()) {
+    o.task = task;
+    int i = 0;
+    for (auto& r : make_synthetic(o, tok)) {
+      json t = make_trajectory(r, tok, 64, 256, uint64_t(i++));
+      std::string joined;
+      for (auto& c : t["chunks"]) joined += c.get<std::string>();
+      const std::string& ctx = r["context"].get_ref<const std::string&>();
+      ASSERT_EQ(ctx.compare(0, joined.size(), joined), 0) << "chunks are not a prefix of the context";
+      size_t ee = r["evidence"][0][1];
+      EXPECT_GE(joined.size(), ee) << "stopped before the evidence";
+      size_t last = t["chunks"].back().get<std::string>().size();
+      EXPECT_LT(joined.size() - last, ee) << "read past the evidence's chunk before stopping";
+      EXPECT_EQ(t["actions"].back(), "STOP");
+      EXPECT_NE(t["summaries"].back().get<std::string>().find(r["answers"][0].get<std::string>()), std::string::npos);
+      int C = t["chunk_tokens"];
+      EXPECT_TRUE(C >= 64 && C <= 256);
+    }
+  }
+}
