@@ -136,6 +136,23 @@ TEST(ReadCli, BatchIsOrderedAndResumable) {
   EXPECT_NE(r.err.find("in.jsonl:5"), std::string::npos) << r.err;
 }
 
+TEST(ReadCli, EvalReadsAndScores) {
+  std::string d = test::temp_dir("evalcli"), m = model_dir();
+  CliRun g = run("gen --task passkey --tokens 300 --count 3 --seed 9 --out " + d + "/ev.jsonl", d);
+  ASSERT_EQ(g.code, 0) << g.err;
+  CliRun r = run("eval --model " + m + " --data " + d + "/ev.jsonl --chunk-tokens 32 --max-summary-tokens 6 "
+                 "--max-answer-tokens 6 --quiet --json", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 1u);
+  EXPECT_EQ(j["rows"][0]["task"], "passkey");
+  EXPECT_EQ(j["rows"][0]["n"], 3);
+  EXPECT_TRUE(path_exists(d + "/ev.jsonl.pred.jsonl"));
+  CliRun bad = run("eval --score-only --pred " + d + "/ev.jsonl", d);  // records have no 'answer'
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("ev.jsonl:1: field 'answer'"), std::string::npos) << bad.err;
+}
+
 TEST(Chunker, RealTextsConcatenateBack) {
   ByteTokenizer tok(ByteTokenizer::default_specials());
   for (std::string f : {"README.md", "docs/MODEL_FORMAT.md", "reading/chunker.cpp"}) {
