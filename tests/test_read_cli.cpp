@@ -141,7 +141,7 @@ TEST(ReadCli, EvalReadsAndScores) {
   CliRun g = run("gen --task passkey --tokens 300 --count 3 --seed 9 --out " + d + "/ev.jsonl", d);
   ASSERT_EQ(g.code, 0) << g.err;
   CliRun r = run("eval --model " + m + " --data " + d + "/ev.jsonl --chunk-tokens 32 --max-summary-tokens 6 "
-                 "--max-answer-tokens 6 --quiet --json", d);
+                 "--max-answer-tokens 6 --quiet --json --force", d);
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   ASSERT_EQ(j["rows"].size(), 1u);
