@@ -150,7 +150,7 @@ TEST(ReadCli, EvalReadsAndScores) {
   EXPECT_TRUE(path_exists(d + "/ev.jsonl.pred.jsonl"));
   CliRun bad = run("eval --score-only --pred " + d + "/ev.jsonl", d);  // records have no 'answer'
   EXPECT_EQ(bad.code, 2);
-  EXPECT_NE(bad.err.find("ev.jsonl:1: field 'answer'"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("ev.jsonl:1: missing field 'answer'"), std::string::npos) << bad.err;
 }
 
 TEST(Chunker, RealTextsConcatenateBack) {
