@@ -44,10 +44,25 @@ std::string essay_sentence(Rng& r) {
   return s + (r.below(8) == 0 ? "?" : ".");
 }
 
+struct Needle {
+  std::string text, value;  // sentence inserted in the haystack; the value it carries
+  int answer = -1;          // index into answers when the value is asked for, else -1 (distractor)
+};
+
 struct Spec {
-  std::string instruction, question, needle, answer, target;
+  std::string instruction, question, target;
+  std::vector<Needle> needles;
+  std::vector<std::string> answers;
   bool essay = false;
 };
+
+std::string join_keys(const std::vector<std::string>& k) {  // "a", "a and b", "a, b, and c"
+  if (k.size() == 1) return k[0];
+  if (k.size() == 2) return k[0] + " and " + k[1];
+  std::string s;
+  for (size_t i = 0; i + 1 < k.size(); ++i) s += k[i] + ", ";
+  return s + "and " + k.back();
+}
 
 Spec task_spec(const std::string& task, Rng& r) {
   Spec s;
@@ -56,26 +71,55 @@ Spec task_spec(const std::string& task, Rng& r) {
     s.instruction = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                     "I will quiz you about the important information there.";
     s.question = "What is the pass key?";
-    s.needle = "The pass key is " + k + ". Remember it. " + k + " is the pass key.";
-    s.answer = k;
+    s.needles.push_back({"The pass key is " + k + ". Remember it. " + k + " is the pass key.", k, 0});
+    s.answers = {k};
     s.target = "the pass key";
     return s;
   }
+  // RULER niah family: keys x values; k keys (k-1 distractors unless queried), v values per key, q queried keys.
+  int k = 1, v = 1, q = 1;
+  if (task == "niah_multikey_1") k = 4;
+  if (task == "niah_multivalue") v = 4;
+  if (task == "niah_multiquery") k = 4, q = 4;
   bool uuid = task == "niah_single_3";
   std::string type = uuid ? "uuid" : "number";
-  std::string key = random_key(r), value = uuid ? random_uuid(r) : random_number(r);
-  s.instruction = "A special magic " + type + " is hidden within the following text. Make sure to memorize it. "
-                  "I will quiz you about the " + type + " afterwards.";
-  s.question = "What is the special magic " + type + " for " + key + " mentioned in the provided text?";
-  s.needle = "One of the special magic " + type + "s for " + key + " is: " + value + ".";
-  s.answer = value;
-  s.target = "the " + type + " for " + key;
+  std::vector<std::string> keys;
+  while (int(keys.size()) < k) {
+    std::string key = random_key(r);
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+  }
+  std::vector<std::string> queried(keys.begin(), keys.begin() + q);
+  for (int i = 0; i < k; ++i)
+    for (int j = 0; j < v; ++j) {
+      std::string value = uuid ? random_uuid(r) : random_number(r);
+      int ans = -1;
+      if (i < q) {
+        ans = int(s.answers.size());
+        s.answers.push_back(value);
+      }
+      s.needles.push_back({"One of the special magic " + type + "s for " + keys[i] + " is: " + value + ".", value, ans});
+    }
+  for (size_t i = s.needles.size(); i > 1; --i) std::swap(s.needles[i - 1], s.needles[r.below(i)]);
+  std::string query = join_keys(queried);
+  if (q * v == 1) {
+    s.instruction = "A special magic " + type + " is hidden within the following text. Make sure to memorize it. "
+                    "I will quiz you about the " + type + " afterwards.";
+    s.question = "What is the special magic " + type + " for " + query + " mentioned in the provided text?";
+    s.target = "the " + type + " for " + query;
+  } else {
+    s.instruction = "Some special magic " + type + "s are hidden within the following text. Make sure to memorize it. "
+                    "I will quiz you about the " + type + "s afterwards.";
+    s.question = "What are all the special magic " + type + "s for " + query + " mentioned in the provided text?";
+    s.target = "all " + type + "s for " + query;
+  }
   s.essay = task != "niah_single_1";
   return s;
 }
 }  // namespace
 
-std::vector<std::string> synthetic_task_names() { return {"passkey", "niah_single_1", "niah_single_2", "niah_single_3"}; }
+std::vector<std::string> synthetic_task_names() {
+  return {"passkey", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery"};
+}
 
 std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok) {
   auto names = synthetic_task_names();
@@ -90,43 +134,68 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
   for (int i = 0; i < o.count; ++i) {
     Rng r(o.seed * 1000003ULL + uint64_t(i));
     Spec s = task_spec(o.task, r);
-    double depth = o.depth >= 0 ? o.depth : r.uniform_double();
-    // Haystack sentences until the context (with the needle) reaches the target token count.
-    const int needle_tokens = count_tokens(s.needle + " ", tok, false);
+    // Haystack sentences until the context (with the needles) reaches the target token count.
+    int have = 0;
+    for (auto& n : s.needles) have += count_tokens(n.text + " ", tok, false);
     std::vector<std::string> sents;
-    int have = needle_tokens;
     while (have < o.tokens) {
       std::string t = (s.essay ? essay_sentence(r) : std::string(kNoise)) + " ";
       have += count_tokens(t, tok, false);
       sents.push_back(std::move(t));
     }
-    size_t at = size_t(depth * double(sents.size()) + 0.5);
+    // One depth per needle (fixed --depth for all, else uniform), as a sentence index.
+    std::vector<std::pair<size_t, size_t>> slots;  // (sentence index, needle index)
+    std::vector<double> depths;
+    for (size_t n = 0; n < s.needles.size(); ++n) {
+      double d = o.depth >= 0 ? o.depth : r.uniform_double();
+      depths.push_back(d);
+      slots.push_back({size_t(d * double(sents.size()) + 0.5), n});
+    }
+    std::stable_sort(slots.begin(), slots.end());
     std::string context;
-    size_t ev_begin = 0;
+    std::vector<size_t> at(s.needles.size());
+    size_t next = 0;
     for (size_t k = 0; k <= sents.size(); ++k) {
-      if (k == at) {
-        ev_begin = context.size();
-        context += s.needle + " ";
+      for (; next < slots.size() && slots[next].first == k; ++next) {
+        at[slots[next].second] = context.size();
+        context += s.needles[slots[next].second].text + " ";
       }
       if (k < sents.size()) context += sents[k];
     }
-    // Trim from the end to the exact target where the tokenizer allows it (never into the needle).
-    while (int(count_tokens(context, tok, false)) > o.tokens && context.size() > ev_begin + s.needle.size() + 1)
-      context.pop_back();
-    while (int(count_tokens(context, tok, false)) > o.tokens && ev_begin > 0) {  // needle at the end: trim before it
-      context.erase(ev_begin - 1, 1);
-      --ev_begin;
+    // Trim to the exact target from the end, never into a needle; if a needle is last, trim
+    // haystack just before it.
+    size_t last_needle_end = 0, last_needle = 0;
+    for (size_t n = 0; n < at.size(); ++n)
+      if (at[n] + s.needles[n].text.size() + 1 > last_needle_end) last_needle_end = at[n] + s.needles[n].text.size() + 1, last_needle = n;
+    while (int(count_tokens(context, tok, false)) > o.tokens && context.size() > last_needle_end) context.pop_back();
+    while (int(count_tokens(context, tok, false)) > o.tokens && at[last_needle] > 0) {
+      size_t cut = at[last_needle] - 1;
+      bool inside = false;
+      for (size_t n = 0; n < at.size(); ++n) inside |= n != last_needle && cut >= at[n] && cut < at[n] + s.needles[n].text.size() + 1;
+      if (inside) break;
+      context.erase(cut, 1);
+      --at[last_needle];
     }
-    size_t ans_at = context.find(s.answer, ev_begin);
+    json evidence = json::array();
+    for (size_t a = 0; a < s.answers.size(); ++a)
+      for (size_t n = 0; n < s.needles.size(); ++n)
+        if (s.needles[n].answer == int(a)) {
+          size_t p = context.find(s.needles[n].value, at[n]);
+          evidence.push_back({p, p + s.needles[n].value.size()});
+        }
+    std::vector<double> answer_depths;
+    for (size_t a = 0; a < s.answers.size(); ++a)
+      for (size_t n = 0; n < s.needles.size(); ++n)
+        if (s.needles[n].answer == int(a)) answer_depths.push_back(depths[n]);
     out.push_back({{"id", o.task + "-" + std::to_string(o.tokens) + "-" + std::to_string(o.seed) + "-" + std::to_string(i)},
                    {"task", o.task},
                    {"context", context},
                    {"input", s.instruction + " " + s.question},
                    {"target", s.target},
-                   {"answers", {s.answer}},
+                   {"answers", s.answers},
                    {"length", count_tokens(context, tok, false)},
-                   {"depths", {depth}},
-                   {"evidence", {{ans_at, ans_at + s.answer.size()}}}});
+                   {"depths", answer_depths},
+                   {"evidence", evidence}});
   }
   return out;
 }
@@ -168,7 +237,9 @@ json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, 
     if (last) t["eod_after_last"] = true;
   }
   t["chunks"] = cj, t["summaries"] = sj, t["actions"] = aj;
-  t["answer"] = answers[0];
+  std::string answer;
+  for (size_t k = 0; k < answers.size(); ++k) answer += (k ? ", " : "") + answers[k];
+  t["answer"] = answer;  // every value asked for (string_match_all needs them all)
   return t;
 }
 

@@ -2,7 +2,8 @@
 // conventions, ../shared/docs/evals.md), and Smooth Reading training trajectories built from them
 // with rule-based Target / Clues / Reason summaries (protocol.md).
 // Implemented families: passkey, niah_single_1 (noise haystack, number values), niah_single_2
-// (pseudo-essay haystack, number values), niah_single_3 (pseudo-essay, uuid values).
+// (pseudo-essay haystack, number values), niah_single_3 (pseudo-essay, uuid values),
+// niah_multikey_1 (3 distractor needles), niah_multivalue (4 values), niah_multiquery (4 keys asked).
 #pragma once
 #include <cstdint>
 #include <string>
