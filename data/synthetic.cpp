@@ -54,7 +54,14 @@ struct Spec {
   std::vector<Needle> needles;
   std::vector<std::string> answers;
   bool essay = false;
+  bool ordered = false;  // needles must appear in list order (assignment chains)
 };
+
+std::string random_var(Rng& r) {
+  std::string v;
+  for (int i = 0; i < 5; ++i) v.push_back(char('A' + r.below(26)));
+  return v;
+}
 
 std::string join_keys(const std::vector<std::string>& k) {  // "a", "a and b", "a, b, and c"
   if (k.size() == 1) return k[0];
@@ -64,8 +71,48 @@ std::string join_keys(const std::vector<std::string>& k) {  // "a", "a and b", "
   return s + "and " + k.back();
 }
 
-Spec task_spec(const std::string& task, Rng& r) {
+Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   Spec s;
+  if (task == "vt") {  // RULER variable tracking: chains of VAR X = value, VAR Y = VAR X, ...
+    std::vector<std::string> used;
+    std::vector<std::vector<std::pair<std::string, std::string>>> chains;  // (name, rhs)
+    std::string queried_value;
+    for (int c = 0; c < o.vt_chains; ++c) {
+      std::string value = std::to_string(10000 + r.below(90000));
+      if (c == 0) queried_value = value;
+      std::vector<std::pair<std::string, std::string>> chain;
+      std::string rhs = value;
+      for (int h = 0; h <= o.vt_hops; ++h) {
+        std::string v;
+        do v = random_var(r);
+        while (std::find(used.begin(), used.end(), v) != used.end());
+        used.push_back(v);
+        chain.push_back({v, rhs});
+        rhs = "VAR " + v;
+      }
+      chains.push_back(chain);
+    }
+    // Interleave the chains, keeping each chain's order.
+    std::vector<size_t> pos(chains.size(), 0);
+    size_t left = chains.size() * size_t(o.vt_hops + 1);
+    while (left--) {
+      size_t c;
+      do c = r.below(chains.size());
+      while (pos[c] >= chains[c].size());
+      auto& [name, rhs] = chains[c][pos[c]++];
+      int ans = -1;
+      if (c == 0) {
+        ans = int(s.answers.size());
+        s.answers.push_back(name);
+      }
+      s.needles.push_back({"VAR " + name + " = " + rhs + ".", name, ans});
+    }
+    s.instruction = "Memorize and track the chain(s) of variable assignment hidden in the following text.";
+    s.question = "Question: Find all variables that are assigned the value " + queried_value + " in the text above.";
+    s.target = "variables equal to " + queried_value;
+    s.ordered = true;
+    return s;
+  }
   if (task == "passkey") {
     std::string k = std::to_string(1 + r.below(50000));
     s.instruction = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
@@ -118,7 +165,8 @@ Spec task_spec(const std::string& task, Rng& r) {
 }  // namespace
 
 std::vector<std::string> synthetic_task_names() {
-  return {"passkey", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery"};
+  return {"passkey",         "niah_single_1",   "niah_single_2",   "niah_single_3",
+          "niah_multikey_1", "niah_multivalue", "niah_multiquery", "vt"};
 }
 
 std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok) {
@@ -133,7 +181,7 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
   std::vector<json> out;
   for (int i = 0; i < o.count; ++i) {
     Rng r(o.seed * 1000003ULL + uint64_t(i));
-    Spec s = task_spec(o.task, r);
+    Spec s = task_spec(o.task, r, o);
     // Haystack sentences until the context (with the needles) reaches the target token count.
     int have = 0;
     for (auto& n : s.needles) have += count_tokens(n.text + " ", tok, false);
@@ -146,11 +194,9 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     // One depth per needle (fixed --depth for all, else uniform), as a sentence index.
     std::vector<std::pair<size_t, size_t>> slots;  // (sentence index, needle index)
     std::vector<double> depths;
-    for (size_t n = 0; n < s.needles.size(); ++n) {
-      double d = o.depth >= 0 ? o.depth : r.uniform_double();
-      depths.push_back(d);
-      slots.push_back({size_t(d * double(sents.size()) + 0.5), n});
-    }
+    for (size_t n = 0; n < s.needles.size(); ++n) depths.push_back(o.depth >= 0 ? o.depth : r.uniform_double());
+    if (s.ordered) std::sort(depths.begin(), depths.end());  // chain order = text order
+    for (size_t n = 0; n < s.needles.size(); ++n) slots.push_back({size_t(depths[n] * double(sents.size()) + 0.5), n});
     std::stable_sort(slots.begin(), slots.end());
     std::string context;
     std::vector<size_t> at(s.needles.size());

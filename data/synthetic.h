@@ -3,7 +3,8 @@
 // with rule-based Target / Clues / Reason summaries (protocol.md).
 // Implemented families: passkey, niah_single_1 (noise haystack, number values), niah_single_2
 // (pseudo-essay haystack, number values), niah_single_3 (pseudo-essay, uuid values),
-// niah_multikey_1 (3 distractor needles), niah_multivalue (4 values), niah_multiquery (4 keys asked).
+// niah_multikey_1 (3 distractor needles), niah_multivalue (4 values), niah_multiquery (4 keys asked),
+// vt (variable tracking: assignment chains in a noise haystack; chains and hops configurable).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -20,6 +21,7 @@ struct SyntheticOptions {
   int count = 100;
   uint64_t seed = 0;
   double depth = -1;   // fixed needle depth in [0,1]; < 0 = uniform random per sample
+  int vt_chains = 1, vt_hops = 4;  // variable tracking: chains (1 asked, the rest distract), hops
 };
 
 // Records: {"id","task","context","input","answers","length","depths","evidence":[[b,e]],"target"}
