@@ -209,7 +209,7 @@ int cmd_gen(int argc, char** argv) {
       "smoothread gen --task T --count N --seed S --out FILE.jsonl\n"
       "  synthetic tasks (passkey, niah_single_1..3, niah_multikey_1, niah_multivalue, niah_multiquery, vt):\n"
       "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1]\n"
-      "      [--format records|trajectory] [--chunk-tokens A:B (trajectory chunk size range)]\n"
+      "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)]\n"
       "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
       "Same seed -> same bytes out.\n";
@@ -238,7 +238,8 @@ int cmd_gen(int argc, char** argv) {
     o.vt_hops = int(a.get_int("--hops", 4));
     if (o.vt_chains < 1 || o.vt_hops < 0) fail("--chains/--hops", "need chains >= 1 and hops >= 0");
     std::string format = a.get_or("--format", "records");
-    if (format != "records" && format != "trajectory") fail("--format", "expected records or trajectory");
+    if (format != "records" && format != "trajectory" && format != "or" && format != "nmr")
+      fail("--format", "expected records, trajectory, or or nmr (baseline training samples)");
     int cmin = 128, cmax = 512;
     if (a.has("--chunk-tokens")) {
       std::string r = a.get("--chunk-tokens");
@@ -253,8 +254,14 @@ int cmd_gen(int argc, char** argv) {
     }
     std::vector<json> recs = make_synthetic(o, *tok);
     for (size_t i = 0; i < recs.size(); ++i) {
-      const json& j = format == "records" ? recs[i] : make_trajectory(recs[i], *tok, cmin, cmax, seed * 7919 + i);
-      out += j.dump() + "\n";
+      if (format == "records") out += recs[i].dump() + "\n";
+      else if (format == "or") out += make_or_sample(recs[i], false).dump() + "\n";
+      else {
+        json t = make_trajectory(recs[i], *tok, cmin, cmax, seed * 7919 + i);
+        if (format == "trajectory") out += t.dump() + "\n";
+        else
+          for (auto& s : make_nmr_samples(t)) out += s.dump() + "\n";
+      }
     }
   }
   write_file_atomic(a.get("--out"), out);

@@ -289,4 +289,27 @@ json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, 
   return t;
 }
 
+json make_or_sample(const json& rec, bool context_first) {
+  std::string answer;
+  for (size_t k = 0; k < rec["answers"].size(); ++k) answer += (k ? ", " : "") + rec["answers"][k].get<std::string>();
+  return {{"id", rec["id"]}, {"task", rec["task"]}, {"layout", "or"}, {"context_first", context_first},
+          {"query", rec["input"]}, {"context", rec["context"]}, {"answer", answer}};
+}
+
+std::vector<json> make_nmr_samples(const json& t) {
+  std::vector<json> out;
+  std::string memory;
+  const size_t n = t["chunks"].size();
+  for (size_t r = 0; r < n; ++r) {
+    json s = {{"id", t["id"].get<std::string>() + "-r" + std::to_string(r + 1)}, {"task", t["task"]}, {"layout", "nmr"},
+              {"query", t["query"]}, {"memory", memory}, {"chunk", t["chunks"][r]},
+              {"eod", r + 1 == n && t.value("eod_after_last", false)}, {"summary", t["summaries"][r]},
+              {"action", t["actions"][r]}};
+    if (t["actions"][r] == "STOP") s["answer"] = t["answer"];
+    memory = t["summaries"][r];
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 }  // namespace sr

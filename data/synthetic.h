@@ -33,4 +33,9 @@ std::vector<std::string> synthetic_task_names();
 // [cmin, cmax], rule-based summaries, STOP once every evidence span is read (or at the end).
 json make_trajectory(const json& record, const Tokenizer& tok, int cmin, int cmax, uint64_t seed);
 
+// Baseline training samples from the same trajectory (reading/protocol.h render_baseline):
+// one OR sample over the whole context, or one NMR sample per round (memory = previous summary).
+json make_or_sample(const json& record, bool context_first);
+std::vector<json> make_nmr_samples(const json& trajectory);
+
 }  // namespace sr

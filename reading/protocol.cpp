@@ -4,6 +4,46 @@
 
 namespace sr {
 
+namespace {
+struct Builder {
+  const Tokenizer& tok;
+  RenderedSequence s;
+  void marker(const std::string& x, float w = 0.f) { add(tok.encode(x, true), w); }
+  void text(const std::string& x, float w) { add(tok.encode(x, false), w); }
+  void add(const std::vector<int32_t>& ids, float w) {
+    s.ids.insert(s.ids.end(), ids.begin(), ids.end());
+    s.weights.insert(s.weights.end(), ids.size(), w);
+  }
+};
+}  // namespace
+
+RenderedSequence render_baseline(const json& rec, const Tokenizer& tok, const Markers& m, float chunk_weight,
+                                 const std::string& where) {
+  Builder b{tok, {}};
+  std::string layout = json_str(rec, "layout", where);
+  std::string q = json_str(rec, "query", where) + "\n";
+  if (layout == "or") {
+    bool cf = json_bool_or(rec, "context_first", false, where);
+    if (!cf) b.marker(m.query), b.text(q, 0.f);
+    b.marker(m.chunk), b.text(json_str(rec, "context", where), chunk_weight), b.marker(m.eod);
+    if (cf) b.marker(m.query), b.text(q, 0.f);
+  } else if (layout == "nmr") {
+    b.marker(m.query), b.text(q, 0.f);
+    b.marker(m.memory), b.text(json_str_or(rec, "memory", "", where), 0.f);
+    b.marker(m.chunk), b.text(json_str(rec, "chunk", where), chunk_weight);
+    if (json_bool_or(rec, "eod", false, where)) b.marker(m.eod);
+    b.marker(m.summary), b.text(json_str(rec, "summary", where) + "\n", 1.f);
+    std::string a = json_str(rec, "action", where);
+    if (a != "READ" && a != "STOP") fail(where + ": field 'action'", "expected \"READ\" or \"STOP\"");
+    b.marker(a == "READ" ? m.read : m.stop, 1.f);
+    if (a == "READ") return b.s;
+  } else {
+    fail(where + ": field 'layout'", "expected \"or\" or \"nmr\", got '" + layout + "'");
+  }
+  b.marker(m.answer), b.text(json_str(rec, "answer", where), 1.f), b.marker(m.eos, 1.f);
+  return b.s;
+}
+
 RenderedSequence render_trajectory(const json& rec, const Tokenizer& tok, const Markers& m, float chunk_weight,
                                    const std::string& where) {
   RenderedSequence s;

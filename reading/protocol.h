@@ -30,4 +30,13 @@ struct RenderedSequence {
 RenderedSequence render_trajectory(const json& rec, const Tokenizer& tok, const Markers& m, float chunk_weight,
                                    const std::string& where);
 
+// Baseline layouts (protocol.md "NMR and OR layouts"), selected by record["layout"]:
+//   "or":  {"query","context","answer"[, "context_first": true]}
+//          <|query|>{q}\n<|chunk|>{context}<|eod|><|answer|>{answer}<|endoftext|>   (or context-first)
+//   "nmr": one round {"query","memory","chunk","eod","summary","action"[,"answer" when STOP]}
+//          <|query|>{q}\n<|memory|>{memory}<|chunk|>{chunk}[<|eod|>]<|summary|>{summary}\n<ACTION>[<|answer|>...]
+// Loss as in EMR: summary through the action, answer through <|endoftext|>; chunk_weight on text.
+RenderedSequence render_baseline(const json& rec, const Tokenizer& tok, const Markers& m, float chunk_weight,
+                                 const std::string& where);
+
 }  // namespace sr

@@ -268,3 +268,53 @@ TEST(Reader, BadInput) {
     EXPECT_NE(std::string(e.what()).find("exceeds the model's sliding window of 600"), std::string::npos) << e.what();
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// SFT rendering of trajectories and baselines (protocol.md layouts and loss masks).
+#include "data/synthetic.h"
+#include "reading/protocol.h"
+
+namespace {
+std::string weighted_text(const RenderedSequence& r, float w) {
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < r.ids.size(); ++i)
+    if (r.weights[i] == w) ids.push_back(r.ids[i]);
+  return tok().decode(ids);
+}
+}  // namespace
+
+TEST(Protocol, TrajectoryLayoutAndLossMask) {
+  json t = {{"query", "Q?"}, {"chunks", {"aa", "bb"}}, {"summaries", {"S1", "S2"}}, {"actions", {"READ", "STOP"}},
+            {"answer", "42"}, {"eod_after_last", true}};
+  RenderedSequence r = render_trajectory(t, tok(), Markers{}, 0.f, "t");
+  EXPECT_EQ(tok().decode(r.ids),
+            "<|query|>Q?\n<|chunk|>aa<|summary|>S1\n<READ><|chunk|>bb<|eod|><|summary|>S2\n<STOP><|answer|>42<|endoftext|>");
+  EXPECT_EQ(weighted_text(r, 1.f), "S1\n<READ>S2\n<STOP>42<|endoftext|>");  // summaries through action, answer through eos
+  EXPECT_EQ(weighted_text(render_trajectory(t, tok(), Markers{}, 0.25f, "t"), 0.25f), "aabb");
+  json bad = t;
+  bad["actions"] = {"STOP", "STOP"};
+  EXPECT_THROW(render_trajectory(bad, tok(), Markers{}, 0.f, "t"), Error);
+}
+
+TEST(Protocol, BaselineLayouts) {
+  json orq = {{"layout", "or"}, {"query", "Q?"}, {"context", "ctx"}, {"answer", "42"}};
+  EXPECT_EQ(tok().decode(render_baseline(orq, tok(), Markers{}, 0.f, "t").ids),
+            "<|query|>Q?\n<|chunk|>ctx<|eod|><|answer|>42<|endoftext|>");
+  orq["context_first"] = true;
+  RenderedSequence cf = render_baseline(orq, tok(), Markers{}, 0.f, "t");
+  EXPECT_EQ(tok().decode(cf.ids), "<|chunk|>ctx<|eod|><|query|>Q?\n<|answer|>42<|endoftext|>");
+  EXPECT_EQ(weighted_text(cf, 1.f), "42<|endoftext|>");
+  // NMR samples from a generated trajectory: memory = previous summary, answer only at STOP.
+  SyntheticOptions o;
+  o.task = "niah_single_1", o.tokens = 1500, o.count = 1, o.depth = 0.9;
+  json t = make_trajectory(make_synthetic(o, tok())[0], tok(), 100, 100, 1);
+  std::vector<json> rounds = make_nmr_samples(t);
+  ASSERT_EQ(rounds.size(), t["chunks"].size());
+  for (size_t r = 1; r < rounds.size(); ++r) EXPECT_EQ(rounds[r]["memory"], t["summaries"][r - 1]);
+  std::string first = tok().decode(render_baseline(rounds[0], tok(), Markers{}, 0.f, "t").ids);
+  EXPECT_EQ(first.find("<|answer|>"), std::string::npos);
+  EXPECT_NE(first.find("<|memory|><|chunk|>"), std::string::npos);  // empty memory in round 1
+  std::string last = tok().decode(render_baseline(rounds.back(), tok(), Markers{}, 0.f, "t").ids);
+  EXPECT_NE(last.find("<STOP><|answer|>" + t["answer"].get<std::string>() + "<|endoftext|>"), std::string::npos);
+  EXPECT_THROW(render_baseline(json{{"layout", "xx"}, {"query", "q"}}, tok(), Markers{}, 0.f, "t"), Error);
+}

@@ -34,6 +34,11 @@ std::vector<Sample> load_jsonl_samples(const std::string& path, const Tokenizer*
       } else {
         s.weights.assign(s.ids.size(), 1.0f);
       }
+    } else if (j.contains("layout")) {  // OR / NMR baseline sample (protocol.md)
+      need_tok(where);
+      RenderedSequence r = render_baseline(j, *tok, Markers{}, chunk_weight, where);
+      s.ids = std::move(r.ids);
+      s.weights = std::move(r.weights);
     } else if (j.contains("chunks")) {  // Smooth Reading trajectory (protocol.md)
       need_tok(where);
       RenderedSequence r = render_trajectory(j, *tok, Markers{}, chunk_weight, where);
