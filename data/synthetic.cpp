@@ -46,7 +46,7 @@ std::string essay_sentence(Rng& r) {
 
 struct Needle {
   std::string text, value;  // sentence inserted in the haystack; the value it carries
-  int answer = -1;          // index into answers when the value is asked for, else -1 (distractor)
+  int answer = -1;          // index of the evidence it provides (answers / clues order), else -1 (distractor)
 };
 
 struct Spec {
@@ -55,7 +55,24 @@ struct Spec {
   std::vector<std::string> answers;
   bool essay = false;
   bool ordered = false;  // needles must appear in list order (assignment chains)
+  std::vector<std::string> clues;  // multi-hop: the facts needed (evidence order); empty = the answers
 };
+
+const std::vector<std::string> kPeople = {"Alice", "Bruno", "Chen", "Dana", "Emil", "Farah", "Goran", "Hana", "Ivan",
+                                          "Jonas", "Keiko", "Lena", "Marco", "Nadia", "Omar", "Priya", "Quinn", "Rosa"};
+const std::vector<std::string> kCompanies = {"Acme Tools", "Blue Finch", "Cobalt Labs", "Delta Foods", "Ember Works",
+                                             "Fjord Systems", "Granite Bank", "Harbor Lines", "Iris Optics",
+                                             "Juniper Mills", "Kestrel Air", "Lumen Press"};
+const std::vector<std::string> kCities = {"Lisbon", "Oslo", "Nairobi", "Lima", "Hanoi", "Tallinn", "Quito", "Perth",
+                                          "Leeds", "Porto", "Kyoto", "Tunis", "Bergen", "Malmo"};
+
+template <class T>
+std::vector<T> pick(const std::vector<T>& pool, size_t n, Rng& r) {  // n distinct, random order
+  std::vector<T> p = pool;
+  for (size_t i = p.size(); i > 1; --i) std::swap(p[i - 1], p[r.below(i)]);
+  p.resize(n);
+  return p;
+}
 
 std::string random_var(Rng& r) {
   std::string v;
@@ -73,6 +90,24 @@ std::string join_keys(const std::vector<std::string>& k) {  // "a", "a and b", "
 
 Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   Spec s;
+  if (task == "qa_hop") {  // two-hop QA: "P works for C." + "C is based in X." -> where does P work?
+    auto people = pick(kPeople, 4, r);
+    auto companies = pick(kCompanies, 4, r);
+    auto cities = pick(kCities, 4, r);
+    for (int i = 0; i < 4; ++i) {  // pair 0 is asked about; the other pairs distract
+      std::string f1 = people[i] + " works for " + companies[i], f2 = companies[i] + " is based in " + cities[i];
+      s.needles.push_back({f1 + ".", f1, i == 0 ? 0 : -1});
+      s.needles.push_back({f2 + ".", f2, i == 0 ? 1 : -1});
+    }
+    s.clues = {s.needles[0].value, s.needles[1].value};
+    s.answers = {cities[0]};
+    for (size_t i = s.needles.size(); i > 1; --i) std::swap(s.needles[i - 1], s.needles[r.below(i)]);
+    s.instruction = "Answer the question based on the facts hidden in the following text.";
+    s.question = "In which city does " + people[0] + " work?";
+    s.target = "the city where " + people[0] + " works";
+    s.essay = true;
+    return s;
+  }
   if (task == "vt") {  // RULER variable tracking: chains of VAR X = value, VAR Y = VAR X, ...
     std::vector<std::string> used;
     std::vector<std::vector<std::pair<std::string, std::string>>> chains;  // (name, rhs)
@@ -166,7 +201,8 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
 
 std::vector<std::string> synthetic_task_names() {
   return {"passkey",         "niah_single_1",   "niah_single_2",   "niah_single_3",
-          "niah_multikey_1", "niah_multivalue", "niah_multiquery", "vt"};
+          "niah_multikey_1", "niah_multivalue", "niah_multiquery", "vt",
+          "qa_hop"};
 }
 
 std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok) {
@@ -223,16 +259,15 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
       --at[last_needle];
     }
     json evidence = json::array();
-    for (size_t a = 0; a < s.answers.size(); ++a)
+    std::vector<double> answer_depths;
+    const size_t n_evidence = s.clues.empty() ? s.answers.size() : s.clues.size();
+    for (size_t a = 0; a < n_evidence; ++a)
       for (size_t n = 0; n < s.needles.size(); ++n)
         if (s.needles[n].answer == int(a)) {
           size_t p = context.find(s.needles[n].value, at[n]);
           evidence.push_back({p, p + s.needles[n].value.size()});
+          answer_depths.push_back(depths[n]);
         }
-    std::vector<double> answer_depths;
-    for (size_t a = 0; a < s.answers.size(); ++a)
-      for (size_t n = 0; n < s.needles.size(); ++n)
-        if (s.needles[n].answer == int(a)) answer_depths.push_back(depths[n]);
     out.push_back({{"id", o.task + "-" + std::to_string(o.tokens) + "-" + std::to_string(o.seed) + "-" + std::to_string(i)},
                    {"task", o.task},
                    {"context", context},
@@ -242,6 +277,7 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
                    {"length", count_tokens(context, tok, false)},
                    {"depths", answer_depths},
                    {"evidence", evidence}});
+    if (!s.clues.empty()) out.back()["clues"] = s.clues;
   }
   return out;
 }
@@ -254,6 +290,8 @@ json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, 
   std::string question = rec["input"];
   std::string target = json_str_or(rec, "target", question, "record");
   std::vector<std::string> answers = rec["answers"].get<std::vector<std::string>>();
+  // What a found evidence span adds to Clues: the fact itself (multi-hop) or the value asked for.
+  std::vector<std::string> facts = rec.contains("clues") ? rec["clues"].get<std::vector<std::string>>() : answers;
   const auto& ev = rec["evidence"];
   json t = {{"id", rec["id"]}, {"task", rec["task"]}, {"query", question}, {"chunk_tokens", C}};
   json cj = json::array(), sj = json::array(), aj = json::array();
@@ -266,7 +304,7 @@ json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, 
       size_t eb = ev[e][0], ee = ev[e][1];
       (void)eb;
       if (ee <= c.end && ee > c.begin) {  // the fact is complete once its last byte is read
-        found.push_back(answers[std::min(e, answers.size() - 1)]);
+        found.push_back(facts[std::min(e, facts.size() - 1)]);
         added = true;
       }
     }

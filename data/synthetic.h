@@ -4,7 +4,9 @@
 // Implemented families: passkey, niah_single_1 (noise haystack, number values), niah_single_2
 // (pseudo-essay haystack, number values), niah_single_3 (pseudo-essay, uuid values),
 // niah_multikey_1 (3 distractor needles), niah_multivalue (4 values), niah_multiquery (4 keys asked),
-// vt (variable tracking: assignment chains in a noise haystack; chains and hops configurable).
+// vt (variable tracking: assignment chains in a noise haystack; chains and hops configurable),
+// qa_hop (two-hop QA over generated facts, "P works for C" + "C is based in X", with distractor
+// pairs; its records add "clues": the facts needed, in evidence order).
 #pragma once
 #include <cstdint>
 #include <string>
