@@ -58,6 +58,11 @@ ScoreCell summarize(const std::vector<double>& x) {
 json score_predictions(const std::string& path, const std::string& metric) {
   if (metric != "all" && metric != "part") fail("--metric", "expected 'all' or 'part'");
   std::map<std::pair<std::string, int64_t>, std::vector<double>> cells;
+  struct Eff {  // efficiency sums per cell (when the predictions carry them, as `read --batch` writes)
+    double seconds = 0, tokens_read = 0, rounds = 0, early = 0, peak_rss = 0;
+    int n = 0;
+  };
+  std::map<std::pair<std::string, int64_t>, Eff> eff;
   for_each_jsonl(path, [&](json& j, const std::string& where) {
     std::string task = json_str_or(j, "task", "unknown", where);
     std::string pred = ruler_postprocess(json_str(j, "answer", where));
@@ -70,17 +75,38 @@ json score_predictions(const std::string& path, const std::string& metric) {
     int64_t len = json_int_or(j, "length", json_int_or(j, "context_tokens", 0, where), where);
     int64_t bucket = (len + 512) / 1024;  // nearest 1k
     cells[{task, bucket}].push_back(metric == "all" ? string_match_all(pred, refs) : string_match_part(pred, refs));
+    if (j.contains("seconds")) {
+      Eff& e = eff[{task, bucket}];
+      e.seconds += json_num_or(j, "seconds", 0, where), e.tokens_read += json_num_or(j, "tokens_read", 0, where);
+      e.rounds += json_num_or(j, "rounds", 0, where), e.early += json_bool_or(j, "stopped_early", false, where);
+      e.peak_rss = std::max(e.peak_rss, json_num_or(j, "peak_rss_bytes", 0, where));
+      ++e.n;
+    }
   });
   json rows = json::array();
-  std::string md = "| task | length | n | string_match_" + metric + " | 95% CI |\n|---|---|---|---|---|\n";
+  std::string md = "| task | length | n | string_match_" + metric +
+                   " | 95% CI | s/sample | tokens read | rounds | early stop | peak RSS MB |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|\n";
   for (auto& [key, v] : cells) {
     ScoreCell c = summarize(v);
-    rows.push_back({{"task", key.first}, {"length_k", key.second}, {"n", c.n}, {"score", std::round(c.mean * 100) / 100},
-                    {"ci95", c.ci95}});
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "| %s | %lldk | %d | %.2f | ±%.2f |\n", key.first.c_str(), (long long)key.second, c.n,
+    json row = {{"task", key.first}, {"length_k", key.second}, {"n", c.n}, {"score", std::round(c.mean * 100) / 100},
+                {"ci95", c.ci95}};
+    char buf[512];
+    std::snprintf(buf, sizeof buf, "| %s | %lldk | %d | %.2f | ±%.2f |", key.first.c_str(), (long long)key.second, c.n,
                   c.mean, c.ci95);
     md += buf;
+    auto it = eff.find(key);
+    if (it != eff.end() && it->second.n > 0) {
+      const Eff& e = it->second;
+      row["seconds_per_sample"] = e.seconds / e.n, row["tokens_read"] = e.tokens_read / e.n;
+      row["rounds"] = e.rounds / e.n, row["early_stop_rate"] = e.early / e.n, row["peak_rss_bytes"] = e.peak_rss;
+      std::snprintf(buf, sizeof buf, " %.2f | %.0f | %.1f | %.0f%% | %.1f |\n", e.seconds / e.n, e.tokens_read / e.n,
+                    e.rounds / e.n, 100 * e.early / e.n, e.peak_rss / 1e6);
+    } else {
+      std::snprintf(buf, sizeof buf, " - | - | - | - | - |\n");
+    }
+    md += buf;
+    rows.push_back(row);
   }
   return {{"rows", rows}, {"markdown", md}, {"metric", "string_match_" + metric}};
 }

@@ -22,7 +22,8 @@ struct ScoreCell {
 ScoreCell summarize(const std::vector<double>& scores01);
 
 // Scores a prediction JSONL file ({"task","answers","answer","length"?} per line, as written by
-// `smoothread read --batch`): per task x length bucket (nearest 1k tokens) table.
+// `smoothread read --batch`): per task x length bucket (nearest 1k tokens) table, with efficiency
+// columns (seconds per sample, tokens read, rounds, early-stop rate, peak RSS) when present.
 // metric: "all" | "part". Returns {"rows": [...], "markdown": "..."}.
 json score_predictions(const std::string& path, const std::string& metric);
 

@@ -147,6 +147,8 @@ TEST(ReadCli, EvalReadsAndScores) {
   ASSERT_EQ(j["rows"].size(), 1u);
   EXPECT_EQ(j["rows"][0]["task"], "passkey");
   EXPECT_EQ(j["rows"][0]["n"], 3);
+  for (const char* k : {"seconds_per_sample", "tokens_read", "rounds", "early_stop_rate", "peak_rss_bytes"})
+    EXPECT_TRUE(j["rows"][0].contains(k)) << k;
   EXPECT_TRUE(path_exists(d + "/ev.jsonl.pred.jsonl"));
   CliRun bad = run("eval --score-only --pred " + d + "/ev.jsonl", d);  // records have no 'answer'
   EXPECT_EQ(bad.code, 2);
