@@ -207,7 +207,7 @@ int cmd_score(int argc, char** argv) {
 int cmd_gen(int argc, char** argv) {
   const char* usage =
       "smoothread gen --task T --count N --seed S --out FILE.jsonl\n"
-      "  synthetic tasks (passkey, niah_single_1..3, niah_multikey_1, niah_multivalue, niah_multiquery, vt):\n"
+      "  synthetic tasks (passkey, niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, qa_hop):\n"
       "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)]\n"

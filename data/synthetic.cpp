@@ -54,6 +54,9 @@ struct Spec {
   std::vector<Needle> needles;
   std::vector<std::string> answers;
   bool essay = false;
+  bool needle_haystack = false;  // niah_multikey_2/3: the haystack is distractor needles
+  bool uuid_keys = false, uuid_values = false;
+  std::vector<std::string> keys;  // keys in use (distractors must not reuse them)
   bool ordered = false;  // needles must appear in list order (assignment chains)
   std::vector<std::string> clues;  // multi-hop: the facts needed (evidence order); empty = the answers
 };
@@ -161,16 +164,20 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   // RULER niah family: keys x values; k keys (k-1 distractors unless queried), v values per key, q queried keys.
   int k = 1, v = 1, q = 1;
   if (task == "niah_multikey_1") k = 4;
+  s.needle_haystack = task == "niah_multikey_2" || task == "niah_multikey_3";
+  s.uuid_keys = task == "niah_multikey_3";
   if (task == "niah_multivalue") v = 4;
   if (task == "niah_multiquery") k = 4, q = 4;
-  bool uuid = task == "niah_single_3";
+  bool uuid = task == "niah_single_3" || task == "niah_multikey_3";
+  s.uuid_values = uuid;
   std::string type = uuid ? "uuid" : "number";
   std::vector<std::string> keys;
   while (int(keys.size()) < k) {
-    std::string key = random_key(r);
+    std::string key = s.uuid_keys ? random_uuid(r) : random_key(r);
     if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   }
   std::vector<std::string> queried(keys.begin(), keys.begin() + q);
+  s.keys = keys;
   for (int i = 0; i < k; ++i)
     for (int j = 0; j < v; ++j) {
       std::string value = uuid ? random_uuid(r) : random_number(r);
@@ -194,14 +201,14 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
     s.question = "What are all the special magic " + type + "s for " + query + " mentioned in the provided text?";
     s.target = "all " + type + "s for " + query;
   }
-  s.essay = task != "niah_single_1";
+  s.essay = task != "niah_single_1" && !s.needle_haystack;
   return s;
 }
 }  // namespace
 
 std::vector<std::string> synthetic_task_names() {
   return {"passkey",         "niah_single_1",   "niah_single_2",   "niah_single_3",
-          "niah_multikey_1", "niah_multivalue", "niah_multiquery", "vt",
+          "niah_multikey_1", "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt",
           "qa_hop"};
 }
 
@@ -223,7 +230,16 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     for (auto& n : s.needles) have += count_tokens(n.text + " ", tok, false);
     std::vector<std::string> sents;
     while (have < o.tokens) {
-      std::string t = (s.essay ? essay_sentence(r) : std::string(kNoise)) + " ";
+      std::string t;
+      if (s.needle_haystack) {  // a distractor needle with a fresh key
+        std::string key;
+        do key = s.uuid_keys ? random_uuid(r) : random_key(r);
+        while (std::find(s.keys.begin(), s.keys.end(), key) != s.keys.end());
+        std::string type = s.uuid_values ? "uuid" : "number";
+        t = "One of the special magic " + type + "s for " + key + " is: " + (s.uuid_values ? random_uuid(r) : random_number(r)) + ". ";
+      } else {
+        t = (s.essay ? essay_sentence(r) : std::string(kNoise)) + " ";
+      }
       have += count_tokens(t, tok, false);
       sents.push_back(std::move(t));
     }

@@ -3,7 +3,8 @@
 // with rule-based Target / Clues / Reason summaries (protocol.md).
 // Implemented families: passkey, niah_single_1 (noise haystack, number values), niah_single_2
 // (pseudo-essay haystack, number values), niah_single_3 (pseudo-essay, uuid values),
-// niah_multikey_1 (3 distractor needles), niah_multivalue (4 values), niah_multiquery (4 keys asked),
+// niah_multikey_1 (3 distractor needles), niah_multikey_2 / _3 (the haystack is distractor needles;
+// number values / uuid keys and values), niah_multivalue (4 values), niah_multiquery (4 keys asked),
 // vt (variable tracking: assignment chains in a noise haystack; chains and hops configurable),
 // qa_hop (two-hop QA over generated facts, "P works for C" + "C is based in X", with distractor
 // pairs; its records add "clues": the facts needed, in evidence order).
