@@ -208,14 +208,14 @@ int cmd_gen(int argc, char** argv) {
   const char* usage =
       "smoothread gen --task T --count N --seed S --out FILE.jsonl\n"
       "  synthetic tasks (passkey, niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, qa_hop):\n"
-      "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1]\n"
+      "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1 | --depth-grid G]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)]\n"
       "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
       "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
-                         "--depth", "--format", "--chunk-tokens", "--chains", "--hops"}, {});
+                         "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops"}, {});
   std::string task = a.get("--task");
   int count = int(a.get_int("--count", 100));
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
@@ -234,6 +234,8 @@ int cmd_gen(int argc, char** argv) {
     o.task = task, o.count = count, o.seed = seed;
     o.tokens = int(a.get_int("--tokens", 4096));
     o.depth = a.get_num("--depth", -1);
+    o.depth_grid = int(a.get_int("--depth-grid", 0));
+    if (o.depth_grid < 0) fail("--depth-grid", "must be >= 0");
     o.vt_chains = int(a.get_int("--chains", 1));
     o.vt_hops = int(a.get_int("--hops", 4));
     if (o.vt_chains < 1 || o.vt_hops < 0) fail("--chains/--hops", "need chains >= 1 and hops >= 0");

@@ -246,7 +246,9 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     // One depth per needle (fixed --depth for all, else uniform), as a sentence index.
     std::vector<std::pair<size_t, size_t>> slots;  // (sentence index, needle index)
     std::vector<double> depths;
-    for (size_t n = 0; n < s.needles.size(); ++n) depths.push_back(o.depth >= 0 ? o.depth : r.uniform_double());
+    double fixed = o.depth;
+    if (o.depth_grid > 0) fixed = o.depth_grid == 1 ? 0.5 : double(i % o.depth_grid) / double(o.depth_grid - 1);
+    for (size_t n = 0; n < s.needles.size(); ++n) depths.push_back(fixed >= 0 ? fixed : r.uniform_double());
     if (s.ordered) std::sort(depths.begin(), depths.end());  // chain order = text order
     for (size_t n = 0; n < s.needles.size(); ++n) slots.push_back({size_t(depths[n] * double(sents.size()) + 0.5), n});
     std::stable_sort(slots.begin(), slots.end());

@@ -24,6 +24,7 @@ struct SyntheticOptions {
   int count = 100;
   uint64_t seed = 0;
   double depth = -1;   // fixed needle depth in [0,1]; < 0 = uniform random per sample
+  int depth_grid = 0;  // > 0: sample i puts its needles at depth (i mod G) / (G - 1) (RULER/NIAH grids)
   int vt_chains = 1, vt_hops = 4;  // variable tracking: chains (1 asked, the rest distract), hops
 };
 

@@ -51,6 +51,13 @@ TEST(Eval, SyntheticDeterministicAndLengthAccurate) {
     o.seed = 6;
     EXPECT_NE(json(x).dump(), json(make_synthetic(o, tok)).dump());
   }
+  // Depth grid: sample i at (i mod G) / (G - 1), recorded in "depths".
+  SyntheticOptions g;
+  g.task = "niah_single_1", g.tokens = 2000, g.count = 5, g.depth_grid = 5;
+  auto grid = make_synthetic(g, tok);
+  for (int i = 0; i < 5; ++i) EXPECT_DOUBLE_EQ(grid[i]["depths"][0].get<double>(), i / 4.0);
+  EXPECT_LT(grid[0]["evidence"][0][0].get<size_t>(), 200u);   // depth 0: near the start
+  EXPECT_GT(grid[4]["evidence"][0][0].get<size_t>(), 1800u);  // depth 1: near the end
   SyntheticOptions bad;
   bad.task = "nope";
   try {
