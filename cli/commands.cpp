@@ -209,13 +209,14 @@ int cmd_gen(int argc, char** argv) {
       "smoothread gen --task T --count N --seed S --out FILE.jsonl\n"
       "  synthetic tasks (passkey, niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, qa_hop):\n"
       "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1 | --depth-grid G]\n"
+      "      [--haystack FILE[,FILE...] (your text instead of the pseudo-essay haystack)]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)]\n"
       "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
       "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
-                         "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops"}, {});
+                         "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack"}, {});
   std::string task = a.get("--task");
   int count = int(a.get_int("--count", 100));
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
@@ -235,6 +236,14 @@ int cmd_gen(int argc, char** argv) {
     o.tokens = int(a.get_int("--tokens", 4096));
     o.depth = a.get_num("--depth", -1);
     o.depth_grid = int(a.get_int("--depth-grid", 0));
+    if (a.has("--haystack")) {  // FILE[,FILE...]
+      std::string list = a.get("--haystack");
+      for (size_t b = 0, e; b <= list.size(); b = e + 1) {
+        e = list.find(',', b);
+        if (e == std::string::npos) e = list.size();
+        if (e > b) o.haystack_files.push_back(list.substr(b, e - b));
+      }
+    }
     if (o.depth_grid < 0) fail("--depth-grid", "must be >= 0");
     o.vt_chains = int(a.get_int("--chains", 1));
     o.vt_hops = int(a.get_int("--hops", 4));

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/utf8.h"
 #include "reading/chunker.h"
 
 namespace sr {
@@ -212,6 +213,28 @@ std::vector<std::string> synthetic_task_names() {
           "qa_hop"};
 }
 
+// Sentences of the user's haystack files (split after ". ", "? ", "! " and newlines), validated UTF-8.
+static std::vector<std::string> load_haystack(const std::vector<std::string>& files) {
+  std::vector<std::string> out;
+  for (auto& f : files) {
+    std::string text = read_file(f);
+    size_t bad = find_invalid_utf8(text);
+    if (bad != std::string::npos) fail(f, "haystack is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+    size_t start = 0;
+    for (size_t i = 0; i < text.size(); ++i) {
+      bool end = text[i] == '\n' || ((text[i] == '.' || text[i] == '?' || text[i] == '!') && i + 1 < text.size() && text[i + 1] == ' ');
+      if (!end) continue;
+      std::string sent = text.substr(start, i + 1 - start);
+      start = i + 1;
+      size_t b = sent.find_first_not_of(" \t\r\n");
+      if (b != std::string::npos) out.push_back(sent.substr(b));
+    }
+    if (start < text.size() && text.find_first_not_of(" \t\r\n", start) != std::string::npos) out.push_back(text.substr(start));
+  }
+  if (!files.empty() && out.empty()) fail(files[0], "haystack files hold no text");
+  return out;
+}
+
 std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok) {
   auto names = synthetic_task_names();
   if (std::find(names.begin(), names.end(), o.task) == names.end()) {
@@ -222,8 +245,10 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
   if (o.tokens < 64) fail("--tokens", "must be at least 64");
   if (o.depth > 1) fail("--depth", "must be in [0, 1]");
   std::vector<json> out;
+  const std::vector<std::string> user = load_haystack(o.haystack_files);
   for (int i = 0; i < o.count; ++i) {
     Rng r(o.seed * 1000003ULL + uint64_t(i));
+    size_t user_at = user.empty() ? 0 : size_t(r.below(user.size()));
     Spec s = task_spec(o.task, r, o);
     // Haystack sentences until the context (with the needles) reaches the target token count.
     int have = 0;
@@ -237,6 +262,8 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
         while (std::find(s.keys.begin(), s.keys.end(), key) != s.keys.end());
         std::string type = s.uuid_values ? "uuid" : "number";
         t = "One of the special magic " + type + "s for " + key + " is: " + (s.uuid_values ? random_uuid(r) : random_number(r)) + ". ";
+      } else if (s.essay && !user.empty()) {
+        t = user[user_at++ % user.size()] + " ";
       } else {
         t = (s.essay ? essay_sentence(r) : std::string(kNoise)) + " ";
       }

@@ -6,6 +6,7 @@
 #include "data/synthetic.h"
 #include "eval/metrics.h"
 #include "model_fixtures.h"
+#include "core/io.h"
 #include "reading/chunker.h"
 
 using namespace sr;
@@ -58,6 +59,16 @@ TEST(Eval, SyntheticDeterministicAndLengthAccurate) {
   for (int i = 0; i < 5; ++i) EXPECT_DOUBLE_EQ(grid[i]["depths"][0].get<double>(), i / 4.0);
   EXPECT_LT(grid[0]["evidence"][0][0].get<size_t>(), 200u);   // depth 0: near the start
   EXPECT_GT(grid[4]["evidence"][0][0].get<size_t>(), 1800u);  // depth 1: near the end
+  // User haystack text replaces the pseudo-essay, cycling through its sentences.
+  std::string hf = test::temp_dir("hay") + "/h.txt";
+  write_file_atomic(hf, "Call me Ishmael. Some years ago, never mind how long. Whenever I find myself grim!\nThe end?");
+  SyntheticOptions u;
+  u.task = "niah_single_2", u.tokens = 3000, u.count = 2, u.haystack_files = {hf};
+  for (auto& r : make_synthetic(u, tok)) {
+    const std::string& ctx = r["context"].get_ref<const std::string&>();
+    EXPECT_NE(ctx.find("Call me Ishmael. Some years ago"), std::string::npos);
+    EXPECT_EQ(r["length"].get<int>(), 3000);
+  }
   SyntheticOptions bad;
   bad.task = "nope";
   try {
