@@ -114,13 +114,15 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
     write_file_atomic(out, kept);
   }
   std::vector<json> items;
+  int64_t bad_lines = 0;
   for_each_jsonl(in, [&](json& j, const std::string& where) {
     if (!j.contains("id")) j["id"] = where.substr(where.rfind(':') + 1);
     first_field(j, {"context", "doc"}, where);
     first_field(j, {"input", "question"}, where);
     j["_where"] = where;
     items.push_back(std::move(j));
-  });
+  }, a.has("--skip-bad") ? &bad_lines : nullptr);
+  if (bad_lines) std::cerr << "skipped " << bad_lines << " bad line(s) in " << in << " (--skip-bad)\n";
   FILE* fo = std::fopen(out.c_str(), "a");
   if (!fo) fail(out, "cannot open for appending");
   SessionReaderModel rm(*m.model);
@@ -163,13 +165,13 @@ int cmd_read(int argc, char** argv) {
       "                [--json] [--trace FILE.jsonl] [--chunk-tokens C] [--max-summary-tokens S]\n"
       "                [--max-answer-tokens A] [--max-rounds R] [--no-early-stop] [--word-estimate] [--force]\n"
       "                [--lossy-utf8] [--quiet] [--threads N]\n"
-      "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [same options]   (resumable)\n"
+      "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [--skip-bad] [same options]   (resumable)\n"
       "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2,
          {"--model", "--doc", "--question", "--mode", "--trace", "--chunk-tokens", "--max-summary-tokens",
           "--max-answer-tokens", "--max-rounds", "--batch", "--out", "--threads"},
-         {"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet"});
+         {"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet", "--skip-bad"});
   set_threads(a);
   std::string dir = a.get("--model");
   LoadedModel m = load_model_dir(dir, true);
@@ -210,7 +212,7 @@ int cmd_read(int argc, char** argv) {
 int cmd_eval(int argc, char** argv) {
   const char* usage =
       "smoothread eval --model DIR --data FILE.jsonl [--mode emr|nmr|or|or-context-first] [--pred OUT.jsonl]\n"
-      "                [--metric all|part] [--json] [read options: --chunk-tokens ... --force]\n"
+      "                [--metric all|part] [--json] [--skip-bad] [read options: --chunk-tokens ... --force]\n"
       "smoothread eval --score-only --pred FILE.jsonl [--metric all|part] [--json]\n"
       "Reads every record of --data (resumable: predictions go to --pred, default DATA.pred.jsonl), then\n"
       "scores with RULER's string_match_all (default) or string_match_part, per task x length, with 95% CIs.\n";
@@ -218,7 +220,8 @@ int cmd_eval(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--data", "--pred", "--metric", "--mode", "--chunk-tokens", "--max-summary-tokens",
           "--max-answer-tokens", "--max-rounds", "--threads"},
-         {"--score-only", "--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet"});
+         {"--score-only", "--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet",
+          "--skip-bad"});
   set_threads(a);
   std::string pred;
   if (a.has("--score-only")) {
@@ -229,7 +232,9 @@ int cmd_eval(int argc, char** argv) {
     LoadedModel m = load_model_dir(a.get("--model"), true);
     read_batch(a, data, pred, m, reading_options(a, m), a.has("--quiet"));
   }
-  json r = score_predictions(pred, a.get_or("--metric", "all"));
+  int64_t bad = 0;
+  json r = score_predictions(pred, a.get_or("--metric", "all"), a.has("--skip-bad") ? &bad : nullptr);
+  if (bad) std::cerr << "skipped " << bad << " bad line(s) in " << pred << " (--skip-bad)\n";
   if (a.has("--json")) std::cout << json{{"metric", r["metric"]}, {"rows", r["rows"]}, {"pred", pred}}.dump() << "\n";
   else std::cout << r["markdown"].get<std::string>();
   return 0;

@@ -58,7 +58,8 @@ json load_json_file(const std::string& path) {
   }
 }
 
-void for_each_jsonl(const std::string& path, const std::function<void(json& obj, const std::string& where)>& fn) {
+void for_each_jsonl(const std::string& path, const std::function<void(json& obj, const std::string& where)>& fn,
+                    int64_t* skipped) {
   std::ifstream f(path);
   if (!f) fail(path, "cannot open");
   std::string line;
@@ -67,14 +68,19 @@ void for_each_jsonl(const std::string& path, const std::function<void(json& obj,
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     std::string where = path + ":" + std::to_string(lineno);
-    json j;
     try {
-      j = json::parse(line);
-    } catch (const json::parse_error& e) {
-      fail(where, std::string("invalid JSON: ") + e.what());
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::parse_error& e) {
+        fail(where, std::string("invalid JSON: ") + e.what());
+      }
+      if (!j.is_object()) fail(where, "expected a JSON object");
+      fn(j, where);
+    } catch (const Error&) {
+      if (!skipped) throw;
+      ++*skipped;
     }
-    if (!j.is_object()) fail(where, "expected a JSON object");
-    fn(j, where);
   }
 }
 

@@ -14,8 +14,10 @@ std::string read_file(const std::string& path);
 void write_file_atomic(const std::string& path, const std::string& data);
 json load_json_file(const std::string& path);
 // Calls fn(object, where) for every non-blank line of a JSONL file, `where` = "path:line".
-// Lines that are not JSON objects are errors naming path:line.
-void for_each_jsonl(const std::string& path, const std::function<void(json& obj, const std::string& where)>& fn);
+// Lines that are not JSON objects are errors naming path:line. With `skipped` non-null, bad lines
+// (and lines for which fn throws sr::Error) are counted there and skipped instead (--skip-bad).
+void for_each_jsonl(const std::string& path, const std::function<void(json& obj, const std::string& where)>& fn,
+                    int64_t* skipped = nullptr);
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);
 void make_dirs(const std::string& path);

@@ -55,7 +55,7 @@ ScoreCell summarize(const std::vector<double>& x) {
   return c;
 }
 
-json score_predictions(const std::string& path, const std::string& metric) {
+json score_predictions(const std::string& path, const std::string& metric, int64_t* skipped) {
   if (metric != "all" && metric != "part") fail("--metric", "expected 'all' or 'part'");
   std::map<std::pair<std::string, int64_t>, std::vector<double>> cells;
   struct Eff {  // efficiency sums per cell (when the predictions carry them, as `read --batch` writes)
@@ -82,7 +82,7 @@ json score_predictions(const std::string& path, const std::string& metric) {
       e.peak_rss = std::max(e.peak_rss, json_num_or(j, "peak_rss_bytes", 0, where));
       ++e.n;
     }
-  });
+  }, skipped);
   json rows = json::array();
   std::string md = "| task | length | n | string_match_" + metric +
                    " | 95% CI | s/sample | tokens read | rounds | early stop | peak RSS MB |\n"

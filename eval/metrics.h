@@ -25,6 +25,7 @@ ScoreCell summarize(const std::vector<double>& scores01);
 // `smoothread read --batch`): per task x length bucket (nearest 1k tokens) table, with efficiency
 // columns (seconds per sample, tokens read, rounds, early-stop rate, peak RSS) when present.
 // metric: "all" | "part". Returns {"rows": [...], "markdown": "..."}.
-json score_predictions(const std::string& path, const std::string& metric);
+// skipped: when non-null, malformed lines are counted there instead of failing (--skip-bad).
+json score_predictions(const std::string& path, const std::string& metric, int64_t* skipped = nullptr);
 
 }  // namespace sr

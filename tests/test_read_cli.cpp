@@ -134,6 +134,14 @@ TEST(ReadCli, BatchIsOrderedAndResumable) {
   r = run(args, d);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("in.jsonl:5"), std::string::npos) << r.err;
+  // --skip-bad: the bad line is counted and skipped; nothing else is dropped.
+  r = run(args + " --skip-bad", d);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("skipped 1 bad line(s)"), std::string::npos) << r.err;
+  int lines = 0;
+  std::ifstream f2(d + "/out.jsonl");
+  while (std::getline(f2, line)) ++lines;
+  EXPECT_EQ(lines, 4);
 }
 
 TEST(ReadCli, EvalReadsAndScores) {
