@@ -1,6 +1,7 @@
 #include "data/synthetic.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "core/error.h"
@@ -210,7 +211,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
 std::vector<std::string> synthetic_task_names() {
   return {"passkey",         "niah_single_1",   "niah_single_2",   "niah_single_3",
           "niah_multikey_1", "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt",
-          "qa_hop"};
+          "qa_hop",          "cwe",             "fwe"};
 }
 
 // Sentences of the user's haystack files (split after ". ", "? ", "! " and newlines), validated UTF-8.
@@ -235,6 +236,107 @@ static std::vector<std::string> load_haystack(const std::vector<std::string>& fi
   return out;
 }
 
+namespace {
+std::string coded_word(Rng& r, int len) {
+  std::string w;
+  for (int i = 0; i < len; ++i) w.push_back(char('a' + r.below(26)));
+  return w;
+}
+
+// Aggregation tasks (RULER cwe / fwe): the answer needs counting over the whole context.
+//   cwe: numbered list "1. w 2. w ..."; 10 common words x30 (x6 below 4k tokens), the rest x3 (x1).
+//   fwe: space-separated coded words with Zipf counts ~ k^-2; rank 1 is the noise "...";
+//        the answer is ranks 2-4.
+json make_aggregation(const std::string& task, const SyntheticOptions& o, const Tokenizer& tok, Rng& r, int i) {
+  std::vector<std::string> entries, answers;
+  std::string instruction, question;
+  if (task == "cwe") {
+    const bool small = o.tokens < 4096;
+    const int fc = small ? 6 : 30, fu = small ? 1 : 3;
+    std::vector<std::string> used;
+    auto fresh = [&] {
+      std::string w;
+      do w = coded_word(r, 4 + int(r.below(5)));
+      while (std::find(used.begin(), used.end(), w) != used.end());
+      used.push_back(w);
+      return w;
+    };
+    size_t bytes = 0;
+    auto add = [&](const std::string& w, int times) {
+      for (int k = 0; k < times; ++k) {
+        entries.push_back(w);
+        bytes += w.size() + std::to_string(entries.size()).size() + 3;  // "N. w "
+      }
+    };
+    for (int c = 0; c < 10; ++c) {
+      answers.push_back(fresh());
+      add(answers.back(), fc);
+    }
+    if (int(bytes) > o.tokens) fail("--tokens", "cwe needs at least " + std::to_string(bytes) + " tokens");
+    while (int(bytes) < o.tokens) add(fresh(), fu);
+    instruction = "Below is a numbered list of words. In these words, some appear more often than others. "
+                  "Memorize the ones that appear most often.";
+    question = "Question: What are the 10 most common words in the above list?";
+  } else {  // fwe
+    const int vocab = std::max(8, o.tokens / 50);
+    std::vector<std::string> words = {"..."};
+    while (int(words.size()) < vocab) words.push_back(coded_word(r, 6));
+    // counts ~ N k^-2 / zeta(2), N chosen so the text reaches the target length
+    const double zeta2 = 1.6449340668;
+    int total = o.tokens / 7 + 1;  // ~7 bytes per coded word + space
+    for (int k = 1; k <= vocab; ++k) {
+      int c = std::max(1, int(total * std::pow(double(k), -2.0) / zeta2));
+      for (int t = 0; t < c; ++t) entries.push_back(words[k - 1]);
+    }
+    answers = {words[1], words[2], words[3]};
+    instruction = "Read the following coded text and track the frequency of each coded word. Find the three most "
+                  "frequently appeared coded words.";
+    question = "Question: Do not provide any explanation. Please ignore the dots '....'. What are the three most "
+               "frequently appeared words in the above coded text?";
+  }
+  for (size_t k = entries.size(); k > 1; --k) std::swap(entries[k - 1], entries[r.below(k)]);
+  std::string context;
+  for (size_t k = 0; k < entries.size(); ++k) {
+    if (task == "cwe") context += std::to_string(k + 1) + ". ";
+    context += entries[k] + " ";
+  }
+  while (int(count_tokens(context, tok, false)) > o.tokens) context.pop_back();
+  while (int(count_tokens(context, tok, false)) < o.tokens) context += task == "cwe" ? " " : " ...";
+  while (int(count_tokens(context, tok, false)) > o.tokens) context.pop_back();
+  return {{"id", task + "-" + std::to_string(o.tokens) + "-" + std::to_string(o.seed) + "-" + std::to_string(i)},
+          {"task", task},
+          {"context", context},
+          {"input", instruction + " " + question},
+          {"target", task == "cwe" ? "the 10 most common words" : "the 3 most frequent coded words"},
+          {"answers", answers},
+          {"length", count_tokens(context, tok, false)},
+          {"depths", json::array()},
+          {"evidence", json::array()},
+          {"aggregate", task == "cwe" ? 10 : 3}};
+}
+
+// Running word counts over text read so far (cwe strips the list numbers; "..." is noise).
+std::vector<std::pair<std::string, int>> top_words(const std::string& text, size_t k, bool numbered) {
+  std::vector<std::pair<std::string, int>> counts;  // in first-seen order
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t b = text.find_first_not_of(' ', i);
+    if (b == std::string::npos) break;
+    size_t e = text.find(' ', b);
+    if (e == std::string::npos) break;  // a word cut by the chunk end counts when complete
+    std::string w = text.substr(b, e - b);
+    i = e;
+    if (w == "..." || w.empty() || (numbered && w.back() == '.')) continue;
+    auto it = std::find_if(counts.begin(), counts.end(), [&](auto& p) { return p.first == w; });
+    if (it == counts.end()) counts.push_back({w, 1});
+    else ++it->second;
+  }
+  std::stable_sort(counts.begin(), counts.end(), [](auto& a, auto& b) { return a.second > b.second; });
+  if (counts.size() > k) counts.resize(k);
+  return counts;
+}
+}  // namespace
+
 std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok) {
   auto names = synthetic_task_names();
   if (std::find(names.begin(), names.end(), o.task) == names.end()) {
@@ -249,6 +351,10 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
   for (int i = 0; i < o.count; ++i) {
     Rng r(o.seed * 1000003ULL + uint64_t(i));
     size_t user_at = user.empty() ? 0 : size_t(r.below(user.size()));
+    if (o.task == "cwe" || o.task == "fwe") {
+      out.push_back(make_aggregation(o.task, o, tok, r, i));
+      continue;
+    }
     Spec s = task_spec(o.task, r, o);
     // Haystack sentences until the context (with the needles) reaches the target token count.
     int have = 0;
@@ -340,6 +446,23 @@ json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, 
   const auto& ev = rec["evidence"];
   json t = {{"id", rec["id"]}, {"task", rec["task"]}, {"query", question}, {"chunk_tokens", C}};
   json cj = json::array(), sj = json::array(), aj = json::array();
+  if (rec.contains("aggregate")) {  // counting tasks: running counts in Clues, read to the end
+    const size_t k = rec["aggregate"].get<size_t>();
+    for (size_t ci = 0; ci < chunks.size(); ++ci) {
+      cj.push_back(ctx.substr(chunks[ci].begin, chunks[ci].end - chunks[ci].begin));
+      bool last = ci + 1 == chunks.size();
+      auto top = top_words(ctx.substr(0, chunks[ci].end) + (last ? " " : ""), k, rec["task"] == "cwe");
+      std::string clues;
+      for (auto& [w, c] : top) clues += (clues.empty() ? "" : ", ") + w + " x" + std::to_string(c);
+      sj.push_back("Target: " + json_str_or(rec, "target", question, "record") + "\nClues: " + (clues.empty() ? "none" : clues) +
+                   "\nReason: counted the words in this part");
+      aj.push_back(last ? "STOP" : "READ");
+    }
+    std::string answer;
+    for (size_t a = 0; a < answers.size(); ++a) answer += (a ? ", " : "") + answers[a];
+    t["chunks"] = cj, t["summaries"] = sj, t["actions"] = aj, t["answer"] = answer, t["eod_after_last"] = true;
+    return t;
+  }
   std::vector<std::string> found;
   for (size_t ci = 0; ci < chunks.size(); ++ci) {
     const Chunk& c = chunks[ci];

@@ -7,7 +7,9 @@
 // number values / uuid keys and values), niah_multivalue (4 values), niah_multiquery (4 keys asked),
 // vt (variable tracking: assignment chains in a noise haystack; chains and hops configurable),
 // qa_hop (two-hop QA over generated facts, "P works for C" + "C is based in X", with distractor
-// pairs; its records add "clues": the facts needed, in evidence order).
+// pairs; its records add "clues": the facts needed, in evidence order), cwe / fwe (RULER common- and
+// frequent-word extraction; records carry "aggregate": k and no evidence spans; their trajectories
+// keep running counts of the top k words in Clues and read to the end).
 #pragma once
 #include <cstdint>
 #include <string>
