@@ -211,12 +211,12 @@ int cmd_gen(int argc, char** argv) {
       "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1 | --depth-grid G]\n"
       "      [--haystack FILE[,FILE...] (your text instead of the pseudo-essay haystack)]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
-      "      [--chains N --hops H (vt)]\n"
+      "      [--chains N --hops H (vt)] [--values number|word|uuid (niah value type)]\n"
       "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
       "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
-                         "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack"}, {});
+                         "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack", "--values"}, {});
   std::string task = a.get("--task");
   int count = int(a.get_int("--count", 100));
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
@@ -236,6 +236,9 @@ int cmd_gen(int argc, char** argv) {
     o.tokens = int(a.get_int("--tokens", 4096));
     o.depth = a.get_num("--depth", -1);
     o.depth_grid = int(a.get_int("--depth-grid", 0));
+    o.values = a.get_or("--values", "");
+    if (!o.values.empty() && o.values != "number" && o.values != "word" && o.values != "uuid")
+      fail("--values", "expected number, word or uuid");
     if (a.has("--haystack")) {  // FILE[,FILE...]
       std::string list = a.get("--haystack");
       for (size_t b = 0, e; b <= list.size(); b = e + 1) {

@@ -58,6 +58,10 @@ struct Spec {
   bool essay = false;
   bool needle_haystack = false;  // niah_multikey_2/3: the haystack is distractor needles
   bool uuid_keys = false, uuid_values = false;
+  std::string value_type = "number";
+  std::string random_value(Rng& r) const {
+    return value_type == "uuid" ? random_uuid(r) : value_type == "word" ? random_key(r) : random_number(r);
+  }
   std::vector<std::string> keys;  // keys in use (distractors must not reuse them)
   bool ordered = false;  // needles must appear in list order (assignment chains)
   std::vector<std::string> clues;  // multi-hop: the facts needed (evidence order); empty = the answers
@@ -170,9 +174,12 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   s.uuid_keys = task == "niah_multikey_3";
   if (task == "niah_multivalue") v = 4;
   if (task == "niah_multiquery") k = 4, q = 4;
-  bool uuid = task == "niah_single_3" || task == "niah_multikey_3";
+  std::string type = task == "niah_single_3" || task == "niah_multikey_3" ? "uuid" : "number";
+  if (!o.values.empty()) type = o.values;
+  const bool uuid = type == "uuid";
   s.uuid_values = uuid;
-  std::string type = uuid ? "uuid" : "number";
+  s.value_type = type;
+  auto random_value = [&] { return type == "uuid" ? random_uuid(r) : type == "word" ? random_key(r) : random_number(r); };
   std::vector<std::string> keys;
   while (int(keys.size()) < k) {
     std::string key = s.uuid_keys ? random_uuid(r) : random_key(r);
@@ -182,7 +189,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   s.keys = keys;
   for (int i = 0; i < k; ++i)
     for (int j = 0; j < v; ++j) {
-      std::string value = uuid ? random_uuid(r) : random_number(r);
+      std::string value = random_value();
       int ans = -1;
       if (i < q) {
         ans = int(s.answers.size());
@@ -366,8 +373,7 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
         std::string key;
         do key = s.uuid_keys ? random_uuid(r) : random_key(r);
         while (std::find(s.keys.begin(), s.keys.end(), key) != s.keys.end());
-        std::string type = s.uuid_values ? "uuid" : "number";
-        t = "One of the special magic " + type + "s for " + key + " is: " + (s.uuid_values ? random_uuid(r) : random_number(r)) + ". ";
+        t = "One of the special magic " + s.value_type + "s for " + key + " is: " + s.random_value(r) + ". ";
       } else if (s.essay && !user.empty()) {
         t = user[user_at++ % user.size()] + " ";
       } else {

@@ -163,6 +163,23 @@ TEST(ReadCli, EvalReadsAndScores) {
   EXPECT_NE(bad.err.find("ev.jsonl:1: missing field 'answer'"), std::string::npos) << bad.err;
 }
 
+TEST(GenCli, SameSeedSameBytesAndBadTask) {
+  std::string d = test::temp_dir("gencli");
+  for (std::string t : {"passkey", "niah_multivalue", "vt", "qa_hop", "cwe", "fwe"}) {
+    std::string base = "gen --task " + t + " --tokens 2000 --count 5 --format trajectory --chunk-tokens 100:300 --out ";
+    ASSERT_EQ(run(base + d + "/a.jsonl --seed 3", d).code, 0) << t;
+    ASSERT_EQ(run(base + d + "/b.jsonl --seed 3", d).code, 0) << t;
+    ASSERT_EQ(run(base + d + "/c.jsonl --seed 4", d).code, 0) << t;
+    EXPECT_EQ(std::hash<std::string>{}(read_file(d + "/a.jsonl")), std::hash<std::string>{}(read_file(d + "/b.jsonl"))) << t;
+    EXPECT_NE(read_file(d + "/a.jsonl"), read_file(d + "/c.jsonl")) << t;
+  }
+  ASSERT_EQ(run("gen --task niah_single_2 --values word --tokens 1000 --count 2 --seed 1 --out " + d + "/w.jsonl", d).code, 0);
+  EXPECT_NE(read_file(d + "/w.jsonl").find("special magic word for"), std::string::npos);
+  CliRun bad = run("gen --task niah_single_9 --tokens 1000 --count 1 --out " + d + "/x.jsonl", d);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("valid: passkey"), std::string::npos) << bad.err;
+}
+
 TEST(Chunker, RealTextsConcatenateBack) {
   ByteTokenizer tok(ByteTokenizer::default_specials());
   for (std::string f : {"README.md", "docs/MODEL_FORMAT.md", "reading/chunker.cpp"}) {
