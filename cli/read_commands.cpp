@@ -159,6 +159,13 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
 }
 }  // namespace
 
+// Flags shared by `read` and `eval` (the reading options), plus each command's own.
+static std::set<std::string> with_reading_flags(std::set<std::string> own, bool valued) {
+  if (valued) own.insert({"--model", "--mode", "--chunk-tokens", "--max-summary-tokens", "--max-answer-tokens", "--max-rounds", "--threads"});
+  else own.insert({"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet", "--skip-bad"});
+  return own;
+}
+
 int cmd_read(int argc, char** argv) {
   const char* usage =
       "smoothread read --model DIR (--doc FILE | stdin) --question TEXT [--mode emr|nmr|or|or-context-first]\n"
@@ -168,10 +175,8 @@ int cmd_read(int argc, char** argv) {
       "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [--skip-bad] [same options]   (resumable)\n"
       "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2,
-         {"--model", "--doc", "--question", "--mode", "--trace", "--chunk-tokens", "--max-summary-tokens",
-          "--max-answer-tokens", "--max-rounds", "--batch", "--out", "--threads"},
-         {"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet", "--skip-bad"});
+  Args a(argc, argv, 2, with_reading_flags({"--doc", "--question", "--trace", "--batch", "--out"}, true),
+         with_reading_flags({}, false));
   set_threads(a);
   std::string dir = a.get("--model");
   LoadedModel m = load_model_dir(dir, true);
@@ -217,11 +222,8 @@ int cmd_eval(int argc, char** argv) {
       "Reads every record of --data (resumable: predictions go to --pred, default DATA.pred.jsonl), then\n"
       "scores with RULER's string_match_all (default) or string_match_part, per task x length, with 95% CIs.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2,
-         {"--model", "--data", "--pred", "--metric", "--mode", "--chunk-tokens", "--max-summary-tokens",
-          "--max-answer-tokens", "--max-rounds", "--threads"},
-         {"--score-only", "--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet",
-          "--skip-bad"});
+  Args a(argc, argv, 2, with_reading_flags({"--data", "--pred", "--metric"}, true),
+         with_reading_flags({"--score-only"}, false));
   set_threads(a);
   std::string pred;
   if (a.has("--score-only")) {

@@ -179,7 +179,6 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   const bool uuid = type == "uuid";
   s.uuid_values = uuid;
   s.value_type = type;
-  auto random_value = [&] { return type == "uuid" ? random_uuid(r) : type == "word" ? random_key(r) : random_number(r); };
   std::vector<std::string> keys;
   while (int(keys.size()) < k) {
     std::string key = s.uuid_keys ? random_uuid(r) : random_key(r);
@@ -189,7 +188,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   s.keys = keys;
   for (int i = 0; i < k; ++i)
     for (int j = 0; j < v; ++j) {
-      std::string value = random_value();
+      std::string value = s.random_value(r);
       int ans = -1;
       if (i < q) {
         ans = int(s.answers.size());
