@@ -75,7 +75,8 @@ void Session::save_state(const std::string& path) const {
     put(&w, 4);
     put(&c.n_seen, 8);
     uint64_t nk = c.k.size(), nv = c.v.size();
-    put(&nk, 8), put(c.k.data(), nk * 4), put(&nv, 8), put(c.v.data(), nv * 4);
+    auto hk = c.k.to_vector(), hv = c.v.to_vector();
+    put(&nk, 8), put(hk.data(), nk * 4), put(&nv, 8), put(hv.data(), nv * 4);
   }
   uint64_t nl = state_.logits.size();
   put(&nl, 8), put(state_.logits.data(), nl * 4), put(state_.rng.data(), 32);
@@ -106,10 +107,14 @@ void Session::load_state(const std::string& path) {
     uint64_t nk, nv;
     get(&nk, 8);
     if (nk > in.size()) fail(path, "corrupt state (key count)");
-    c.k.resize(nk), get(c.k.data(), nk * 4);
+    std::vector<float> host(nk);
+    get(host.data(), nk * 4);
+    c.k = Buffer<float>(state_.caches[l].k.mem()), c.k.assign(host.data(), nk);
     get(&nv, 8);
     if (nv > in.size()) fail(path, "corrupt state (value count)");
-    c.v.resize(nv), get(c.v.data(), nv * 4);
+    host.resize(nv);
+    get(host.data(), nv * 4);
+    c.v = Buffer<float>(state_.caches[l].v.mem()), c.v.assign(host.data(), nv);
   }
   uint64_t nl;
   get(&nl, 8);

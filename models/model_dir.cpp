@@ -22,6 +22,7 @@ void load_weights(Transformer& model, const std::string& dir) {
       fail(f->path() + ": tensor '" + s.name + "'", "shape " + shape_str(ti->shape) + " does not match config.json, which implies " + shape_str(s.shape));
     f->read_f32(s.name, model.params() + s.offset, size_t(shape_numel(s.shape)));
   }
+  model.upload_params();
 }
 
 LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer) {
@@ -45,6 +46,7 @@ LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer) {
 
 void save_model_dir(const Transformer& model, const Tokenizer* tokenizer, const std::string& dir) {
   make_dirs(dir);
+  model.sync_params_to_host();
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const ParamSpec& s : model.param_specs())
     tensors.emplace_back(s.name, Tensor::borrow(const_cast<float*>(model.params()) + s.offset, s.shape));

@@ -7,16 +7,6 @@
 
 namespace sr {
 
-namespace {
-void add_inplace(float* y, const float* x, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < long(n); ++i) y[i] += x[i];
-}
-void add_into(float* out, const float* a, const float* b, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < long(n); ++i) out[i] = a[i] + b[i];
-}
-}  // namespace
 
 size_t Transformer::add_param(const std::string& name, const Shape& shape) {
   size_t off = specs_.empty() ? 0 : specs_.back().offset + size_t(shape_numel(specs_.back().shape));
@@ -48,7 +38,37 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : cfg_(cfg
   off_lm_head_ = cfg_.tie_word_embeddings ? off_embed_ : add_param("lm_head.weight", {V, C});
   size_t total = specs_.back().offset + size_t(shape_numel(specs_.back().shape));
   params_.assign(total, 0.0f);
-  grads_.assign(total, 0.0f);
+  ops_ = &ops_cpu();
+  set_ops(ops ? ops : &ops_cpu());
+}
+
+void Transformer::set_ops(const OpsTable* ops) {
+  ops_ = ops;
+  act_ = Activations{};
+  work_ = Workspace{};
+  dparams_ = Buffer<float>(ops->mem, on_device() ? params_.size() : 0);
+  upload_params();
+  grads_ = Buffer<float>(ops->mem, params_.size());
+  grads_.zero();
+}
+
+void Transformer::upload_params() {
+  if (on_device()) dparams_.upload(params_.data(), params_.size());
+}
+
+void Transformer::sync_params_to_host() const {
+  if (on_device()) dparams_.download(params_.data(), params_.size());
+}
+
+template <class T>
+void Transformer::fit(Buffer<T>& b, size_t n) const {
+  if (b.mem() != ops_->mem) b = Buffer<T>(ops_->mem, n);
+  else b.resize(n);
+}
+
+std::vector<float> Transformer::last_logits() const {
+  SR_ASSERT(act_.N > 0 && act_.logit_rows == act_.N, "last_logits: the last batch's logits were computed in chunks");
+  return act_.logits.to_vector();
 }
 
 const ParamSpec* Transformer::find_param(const std::string& name) const {
@@ -57,11 +77,11 @@ const ParamSpec* Transformer::find_param(const std::string& name) const {
   return nullptr;
 }
 
-Transformer::LayerParams Transformer::layer(std::vector<float>& buf, int l) const {
+Transformer::LayerParams Transformer::layer(float* base, int l) const {
   const size_t C = cfg_.hidden_size, F = cfg_.intermediate_size;
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
   const bool bias = cfg_.attention_bias;
-  float* p = buf.data() + layer_off_[l];
+  float* p = base + layer_off_[l];
   LayerParams w{};
   w.ln1 = p, p += C;
   w.wq = p, p += qd * C;
@@ -78,8 +98,6 @@ Transformer::LayerParams Transformer::layer(std::vector<float>& buf, int l) cons
   return w;
 }
 
-const float* Transformer::lm_head(const std::vector<float>& buf) const { return buf.data() + off_lm_head_; }
-
 void Transformer::init_random(uint64_t seed, float std) {
   Rng rng(seed);
   const float out_std = std / std::sqrt(2.0f * cfg_.num_layers);  // residual-branch outputs (GPT-2 style)
@@ -91,9 +109,10 @@ void Transformer::init_random(uint64_t seed, float std) {
     bool is_out = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos;
     for (size_t i = 0; i < n; ++i) p[i] = is_norm ? 1.0f : is_bias ? 0.0f : rng.normal() * (is_out ? out_std : std);
   }
+  upload_params();
 }
 
-void Transformer::zero_grad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void Transformer::zero_grad() { grads_.zero(); }
 
 AttnShape Transformer::attn_shape(int B, int Tq, int Tk, int l) const {
   AttnShape s;
@@ -133,27 +152,32 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   }
   B_ = B, T_ = T;
   Activations& A = act_;
-  if (A.N != N) {  // grow-only buffers: batches of varying length reuse the same memory
+  if (A.N != N || A.res.mem() != ops_->mem) {  // batches of varying length reuse the same memory
     A.N = N;
-    A.res.resize(size_t(L + 1) * N * C);
-    A.h1.resize(size_t(L) * N * C), A.rstd1.resize(size_t(L) * N);
-    A.q.resize(size_t(L) * N * qd), A.k.resize(size_t(L) * N * kvd), A.v.resize(size_t(L) * N * kvd);
-    A.att.resize(size_t(L) * N * qd), A.lse.resize(size_t(L) * N * cfg_.num_heads);
-    A.xmid.resize(size_t(L) * N * C), A.h2.resize(size_t(L) * N * C), A.rstd2.resize(size_t(L) * N);
-    A.g.resize(size_t(L) * N * F), A.u.resize(size_t(L) * N * F), A.a.resize(size_t(L) * N * F);
-    A.hf.resize(size_t(N) * C), A.rstdf.resize(N), A.logits.resize(size_t(N) * V);
-    A.lse_x.resize(N), A.loss.resize(N), A.pos.resize(N);
-    A.tmp.resize(size_t(N) * C);
+    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, kLogitsChunkFloats / size_t(V))));
+    fit(A.res, size_t(L + 1) * N * C);
+    fit(A.h1, size_t(L) * N * C), fit(A.rstd1, size_t(L) * N);
+    fit(A.q, size_t(L) * N * qd), fit(A.k, size_t(L) * N * kvd), fit(A.v, size_t(L) * N * kvd);
+    fit(A.att, size_t(L) * N * qd), fit(A.lse, size_t(L) * N * cfg_.num_heads);
+    fit(A.xmid, size_t(L) * N * C), fit(A.h2, size_t(L) * N * C), fit(A.rstd2, size_t(L) * N);
+    fit(A.g, size_t(L) * N * F), fit(A.u, size_t(L) * N * F), fit(A.a, size_t(L) * N * F);
+    fit(A.hf, size_t(N) * C), fit(A.rstdf, N), fit(A.logits, size_t(A.logit_rows) * V);
+    fit(A.lse_x, N), fit(A.loss, N), fit(A.pos, N), fit(A.ids, N), fit(A.targets, N);
+    fit(A.tmp, size_t(N) * C);
   }
-  A.ids.assign(ids, ids + N);
-  A.targets.assign(targets, targets + N);
-  A.weights.assign(weights, weights + N);
-  for (int i = 0; i < N; ++i) A.pos[i] = i % T;
+  A.ids.upload(ids, N);
+  A.targets.upload(targets, N);
+  A.host_targets.assign(targets, targets + N);
+  A.host_weights.assign(weights, weights + N);
+  std::vector<int32_t> pos(N);
+  for (int i = 0; i < N; ++i) pos[i] = i % T;
+  A.pos.upload(pos.data(), N);
 
-  std::vector<float>& tmp = A.tmp;
-  ops_->embedding_fwd(A.res.data(), ids, params_.data() + off_embed_, N, C);
+  float* P = backend_params();
+  float* tmp = A.tmp.data();
+  ops_->embedding_fwd(A.res.data(), A.ids.data(), P + off_embed_, N, C);
   for (int l = 0; l < L; ++l) {
-    LayerParams w = layer(params_, l);
+    LayerParams w = layer(P, l);
     float* x = A.res.data() + size_t(l) * N * C;
     float* h1 = A.h1.data() + size_t(l) * N * C;
     float *q = A.q.data() + size_t(l) * N * qd, *k = A.k.data() + size_t(l) * N * kvd, *v = A.v.data() + size_t(l) * N * kvd;
@@ -162,22 +186,29 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
     ops_->rmsnorm_fwd(h1, A.rstd1.data() + size_t(l) * N, x, w.ln1, N, C, cfg_.rms_norm_eps);
     project_qkv(w, h1, N, A.pos.data(), q, k, v);
     ops_->attention_fwd(att, A.lse.data() + size_t(l) * N * cfg_.num_heads, q, k, v, attn_shape(B, T, T, l));
-    ops_->linear_fwd(tmp.data(), att, w.wo, nullptr, N, int(qd), C);
-    add_into(xmid, x, tmp.data(), size_t(N) * C);
+    ops_->linear_fwd(tmp, att, w.wo, nullptr, N, int(qd), C);
+    ops_->add(xmid, x, tmp, size_t(N) * C);
     ops_->rmsnorm_fwd(h2, A.rstd2.data() + size_t(l) * N, xmid, w.ln2, N, C, cfg_.rms_norm_eps);
     mlp_forward(w, h2, N, A.g.data() + size_t(l) * N * F, A.u.data() + size_t(l) * N * F,
-                A.a.data() + size_t(l) * N * F, tmp.data());
-    add_into(A.res.data() + size_t(l + 1) * N * C, xmid, tmp.data(), size_t(N) * C);
+                A.a.data() + size_t(l) * N * F, tmp);
+    ops_->add(A.res.data() + size_t(l + 1) * N * C, xmid, tmp, size_t(N) * C);
   }
-  ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, params_.data() + off_norm_, N, C,
+  ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, P + off_norm_, N, C,
                     cfg_.rms_norm_eps);
-  ops_->linear_fwd(A.logits.data(), A.hf.data(), lm_head(params_), nullptr, N, C, V);
-  ops_->xent_fwd(A.loss.data(), A.lse_x.data(), A.logits.data(), targets, N, V);
+  for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
+  std::vector<float> loss = A.loss.to_vector();
   double num = 0, den = 0;
   for (int i = 0; i < N; ++i)
-    if (targets[i] >= 0) num += double(weights[i]) * A.loss[i], den += weights[i];
+    if (targets[i] >= 0) num += double(weights[i]) * loss[i], den += weights[i];
   weight_sum_ = den;
   return den > 0 ? float(num / den) : 0.0f;
+}
+
+void Transformer::lm_head_rows(int r0, int rows) {
+  Activations& A = act_;
+  const int C = cfg_.hidden_size, V = cfg_.vocab_size;
+  ops_->linear_fwd(A.logits.data(), A.hf.data() + size_t(r0) * C, lm_head(backend_params()), nullptr, rows, C, V);
+  ops_->xent_fwd(A.loss.data() + r0, A.lse_x.data() + r0, A.logits.data(), A.targets.data() + r0, rows, V);
 }
 
 void Transformer::backward(float loss_scale) {
@@ -186,58 +217,88 @@ void Transformer::backward(float loss_scale) {
             L = cfg_.num_layers;
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
   SR_ASSERT(N > 0, "backward() without forward()");
-  // dL/dloss_t = scale * w_t / sum(w)
   Workspace& W = work_;  // grow-only gradient buffers, reused across steps
-  W.g.assign(N, 0.0f);
-  if (weight_sum_ > 0)
-    for (int i = 0; i < N; ++i) W.g[i] = float(loss_scale * A.weights[i] / weight_sum_);
-  W.dlogits.resize(size_t(N) * V), W.dx.resize(size_t(N) * C), W.dh.resize(size_t(N) * C), W.dtmp.resize(size_t(N) * C);
-  W.dF1.resize(size_t(N) * F), W.dF2.resize(size_t(N) * F), W.dF3.resize(size_t(N) * F);
-  W.dq.resize(size_t(N) * qd), W.dk.resize(size_t(N) * kvd), W.dv.resize(size_t(N) * kvd), W.datt.resize(size_t(N) * qd);
-  std::vector<float>&g = W.g, &dlogits = W.dlogits, &dx = W.dx, &dh = W.dh, &dtmp = W.dtmp;
-  std::vector<float>&dF1 = W.dF1, &dF2 = W.dF2, &dF3 = W.dF3, &dq = W.dq, &dk = W.dk, &dv = W.dv, &datt = W.datt;
-  ops_->xent_bwd(dlogits.data(), A.logits.data(), A.lse_x.data(), A.targets.data(), g.data(), N, V);
-  ops_->linear_bwd(dh.data(), grads_.data() + off_lm_head_, nullptr, dlogits.data(), A.hf.data(), lm_head(params_), N,
-                   C, V);
-  ops_->rmsnorm_bwd(dx.data(), grads_.data() + off_norm_, dh.data(), A.res.data() + size_t(L) * N * C,
-                    params_.data() + off_norm_, A.rstdf.data(), N, C);
+  fit(W.g, N), fit(W.dlogits, size_t(A.logit_rows) * V), fit(W.dx, size_t(N) * C), fit(W.dh, size_t(N) * C);
+  fit(W.dtmp, size_t(N) * C), fit(W.dF1, size_t(N) * F), fit(W.dF2, size_t(N) * F), fit(W.dF3, size_t(N) * F);
+  fit(W.dq, size_t(N) * qd), fit(W.dk, size_t(N) * kvd), fit(W.dv, size_t(N) * kvd), fit(W.datt, size_t(N) * qd);
+  {  // dL/dloss_t = scale * w_t / sum(w)
+    std::vector<float> g(N, 0.0f);
+    if (weight_sum_ > 0)
+      for (int i = 0; i < N; ++i) g[i] = float(loss_scale * A.host_weights[i] / weight_sum_);
+    W.g.upload(g.data(), N);
+  }
+  float *P = backend_params(), *G = grads_.data();
+  float *dx = W.dx.data(), *dh = W.dh.data(), *dtmp = W.dtmp.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
+        *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
+  // LM head + cross-entropy, chunk by chunk (logits recomputed when they were not kept whole).
+  for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
+    const int rows = std::min(A.logit_rows, N - r0);
+    if (A.logit_rows < N) lm_head_rows(r0, rows);
+    ops_->xent_bwd(W.dlogits.data(), A.logits.data(), A.lse_x.data() + r0, A.targets.data() + r0, W.g.data() + r0,
+                   rows, V);
+    ops_->linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
+                     lm_head(P), rows, C, V);
+  }
+  ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, P + off_norm_, A.rstdf.data(), N, C);
   for (int l = L - 1; l >= 0; --l) {
-    LayerParams w = layer(params_, l), gw = layer(grads_, l);
+    LayerParams w = layer(P, l), gw = layer(G, l);
     const float* x = A.res.data() + size_t(l) * N * C;
     const float *h1 = A.h1.data() + size_t(l) * N * C, *h2 = A.h2.data() + size_t(l) * N * C;
     const float *q = A.q.data() + size_t(l) * N * qd, *k = A.k.data() + size_t(l) * N * kvd, *v = A.v.data() + size_t(l) * N * kvd;
     const float *att = A.att.data() + size_t(l) * N * qd, *xmid = A.xmid.data() + size_t(l) * N * C;
     const float *ga = A.g.data() + size_t(l) * N * F, *ua = A.u.data() + size_t(l) * N * F, *aa = A.a.data() + size_t(l) * N * F;
     // out = xmid + down(a): dx is d(out); d(xmid) accumulates dx + norm path
-    ops_->linear_bwd(dF1.data(), gw.wd, nullptr, dx.data(), aa, w.wd, N, F, C);     // da
-    ops_->swiglu_bwd(dF2.data(), dF3.data(), dF1.data(), ga, ua, N, F);              // dgate, dup
-    ops_->linear_bwd(dh.data(), gw.wg, nullptr, dF2.data(), h2, w.wg, N, C, F);
-    ops_->linear_bwd(dtmp.data(), gw.wu, nullptr, dF3.data(), h2, w.wu, N, C, F);
-    add_inplace(dh.data(), dtmp.data(), size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp.data(), gw.ln2, dh.data(), xmid, w.ln2, A.rstd2.data() + size_t(l) * N, N, C);
-    add_inplace(dx.data(), dtmp.data(), size_t(N) * C);  // dx is now d(xmid)
+    ops_->linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C);  // da
+    ops_->swiglu_bwd(dF2, dF3, dF1, ga, ua, N, F);                 // dgate, dup
+    ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F);
+    ops_->linear_bwd(dtmp, gw.wu, nullptr, dF3, h2, w.wu, N, C, F);
+    ops_->add(dh, dh, dtmp, size_t(N) * C);
+    ops_->rmsnorm_bwd(dtmp, gw.ln2, dh, xmid, w.ln2, A.rstd2.data() + size_t(l) * N, N, C);
+    ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(xmid)
     // xmid = x + o_proj(att)
-    ops_->linear_bwd(datt.data(), gw.wo, nullptr, dx.data(), att, w.wo, N, int(qd), C);
-    ops_->attention_bwd(dq.data(), dk.data(), dv.data(), datt.data(), q, k, v, att,
-                        A.lse.data() + size_t(l) * N * cfg_.num_heads, attn_shape(B, T, T, l));
-    ops_->rope_bwd(dq.data(), dq.data(), A.pos.data(), N, cfg_.num_heads, cfg_.head_dim, cfg_.rope_theta);
-    ops_->rope_bwd(dk.data(), dk.data(), A.pos.data(), N, cfg_.num_kv_heads, cfg_.head_dim, cfg_.rope_theta);
-    ops_->linear_bwd(dh.data(), gw.wq, gw.bq, dq.data(), h1, w.wq, N, C, int(qd));
-    ops_->linear_bwd(dtmp.data(), gw.wk, gw.bk, dk.data(), h1, w.wk, N, C, int(kvd));
-    add_inplace(dh.data(), dtmp.data(), size_t(N) * C);
-    ops_->linear_bwd(dtmp.data(), gw.wv, gw.bv, dv.data(), h1, w.wv, N, C, int(kvd));
-    add_inplace(dh.data(), dtmp.data(), size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp.data(), gw.ln1, dh.data(), x, w.ln1, A.rstd1.data() + size_t(l) * N, N, C);
-    add_inplace(dx.data(), dtmp.data(), size_t(N) * C);  // dx is now d(x) of layer l
+    ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C);
+    ops_->attention_bwd(dq, dk, dv, datt, q, k, v, att, A.lse.data() + size_t(l) * N * cfg_.num_heads,
+                        attn_shape(B, T, T, l));
+    ops_->rope_bwd(dq, dq, A.pos.data(), N, cfg_.num_heads, cfg_.head_dim, cfg_.rope_theta);
+    ops_->rope_bwd(dk, dk, A.pos.data(), N, cfg_.num_kv_heads, cfg_.head_dim, cfg_.rope_theta);
+    ops_->linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd));
+    ops_->linear_bwd(dtmp, gw.wk, gw.bk, dk, h1, w.wk, N, C, int(kvd));
+    ops_->add(dh, dh, dtmp, size_t(N) * C);
+    ops_->linear_bwd(dtmp, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd));
+    ops_->add(dh, dh, dtmp, size_t(N) * C);
+    ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, w.ln1, A.rstd1.data() + size_t(l) * N, N, C);
+    ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(x) of layer l
   }
-  ops_->embedding_bwd(grads_.data() + off_embed_, dx.data(), A.ids.data(), N, C);
+  ops_->embedding_bwd(G + off_embed_, dx, A.ids.data(), N, C);
 }
 
 std::vector<LayerKVCache> Transformer::empty_caches() const {
   std::vector<LayerKVCache> c(cfg_.num_layers);
-  for (int l = 0; l < cfg_.num_layers; ++l) c[l].window = cfg_.window_of(l);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    c[l].window = cfg_.window_of(l);
+    c[l].k = Buffer<float>(ops_->mem), c[l].v = Buffer<float>(ops_->mem);
+  }
   return c;
 }
+
+namespace {
+// Copies rows [first, first+count) of a ring of W rows (row r at slot r % W) to dst: at most two
+// contiguous pieces.
+void ring_read(const MemOps& mem, float* dst, const float* ring, int64_t first, int64_t count, int W, size_t row) {
+  while (count > 0) {
+    int64_t slot = first % W, run = std::min<int64_t>(count, W - slot);
+    mem.copy(dst, ring + size_t(slot) * row, size_t(run) * row * sizeof(float));
+    dst += size_t(run) * row, first += run, count -= run;
+  }
+}
+void ring_write(const MemOps& mem, float* ring, const float* src, int64_t first, int64_t count, int W, size_t row) {
+  while (count > 0) {
+    int64_t slot = first % W, run = std::min<int64_t>(count, W - slot);
+    mem.copy(ring + size_t(slot) * row, src, size_t(run) * row * sizeof(float));
+    src += size_t(run) * row, first += run, count -= run;
+  }
+}
+}  // namespace
 
 void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>& caches, float* logits_out,
                                  bool all_logits) const {
@@ -249,57 +310,60 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
     if (ids[i] < 0 || ids[i] >= V) fail("input", "token id " + std::to_string(ids[i]) + " outside vocabulary of " + std::to_string(V));
   const int64_t pos0 = caches[0].n_seen;
   if (pos0 + n > int64_t(INT32_MAX)) fail("input", "sequence longer than 2^31 tokens");
-  std::vector<int32_t> pos(n);
-  for (int i = 0; i < n; ++i) pos[i] = int32_t(pos0 + i);
-  auto& P = const_cast<std::vector<float>&>(params_);
-  std::vector<float> x(size_t(n) * C), h(size_t(n) * C), rstd(n), tmp(size_t(n) * C);
-  std::vector<float> q(size_t(n) * qd), knew(size_t(n) * kvd), vnew(size_t(n) * kvd), att(size_t(n) * qd),
-      lse(size_t(n) * cfg_.num_heads);
-  std::vector<float> g(size_t(n) * F), u(size_t(n) * F), a(size_t(n) * F), kw, vw;
-  ops_->embedding_fwd(x.data(), ids, params_.data() + off_embed_, n, C);
+  const MemOps& mem = *ops_->mem;
+  std::vector<int32_t> hpos(n);
+  for (int i = 0; i < n; ++i) hpos[i] = int32_t(pos0 + i);
+  Buffer<int32_t> pos(&mem, n), dids(&mem, n);
+  pos.upload(hpos.data(), n), dids.upload(ids, n);
+  float* P = const_cast<Transformer*>(this)->backend_params();
+  Buffer<float> x(&mem, size_t(n) * C), h(&mem, size_t(n) * C), rstd(&mem, n), tmp(&mem, size_t(n) * C);
+  Buffer<float> q(&mem, size_t(n) * qd), knew(&mem, size_t(n) * kvd), vnew(&mem, size_t(n) * kvd),
+      att(&mem, size_t(n) * qd), lse(&mem, size_t(n) * cfg_.num_heads);
+  Buffer<float> g(&mem, size_t(n) * F), u(&mem, size_t(n) * F), a(&mem, size_t(n) * F), kw(&mem), vw(&mem);
+  ops_->embedding_fwd(x.data(), dids.data(), P + off_embed_, n, C);
   for (int l = 0; l < L; ++l) {
     LayerParams w = layer(P, l);
     LayerKVCache& c = caches[l];
     SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
+    if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
     ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), w.ln1, n, C, cfg_.rms_norm_eps);
     project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data());
     const float *K, *Vv;
     int Tk;
     if (c.window == 0) {  // full: append, attend over the whole cache
-      c.k.insert(c.k.end(), knew.begin(), knew.end());
-      c.v.insert(c.v.end(), vnew.begin(), vnew.end());
+      c.k.append(knew.data(), size_t(n) * kvd);
+      c.v.append(vnew.data(), size_t(n) * kvd);
       K = c.k.data(), Vv = c.v.data(), Tk = int(pos0 + n);
     } else {  // window W: gather the cached keys still visible to the first query, then the new ones
       const int W = c.window;
       const int m = int(std::min<int64_t>(pos0, W - 1));
       kw.resize(size_t(m + n) * kvd), vw.resize(size_t(m + n) * kvd);
-      for (int t = 0; t < m; ++t) {
-        size_t slot = size_t((pos0 - m + t) % W);
-        std::memcpy(kw.data() + size_t(t) * kvd, c.k.data() + slot * kvd, kvd * sizeof(float));
-        std::memcpy(vw.data() + size_t(t) * kvd, c.v.data() + slot * kvd, kvd * sizeof(float));
+      if (c.k.size() != size_t(W) * kvd) {  // the ring: W rows, allocated once
+        c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);
+        c.k.zero(), c.v.zero();
       }
-      std::memcpy(kw.data() + size_t(m) * kvd, knew.data(), size_t(n) * kvd * sizeof(float));
-      std::memcpy(vw.data() + size_t(m) * kvd, vnew.data(), size_t(n) * kvd * sizeof(float));
-      c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);  // the ring never grows past W rows
-      for (int i = std::max(0, n - W); i < n; ++i) {
-        size_t slot = size_t((pos0 + i) % W);
-        std::memcpy(c.k.data() + slot * kvd, knew.data() + size_t(i) * kvd, kvd * sizeof(float));
-        std::memcpy(c.v.data() + slot * kvd, vnew.data() + size_t(i) * kvd, kvd * sizeof(float));
-      }
+      ring_read(mem, kw.data(), c.k.data(), pos0 - m, m, W, kvd);
+      ring_read(mem, vw.data(), c.v.data(), pos0 - m, m, W, kvd);
+      mem.copy(kw.data() + size_t(m) * kvd, knew.data(), size_t(n) * kvd * sizeof(float));
+      mem.copy(vw.data() + size_t(m) * kvd, vnew.data(), size_t(n) * kvd * sizeof(float));
+      const int keep = std::min(n, W);  // only the last W new rows survive in the ring
+      ring_write(mem, c.k.data(), knew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
+      ring_write(mem, c.v.data(), vnew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
       K = kw.data(), Vv = vw.data(), Tk = m + n;
     }
     c.n_seen += n;
     ops_->attention_fwd(att.data(), lse.data(), q.data(), K, Vv, attn_shape(1, n, Tk, l));
     ops_->linear_fwd(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C);
-    add_inplace(x.data(), tmp.data(), size_t(n) * C);
+    ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
     ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), w.ln2, n, C, cfg_.rms_norm_eps);
     mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data());
-    add_inplace(x.data(), tmp.data(), size_t(n) * C);
+    ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
   }
   const int first = all_logits ? 0 : n - 1, rows = n - first;
-  ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, params_.data() + off_norm_, rows, C,
-                    cfg_.rms_norm_eps);
-  ops_->linear_fwd(logits_out, h.data(), lm_head(params_), nullptr, rows, C, V);
+  Buffer<float> logits(&mem, size_t(rows) * V);
+  ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, P + off_norm_, rows, C, cfg_.rms_norm_eps);
+  ops_->linear_fwd(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V);
+  logits.download(logits_out, size_t(rows) * V);
 }
 
 }  // namespace sr

@@ -3,6 +3,9 @@
 // residual] -> RMSNorm -> LM head (optionally tied to the embedding).
 // Parameters live in one flat fp32 buffer (gradients in a second one with the same layout), so
 // the optimizer, checkpoints and gradient clipping work on plain arrays.
+// Backends: every array the forward/backward touches is a Buffer in the ops table's memory. On a
+// device backend (CUDA) the host params() stay the copy for loading/saving: upload_params() after
+// writing them, sync_params_to_host() before reading them after training on the device.
 // Two forward paths share the same per-layer helpers:
 //   * forward()/backward(): training on a [B,T] batch, activations kept for backward;
 //   * forward_cached(): inference on one sequence, extending a KV cache (see infer/session.h).
@@ -30,7 +33,7 @@ struct ParamSpec {
 struct LayerKVCache {
   int window = 0;      // 0 = full
   int64_t n_seen = 0;  // tokens written so far (absolute position of the next token)
-  std::vector<float> k, v;  // [rows, Hkv*D], post-RoPE keys
+  Buffer<float> k, v;  // [rows, Hkv*D], post-RoPE keys, in the model backend's memory
   bool operator==(const LayerKVCache& o) const = default;
 };
 
@@ -40,13 +43,18 @@ class Transformer {
 
   const ModelConfig& config() const { return cfg_; }
   const OpsTable& ops() const { return *ops_; }
-  void set_ops(const OpsTable* ops) { ops_ = ops; }
+  // Moves the model to another backend (parameters copied, gradients zeroed, activations dropped).
+  void set_ops(const OpsTable* ops);
+  bool on_device() const { return ops_->mem->device; }
 
   // ---- parameters ----
   size_t num_params() const { return params_.size(); }
-  float* params() { return params_.data(); }
+  float* params() { return params_.data(); }  // host copy
   const float* params() const { return params_.data(); }
-  float* grads() { return grads_.data(); }
+  void upload_params();        // host params() -> backend (no-op on the CPU)
+  void sync_params_to_host() const;  // backend -> host params() (no-op on the CPU)
+  float* backend_params() { return on_device() ? dparams_.data() : params_.data(); }
+  float* grads() { return grads_.data(); }  // backend memory
   const std::vector<ParamSpec>& param_specs() const { return specs_; }
   const ParamSpec* find_param(const std::string& name) const;
   void init_random(uint64_t seed, float std = 0.02f);  // HF-style init (normal, norms = 1, biases = 0)
@@ -58,7 +66,10 @@ class Transformer {
   float forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T);
   // Accumulates d(loss * loss_scale)/d(params) into grads() for the last forward().
   void backward(float loss_scale = 1.0f);
-  const float* last_logits() const { return act_.logits.data(); }  // [B*T, V]
+  // [B*T, V] logits of the last forward() (host copy); only when the batch's logits fit in one
+  // LM-head chunk (see kLogitsChunkFloats), which holds for the small batches tests use.
+  std::vector<float> last_logits() const;
+  static constexpr size_t kLogitsChunkFloats = size_t(1) << 24;  // 64 MiB of fp32 logits at a time
   double last_weight_sum() const { return weight_sum_; }
 
   // ---- inference ----
@@ -72,21 +83,27 @@ class Transformer {
   struct LayerParams {  // pointers into a flat buffer (params or grads)
     float *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *ln2, *wg, *wu, *wd;
   };
-  struct Activations {  // training activations, sized for the current [B,T]
-    int N = 0;
-    std::vector<float> res;          // [L+1, N, C] residual stream entering each layer (+ final)
-    std::vector<float> h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, a;  // per layer, concatenated
-    std::vector<float> hf, rstdf, logits, lse_x, loss, tmp;
-    std::vector<int32_t> ids, targets, pos;
-    std::vector<float> weights;
+  struct Activations {  // training activations, sized for the current [B,T], backend memory
+    int N = 0, logit_rows = 0;       // logit_rows: rows of logits computed at a time (LM-head chunk)
+    Buffer<float> res;               // [L+1, N, C] residual stream entering each layer (+ final)
+    Buffer<float> h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, a;  // per layer, concatenated
+    Buffer<float> hf, rstdf, logits, lse_x, loss, tmp;
+    Buffer<int32_t> ids, targets, pos;
+    std::vector<int32_t> host_targets;
+    std::vector<float> host_weights;
   };
 
-  struct Workspace {  // backward temporaries
-    std::vector<float> g, dlogits, dx, dh, dtmp, dF1, dF2, dF3, dq, dk, dv, datt;
+  struct Workspace {  // backward temporaries, backend memory
+    Buffer<float> g, dlogits, dx, dh, dtmp, dF1, dF2, dF3, dq, dk, dv, datt;
   };
-  LayerParams layer(std::vector<float>& buf, int l) const;
+  LayerParams layer(float* base, int l) const;
+  // Resizes b to n elements in this model's backend memory (reallocating after a backend change).
+  template <class T>
+  void fit(Buffer<T>& b, size_t n) const;
+  // LM head + cross-entropy over rows [r0, r0+rows) of the final hidden state into A.logits.
+  void lm_head_rows(int r0, int rows);
   size_t add_param(const std::string& name, const Shape& shape);
-  const float* lm_head(const std::vector<float>& buf) const;
+  const float* lm_head(const float* base) const { return base + off_lm_head_; }
   AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;
   // Shared helpers of both paths.
   void project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k, float* v) const;
@@ -95,7 +112,8 @@ class Transformer {
   ModelConfig cfg_;
   const OpsTable* ops_;
   std::vector<ParamSpec> specs_;
-  std::vector<float> params_, grads_;
+  mutable std::vector<float> params_;  // host copy (the backend's own when it is the CPU)
+  Buffer<float> dparams_, grads_;  // device parameters (device backends only); gradients
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
   std::vector<size_t> layer_off_;  // start of each layer's block
   Activations act_;

@@ -10,7 +10,11 @@
 // j <= p when window == 0). This one rule covers training (Tq == Tk) and chunked prefill / decode
 // into a cache (Tq < Tk).
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <string>
+
+#include "core/buffer.h"
 
 namespace sr {
 
@@ -20,9 +24,16 @@ struct AttnShape {
   float scale = 1.0f;  // usually 1/sqrt(D)
 };
 
-// Function table so the model, tests and benchmarks can run either backend.
+// One AdamW update's scalars (bias corrections precomputed on the host).
+struct AdamWStep {
+  float lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2;
+};
+
+// Function table so the model, tests and benchmarks can run any backend. All pointers are in
+// the backend's memory (`mem`): host memory for ref/cpu, device memory for cuda.
 struct OpsTable {
   const char* name;
+  const MemOps* mem;
   // out[N,C] = table[ids[n], :]
   void (*embedding_fwd)(float* out, const int32_t* ids, const float* table, int N, int C);
   // dtable[V,C] += scatter(dout[N,C]) by ids
@@ -50,9 +61,24 @@ struct OpsTable {
   // dlogits[N,V] = g[n] * (softmax(logits[n]) - onehot(target[n])); g = dL/dloss[n] (weights folded in)
   void (*xent_bwd)(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g,
                    int N, int V);
+  // out[n] = a[n] + b[n]; out may alias a or b
+  void (*add)(float* out, const float* a, const float* b, size_t n);
+  // x[n] *= s
+  void (*scale)(float* x, size_t n, float s);
+  // sum of x[n]^2, accumulated in fp64 in a fixed order (same result whatever the thread count)
+  double (*sum_squares)(const float* x, size_t n);
+  // AdamW on flat arrays: m,v updated; p -= lr (mhat/(sqrt(vhat)+eps) + wd*decay[i]*p);
+  // decay may be null (decay everywhere)
+  void (*adamw)(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h
 const OpsTable& ops_cpu();  // optimized
+// CUDA (device memory, see ops/cuda/cuda_backend.h); fails with a clear error when smoothread was
+// built without -DSMOOTHREAD_CUDA=ON or no GPU is visible.
+const OpsTable& ops_cuda();
+bool cuda_built();
+// "cpu" | "ref" | "cuda"; anything else is an error naming the valid choices.
+const OpsTable& ops_for_device(const std::string& device);
 
 }  // namespace sr

@@ -80,7 +80,8 @@ TEST(Core, AtomicWriteReplacesWholeFile) {
 TEST(Train, AdamWStepMatchesHandComputation) {
   AdamW opt(2, {0.1f, 0.9f, 0.99f, 1e-8f, 0.5f});
   float p[2] = {1.0f, -2.0f}, g[2] = {0.5f, 0.25f};
-  opt.step(p, g, 0.1f, {1, 0});
+  opt.set_decay_mask({1, 0});
+  opt.step(p, g, 0.1f);
   // t=1: mhat = g, vhat = g^2 -> update = g/|g| = sign(g); decay only on p[0]
   EXPECT_NEAR(p[0], 1.0f - 0.1f * (1.0f + 0.5f * 1.0f), 1e-6);
   EXPECT_NEAR(p[1], -2.0f - 0.1f * 1.0f, 1e-6);

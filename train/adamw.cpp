@@ -2,23 +2,30 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace sr {
 
-void AdamW::step(float* params, const float* grads, float lr, const std::vector<uint8_t>& decay_mask) {
+AdamW::AdamW(size_t n, AdamWConfig cfg, const OpsTable& ops)
+    : cfg_(cfg), ops_(&ops), m_(ops.mem, n), v_(ops.mem, n), decay_(ops.mem, 0) {
+  m_.zero(), v_.zero();
+}
+
+void AdamW::set_decay_mask(const std::vector<uint8_t>& mask) {
+  SR_ASSERT(mask.empty() || mask.size() == m_.size(), "AdamW: decay mask size differs from the parameter count");
+  decay_.assign(mask.data(), mask.size());
+}
+
+void AdamW::set_moments(const std::vector<float>& m, const std::vector<float>& v) {
+  SR_ASSERT(m.size() == m_.size() && v.size() == v_.size(), "AdamW: moment sizes differ from the parameter count");
+  m_.upload(m.data(), m.size()), v_.upload(v.data(), v.size());
+}
+
+void AdamW::step(float* params, const float* grads, float lr) {
   ++t_;
-  const float b1 = cfg_.beta1, b2 = cfg_.beta2;
-  const float bc1 = 1.0f - std::pow(b1, float(t_)), bc2 = 1.0f - std::pow(b2, float(t_));
-  const long n = long(m_.size());
-  const bool all = decay_mask.empty();
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < n; ++i) {
-    float g = grads[i];
-    m_[i] = b1 * m_[i] + (1.0f - b1) * g;
-    v_[i] = b2 * v_[i] + (1.0f - b2) * g * g;
-    float mhat = m_[i] / bc1, vhat = v_[i] / bc2;
-    float wd = (all || decay_mask[i]) ? cfg_.weight_decay : 0.0f;
-    params[i] -= lr * (mhat / (std::sqrt(vhat) + cfg_.eps) + wd * params[i]);
-  }
+  AdamWStep a{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, 1.0f - std::pow(cfg_.beta1, float(t_)),
+              1.0f - std::pow(cfg_.beta2, float(t_))};
+  ops_->adamw(params, grads, m_.data(), v_.data(), decay_.empty() ? nullptr : decay_.data(), m_.size(), a);
 }
 
 float lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float min_lr) {
@@ -28,25 +35,9 @@ float lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float min_lr)
   return float(min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress)));
 }
 
-double clip_grad_norm(float* grads, size_t n, double max_norm) {
-  // Fixed-size blocks summed in order: deterministic whatever the thread count.
-  const size_t BS = 1 << 14;
-  const long nb = long((n + BS - 1) / BS);
-  std::vector<double> part(nb, 0.0);
-#pragma omp parallel for schedule(static)
-  for (long b = 0; b < nb; ++b) {
-    double s = 0;
-    for (size_t i = size_t(b) * BS, e = std::min(n, size_t(b + 1) * BS); i < e; ++i) s += double(grads[i]) * grads[i];
-    part[b] = s;
-  }
-  double total = 0;
-  for (double p : part) total += p;
-  double norm = std::sqrt(total);
-  if (max_norm > 0 && norm > max_norm) {
-    float scale = float(max_norm / (norm + 1e-6));
-#pragma omp parallel for schedule(static)
-    for (long i = 0; i < long(n); ++i) grads[i] *= scale;
-  }
+double clip_grad_norm(float* grads, size_t n, double max_norm, const OpsTable& ops) {
+  double norm = std::sqrt(ops.sum_squares(grads, n));
+  if (max_norm > 0 && norm > max_norm) ops.scale(grads, n, float(max_norm / (norm + 1e-6)));
   return norm;
 }
 

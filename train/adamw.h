@@ -1,9 +1,12 @@
 // AdamW (decoupled weight decay, Loshchilov & Hutter), warmup + cosine schedule, global-norm
-// gradient clipping. All state is fp32 in flat arrays parallel to the parameter buffer.
+// gradient clipping. All state is fp32 in flat arrays parallel to the parameter buffer, held in
+// the backend's memory; the update itself is the backend's fused `adamw` op.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "ops/ops.h"
 
 namespace sr {
 
@@ -13,18 +16,24 @@ struct AdamWConfig {
 
 class AdamW {
  public:
-  AdamW(size_t n, AdamWConfig cfg) : cfg_(cfg), m_(n, 0.0f), v_(n, 0.0f) {}
-  // One update at learning rate `lr`; decay_mask[i] = 1 where weight decay applies (may be empty = all).
-  void step(float* params, const float* grads, float lr, const std::vector<uint8_t>& decay_mask);
+  AdamW(size_t n, AdamWConfig cfg, const OpsTable& ops = ops_cpu());
+  // decay_mask[i] = 1 where weight decay applies (empty = everywhere).
+  void set_decay_mask(const std::vector<uint8_t>& mask);
+  // One update at learning rate `lr`; params and grads in the backend's memory.
+  void step(float* params, const float* grads, float lr);
   int64_t t() const { return t_; }
   void set_t(int64_t t) { t_ = t; }
-  std::vector<float>& m() { return m_; }
-  std::vector<float>& v() { return v_; }
+  // Moments as host copies (checkpoints) and back.
+  std::vector<float> m_host() const { return m_.to_vector(); }
+  std::vector<float> v_host() const { return v_.to_vector(); }
+  void set_moments(const std::vector<float>& m, const std::vector<float>& v);
   const AdamWConfig& config() const { return cfg_; }
 
  private:
   AdamWConfig cfg_;
-  std::vector<float> m_, v_;
+  const OpsTable* ops_;
+  Buffer<float> m_, v_;
+  Buffer<uint8_t> decay_;
   int64_t t_ = 0;
 };
 
@@ -33,6 +42,6 @@ float lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float min_lr)
 
 // Global L2 norm of grads[0..n) (fp64 accumulation in a fixed order); scales grads so the norm is
 // at most max_norm when max_norm > 0. Returns the norm before clipping.
-double clip_grad_norm(float* grads, size_t n, double max_norm);
+double clip_grad_norm(float* grads, size_t n, double max_norm, const OpsTable& ops = ops_cpu());
 
 }  // namespace sr

@@ -41,6 +41,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& w) {
   c.group_by_length = json_bool_or(j, "group_by_length", false, w);
   c.max_seconds = json_num_or(j, "max_seconds", 0.0, w);
   c.seed = uint64_t(json_int_or(j, "seed", 0, w));
+  c.device = json_str_or(j, "device", "cpu", w);
   auto pos = [&](const char* f, int64_t v) {
     if (v <= 0) fail(w + ": field '" + f + "'", "must be positive");
   };
@@ -66,14 +67,17 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
     model_ = std::make_unique<Transformer>(mc);
     model_->init_random(cfg_.seed);
   }
+  model_->set_ops(&ops_for_device(cfg_.device));
   if (tok_->vocab_size() > model_->config().vocab_size)
     fail("train config: field 'tokenizer'", "tokenizer has more tokens than the model's vocab_size");
-  opt_ = std::make_unique<AdamW>(model_->num_params(), AdamWConfig{cfg_.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay});
-  decay_mask_.assign(model_->num_params(), 1);
+  opt_ = std::make_unique<AdamW>(model_->num_params(), AdamWConfig{cfg_.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay},
+                                 model_->ops());
+  std::vector<uint8_t> decay_mask(model_->num_params(), 1);
   for (auto& s : model_->param_specs()) {  // no decay on norms and biases
     bool nodecay = s.shape.size() < 2;
-    if (nodecay) std::fill(decay_mask_.begin() + s.offset, decay_mask_.begin() + s.offset + shape_numel(s.shape), 0);
+    if (nodecay) std::fill(decay_mask.begin() + s.offset, decay_mask.begin() + s.offset + shape_numel(s.shape), 0);
   }
+  opt_->set_decay_mask(decay_mask);
   loader_ = std::make_unique<DataLoader>(load_jsonl_samples(cfg_.data, tok_.get(), cfg_.prompt_weight, cfg_.chunk_weight), cfg_.batch_size,
                                          cfg_.seq_len, cfg_.seed, cfg_.group_by_length);
 }
@@ -84,9 +88,9 @@ void Trainer::save_checkpoint(const std::string& dir) {
   fs::remove_all(tmp);
   save_model_dir(*model_, tok_.get(), tmp);
   size_t n = model_->num_params();
+  std::vector<float> m = opt_->m_host(), v = opt_->v_host();
   write_safetensors(join_path(tmp, "optimizer.safetensors"),
-                    {{"adamw.m", Tensor::borrow(opt_->m().data(), {int64_t(n)})},
-                     {"adamw.v", Tensor::borrow(opt_->v().data(), {int64_t(n)})}});
+                    {{"adamw.m", Tensor::borrow(m.data(), {int64_t(n)})}, {"adamw.v", Tensor::borrow(v.data(), {int64_t(n)})}});
   auto cur = loader_->cursor();
   json st = {{"step", step_},
              {"adamw_t", opt_->t()},
@@ -110,8 +114,10 @@ void Trainer::load_checkpoint(const std::string& dir) {
   if (mc.to_json() != model_->config().to_json()) fail(join_path(dir, "config.json"), "checkpoint model differs from the train config's model");
   load_weights(*model_, dir);
   SafeTensorsFile opt(join_path(dir, "optimizer.safetensors"));
-  opt.read_f32("adamw.m", opt_->m().data(), model_->num_params());
-  opt.read_f32("adamw.v", opt_->v().data(), model_->num_params());
+  std::vector<float> m(model_->num_params()), v(model_->num_params());
+  opt.read_f32("adamw.m", m.data(), m.size());
+  opt.read_f32("adamw.v", v.data(), v.size());
+  opt_->set_moments(m, v);
   opt_->set_t(json_int(st, "adamw_t", sp));
   step_ = json_int(st, "step", sp);
   DataLoader::Cursor c;
@@ -139,9 +145,9 @@ void Trainer::run(const std::function<void(const json&)>& on_log, bool resume, i
       model_->backward(1.0f / float(cfg_.grad_accum));
       tokens_since_log += b.tokens;
     }
-    double norm = clip_grad_norm(model_->grads(), model_->num_params(), cfg_.grad_clip);
+    double norm = clip_grad_norm(model_->grads(), model_->num_params(), cfg_.grad_clip, model_->ops());
     float lr = lr_at(step_, cfg_.warmup_steps, cfg_.steps, cfg_.lr, cfg_.min_lr);
-    opt_->step(model_->params(), model_->grads(), lr, decay_mask_);
+    opt_->step(model_->backend_params(), model_->grads(), lr);
     ++step_;
     double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
     stopped_early = ((cfg_.max_seconds > 0 && elapsed >= cfg_.max_seconds) || (stop_after > 0 && step_ >= stop_after)) &&

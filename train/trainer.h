@@ -6,6 +6,7 @@
 //   "seq_len", "batch_size", "grad_accum", "steps", "lr", "min_lr", "warmup_steps",
 //   "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every",
 //   "checkpoint_every", "group_by_length" (default false; less padding for mixed lengths), "max_seconds" (stop early, with a checkpoint, after this wall time)
+//   "device": "cpu" (default) | "cuda" | "ref"   backend the model trains on (`--device` overrides)
 // Checkpoint = out_dir/checkpoint/: the model directory files + optimizer.safetensors (AdamW m, v)
 // + trainer_state.json (step, data cursor, RNG); replaced atomically (write aside, then rename).
 // The final model goes to out_dir/model/. Resuming continues bit-for-bit on CPU.
@@ -24,7 +25,7 @@ namespace sr {
 
 struct TrainConfig {
   json model_config;  // HF config fields (when not init_from)
-  std::string init_from, tokenizer = "byte", data, out_dir;
+  std::string init_from, tokenizer = "byte", data, out_dir, device = "cpu";
   int seq_len = 256, batch_size = 8, grad_accum = 1;
   int64_t steps = 1000, warmup_steps = 50, log_every = 10, checkpoint_every = 0;
   float lr = 1e-3f, min_lr = 1e-4f, weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, grad_clip = 1.0f;
@@ -54,7 +55,6 @@ class Trainer {
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<AdamW> opt_;
   std::unique_ptr<DataLoader> loader_;
-  std::vector<uint8_t> decay_mask_;
   int64_t step_ = 0;
 };
 

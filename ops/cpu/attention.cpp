@@ -184,9 +184,28 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
 }
 
 const OpsTable& ops_table() {
-  static const OpsTable t = {"cpu",       embedding_fwd, embedding_bwd, rmsnorm_fwd,   rmsnorm_bwd,
-                             linear_fwd,  linear_bwd,    rope_fwd,      rope_bwd,      attention_fwd,
-                             attention_bwd, swiglu_fwd,  swiglu_bwd,    xent_fwd,      xent_bwd};
+  static const OpsTable t = {
+      .name = "cpu",
+      .mem = &host_mem(),
+      .embedding_fwd = embedding_fwd,
+      .embedding_bwd = embedding_bwd,
+      .rmsnorm_fwd = rmsnorm_fwd,
+      .rmsnorm_bwd = rmsnorm_bwd,
+      .linear_fwd = linear_fwd,
+      .linear_bwd = linear_bwd,
+      .rope_fwd = rope_fwd,
+      .rope_bwd = rope_bwd,
+      .attention_fwd = attention_fwd,
+      .attention_bwd = attention_bwd,
+      .swiglu_fwd = swiglu_fwd,
+      .swiglu_bwd = swiglu_bwd,
+      .xent_fwd = xent_fwd,
+      .xent_bwd = xent_bwd,
+      .add = add,
+      .scale = scale,
+      .sum_squares = sum_squares,
+      .adamw = adamw,
+  };
   return t;
 }
 

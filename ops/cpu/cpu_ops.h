@@ -21,6 +21,10 @@ void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, 
 void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V);
 void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N,
               int V);
+void add(float* out, const float* a, const float* b, size_t n);
+void scale(float* x, size_t n, float s);
+double sum_squares(const float* x, size_t n);
+void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
 
 // Blocked attention tile sizes (queries x keys); exposed so tests can probe tile-1 / tile / tile+1.
 constexpr int kAttnTileQ = 64;

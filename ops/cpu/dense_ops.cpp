@@ -181,4 +181,42 @@ void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32
   }
 }
 
+void add(float* out, const float* a, const float* b, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < long(n); ++i) out[i] = a[i] + b[i];
+}
+
+void scale(float* x, size_t n, float s) {
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < long(n); ++i) x[i] *= s;
+}
+
+double sum_squares(const float* x, size_t n) {
+  // Fixed-size blocks summed in order: deterministic whatever the thread count.
+  const size_t BS = 1 << 14;
+  const long nb = long((n + BS - 1) / BS);
+  std::vector<double> part(nb, 0.0);
+#pragma omp parallel for schedule(static)
+  for (long b = 0; b < nb; ++b) {
+    double s = 0;
+    for (size_t i = size_t(b) * BS, e = std::min(n, size_t(b + 1) * BS); i < e; ++i) s += double(x[i]) * x[i];
+    part[b] = s;
+  }
+  double total = 0;
+  for (double p : part) total += p;
+  return total;
+}
+
+void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a) {
+  const float b1 = a.beta1, b2 = a.beta2;
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < long(n); ++i) {
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    float mhat = m[i] / a.bias_corr1, vhat = v[i] / a.bias_corr2;
+    float wd = (!decay || decay[i]) ? a.weight_decay : 0.0f;
+    p[i] -= a.lr * (mhat / (std::sqrt(vhat) + a.eps) + wd * p[i]);
+  }
+}
+
 }  // namespace sr::cpu

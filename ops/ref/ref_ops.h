@@ -240,4 +240,33 @@ void xent_bwd(T* dlogits, const T* logits, const T* lse, const int32_t* targets,
     }
 }
 
+// ---- elementwise / optimizer ----
+template <class T>
+void add(T* out, const T* a, const T* b, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+template <class T>
+void scale(T* x, size_t n, float s) {
+  for (size_t i = 0; i < n; ++i) x[i] *= T(s);
+}
+
+template <class T>
+double sum_squares(const T* x, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
+  return s;
+}
+
+template <class T>
+void adamw(T* p, const T* g, T* m, T* v, const uint8_t* decay, size_t n, const AdamWStep& a) {
+  for (size_t i = 0; i < n; ++i) {
+    m[i] = T(a.beta1) * m[i] + T(1 - a.beta1) * g[i];
+    v[i] = T(a.beta2) * v[i] + T(1 - a.beta2) * g[i] * g[i];
+    T mhat = m[i] / T(a.bias_corr1), vhat = v[i] / T(a.bias_corr2);
+    T wd = (!decay || decay[i]) ? T(a.weight_decay) : T(0);
+    p[i] -= T(a.lr) * (mhat / (std::sqrt(vhat) + T(a.eps)) + wd * p[i]);
+  }
+}
+
 }  // namespace sr::ref
