@@ -69,7 +69,7 @@ class Transformer {
   // [B*T, V] logits of the last forward() (host copy); only when the batch's logits fit in one
   // LM-head chunk (see kLogitsChunkFloats), which holds for the small batches tests use.
   std::vector<float> last_logits() const;
-  static constexpr size_t kLogitsChunkFloats = size_t(1) << 24;  // 64 MiB of fp32 logits at a time
+  static constexpr size_t kLogitsChunkFloats = size_t(1) << 27;  // 512 MiB of fp32 logits at a time
   double last_weight_sum() const { return weight_sum_; }
 
   // ---- inference ----

@@ -11,3 +11,25 @@ const OpsTable& ops_cuda() {
 }
 
 }  // namespace sr
+
+// The rest of ops/cuda/cuda_backend.h, so callers link either way.
+#include "ops/cuda/cuda_backend.h"
+
+namespace sr::cuda {
+namespace {
+[[noreturn]] void no_cuda() { fail("cuda", "this smoothread was built without CUDA; reconfigure with -DSMOOTHREAD_CUDA=ON"); }
+}  // namespace
+bool available() { return false; }
+std::string device_summary() { return "built without CUDA"; }
+void synchronize() {}
+MemoryStats memory_stats() { return {}; }
+void reset_peak() {}
+void empty_cache() {}
+void set_gemm_precision(const std::string&) { no_cuda(); }
+std::string gemm_precision() { return "none"; }
+void attention_fwd_bf16(void*, float*, const void*, const void*, const void*, const AttnShape&) { no_cuda(); }
+void attention_bwd_bf16(void*, void*, void*, const void*, const void*, const void*, const void*, const void*,
+                        const float*, float*, float*, const AttnShape&) { no_cuda(); }
+void to_bf16(void*, const float*, size_t) { no_cuda(); }
+void from_bf16(float*, const void*, size_t) { no_cuda(); }
+}  // namespace sr::cuda

@@ -1,0 +1,181 @@
+// GPU benchmarks (CUDA build only). One JSON object per line on stdout; bench/run_cuda.sh runs the
+// PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
+//   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
+//       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
+//   bench_cuda model --preset 0.5b|3b --L 4096 [--window 0] [--steps 5] [--decode 64]
+//       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "infer/session.h"
+#include "models/transformer.h"
+#include "ops/cuda/cuda_backend.h"
+#include "train/adamw.h"
+
+using namespace sr;
+
+namespace {
+using clk = std::chrono::steady_clock;
+constexpr double kPeakBf16 = 989e12;  // H100/H200 SXM dense bf16 tensor-core peak (datasheet)
+
+std::map<std::string, std::string> parse(int argc, char** argv, int from) {
+  std::map<std::string, std::string> a;
+  for (int i = from; i + 1 < argc; i += 2) a[std::string(argv[i]).substr(2)] = argv[i + 1];
+  return a;
+}
+int geti(std::map<std::string, std::string>& a, const char* k, int d) { return a.count(k) ? std::stoi(a[k]) : d; }
+
+Buffer<uint16_t> random_bf16(size_t n, uint64_t seed) {
+  std::vector<float> h(n);
+  Rng r(seed);
+  for (auto& x : h) x = float(r.normal());
+  Buffer<float> f(ops_cuda().mem, n);
+  f.upload(h.data(), n);
+  Buffer<uint16_t> b(ops_cuda().mem, n);
+  cuda::to_bf16(b.data(), f.data(), n);
+  return b;
+}
+
+template <class F>
+double median_ms(F f, int reps) {
+  f();  // warm-up
+  cuda::synchronize();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = clk::now();
+    f();
+    cuda::synchronize();
+    t.push_back(std::chrono::duration<double, std::milli>(clk::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// query-key pairs visible under causal (+ window) attention for one head of length L
+double visible_pairs(double L, double W) {
+  if (W <= 0 || W >= L) return L * (L + 1) / 2;
+  return W * (W + 1) / 2 + (L - W) * W;
+}
+
+int attention(std::map<std::string, std::string> a) {
+  const int L = geti(a, "L", 4096), W = geti(a, "window", 0), H = geti(a, "heads", 16), D = geti(a, "dim", 128);
+  const int B = std::max(1, geti(a, "tokens", 16384) / L), reps = geti(a, "reps", 10);
+  AttnShape s;
+  s.B = B, s.Tq = L, s.Tk = L, s.Hq = H, s.Hkv = H, s.D = D, s.window = W, s.scale = 1.0f / std::sqrt(float(D));
+  const size_t n = size_t(B) * L * H * D, nl = size_t(B) * H * L;
+  auto q = random_bf16(n, 1), k = random_bf16(n, 2), v = random_bf16(n, 3), dout = random_bf16(n, 4);
+  Buffer<uint16_t> out(ops_cuda().mem, n), dq(ops_cuda().mem, n), dk(ops_cuda().mem, n), dv(ops_cuda().mem, n);
+  Buffer<float> lse(ops_cuda().mem, nl), delta(ops_cuda().mem, nl), dqws(ops_cuda().mem, n);
+  auto fwd = [&] { cuda::attention_fwd_bf16(out.data(), lse.data(), q.data(), k.data(), v.data(), s); };
+  auto bwd = [&] {
+    cuda::attention_bwd_bf16(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+                             lse.data(), delta.data(), dqws.data(), s);
+  };
+  double tf = median_ms(fwd, reps), tfb = median_ms([&] { fwd(), bwd(); }, reps);
+  const double flops = 4.0 * B * H * D * visible_pairs(L, W);  // forward; backward = 2.5x
+  std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
+              "\"dim\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
+              L, W, B, H, D, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
+  return 0;
+}
+
+ModelConfig preset(const std::string& p, int window, int L) {
+  json j = {{"model_type", "qwen2"}, {"vocab_size", 151936}, {"tie_word_embeddings", true}, {"rope_theta", 1e6},
+            {"rms_norm_eps", 1e-6}, {"max_position_embeddings", std::max(L, 32768)}};
+  if (p == "0.5b") j.update({{"hidden_size", 896}, {"num_hidden_layers", 24}, {"num_attention_heads", 14},
+                             {"num_key_value_heads", 2}, {"intermediate_size", 4864}, {"attention_bias", true}});
+  else if (p == "3b") j.update({{"hidden_size", 2048}, {"num_hidden_layers", 36}, {"num_attention_heads", 16},
+                                {"num_key_value_heads", 2}, {"intermediate_size", 11008}, {"attention_bias", true}});
+  else fail("--preset", "choose 0.5b or 3b");
+  if (window > 0) j.update({{"use_sliding_window", true}, {"sliding_window", window}, {"max_window_layers", 0}});
+  return ModelConfig::from_json(j, "preset " + p);
+}
+
+int model(std::map<std::string, std::string> a) {
+  const std::string p = a.count("preset") ? a["preset"] : "0.5b";
+  const int L = geti(a, "L", 4096), W = geti(a, "window", 0), steps = geti(a, "steps", 5), ndec = geti(a, "decode", 64);
+  ModelConfig c = preset(p, W, L);
+  Transformer m(c);
+  m.init_random(1);
+  m.set_ops(&ops_cuda());
+  const double P = double(m.num_params()), V = c.vocab_size, C = c.hidden_size;
+  // matmul FLOPs per token (forward): 2 * (params - embedding table + LM head) ; attention per layer
+  const double mm = 2.0 * (P - V * C + V * C);
+  const double attn_fwd = 4.0 * c.num_heads * c.head_dim * c.num_layers * visible_pairs(L, W) / L;
+  std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"device\":\"%s\"", p.c_str(),
+              P, L, W, cuda::device_summary().c_str());
+  try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens
+    AdamW opt(m.num_params(), {}, ops_cuda());
+    std::vector<int32_t> ids(L), tg(L);
+    Rng r(3);
+    for (int i = 0; i < L; ++i) ids[i] = int32_t(r.below(uint64_t(V))), tg[i] = int32_t(r.below(uint64_t(V)));
+    std::vector<float> w(L, 1.0f);
+    auto step = [&] {
+      m.zero_grad();
+      m.forward(ids.data(), tg.data(), w.data(), 1, L);
+      m.backward();
+      clip_grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda());
+      opt.step(m.backend_params(), m.grads(), 1e-4f);
+    };
+    cuda::reset_peak();
+    double ms = median_ms(step, steps);
+    double tps = L / (ms * 1e-3);
+    std::printf(",\"train_ms\":%.2f,\"train_tokens_per_s\":%.0f,\"train_mfu\":%.4f,\"train_peak_gib\":%.2f", ms, tps,
+                tps * 3 * (mm + attn_fwd) / kPeakBf16, double(cuda::memory_stats().peak_in_use) / (1 << 30));
+  } catch (const Error& e) {
+    std::printf(",\"train_error\":\"%s\"", e.what());
+  }
+  m.zero_grad();
+  m.set_ops(&ops_cuda());  // drop training activations before inference
+  cuda::empty_cache();
+  try {
+    std::vector<int32_t> ids(L);
+    for (int i = 0; i < L; ++i) ids[i] = i % 1000 + 10;
+    double pre_ms = median_ms(
+        [&] {
+          Session s(m);
+          s.prefill(ids);
+        },
+        3);
+    Session s(m, SamplingParams{});
+    s.prefill(ids);
+    auto t0 = clk::now();
+    for (int i = 0; i < ndec; ++i) s.prefill({int32_t(100 + i)});
+    cuda::synchronize();
+    double dec_s = std::chrono::duration<double>(clk::now() - t0).count() / ndec;
+    // bytes per decoded token: fp32 weights once + the visible KV cache (fp32 k and v, every layer)
+    double kv_rows = W > 0 ? std::min(W, L) : L;
+    double bytes = P * 4 + 2.0 * kv_rows * c.num_kv_heads * c.head_dim * 4 * c.num_layers;
+    std::printf(",\"prefill_tokens_per_s\":%.0f,\"decode_tokens_per_s\":%.1f,\"decode_GBps\":%.0f", L / (pre_ms * 1e-3),
+                1.0 / dec_s, bytes / dec_s * 1e-9);
+  } catch (const Error& e) {
+    std::printf(",\"infer_error\":\"%s\"", e.what());
+  }
+  std::printf("}\n");
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (!cuda::available()) {
+      std::fprintf(stderr, "bench_cuda: no CUDA GPU (%s)\n", cuda::device_summary().c_str());
+      return 2;
+    }
+    std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "attention") return attention(parse(argc, argv, 2));
+    if (mode == "model") return model(parse(argc, argv, 2));
+    std::fprintf(stderr, "usage: bench_cuda attention|model [--flag value ...]\n");
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""docs/PERF.md tables from bench/run_cuda.sh output (JSON lines)."""
+import json, sys
+
+
+def main(jpath, gpu_path):
+    rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
+    print(open(gpu_path).read().strip().replace("\n", ", "))
+    att = [r for r in rows if r.get("bench") == "attention"]
+    if att:
+        print("\n| L | window | impl | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s |")
+        print("|---|---|---|---|---|---|---|")
+        for r in att:
+            if "error" in r:
+                print(f"| {r['L']} | {r['window']} | {r['impl']} | error: {r['error'][:60]} | | | |")
+                continue
+            print(f"| {r['L']} | {r['window']} | {r['impl']} | {r['fwd_ms']:.3f} | {r['fwd_tflops']:.0f} | "
+                  f"{r['fwdbwd_ms']:.3f} | {r['fwdbwd_tflops']:.0f} |")
+    mod = [r for r in rows if r.get("bench") == "model"]
+    if mod:
+        print("\n| model | L | window | train tok/s | MFU | peak GiB | prefill tok/s | decode tok/s | decode GB/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in mod:
+            tr = (f"{r['train_tokens_per_s']:.0f} | {100*r['train_mfu']:.1f}% | {r['train_peak_gib']:.1f}"
+                  if "train_tokens_per_s" in r else f"{r.get('train_error', '')[:50]} | | ")
+            inf = (f"{r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} | {r['decode_GBps']:.0f}"
+                   if "prefill_tokens_per_s" in r else f"{r.get('infer_error', '')[:50]} | | ")
+            print(f"| {r['preset']} | {r['L']} | {r['window']} | {tr} | {inf} |")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# GPU parity tests + benchmarks in one go, on a machine with an NVIDIA GPU. Prints JSON lines
+# (bench_cuda and the PyTorch baselines, same card, same run) and the docs/PERF.md tables.
+# usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
+#   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
+#   what: tests attention model (default: all three)
+# Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:?bin dir}; OUTD=${2:-build-cuda/bench-out}; shift 2 || true
+WHAT=${*:-tests attention model}
+mkdir -p "$OUTD"
+export LD_LIBRARY_PATH="$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUTD/gpu.txt"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUTD/gpu.txt"
+if [[ " $WHAT " == *" tests "* ]]; then
+  "$BIN/test_cuda" --gtest_brief=1 2>&1 | tee "$OUTD/test_cuda.txt" | tail -40
+fi
+J="$OUTD/bench.jsonl"
+if [[ " $WHAT " == *" attention "* ]]; then
+  for L in 4096 16384 65536; do
+    for W in 0 4096; do
+      [[ $L -le $W ]] && continue
+      "$BIN/bench_cuda" attention --L $L --window $W | tee -a "$J"
+      timeout 240 python3 bench/torch_attention.py --L $L --window $W 2>>"$OUTD/torch.err" | tee -a "$J"
+    done
+  done
+fi
+if [[ " $WHAT " == *" model "* ]]; then
+  for P in 0.5b 3b; do
+    for L in 4096 65536; do
+      for W in 0 4096; do
+        [[ $L -le $W ]] && continue
+        timeout 300 "$BIN/bench_cuda" model --preset $P --L $L --window $W --steps 3 --decode 32 | tee -a "$J"
+      done
+    done
+  done
+fi
+python3 bench/cuda_tables.py "$J" "$OUTD/gpu.txt" | tee "$OUTD/tables.md"

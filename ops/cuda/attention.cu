@@ -1,0 +1,485 @@
+// FlashAttention-2-style fused attention on tensor cores (mma.sync m16n8k16, bf16 operands, fp32
+// accumulators and softmax statistics). Causal, GQA, optional sliding window; bottom-right aligned
+// queries (ops.h), so the same kernels serve training, chunked prefill into a cache and decode.
+//
+// Forward: one block of 4 warps per (64 queries, head, batch); each warp owns 16 query rows. Key
+// tiles of 64 stream through shared memory; tiles entirely outside the causal window are never
+// visited, so the cost is O(Tq * min(Tk, W)).
+// Backward: one block per (64 keys, kv head, batch) loops over the query tiles that see those
+// keys and over the group's query heads, so dK and dV stay in registers (no atomics); dQ is
+// accumulated with fp32 atomics. Delta = rowsum(dO * O) is precomputed.
+// Inputs may be fp32 or bf16 in memory; either way tiles are converted to bf16 in shared memory.
+// Head dims up to 256 (padded to a multiple of 16 with zeros).
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/dense_ops.cuh"
+
+namespace sr::cuda {
+
+namespace {
+using bf16 = __nv_bfloat16;
+constexpr int kWarps = 4, kThreadsA = kWarps * 32;
+constexpr int kFwdM = 64, kFwdN = 64;  // forward tile: queries x keys
+constexpr int kBwdN = 64, kBwdM = 32;  // backward tile: keys x queries
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- tensor-core primitives ----
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  uint32_t a = uint32_t(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
+  uint32_t a = uint32_t(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x2_t(uint32_t& r0, uint32_t& r1, const bf16* p) {
+  uint32_t a = uint32_t(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+template <class T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16(x); }
+
+// Loads rows [r0, r0+rows) (rows < nvalid are real) of a [*, ld] tensor into a bf16 smem tile
+// [rows][DP+8], zero-filling padding rows and columns >= D.
+template <class T, int DP>
+__device__ void load_tile(bf16* sm, const T* g, int rows, int nvalid, size_t ld, int D) {
+  constexpr int SP = DP + 8, V8 = DP / 8;
+  const bool vec = (D == DP) && (ld % 8 == 0);
+  for (int idx = threadIdx.x; idx < rows * V8; idx += blockDim.x) {
+    const int r = idx / V8, c = (idx % V8) * 8;
+    bf16* dst = sm + r * SP + c;
+    if (r >= nvalid) {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      continue;
+    }
+    const T* src = g + size_t(r) * ld + c;
+    if constexpr (sizeof(T) == 2) {
+      if (vec) {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+        continue;
+      }
+    } else {
+      if (vec) {
+        float4 a = *reinterpret_cast<const float4*>(src), b = *reinterpret_cast<const float4*>(src + 4);
+        uint4 o = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+        *reinterpret_cast<uint4*>(dst) = o;
+        continue;
+      }
+    }
+    for (int e = 0; e < 8; ++e) dst[e] = __float2bfloat16(c + e < D ? to_f(src[e]) : 0.0f);
+  }
+}
+
+// Key j is visible to query row i (absolute position i + off) under the causal window rule.
+__device__ __forceinline__ bool visible(int i, int j, int off, int Tq, int Tk, int W) {
+  const int p = i + off;
+  return i < Tq && j < Tk && j <= p && (W == 0 || j > p - W);
+}
+
+// ---------------------------------------------------------------- forward
+template <class T, int DP>
+__global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(T* __restrict__ out, float* __restrict__ lse,
+                                                             const T* __restrict__ q, const T* __restrict__ k,
+                                                             const T* __restrict__ v, AttnShape s) {
+  constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, NT = kFwdN / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
+  bf16* sK = sQ + kFwdM * SP;
+  bf16* sV = sK + kFwdN * SP;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+  const int m0 = blockIdx.x * kFwdM, h = blockIdx.y, b = blockIdx.z;
+  const int G = s.Hq / s.Hkv, kh = h / G, D = s.D, W = s.window, off = s.Tk - s.Tq;
+  const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
+  const T* qb = q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D;
+  const T* kb = k + size_t(b) * s.Tk * ldk + size_t(kh) * D;
+  const T* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;
+
+  load_tile<T, DP>(sQ, qb, kFwdM, min(kFwdM, s.Tq - m0), ldq, D);
+  __syncthreads();
+  uint32_t qf[KD][4];
+#pragma unroll
+  for (int kk = 0; kk < KD; ++kk) ldsm_x4(qf[kk], sQ + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+
+  float o[ND][4];
+#pragma unroll
+  for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+  const float sl2 = s.scale * kLog2e;
+  const int last_q = min(m0 + kFwdM, s.Tq) - 1;
+  const int kend = min(s.Tk, last_q + off + 1);
+  const int kbeg = W > 0 ? max(0, m0 + off - W + 1) : 0;
+  const int qrow0 = m0 + warp * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
+
+  for (int j0 = kbeg / kFwdN * kFwdN; j0 < kend; j0 += kFwdN) {
+    __syncthreads();
+    load_tile<T, DP>(sK, kb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
+    load_tile<T, DP>(sV, vb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
+    __syncthreads();
+    float sc[NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk)
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t r[4];
+        ldsm_x4(r, sK + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
+        mma16816(sc[2 * np], qf[kk], r[0], r[1]);
+        mma16816(sc[2 * np + 1], qf[kk], r[2], r[3]);
+      }
+    // mask (only tiles that straddle the causal/window edge or the end need it), scale to log2 units
+    const bool full_tile = (j0 + kFwdN - 1 <= m0 + off) && (j0 + kFwdN <= s.Tk) && (m0 + kFwdM <= s.Tq) &&
+                           (W == 0 || j0 > m0 + kFwdM - 1 + off - W);
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = qrow0 + (e / 2) * 8, j = j0 + nt * 8 + tig * 2 + (e % 2);
+        float x = sc[nt][e] * sl2;
+        if (!full_tile && !visible(i, j, off, s.Tq, s.Tk, W)) x = -INFINITY;
+        sc[nt][e] = x;
+        mx[e / 2] = fmaxf(mx[e / 2], x);
+      }
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mnew = fmaxf(mrow[r], mx[r]);
+      const float muse = mnew == -INFINITY ? 0.0f : mnew;
+      corr[r] = exp2f(mrow[r] - muse);
+      mrow[r] = mnew;
+      mx[r] = muse;
+      lrow[r] *= corr[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(sc[nt][e] - mx[e / 2]);
+        sc[nt][e] = p;
+        lrow[e / 2] += p;
+      }
+#pragma unroll
+    for (int dt = 0; dt < ND; ++dt) o[dt][0] *= corr[0], o[dt][1] *= corr[0], o[dt][2] *= corr[1], o[dt][3] *= corr[1];
+    // O += P V
+#pragma unroll
+    for (int kc = 0; kc < kFwdN / 16; ++kc) {
+      uint32_t a[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]), pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
+                       pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]), pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < KD; ++dp) {
+        uint32_t r[4];
+        ldsm_x4_t(r, sV + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
+        mma16816(o[2 * dp], a, r[0], r[1]);
+        mma16816(o[2 * dp + 1], a, r[2], r[3]);
+      }
+    }
+  }
+  // finish: full row sums across the quad, normalize, write
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = qrow0 + r * 8;
+    if (i >= s.Tq) continue;
+    const float inv = lrow[r] > 0 ? 1.0f / lrow[r] : 0.0f;
+    T* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
+#pragma unroll
+    for (int dt = 0; dt < ND; ++dt) {
+      const int c = dt * 8 + tig * 2;
+      if (c < D) orow[c] = from_f<T>(o[dt][2 * r] * inv);
+      if (c + 1 < D) orow[c + 1] = from_f<T>(o[dt][2 * r + 1] * inv);
+    }
+    if (tig == 0)
+      lse[(size_t(b) * s.Hq + h) * s.Tq + i] = lrow[r] > 0 ? (mrow[r] / kLog2e + logf(lrow[r])) : -INFINITY;
+  }
+}
+
+// ---------------------------------------------------------------- backward
+// delta[b,h,i] = sum_d dout * out
+template <class T>
+__global__ void attn_delta_kernel(float* delta, const T* dout, const T* out, AttnShape s) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int total = s.B * s.Tq * s.Hq;
+  if (row >= total) return;
+  const int h = row % s.Hq, i = (row / s.Hq) % s.Tq, b = row / (s.Hq * s.Tq);
+  const T *a = dout + size_t(row) * s.D, *c = out + size_t(row) * s.D;
+  float acc = 0;
+  for (int d = lane; d < s.D; d += 32) acc += to_f(a[d]) * to_f(c[d]);
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) delta[(size_t(b) * s.Hq + h) * s.Tq + i] = acc;
+}
+
+template <class T, int DP>
+__global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__ dq_acc, T* __restrict__ dk,
+                                                             T* __restrict__ dv, const T* __restrict__ dout,
+                                                             const T* __restrict__ q, const T* __restrict__ k,
+                                                             const T* __restrict__ v, const float* __restrict__ lse,
+                                                             const float* __restrict__ delta, AttnShape s) {
+  constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, SPS = kBwdM + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* sK = reinterpret_cast<bf16*>(smem_raw);
+  bf16* sV = sK + kBwdN * SP;
+  bf16* sQ = sV + kBwdN * SP;
+  bf16* sO = sQ + kBwdM * SP;   // dO tile
+  bf16* sS = sO + kBwdM * SP;   // dS^T tile [keys][queries]
+  float* sL = reinterpret_cast<float*>(sS + kBwdN * SPS);  // lse (log2 units) of the query tile
+  float* sD = sL + kBwdM;                                  // delta of the query tile
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+  const int j0 = blockIdx.x * kBwdN, kh = blockIdx.y, b = blockIdx.z;
+  const int G = s.Hq / s.Hkv, D = s.D, W = s.window, off = s.Tk - s.Tq;
+  const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
+  const float sl2 = s.scale * kLog2e;
+
+  load_tile<T, DP>(sK, k + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
+  load_tile<T, DP>(sV, v + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
+
+  float dK[ND][4], dV[ND][4];
+#pragma unroll
+  for (int i = 0; i < ND; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dK[i][e] = dV[i][e] = 0.0f;
+
+  // queries that see any key of this tile: positions in [j0, j0 + kBwdN - 1 + W - 1]
+  const int ibeg = max(0, j0 - off);
+  const int iend = W > 0 ? min(s.Tq, j0 + kBwdN - 1 + W - 1 - off + 1) : s.Tq;
+  const int krow0 = j0 + warp * 16 + g;  // this thread's key rows: krow0 and krow0 + 8
+
+  for (int gi = 0; gi < G; ++gi) {
+    const int h = kh * G + gi;
+    for (int i0 = ibeg / kBwdM * kBwdM; i0 < iend; i0 += kBwdM) {
+      __syncthreads();
+      const int nq = min(kBwdM, s.Tq - i0);
+      load_tile<T, DP>(sQ, q + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
+      load_tile<T, DP>(sO, dout + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
+      for (int t = threadIdx.x; t < kBwdM; t += blockDim.x) {
+        const size_t li = (size_t(b) * s.Hq + h) * s.Tq + i0 + t;
+        sL[t] = t < nq ? lse[li] * kLog2e : 0.0f;
+        sD[t] = t < nq ? delta[li] : 0.0f;
+      }
+      __syncthreads();
+      // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x 32 queries
+      float st[kBwdM / 8][4], dpt[kBwdM / 8][4];
+#pragma unroll
+      for (int i = 0; i < kBwdM / 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[i][e] = dpt[i][e] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk) {
+        uint32_t ak[4], av[4];
+        ldsm_x4(ak, sK + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+        ldsm_x4(av, sV + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+        for (int np = 0; np < kBwdM / 16; ++np) {
+          uint32_t r[4], o4[4];
+          ldsm_x4(r, sQ + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
+          ldsm_x4(o4, sO + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
+          mma16816(st[2 * np], ak, r[0], r[1]);
+          mma16816(st[2 * np + 1], ak, r[2], r[3]);
+          mma16816(dpt[2 * np], av, o4[0], o4[1]);
+          mma16816(dpt[2 * np + 1], av, o4[2], o4[3]);
+        }
+      }
+      // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta)
+#pragma unroll
+      for (int nt = 0; nt < kBwdM / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = krow0 + (e / 2) * 8, il = nt * 8 + tig * 2 + (e % 2), i = i0 + il;
+          float p = visible(i, j, off, s.Tq, s.Tk, W) ? exp2f(st[nt][e] * sl2 - sL[il]) : 0.0f;
+          st[nt][e] = p;
+          dpt[nt][e] = p * (dpt[nt][e] - sD[il]);
+        }
+      // dV += P^T dO ; dK += dS^T Q  (k = the 32 queries)
+#pragma unroll
+      for (int kc = 0; kc < kBwdM / 16; ++kc) {
+        uint32_t ap[4] = {pack_bf16(st[2 * kc][0], st[2 * kc][1]), pack_bf16(st[2 * kc][2], st[2 * kc][3]),
+                          pack_bf16(st[2 * kc + 1][0], st[2 * kc + 1][1]), pack_bf16(st[2 * kc + 1][2], st[2 * kc + 1][3])};
+        uint32_t as[4] = {pack_bf16(dpt[2 * kc][0], dpt[2 * kc][1]), pack_bf16(dpt[2 * kc][2], dpt[2 * kc][3]),
+                          pack_bf16(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]), pack_bf16(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < KD; ++dp) {
+          uint32_t r[4], rq[4];
+          ldsm_x4_t(r, sO + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
+          ldsm_x4_t(rq, sQ + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
+          mma16816(dV[2 * dp], ap, r[0], r[1]);
+          mma16816(dV[2 * dp + 1], ap, r[2], r[3]);
+          mma16816(dK[2 * dp], as, rq[0], rq[1]);
+          mma16816(dK[2 * dp + 1], as, rq[2], rq[3]);
+        }
+      }
+      // dS^T -> shared memory for dQ = dS K
+#pragma unroll
+      for (int nt = 0; nt < kBwdM / 8; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          *reinterpret_cast<uint32_t*>(sS + (warp * 16 + g + r * 8) * SPS + nt * 8 + tig * 2) =
+              pack_bf16(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
+      __syncthreads();
+      // dQ[32 q, DP] += scale * dS[32 q, 64 k] K[64 k, DP]; warp w takes d-tiles w, w+4, ...
+      for (int nt = warp; nt < ND; nt += kWarps) {
+        float acc[kBwdM / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < kBwdM / 16; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < kBwdN / 16; ++ks) {
+          uint32_t b0, b1;
+          ldsm_x2_t(b0, b1, sK + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + nt * 8);
+#pragma unroll
+          for (int mt = 0; mt < kBwdM / 16; ++mt) {
+            uint32_t a[4];
+            ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + mt * 16 + ((lane / 8) % 2) * 8);
+            mma16816(acc[mt], a, b0, b1);
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < kBwdM / 16; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int i = i0 + mt * 16 + g + (e / 2) * 8, c = nt * 8 + tig * 2 + (e % 2);
+            if (i < s.Tq && c < D) atomicAdd(dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D + c, acc[mt][e] * s.scale);
+          }
+      }
+    }
+  }
+  // write dK (scaled) and dV for this warp's keys
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int j = krow0 + r * 8;
+    if (j >= s.Tk) continue;
+    T* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+    T* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+#pragma unroll
+    for (int dt = 0; dt < ND; ++dt) {
+      const int c = dt * 8 + tig * 2;
+      if (c < D) dkr[c] = from_f<T>(dK[dt][2 * r] * s.scale), dvr[c] = from_f<T>(dV[dt][2 * r]);
+      if (c + 1 < D) dkr[c + 1] = from_f<T>(dK[dt][2 * r + 1] * s.scale), dvr[c + 1] = from_f<T>(dV[dt][2 * r + 1]);
+    }
+  }
+}
+
+void check_shape(const AttnShape& s) {
+  if (s.D < 1 || s.D > 256) fail("attention (cuda)", "head dim " + std::to_string(s.D) + " not supported (1..256)");
+  if (s.Hkv < 1 || s.Hq % s.Hkv != 0) fail("attention (cuda)", "query heads must be a multiple of kv heads");
+  if (s.Tq > s.Tk) fail("attention (cuda)", "more queries than keys");
+}
+
+template <int DP>
+constexpr size_t fwd_smem() { return size_t(kFwdM + 2 * kFwdN) * (DP + 8) * sizeof(bf16); }
+template <int DP>
+constexpr size_t bwd_smem() {
+  return size_t(2 * kBwdN + 2 * kBwdM) * (DP + 8) * sizeof(bf16) + size_t(kBwdN) * (kBwdM + 8) * sizeof(bf16) +
+         2 * kBwdM * sizeof(float);
+}
+
+template <class T, int DP>
+void fwd_launch(T* out, float* lse, const T* q, const T* k, const T* v, const AttnShape& s) {
+  auto kern = attn_fwd_kernel<T, DP>;
+  static bool attr = [&] {
+    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP>())));
+    return true;
+  }();
+  (void)attr;
+  dim3 grid((s.Tq + kFwdM - 1) / kFwdM, s.Hq, s.B);
+  kern<<<grid, kThreadsA, fwd_smem<DP>(), stream()>>>(out, lse, q, k, v, s);
+  SR_CUDA_LAUNCHED("attention_fwd");
+}
+template <class T, int DP>
+void bwd_launch(float* dq_acc, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const float* lse,
+                const float* delta, const AttnShape& s) {
+  auto kern = attn_bwd_kernel<T, DP>;
+  static bool attr = [&] {
+    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bwd_smem<DP>())));
+    return true;
+  }();
+  (void)attr;
+  dim3 grid((s.Tk + kBwdN - 1) / kBwdN, s.Hkv, s.B);
+  kern<<<grid, kThreadsA, bwd_smem<DP>(), stream()>>>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  SR_CUDA_LAUNCHED("attention_bwd");
+}
+
+template <class T>
+void attention_fwd_any(T* out, float* lse, const T* q, const T* k, const T* v, const AttnShape& s) {
+  check_shape(s);
+  if (s.B * s.Tq == 0) return;
+  if (s.D <= 16) fwd_launch<T, 16>(out, lse, q, k, v, s);
+  else if (s.D <= 32) fwd_launch<T, 32>(out, lse, q, k, v, s);
+  else if (s.D <= 64) fwd_launch<T, 64>(out, lse, q, k, v, s);
+  else if (s.D <= 128) fwd_launch<T, 128>(out, lse, q, k, v, s);
+  else fwd_launch<T, 256>(out, lse, q, k, v, s);
+}
+template <class T>
+void attention_bwd_any(float* dq_acc, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                       const float* lse, float* delta, const AttnShape& s) {
+  check_shape(s);
+  if (s.B * s.Tq == 0) return;
+  const int rows = s.B * s.Tq * s.Hq;
+  attn_delta_kernel<T><<<(rows + 7) / 8, 256, 0, stream()>>>(delta, dout, out, s);
+  SR_CUDA_LAUNCHED("attention_delta");
+  if (s.D <= 16) bwd_launch<T, 16>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else if (s.D <= 32) bwd_launch<T, 32>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else if (s.D <= 64) bwd_launch<T, 64>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else if (s.D <= 128) bwd_launch<T, 128>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else bwd_launch<T, 256>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+}
+}  // namespace
+
+void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s) {
+  attention_fwd_any<bf16>(static_cast<bf16*>(out), lse, static_cast<const bf16*>(q), static_cast<const bf16*>(k),
+                          static_cast<const bf16*>(v), s);
+}
+void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
+                        const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s) {
+  const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D;
+  SR_CUDA(cudaMemsetAsync(dq_ws, 0, nq * sizeof(float), stream()));
+  attention_bwd_any<bf16>(dq_ws, static_cast<bf16*>(dk), static_cast<bf16*>(dv), static_cast<const bf16*>(dout),
+                          static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
+                          static_cast<const bf16*>(out), lse, delta_ws, s);
+  to_bf16(dq, dq_ws, nq);
+}
+
+namespace ops {
+void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  attention_fwd_any<float>(out, lse, q, k, v, s);
+}
+void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                   const float* out, const float* lse, const AttnShape& s) {
+  const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D;
+  Buffer<float> delta(&device_mem(), size_t(s.B) * s.Hq * s.Tq);
+  Buffer<float> dq_tmp(&device_mem(), dq ? 0 : nq);
+  float* dq_acc = dq ? dq : dq_tmp.data();
+  SR_CUDA(cudaMemsetAsync(dq_acc, 0, nq * sizeof(float), stream()));
+  attention_bwd_any<float>(dq_acc, dk, dv, dout, q, k, v, out, lse, delta.data(), s);
+}
+}  // namespace ops
+
+}  // namespace sr::cuda

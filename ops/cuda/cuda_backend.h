@@ -1,0 +1,43 @@
+// CUDA backend: what a user or a tool can ask of it beyond the ops table (ops_cuda() in ops/ops.h).
+// Plain C++ header (no CUDA includes), so the CLI and the tests compile without nvcc; every
+// function fails with a clear sr::Error when smoothread was built without CUDA.
+// Memory: all device memory comes from one caching allocator (size-binned free lists; cudaMalloc
+// only when no cached block fits), so the training and decode loops never call cudaMalloc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "ops/ops.h"
+
+namespace sr::cuda {
+
+bool available();                // built with CUDA and at least one GPU is visible
+std::string device_summary();    // "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB"
+void synchronize();              // waits for all queued work; surfaces asynchronous errors
+
+struct MemoryStats {
+  size_t in_use = 0, peak_in_use = 0, reserved = 0;  // bytes: handed out / high-water mark / held from CUDA
+  int64_t device_allocs = 0, cache_hits = 0;          // cudaMalloc calls / allocations served from the cache
+  size_t device_free = 0, device_total = 0;           // cudaMemGetInfo
+};
+MemoryStats memory_stats();
+void reset_peak();
+void empty_cache();  // returns cached, unused blocks to CUDA
+
+// GEMM arithmetic for the fp32-storage ops: "bf16" (default: bf16 tensor cores, fp32 accumulate),
+// "tf32", or "fp32" (exact fp32, for parity tests).
+void set_gemm_precision(const std::string& mode);
+std::string gemm_precision();
+
+// Attention on bf16 tensors (layouts as in ops.h; lse fp32 [B,Hq,Tq]); what the model's fp32 entry
+// points run internally, exposed for benchmarks against other bf16 kernels. Device pointers.
+void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s);
+// dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace
+void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
+                        const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s);
+// fp32 <-> bf16 conversion of n elements (device pointers)
+void to_bf16(void* dst, const float* src, size_t n);
+void from_bf16(float* dst, const void* src, size_t n);
+
+}  // namespace sr::cuda

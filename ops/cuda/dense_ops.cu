@@ -1,0 +1,354 @@
+// CUDA versions of the row-wise ops, GEMMs (cuBLAS) and optimizer ops. Contracts in ops/ops.h;
+// storage is fp32. Reductions (norms, sums, softmax statistics) accumulate in fp32 (fp64 for
+// sum_squares), in a fixed order where the result feeds the optimizer (column sums for dW of
+// RMSNorm and bias grads; sum_squares). embedding_bwd uses atomics (order-dependent rounding).
+#include <cublas_v2.h>
+
+#include <cmath>
+#include <mutex>
+
+#include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/dense_ops.cuh"
+
+namespace sr::cuda {
+
+namespace {
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Block-wide reduction (blockDim.x multiple of 32, <= 1024); every thread gets the result.
+template <bool kMax>
+__device__ float block_reduce(float v) {
+  __shared__ float part[32];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = kMax ? warp_max(v) : warp_sum(v);
+  __syncthreads();
+  if (lane == 0) part[wid] = v;
+  __syncthreads();
+  float r = lane < nw ? part[lane] : (kMax ? -INFINITY : 0.0f);
+  r = kMax ? warp_max(r) : warp_sum(r);
+  return r;
+}
+
+// ---- embedding ----
+__global__ void embedding_fwd_k(float* out, const int32_t* ids, const float* table, int N, int C) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < size_t(N) * C; i += size_t(gridDim.x) * blockDim.x) {
+    size_t n = i / C, c = i % C;
+    out[i] = table[size_t(ids[n]) * C + c];
+  }
+}
+__global__ void embedding_bwd_k(float* dtable, const float* dout, const int32_t* ids, int N, int C) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < size_t(N) * C; i += size_t(gridDim.x) * blockDim.x) {
+    size_t n = i / C, c = i % C;
+    atomicAdd(dtable + size_t(ids[n]) * C + c, dout[i]);
+  }
+}
+
+// ---- RMSNorm: one warp per row ----
+__global__ void rmsnorm_fwd_k(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (row >= N) return;
+  const float* xr = x + size_t(row) * C;
+  float ss = 0;
+  for (int c = lane; c < C; c += 32) ss += xr[c] * xr[c];
+  ss = warp_sum(ss);
+  float r = rsqrtf(ss / C + eps);
+  if (lane == 0) rstd[row] = r;
+  for (int c = lane; c < C; c += 32) out[size_t(row) * C + c] = xr[c] * r * w[c];
+}
+// dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k))
+__global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, const float* w, const float* rstd, int N,
+                                 int C) {
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (row >= N) return;
+  const float *xr = x + size_t(row) * C, *dy = dout + size_t(row) * C;
+  float dot = 0;
+  for (int c = lane; c < C; c += 32) dot += w[c] * dy[c] * xr[c];
+  dot = warp_sum(dot) / C;
+  float r = rstd[row];
+  for (int c = lane; c < C; c += 32) dx[size_t(row) * C + c] = r * (w[c] * dy[c] - xr[c] * r * r * dot);
+}
+
+// Deterministic column sums: partial[chunk][c] over fixed 256-row chunks, then an ordered sum.
+// kind 0: sum_n dy[n,c]          (bias grads)
+// kind 1: sum_n dy[n,c] x[n,c] r[n]  (RMSNorm weight grads)
+constexpr int kRowChunk = 256;
+__global__ void colsum_partial_k(float* partial, const float* dy, const float* x, const float* r, int N, int C,
+                                 int kind) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
+  if (c >= C) return;
+  int n0 = chunk * kRowChunk, n1 = min(N, n0 + kRowChunk);
+  float s = 0;
+  for (int n = n0; n < n1; ++n) {
+    size_t i = size_t(n) * C + c;
+    s += kind == 0 ? dy[i] : dy[i] * x[i] * r[n];
+  }
+  partial[size_t(chunk) * C + c] = s;
+}
+__global__ void colsum_finish_k(float* out, const float* partial, int chunks, int C) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float s = 0;
+  for (int k = 0; k < chunks; ++k) s += partial[size_t(k) * C + c];
+  out[c] += s;
+}
+void column_sum_accumulate(float* out, const float* dy, const float* x, const float* r, int N, int C, int kind) {
+  int chunks = (N + kRowChunk - 1) / kRowChunk;
+  float* partial = static_cast<float*>(device_alloc(size_t(chunks) * C * sizeof(float)));
+  colsum_partial_k<<<dim3((C + 127) / 128, chunks), 128, 0, stream()>>>(partial, dy, x, r, N, C, kind);
+  colsum_finish_k<<<(C + 127) / 128, 128, 0, stream()>>>(out, partial, chunks, C);
+  SR_CUDA_LAUNCHED("column_sum");
+  device_free(partial);  // stream-ordered reuse: later work on the same stream runs after these kernels
+}
+
+// ---- RoPE (HF rotate-half), angles in fp64 like the reference ----
+__global__ void rope_k(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta, float sign) {
+  const int half = D / 2;
+  size_t total = size_t(N) * H * half;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    int m = int(i % half);
+    size_t nh = i / half;
+    int n = int(nh / H);
+    double a = double(pos[n]) * pow(double(theta), -2.0 * m / D);
+    double sd, cd;
+    sincos(a, &sd, &cd);
+    float c = float(cd), s = sign * float(sd);
+    size_t base = nh * D;
+    float x1 = x[base + m], x2 = x[base + m + half];
+    out[base + m] = x1 * c - x2 * s;
+    out[base + m + half] = x2 * c + x1 * s;
+  }
+}
+
+// ---- SwiGLU ----
+__global__ void swiglu_fwd_k(float* out, const float* g, const float* u, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+__global__ void swiglu_bwd_k(float* dg, float* du, const float* dout, const float* g, const float* u, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    float sg = 1.0f / (1.0f + expf(-g[i]));
+    if (du) du[i] = dout[i] * g[i] * sg;
+    if (dg) dg[i] = dout[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+  }
+}
+
+// ---- cross-entropy: one block per row ----
+__global__ void xent_fwd_k(float* loss, float* lse, const float* logits, const int32_t* targets, int V) {
+  const float* z = logits + size_t(blockIdx.x) * V;
+  float m = -INFINITY;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, z[v]);
+  m = block_reduce<true>(m);
+  float s = 0;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) s += expf(z[v] - m);
+  s = block_reduce<false>(s);
+  if (threadIdx.x == 0) {
+    float L = m + logf(s);
+    lse[blockIdx.x] = L;
+    int t = targets[blockIdx.x];
+    loss[blockIdx.x] = t >= 0 ? L - z[t] : 0.0f;
+  }
+}
+__global__ void xent_bwd_k(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                           const float* g, int V) {
+  const size_t row = blockIdx.x;
+  const int t = targets[row];
+  const float gn = t >= 0 ? g[row] : 0.0f, L = lse[row];
+  const float* z = logits + row * V;
+  float* d = dlogits + row * V;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) d[v] = gn == 0.0f ? 0.0f : gn * (expf(z[v] - L) - (v == t ? 1.0f : 0.0f));
+}
+
+// ---- elementwise / optimizer ----
+__global__ void add_k(float* out, const float* a, const float* b, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+__global__ void scale_k(float* x, size_t n, float s) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) x[i] *= s;
+}
+__global__ void bias_add_k(float* out, const float* b, size_t rows, int O) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < rows * O; i += size_t(gridDim.x) * blockDim.x)
+    out[i] += b[i % O];
+}
+constexpr int kSumBlocks = 1024;
+__global__ void sum_squares_k(double* partial, const float* x, size_t n) {
+  __shared__ double sh[kThreads];
+  double s = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    s += double(x[i]) * x[i];
+  sh[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+}
+__global__ void adamw_k(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, AdamWStep a) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    float gi = g[i];
+    float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
+    float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
+    m[i] = mi, v[i] = vi;
+    float mhat = mi / a.bias_corr1, vhat = vi / a.bias_corr2;
+    float wd = (!decay || decay[i]) ? a.weight_decay : 0.0f;
+    p[i] -= a.lr * (mhat / (sqrtf(vhat) + a.eps) + wd * p[i]);
+  }
+}
+__global__ void to_bf16_k(__nv_bfloat16* d, const float* s, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    d[i] = __float2bfloat16(s[i]);
+}
+__global__ void from_bf16_k(float* d, const __nv_bfloat16* s, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    d[i] = __bfloat162float(s[i]);
+}
+
+// ---- cuBLAS ----
+struct Blas {
+  cublasHandle_t h = nullptr;
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+  std::string mode = "bf16";
+};
+Blas& blas() {
+  static Blas b;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (cublasCreate(&b.h) != CUBLAS_STATUS_SUCCESS) fail("cuda", "cublasCreate failed");
+    cublasSetStream(b.h, stream());
+  });
+  return b;
+}
+void check_blas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail("cuda", std::string("cuBLAS ") + what + " failed with status " + std::to_string(int(s)));
+}
+// Column-major C[m,n] = alpha op(A) op(B) + beta C, fp32 storage.
+void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A, int lda, const float* B,
+          int ldb, float beta, float* C, int ldc) {
+  Blas& b = blas();
+  const float alpha = 1.0f;
+  check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C, CUDA_R_32F,
+                          ldc, b.compute, CUBLAS_GEMM_DEFAULT),
+             "GemmEx");
+}
+}  // namespace
+
+void set_gemm_precision(const std::string& mode) {
+  Blas& b = blas();
+  if (mode == "bf16") b.compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+  else if (mode == "tf32") b.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+  else if (mode == "fp32") b.compute = CUBLAS_COMPUTE_32F;
+  else fail("gemm precision", "unknown mode '" + mode + "' (choose bf16, tf32 or fp32)");
+  b.mode = mode;
+}
+std::string gemm_precision() { return blas().mode; }
+
+void to_bf16(void* dst, const float* src, size_t n) {
+  to_bf16_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(static_cast<__nv_bfloat16*>(dst), src, n);
+  SR_CUDA_LAUNCHED("to_bf16");
+}
+void from_bf16(float* dst, const void* src, size_t n) {
+  from_bf16_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(dst, static_cast<const __nv_bfloat16*>(src), n);
+  SR_CUDA_LAUNCHED("from_bf16");
+}
+
+namespace ops {
+
+void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C) {
+  embedding_fwd_k<<<blocks_for(size_t(N) * C, kThreads), kThreads, 0, stream()>>>(out, ids, table, N, C);
+  SR_CUDA_LAUNCHED("embedding_fwd");
+}
+void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, int C) {
+  embedding_bwd_k<<<blocks_for(size_t(N) * C, kThreads), kThreads, 0, stream()>>>(dtable, dout, ids, N, C);
+  SR_CUDA_LAUNCHED("embedding_bwd");
+}
+void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+  rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, w, N, C, eps);
+  SR_CUDA_LAUNCHED("rmsnorm_fwd");
+}
+void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
+                 int C) {
+  if (dw) column_sum_accumulate(dw, dout, x, rstd, N, C, 1);
+  if (dx) {
+    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, dout, x, w, rstd, N, C);
+    SR_CUDA_LAUNCHED("rmsnorm_bwd");
+  }
+}
+// out[N,O] = x[N,I] W[O,I]^T (+ b): column-major out^T[O,N] = W^T' x^T
+void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
+  gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, out, O);
+  if (b) {
+    bias_add_k<<<blocks_for(size_t(N) * O, kThreads), kThreads, 0, stream()>>>(out, b, size_t(N), O);
+    SR_CUDA_LAUNCHED("bias_add");
+  }
+}
+void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
+                int O) {
+  if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, dx, I);      // dx^T[I,N] = W^T[I,O] dout^T
+  if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dW, I);      // dW^T[I,O] += x^T dout
+  if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
+}
+void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta) {
+  rope_k<<<blocks_for(size_t(N) * H * (D / 2), kThreads), kThreads, 0, stream()>>>(out, x, pos, N, H, D, theta, 1.0f);
+  SR_CUDA_LAUNCHED("rope_fwd");
+}
+void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta) {
+  rope_k<<<blocks_for(size_t(N) * H * (D / 2), kThreads), kThreads, 0, stream()>>>(dx, dout, pos, N, H, D, theta, -1.0f);
+  SR_CUDA_LAUNCHED("rope_bwd");
+}
+void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
+  size_t n = size_t(N) * F;
+  swiglu_fwd_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(out, gate, up, n);
+  SR_CUDA_LAUNCHED("swiglu_fwd");
+}
+void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F) {
+  size_t n = size_t(N) * F;
+  swiglu_bwd_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(dgate, dup, dout, gate, up, n);
+  SR_CUDA_LAUNCHED("swiglu_bwd");
+}
+void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V) {
+  if (N <= 0) return;
+  xent_fwd_k<<<N, 512, 0, stream()>>>(loss, lse, logits, targets, V);
+  SR_CUDA_LAUNCHED("xent_fwd");
+}
+void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N,
+              int V) {
+  if (N <= 0) return;
+  xent_bwd_k<<<N, 512, 0, stream()>>>(dlogits, logits, lse, targets, g, V);
+  SR_CUDA_LAUNCHED("xent_bwd");
+}
+void add(float* out, const float* a, const float* b, size_t n) {
+  add_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(out, a, b, n);
+  SR_CUDA_LAUNCHED("add");
+}
+void scale(float* x, size_t n, float s) {
+  scale_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, n, s);
+  SR_CUDA_LAUNCHED("scale");
+}
+double sum_squares(const float* x, size_t n) {
+  double* partial = static_cast<double*>(device_alloc(kSumBlocks * sizeof(double)));
+  sum_squares_k<<<kSumBlocks, kThreads, 0, stream()>>>(partial, x, n);
+  SR_CUDA_LAUNCHED("sum_squares");
+  double host[kSumBlocks];
+  SR_CUDA(cudaMemcpy(host, partial, sizeof host, cudaMemcpyDeviceToHost));
+  device_free(partial);
+  double s = 0;
+  for (double p : host) s += p;
+  return s;
+}
+void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a) {
+  adamw_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(p, g, m, v, decay, n, a);
+  SR_CUDA_LAUNCHED("adamw");
+}
+
+}  // namespace ops
+}  // namespace sr::cuda

@@ -1,0 +1,25 @@
+// The CUDA ops behind ops_cuda() (device pointers, contracts in ops/ops.h).
+#pragma once
+#include "ops/ops.h"
+
+namespace sr::cuda::ops {
+void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C);
+void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, int C);
+void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
+void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N, int C);
+void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
+void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I, int O);
+void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);
+void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta);
+void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s);
+void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                   const float* out, const float* lse, const AttnShape& s);
+void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F);
+void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F);
+void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V);
+void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N, int V);
+void add(float* out, const float* a, const float* b, size_t n);
+void scale(float* x, size_t n, float s);
+double sum_squares(const float* x, size_t n);
+void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
+}  // namespace sr::cuda::ops
