@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "models/transformer.h"
+#include "ops/ops.h"
 
 namespace sr::cli {
 
@@ -79,6 +81,12 @@ inline void set_threads(const Args& a) {
   long long t = a.get_int("--threads", 0);
   if (t < 0) fail("--threads", "must be >= 0");
   if (t > 0) omp_set_num_threads(int(t));
+}
+
+// Applies --device cpu|cuda|ref (default cpu): moves the model's parameters to that backend.
+inline void place_model(const Args& a, Transformer& m) {
+  const OpsTable& ops = ops_for_device(a.get_or("--device", "cpu"));
+  if (&ops != &m.ops()) m.set_ops(&ops);
 }
 
 }  // namespace sr::cli

@@ -17,6 +17,7 @@
 #include "data/toy_tasks.h"
 #include "infer/session.h"
 #include "models/model_dir.h"
+#include "ops/cuda/cuda_backend.h"
 #include "train/trainer.h"
 
 namespace sr::cli {
@@ -25,11 +26,12 @@ namespace sr::cli {
 int cmd_train(int argc, char** argv) {
   const char* usage =
       "smoothread train --config train.json [--resume] [--out DIR] [--data FILE] [--steps N] [--max-seconds S]\n"
-      "                 [--threads N]\n"
+      "                 [--device cpu|cuda] [--threads N]\n"
       "Prints one JSON line per logged step: step, loss, lr, grad_norm, tokens_per_s, elapsed_s.\n"
       "Writes OUT/checkpoint/ (resumable with --resume) and the final model to OUT/model/.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--config", "--out", "--data", "--steps", "--max-seconds", "--threads"}, {"--resume"});
+  Args a(argc, argv, 2, {"--config", "--out", "--data", "--steps", "--max-seconds", "--threads", "--device"},
+         {"--resume"});
   set_threads(a);
   std::string path = a.get("--config");
   json j = load_json_file(path);
@@ -37,6 +39,7 @@ int cmd_train(int argc, char** argv) {
   if (a.has("--data")) j["data"] = a.get("--data");
   if (a.has("--steps")) j["steps"] = a.get_int("--steps", 0);
   if (a.has("--max-seconds")) j["max_seconds"] = a.get_num("--max-seconds", 0);
+  if (a.has("--device")) j["device"] = a.get("--device");
   TrainConfig cfg = TrainConfig::from_json(j, path);
   Trainer tr(cfg);
   std::cerr << "training " << tr.model().config().num_parameters() << " parameters ("
@@ -49,13 +52,14 @@ int cmd_train(int argc, char** argv) {
 int cmd_generate(int argc, char** argv) {
   const char* usage =
       "smoothread generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-      "                    [--seed S] [--json] [--threads N]\n"
+      "                    [--seed S] [--json] [--device cpu|cuda] [--threads N]\n"
       "Special-token strings in the prompt map to their ids. Stops at --max-tokens (default 64) or eos.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--threads"},
+  Args a(argc, argv, 2, {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--threads", "--device"},
          {"--json"});
   set_threads(a);
   LoadedModel m = load_model_dir(a.get("--model"), true);
+  place_model(a, *m.model);
   std::string prompt = a.get("--prompt");
   std::vector<int32_t> ids = m.tokenizer->encode(prompt);
   if (ids.empty()) fail("--prompt", "is empty");
@@ -120,11 +124,14 @@ int cmd_tokenize(int argc, char** argv) {
 }
 
 int cmd_info(int argc, char** argv) {
-  const char* usage = "smoothread info --model DIR [--json]\n";
+  const char* usage =
+      "smoothread info --model DIR [--json] [--device cuda]\n"
+      "With --device cuda: loads the model onto the GPU and adds a memory report (allocator and device).\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model"}, {"--json"});
+  Args a(argc, argv, 2, {"--model", "--device"}, {"--json"});
   std::string dir = a.get("--model");
   LoadedModel m = load_model_dir(dir);
+  place_model(a, *m.model);
   const ModelConfig& c = m.model->config();
   json lt = json::array();
   for (int l = 0; l < c.num_layers; ++l) lt.push_back(c.layer_sliding[l] ? "sliding_attention" : "full_attention");
@@ -144,6 +151,18 @@ int cmd_info(int argc, char** argv) {
             {"rope_theta", c.rope_theta},
             {"tie_word_embeddings", c.tie_word_embeddings},
             {"eos_token_id", c.eos_token_id}};
+  if (m.model->on_device()) {
+    cuda::MemoryStats ms = cuda::memory_stats();
+    r["device"] = {{"name", cuda::device_summary()},
+                   {"gemm_precision", cuda::gemm_precision()},
+                   {"parameter_bytes", m.model->num_params() * sizeof(float) * 2},  // parameters + gradients
+                   {"allocator_in_use_bytes", ms.in_use},
+                   {"allocator_reserved_bytes", ms.reserved},
+                   {"allocator_peak_bytes", ms.peak_in_use},
+                   {"cuda_malloc_calls", ms.device_allocs},
+                   {"device_free_bytes", ms.device_free},
+                   {"device_total_bytes", ms.device_total}};
+  }
   if (a.has("--json")) {
     std::cout << r.dump() << "\n";
   } else {
@@ -156,6 +175,14 @@ int cmd_info(int argc, char** argv) {
               << c.num_kv_heads << ", dim " << c.head_dim << ")\n"
               << "window:       " << (c.any_sliding() ? std::to_string(c.sliding_window) : "none (full attention)") << "\n"
               << "vocab:        " << c.vocab_size << (m.tokenizer ? " (tokenizer " + std::to_string(m.tokenizer->vocab_size()) + ")" : "") << "\n";
+    if (r.contains("device")) {
+      const json& d = r["device"];
+      auto gib = [](const json& b) { return std::to_string(b.get<double>() / double(1 << 30)).substr(0, 5) + " GiB"; };
+      std::cout << "device:       " << d["name"].get<std::string>() << ", GEMMs in " << d["gemm_precision"].get<std::string>() << "\n"
+                << "memory:       params+grads " << gib(d["parameter_bytes"]) << "; allocator in use " << gib(d["allocator_in_use_bytes"])
+                << ", reserved " << gib(d["allocator_reserved_bytes"]) << " (" << d["cuda_malloc_calls"] << " cudaMalloc calls)"
+                << "; device free " << gib(d["device_free_bytes"]) << " of " << gib(d["device_total_bytes"]) << "\n";
+    }
   }
   return 0;
 }
@@ -175,12 +202,14 @@ static void write_npy(const std::string& path, const std::vector<float>& v, size
 
 int cmd_score(int argc, char** argv) {
   const char* usage =
-      "smoothread score --model DIR (--text TEXT | --file FILE) [--json] [--logits-out FILE.npy] [--threads N]\n"
+      "smoothread score --model DIR (--text TEXT | --file FILE) [--json] [--logits-out FILE.npy] [--device cpu|cuda]\n"
+      "                 [--threads N]\n"
       "Log-probability of every token given the ones before it (one forward pass), and the mean NLL.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--text", "--file", "--logits-out", "--threads"}, {"--json"});
+  Args a(argc, argv, 2, {"--model", "--text", "--file", "--logits-out", "--threads", "--device"}, {"--json"});
   set_threads(a);
   LoadedModel m = load_model_dir(a.get("--model"), true);
+  place_model(a, *m.model);
   std::string text = a.has("--file") ? read_file(a.get("--file")) : a.get("--text");
   std::vector<int32_t> ids = m.tokenizer->encode(text);
   if (ids.size() < 1) fail(a.has("--file") ? a.get("--file") : "--text", "is empty");

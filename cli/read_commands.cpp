@@ -161,7 +161,7 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
 
 // Flags shared by `read` and `eval` (the reading options), plus each command's own.
 static std::set<std::string> with_reading_flags(std::set<std::string> own, bool valued) {
-  if (valued) own.insert({"--model", "--mode", "--chunk-tokens", "--max-summary-tokens", "--max-answer-tokens", "--max-rounds", "--threads"});
+  if (valued) own.insert({"--model", "--mode", "--chunk-tokens", "--max-summary-tokens", "--max-answer-tokens", "--max-rounds", "--threads", "--device"});
   else own.insert({"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet", "--skip-bad"});
   return own;
 }
@@ -171,7 +171,7 @@ int cmd_read(int argc, char** argv) {
       "smoothread read --model DIR (--doc FILE | stdin) --question TEXT [--mode emr|nmr|or|or-context-first]\n"
       "                [--json] [--trace FILE.jsonl] [--chunk-tokens C] [--max-summary-tokens S]\n"
       "                [--max-answer-tokens A] [--max-rounds R] [--no-early-stop] [--word-estimate] [--force]\n"
-      "                [--lossy-utf8] [--quiet] [--threads N]\n"
+      "                [--lossy-utf8] [--quiet] [--device cpu|cuda] [--threads N]\n"
       "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [--skip-bad] [same options]   (resumable)\n"
       "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n";
   if (wants_help(argc, argv, usage)) return 0;
@@ -180,6 +180,7 @@ int cmd_read(int argc, char** argv) {
   set_threads(a);
   std::string dir = a.get("--model");
   LoadedModel m = load_model_dir(dir, true);
+  place_model(a, *m.model);
   ReadingOptions o = reading_options(a, m);
   bool quiet = a.has("--quiet");
   if (a.has("--batch")) return read_batch(a, a.get("--batch"), a.get("--out"), m, o, quiet);
@@ -232,6 +233,7 @@ int cmd_eval(int argc, char** argv) {
     std::string data = a.get("--data");
     pred = a.get_or("--pred", data + ".pred.jsonl");
     LoadedModel m = load_model_dir(a.get("--model"), true);
+    place_model(a, *m.model);
     read_batch(a, data, pred, m, reading_options(a, m), a.has("--quiet"));
   }
   int64_t bad = 0;

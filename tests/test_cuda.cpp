@@ -92,7 +92,8 @@ TEST(Cuda, DenseOpsMatchReference) {
       ref::rmsnorm_bwd<float>(dx.data(), dw.data(), g.data(), x.data(), w.data(), r.data(), N, C);
       auto ddw = up(std::vector<float>(C, 0.25f));
       gpu().rmsnorm_bwd(ddx_.data(), ddw.data(), dg.data(), dx_.data(), dw_.data(), dr_.data(), N, C);
-      EXPECT_REL(down(ddx_), dx, 1e-5);
+      // C == 1: dx = r w dy (1 - x^2 r^2) cancels to ~eps/x^2, amplifying the rounding of rstd
+      EXPECT_REL(down(ddx_), dx, C == 1 ? 1e-2 : 1e-5);
       EXPECT_REL(down(ddw), dw, 1e-5);
       // swiglu
       auto u = randn(size_t(N) * C, 5);
@@ -208,7 +209,7 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
   const std::vector<Case> cases = {
       {1, 1, 1, 1, 1, 8, 0},      {2, 63, 63, 3, 1, 16, 0},  {1, 64, 64, 2, 2, 64, 0},
       {1, 65, 65, 4, 2, 128, 0},  {1, 100, 300, 2, 1, 128, 0}, {1, 1, 200, 2, 2, 64, 0},
-      {1, 200, 200, 2, 1, 64, 17}, {2, 129, 129, 6, 3, 96, 64}, {1, 130, 130, 5, 5, 40, 1},
+      {1, 200, 200, 2, 1, 64, 17}, {2, 129, 129, 6, 3, 96, 64}, {1, 130, 130, 5, 5, 40, 1}, {1, 131, 131, 5, 5, 40, 3},
       {1, 70, 70, 2, 1, 256, 0},  {1, 1, 300, 4, 1, 128, 50},  {1, 33, 250, 2, 2, 128, 100},
   };
   for (const Case& c : cases) {
@@ -232,9 +233,14 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
     auto dq_ = up(std::vector<float>(nq, NAN)), dk_ = up(std::vector<float>(nk, NAN)), dv_ = up(std::vector<float>(nk, NAN));
     gpu().attention_bwd(dq_.data(), dk_.data(), dv_.data(), do_.data(), q_.data(), k_.data(), v_.data(), o_.data(),
                         lse_.data(), s);
+    EXPECT_REL(down(dv_), dv, 2e-2);
+    if (c.W == 1) {  // each query sees only itself: p = 1, so dS = dP - delta = 0 exactly; dq, dk ~ 0
+      for (float x : down(dq_)) ASSERT_LE(std::fabs(x), 2e-2);
+      for (float x : down(dk_)) ASSERT_LE(std::fabs(x), 2e-2);
+      continue;
+    }
     EXPECT_REL(down(dq_), dq, 2e-2);
     EXPECT_REL(down(dk_), dk, 2e-2);
-    EXPECT_REL(down(dv_), dv, 2e-2);
   }
 }
 

@@ -11,6 +11,7 @@
 #include "model_fixtures.h"
 #include "models/model_dir.h"
 #include "models/safetensors.h"
+#include "ops/cuda/cuda_backend.h"
 #include "test_util.h"
 
 using namespace sr;
@@ -210,6 +211,17 @@ TEST(Loader, CliExitsWithCode2AndNamesTheFile) {
   EXPECT_EQ(WEXITSTATUS(rc), 2);
   rc = std::system((std::string(SMOOTHREAD_CLI) + " info --bogus 2> " + err).c_str());
   EXPECT_EQ(WEXITSTATUS(rc), 2);
+  // --device: an unknown name lists the choices; cuda without a CUDA build or GPU says so
+  std::string good = make_model_dir("cli_device");
+  rc = std::system((std::string(SMOOTHREAD_CLI) + " info --model " + good + " --device tpu 2> " + err).c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  EXPECT_NE(read_file(err).find("choose cpu, cuda or ref"), std::string::npos) << read_file(err);
+  if (!cuda_built() || !cuda::available()) {
+    rc = std::system((std::string(SMOOTHREAD_CLI) + " info --model " + good + " --device cuda 2> " + err).c_str());
+    EXPECT_EQ(WEXITSTATUS(rc), 2);
+    std::string m = read_file(err);
+    EXPECT_TRUE(m.find("without CUDA") != std::string::npos || m.find("no CUDA GPU") != std::string::npos) << m;
+  }
 }
 #endif
 
