@@ -8,7 +8,8 @@
 // Backward: one block per (64 keys, kv head, batch) loops over the query tiles that see those
 // keys and over the group's query heads, so dK and dV stay in registers (no atomics); dQ is
 // accumulated with fp32 atomics. Delta = rowsum(dO * O) is precomputed.
-// Inputs may be fp32 or bf16 in memory; either way tiles are converted to bf16 in shared memory.
+// Operands are bf16 (the fp32 entry points round q, k, v, dO once); K/V (forward) and Q/dO
+// (backward) tiles are double-buffered with cp.async so the next tile loads during this tile's math.
 // Head dims up to 256 (padded to a multiple of 16 with zeros).
 #include <cuda_bf16.h>
 
@@ -63,34 +64,31 @@ __device__ __forceinline__ float from_f<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16(x); }
 
-// Loads rows [r0, r0+rows) (rows < nvalid are real) of a [*, ld] tensor into a bf16 smem tile
-// [rows][DP+8], zero-filling padding rows and columns >= D.
-template <class T, int DP>
-__device__ void load_tile(bf16* sm, const T* g, int rows, int nvalid, size_t ld, int D) {
+// 16-byte global -> shared copy that bypasses registers (cp.async); src_bytes 0 zero-fills.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+// Starts loading rows [0, rows) (rows >= nvalid zero-filled) of a bf16 [*, ld] tensor into a smem
+// tile [rows][DP+8], columns >= D zero-filled. Asynchronous (cp.async) when rows are whole 16-byte
+// vectors; otherwise plain stores. Either way the data is ready after cp_async_wait_all() and a
+// barrier.
+template <int DP>
+__device__ void load_tile(bf16* sm, const bf16* g, int rows, int nvalid, size_t ld, int D) {
   constexpr int SP = DP + 8, V8 = DP / 8;
   const bool vec = (D == DP) && (ld % 8 == 0);
   for (int idx = threadIdx.x; idx < rows * V8; idx += blockDim.x) {
     const int r = idx / V8, c = (idx % V8) * 8;
     bf16* dst = sm + r * SP + c;
-    if (r >= nvalid) {
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-      continue;
-    }
-    const T* src = g + size_t(r) * ld + c;
-    if constexpr (sizeof(T) == 2) {
-      if (vec) {
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-        continue;
-      }
+    if (vec) {
+      cp_async16(dst, r < nvalid ? g + size_t(r) * ld + c : g, r < nvalid ? 16 : 0);
     } else {
-      if (vec) {
-        float4 a = *reinterpret_cast<const float4*>(src), b = *reinterpret_cast<const float4*>(src + 4);
-        uint4 o = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
-        *reinterpret_cast<uint4*>(dst) = o;
-        continue;
-      }
+      const bf16* src = g + size_t(r) * ld + c;
+      for (int e = 0; e < 8; ++e) dst[e] = (r < nvalid && c + e < D) ? src[e] : __float2bfloat16(0.0f);
     }
-    for (int e = 0; e < 8; ++e) dst[e] = __float2bfloat16(c + e < D ? to_f(src[e]) : 0.0f);
   }
 }
 
@@ -101,24 +99,38 @@ __device__ __forceinline__ bool visible(int i, int j, int off, int Tq, int Tk, i
 }
 
 // ---------------------------------------------------------------- forward
-template <class T, int DP>
-__global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(T* __restrict__ out, float* __restrict__ lse,
-                                                             const T* __restrict__ q, const T* __restrict__ k,
-                                                             const T* __restrict__ v, AttnShape s) {
+template <class TO, int DP>
+__global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ out, float* __restrict__ lse,
+                                                             const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                             const bf16* __restrict__ v, AttnShape s) {
   constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, NT = kFwdN / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
-  bf16* sK = sQ + kFwdM * SP;
-  bf16* sV = sK + kFwdN * SP;
+  bf16* sKV = sQ + kFwdM * SP;  // two stages of [K tile, V tile]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  const int m0 = blockIdx.x * kFwdM, h = blockIdx.y, b = blockIdx.z;
+  // heaviest (latest) query tiles first: better tail balance under causal masking
+  const int m0 = (gridDim.x - 1 - blockIdx.x) * kFwdM, h = blockIdx.y, b = blockIdx.z;
   const int G = s.Hq / s.Hkv, kh = h / G, D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
-  const T* qb = q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D;
-  const T* kb = k + size_t(b) * s.Tk * ldk + size_t(kh) * D;
-  const T* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;
+  const bf16* qb = q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D;
+  const bf16* kb = k + size_t(b) * s.Tk * ldk + size_t(kh) * D;
+  const bf16* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;
 
-  load_tile<T, DP>(sQ, qb, kFwdM, min(kFwdM, s.Tq - m0), ldq, D);
+  const float sl2 = s.scale * kLog2e;
+  const int last_q = min(m0 + kFwdM, s.Tq) - 1;
+  const int kend = min(s.Tk, last_q + off + 1);
+  const int kbeg = (W > 0 ? max(0, m0 + off - W + 1) : 0) / kFwdN * kFwdN;
+  const int qrow0 = m0 + warp * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
+  auto load_kv = [&](int j0, int stage) {
+    bf16* sK = sKV + stage * 2 * kFwdN * SP;
+    load_tile<DP>(sK, kb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
+    load_tile<DP>(sK + kFwdN * SP, vb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
+    cp_async_commit();
+  };
+  load_tile<DP>(sQ, qb, kFwdM, min(kFwdM, s.Tq - m0), ldq, D);
+  if (kbeg < kend) load_kv(kbeg, 0);
+  else cp_async_commit();
+  cp_async_wait_all();
   __syncthreads();
   uint32_t qf[KD][4];
 #pragma unroll
@@ -128,17 +140,13 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(T* __restrict__ out
 #pragma unroll
   for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-  const float sl2 = s.scale * kLog2e;
-  const int last_q = min(m0 + kFwdM, s.Tq) - 1;
-  const int kend = min(s.Tk, last_q + off + 1);
-  const int kbeg = W > 0 ? max(0, m0 + off - W + 1) : 0;
-  const int qrow0 = m0 + warp * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
 
-  for (int j0 = kbeg / kFwdN * kFwdN; j0 < kend; j0 += kFwdN) {
-    __syncthreads();
-    load_tile<T, DP>(sK, kb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
-    load_tile<T, DP>(sV, vb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
-    __syncthreads();
+  for (int j0 = kbeg, stage = 0; j0 < kend; j0 += kFwdN, stage ^= 1) {
+    cp_async_wait_all();
+    __syncthreads();  // tile j0 visible to all warps; everyone is done with the other stage
+    if (j0 + kFwdN < kend) load_kv(j0 + kFwdN, stage ^ 1);  // prefetch overlaps this tile's math
+    const bf16* sK = sKV + stage * 2 * kFwdN * SP;
+    const bf16* sV = sK + kFwdN * SP;
     float sc[NT][4];
 #pragma unroll
     for (int i = 0; i < NT; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
@@ -212,12 +220,12 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(T* __restrict__ out
     const int i = qrow0 + r * 8;
     if (i >= s.Tq) continue;
     const float inv = lrow[r] > 0 ? 1.0f / lrow[r] : 0.0f;
-    T* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
+    TO* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
 #pragma unroll
     for (int dt = 0; dt < ND; ++dt) {
       const int c = dt * 8 + tig * 2;
-      if (c < D) orow[c] = from_f<T>(o[dt][2 * r] * inv);
-      if (c + 1 < D) orow[c + 1] = from_f<T>(o[dt][2 * r + 1] * inv);
+      if (c < D) orow[c] = from_f<TO>(o[dt][2 * r] * inv);
+      if (c + 1 < D) orow[c + 1] = from_f<TO>(o[dt][2 * r + 1] * inv);
     }
     if (tig == 0)
       lse[(size_t(b) * s.Hq + h) * s.Tq + i] = lrow[r] > 0 ? (mrow[r] / kLog2e + logf(lrow[r])) : -INFINITY;
@@ -239,29 +247,52 @@ __global__ void attn_delta_kernel(float* delta, const T* dout, const T* out, Att
   if (lane == 0) delta[(size_t(b) * s.Hq + h) * s.Tq + i] = acc;
 }
 
-template <class T, int DP>
-__global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__ dq_acc, T* __restrict__ dk,
-                                                             T* __restrict__ dv, const T* __restrict__ dout,
-                                                             const T* __restrict__ q, const T* __restrict__ k,
-                                                             const T* __restrict__ v, const float* __restrict__ lse,
+template <class TO, int DP>
+__global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk,
+                                                             TO* __restrict__ dv, const bf16* __restrict__ dout,
+                                                             const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                             const bf16* __restrict__ v, const float* __restrict__ lse,
                                                              const float* __restrict__ delta, AttnShape s) {
   constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, SPS = kBwdM + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);
   bf16* sV = sK + kBwdN * SP;
-  bf16* sQ = sV + kBwdN * SP;
-  bf16* sO = sQ + kBwdM * SP;   // dO tile
-  bf16* sS = sO + kBwdM * SP;   // dS^T tile [keys][queries]
-  float* sL = reinterpret_cast<float*>(sS + kBwdN * SPS);  // lse (log2 units) of the query tile
-  float* sD = sL + kBwdM;                                  // delta of the query tile
+  bf16* sQO = sV + kBwdN * SP;                 // two stages of [Q tile, dO tile]
+  bf16* sS = sQO + 2 * 2 * kBwdM * SP;         // dS^T tile [keys][queries]
+  float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse (log2 units), delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   const int j0 = blockIdx.x * kBwdN, kh = blockIdx.y, b = blockIdx.z;
   const int G = s.Hq / s.Hkv, D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const float sl2 = s.scale * kLog2e;
 
-  load_tile<T, DP>(sK, k + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
-  load_tile<T, DP>(sV, v + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
+  // query tiles that see any key of this tile: positions in [j0, j0 + kBwdN - 1 + W - 1]
+  const int ibeg = max(0, j0 - off) / kBwdM * kBwdM;
+  const int iend = W > 0 ? min(s.Tq, j0 + kBwdN - 1 + W - 1 - off + 1) : s.Tq;
+  const int tiles_per_head = iend > ibeg ? (iend - ibeg + kBwdM - 1) / kBwdM : 0, ntiles = tiles_per_head * G;
+  const int krow0 = j0 + warp * 16 + g;  // this thread's key rows: krow0 and krow0 + 8
+  // iteration t -> (query head, first query of the tile)
+  auto tile = [&](int t, int& h, int& i0) { h = kh * G + t / tiles_per_head, i0 = ibeg + (t % tiles_per_head) * kBwdM; };
+  auto load_q = [&](int t, int stage) {
+    int h, i0;
+    tile(t, h, i0);
+    const int nq = min(kBwdM, s.Tq - i0);
+    bf16* sQ = sQO + stage * 2 * kBwdM * SP;
+    load_tile<DP>(sQ, q + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
+    load_tile<DP>(sQ + kBwdM * SP, dout + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
+    float* sL = sLD + stage * 2 * kBwdM;
+    for (int x = threadIdx.x; x < kBwdM; x += blockDim.x) {
+      const size_t li = (size_t(b) * s.Hq + h) * s.Tq + i0 + x;
+      sL[x] = x < nq ? lse[li] * kLog2e : 0.0f;
+      sL[kBwdM + x] = x < nq ? delta[li] : 0.0f;
+    }
+    cp_async_commit();
+  };
+
+  load_tile<DP>(sK, k + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
+  load_tile<DP>(sV, v + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
+  if (ntiles > 0) load_q(0, 0);
+  else cp_async_commit();
 
   float dK[ND][4], dV[ND][4];
 #pragma unroll
@@ -269,106 +300,97 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
 #pragma unroll
     for (int e = 0; e < 4; ++e) dK[i][e] = dV[i][e] = 0.0f;
 
-  // queries that see any key of this tile: positions in [j0, j0 + kBwdN - 1 + W - 1]
-  const int ibeg = max(0, j0 - off);
-  const int iend = W > 0 ? min(s.Tq, j0 + kBwdN - 1 + W - 1 - off + 1) : s.Tq;
-  const int krow0 = j0 + warp * 16 + g;  // this thread's key rows: krow0 and krow0 + 8
-
-  for (int gi = 0; gi < G; ++gi) {
-    const int h = kh * G + gi;
-    for (int i0 = ibeg / kBwdM * kBwdM; i0 < iend; i0 += kBwdM) {
-      __syncthreads();
-      const int nq = min(kBwdM, s.Tq - i0);
-      load_tile<T, DP>(sQ, q + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
-      load_tile<T, DP>(sO, dout + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
-      for (int t = threadIdx.x; t < kBwdM; t += blockDim.x) {
-        const size_t li = (size_t(b) * s.Hq + h) * s.Tq + i0 + t;
-        sL[t] = t < nq ? lse[li] * kLog2e : 0.0f;
-        sD[t] = t < nq ? delta[li] : 0.0f;
+  for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1) {
+    int h, i0;
+    tile(t, h, i0);
+    cp_async_wait_all();
+    __syncthreads();  // tile t visible; all warps done with tile t-1 (its stage and dS)
+    if (t + 1 < ntiles) load_q(t + 1, stage ^ 1);
+    const bf16* sQ = sQO + stage * 2 * kBwdM * SP;
+    const bf16* sO = sQ + kBwdM * SP;
+    const float* sL = sLD + stage * 2 * kBwdM;
+    const float* sD = sL + kBwdM;
+    // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x 32 queries
+    float st[kBwdM / 8][4], dpt[kBwdM / 8][4];
+#pragma unroll
+    for (int i = 0; i < kBwdM / 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[i][e] = dpt[i][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk) {
+      uint32_t ak[4], av[4];
+      ldsm_x4(ak, sK + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+      ldsm_x4(av, sV + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+      for (int np = 0; np < kBwdM / 16; ++np) {
+        uint32_t r[4], o4[4];
+        ldsm_x4(r, sQ + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
+        ldsm_x4(o4, sO + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
+        mma16816(st[2 * np], ak, r[0], r[1]);
+        mma16816(st[2 * np + 1], ak, r[2], r[3]);
+        mma16816(dpt[2 * np], av, o4[0], o4[1]);
+        mma16816(dpt[2 * np + 1], av, o4[2], o4[3]);
       }
-      __syncthreads();
-      // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x 32 queries
-      float st[kBwdM / 8][4], dpt[kBwdM / 8][4];
+    }
+    // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta)
 #pragma unroll
-      for (int i = 0; i < kBwdM / 8; ++i)
+    for (int nt = 0; nt < kBwdM / 8; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) st[i][e] = dpt[i][e] = 0.0f;
+      for (int e = 0; e < 4; ++e) {
+        const int j = krow0 + (e / 2) * 8, il = nt * 8 + tig * 2 + (e % 2), i = i0 + il;
+        float p = visible(i, j, off, s.Tq, s.Tk, W) ? exp2f(st[nt][e] * sl2 - sL[il]) : 0.0f;
+        st[nt][e] = p;
+        dpt[nt][e] = p * (dpt[nt][e] - sD[il]);
+      }
+    // dV += P^T dO ; dK += dS^T Q  (k = the 32 queries)
 #pragma unroll
-      for (int kk = 0; kk < KD; ++kk) {
-        uint32_t ak[4], av[4];
-        ldsm_x4(ak, sK + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
-        ldsm_x4(av, sV + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+    for (int kc = 0; kc < kBwdM / 16; ++kc) {
+      uint32_t ap[4] = {pack_bf16(st[2 * kc][0], st[2 * kc][1]), pack_bf16(st[2 * kc][2], st[2 * kc][3]),
+                        pack_bf16(st[2 * kc + 1][0], st[2 * kc + 1][1]), pack_bf16(st[2 * kc + 1][2], st[2 * kc + 1][3])};
+      uint32_t as[4] = {pack_bf16(dpt[2 * kc][0], dpt[2 * kc][1]), pack_bf16(dpt[2 * kc][2], dpt[2 * kc][3]),
+                        pack_bf16(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]), pack_bf16(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
 #pragma unroll
-        for (int np = 0; np < kBwdM / 16; ++np) {
-          uint32_t r[4], o4[4];
-          ldsm_x4(r, sQ + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
-          ldsm_x4(o4, sO + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
-          mma16816(st[2 * np], ak, r[0], r[1]);
-          mma16816(st[2 * np + 1], ak, r[2], r[3]);
-          mma16816(dpt[2 * np], av, o4[0], o4[1]);
-          mma16816(dpt[2 * np + 1], av, o4[2], o4[3]);
+      for (int dp = 0; dp < KD; ++dp) {
+        uint32_t r[4], rq[4];
+        ldsm_x4_t(r, sO + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
+        ldsm_x4_t(rq, sQ + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
+        mma16816(dV[2 * dp], ap, r[0], r[1]);
+        mma16816(dV[2 * dp + 1], ap, r[2], r[3]);
+        mma16816(dK[2 * dp], as, rq[0], rq[1]);
+        mma16816(dK[2 * dp + 1], as, rq[2], rq[3]);
+      }
+    }
+    // dS^T -> shared memory for dQ = dS K
+#pragma unroll
+    for (int nt = 0; nt < kBwdM / 8; ++nt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        *reinterpret_cast<uint32_t*>(sS + (warp * 16 + g + r * 8) * SPS + nt * 8 + tig * 2) =
+            pack_bf16(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
+    __syncthreads();
+    // dQ[32 q, DP] += scale * dS[32 q, 64 k] K[64 k, DP]; warp w takes d-tiles w, w+4, ...
+    for (int nt = warp; nt < ND; nt += kWarps) {
+      float acc[kBwdM / 16][4];
+#pragma unroll
+      for (int mt = 0; mt < kBwdM / 16; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < kBwdN / 16; ++ks) {
+        uint32_t b0, b1;
+        ldsm_x2_t(b0, b1, sK + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + nt * 8);
+#pragma unroll
+        for (int mt = 0; mt < kBwdM / 16; ++mt) {
+          uint32_t a[4];
+          ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + mt * 16 + ((lane / 8) % 2) * 8);
+          mma16816(acc[mt], a, b0, b1);
         }
       }
-      // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta)
 #pragma unroll
-      for (int nt = 0; nt < kBwdM / 8; ++nt)
+      for (int mt = 0; mt < kBwdM / 16; ++mt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int j = krow0 + (e / 2) * 8, il = nt * 8 + tig * 2 + (e % 2), i = i0 + il;
-          float p = visible(i, j, off, s.Tq, s.Tk, W) ? exp2f(st[nt][e] * sl2 - sL[il]) : 0.0f;
-          st[nt][e] = p;
-          dpt[nt][e] = p * (dpt[nt][e] - sD[il]);
+          const int i = i0 + mt * 16 + g + (e / 2) * 8, c = nt * 8 + tig * 2 + (e % 2);
+          if (i < s.Tq && c < D) atomicAdd(dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D + c, acc[mt][e] * s.scale);
         }
-      // dV += P^T dO ; dK += dS^T Q  (k = the 32 queries)
-#pragma unroll
-      for (int kc = 0; kc < kBwdM / 16; ++kc) {
-        uint32_t ap[4] = {pack_bf16(st[2 * kc][0], st[2 * kc][1]), pack_bf16(st[2 * kc][2], st[2 * kc][3]),
-                          pack_bf16(st[2 * kc + 1][0], st[2 * kc + 1][1]), pack_bf16(st[2 * kc + 1][2], st[2 * kc + 1][3])};
-        uint32_t as[4] = {pack_bf16(dpt[2 * kc][0], dpt[2 * kc][1]), pack_bf16(dpt[2 * kc][2], dpt[2 * kc][3]),
-                          pack_bf16(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]), pack_bf16(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
-#pragma unroll
-        for (int dp = 0; dp < KD; ++dp) {
-          uint32_t r[4], rq[4];
-          ldsm_x4_t(r, sO + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
-          ldsm_x4_t(rq, sQ + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
-          mma16816(dV[2 * dp], ap, r[0], r[1]);
-          mma16816(dV[2 * dp + 1], ap, r[2], r[3]);
-          mma16816(dK[2 * dp], as, rq[0], rq[1]);
-          mma16816(dK[2 * dp + 1], as, rq[2], rq[3]);
-        }
-      }
-      // dS^T -> shared memory for dQ = dS K
-#pragma unroll
-      for (int nt = 0; nt < kBwdM / 8; ++nt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-          *reinterpret_cast<uint32_t*>(sS + (warp * 16 + g + r * 8) * SPS + nt * 8 + tig * 2) =
-              pack_bf16(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
-      __syncthreads();
-      // dQ[32 q, DP] += scale * dS[32 q, 64 k] K[64 k, DP]; warp w takes d-tiles w, w+4, ...
-      for (int nt = warp; nt < ND; nt += kWarps) {
-        float acc[kBwdM / 16][4];
-#pragma unroll
-        for (int mt = 0; mt < kBwdM / 16; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
-#pragma unroll
-        for (int ks = 0; ks < kBwdN / 16; ++ks) {
-          uint32_t b0, b1;
-          ldsm_x2_t(b0, b1, sK + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + nt * 8);
-#pragma unroll
-          for (int mt = 0; mt < kBwdM / 16; ++mt) {
-            uint32_t a[4];
-            ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + mt * 16 + ((lane / 8) % 2) * 8);
-            mma16816(acc[mt], a, b0, b1);
-          }
-        }
-#pragma unroll
-        for (int mt = 0; mt < kBwdM / 16; ++mt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int i = i0 + mt * 16 + g + (e / 2) * 8, c = nt * 8 + tig * 2 + (e % 2);
-            if (i < s.Tq && c < D) atomicAdd(dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D + c, acc[mt][e] * s.scale);
-          }
-      }
     }
   }
   // write dK (scaled) and dV for this warp's keys
@@ -376,13 +398,13 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   for (int r = 0; r < 2; ++r) {
     const int j = krow0 + r * 8;
     if (j >= s.Tk) continue;
-    T* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
-    T* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+    TO* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+    TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
 #pragma unroll
     for (int dt = 0; dt < ND; ++dt) {
       const int c = dt * 8 + tig * 2;
-      if (c < D) dkr[c] = from_f<T>(dK[dt][2 * r] * s.scale), dvr[c] = from_f<T>(dV[dt][2 * r]);
-      if (c + 1 < D) dkr[c + 1] = from_f<T>(dK[dt][2 * r + 1] * s.scale), dvr[c + 1] = from_f<T>(dV[dt][2 * r + 1]);
+      if (c < D) dkr[c] = from_f<TO>(dK[dt][2 * r] * s.scale), dvr[c] = from_f<TO>(dV[dt][2 * r]);
+      if (c + 1 < D) dkr[c + 1] = from_f<TO>(dK[dt][2 * r + 1] * s.scale), dvr[c + 1] = from_f<TO>(dV[dt][2 * r + 1]);
     }
   }
 }
@@ -394,16 +416,16 @@ void check_shape(const AttnShape& s) {
 }
 
 template <int DP>
-constexpr size_t fwd_smem() { return size_t(kFwdM + 2 * kFwdN) * (DP + 8) * sizeof(bf16); }
+constexpr size_t fwd_smem() { return size_t(kFwdM + 2 * 2 * kFwdN) * (DP + 8) * sizeof(bf16); }
 template <int DP>
 constexpr size_t bwd_smem() {
-  return size_t(2 * kBwdN + 2 * kBwdM) * (DP + 8) * sizeof(bf16) + size_t(kBwdN) * (kBwdM + 8) * sizeof(bf16) +
-         2 * kBwdM * sizeof(float);
+  return size_t(2 * kBwdN + 2 * 2 * kBwdM) * (DP + 8) * sizeof(bf16) + size_t(kBwdN) * (kBwdM + 8) * sizeof(bf16) +
+         2 * 2 * kBwdM * sizeof(float);
 }
 
-template <class T, int DP>
-void fwd_launch(T* out, float* lse, const T* q, const T* k, const T* v, const AttnShape& s) {
-  auto kern = attn_fwd_kernel<T, DP>;
+template <class TO, int DP>
+void fwd_launch(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
+  auto kern = attn_fwd_kernel<TO, DP>;
   static bool attr = [&] {
     SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP>())));
     return true;
@@ -413,10 +435,10 @@ void fwd_launch(T* out, float* lse, const T* q, const T* k, const T* v, const At
   kern<<<grid, kThreadsA, fwd_smem<DP>(), stream()>>>(out, lse, q, k, v, s);
   SR_CUDA_LAUNCHED("attention_fwd");
 }
-template <class T, int DP>
-void bwd_launch(float* dq_acc, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const float* lse,
-                const float* delta, const AttnShape& s) {
-  auto kern = attn_bwd_kernel<T, DP>;
+template <class TO, int DP>
+void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
+                const float* lse, const float* delta, const AttnShape& s) {
+  auto kern = attn_bwd_kernel<TO, DP>;
   static bool attr = [&] {
     SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bwd_smem<DP>())));
     return true;
@@ -427,29 +449,39 @@ void bwd_launch(float* dq_acc, T* dk, T* dv, const T* dout, const T* q, const T*
   SR_CUDA_LAUNCHED("attention_bwd");
 }
 
-template <class T>
-void attention_fwd_any(T* out, float* lse, const T* q, const T* k, const T* v, const AttnShape& s) {
+// Dispatch on the padded head dim.
+template <class TO>
+void attention_fwd_any(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
   check_shape(s);
   if (s.B * s.Tq == 0) return;
-  if (s.D <= 16) fwd_launch<T, 16>(out, lse, q, k, v, s);
-  else if (s.D <= 32) fwd_launch<T, 32>(out, lse, q, k, v, s);
-  else if (s.D <= 64) fwd_launch<T, 64>(out, lse, q, k, v, s);
-  else if (s.D <= 128) fwd_launch<T, 128>(out, lse, q, k, v, s);
-  else fwd_launch<T, 256>(out, lse, q, k, v, s);
+  if (s.D <= 16) fwd_launch<TO, 16>(out, lse, q, k, v, s);
+  else if (s.D <= 32) fwd_launch<TO, 32>(out, lse, q, k, v, s);
+  else if (s.D <= 64) fwd_launch<TO, 64>(out, lse, q, k, v, s);
+  else if (s.D <= 128) fwd_launch<TO, 128>(out, lse, q, k, v, s);
+  else fwd_launch<TO, 256>(out, lse, q, k, v, s);
+}
+// delta must already hold rowsum(dO * O).
+template <class TO>
+void attention_bwd_any(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
+                       const float* lse, const float* delta, const AttnShape& s) {
+  check_shape(s);
+  if (s.B * s.Tq == 0) return;
+  if (s.D <= 16) bwd_launch<TO, 16>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else if (s.D <= 32) bwd_launch<TO, 32>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else if (s.D <= 64) bwd_launch<TO, 64>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else if (s.D <= 128) bwd_launch<TO, 128>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  else bwd_launch<TO, 256>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
 }
 template <class T>
-void attention_bwd_any(float* dq_acc, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                       const float* lse, float* delta, const AttnShape& s) {
-  check_shape(s);
-  if (s.B * s.Tq == 0) return;
+void compute_delta(float* delta, const T* dout, const T* out, const AttnShape& s) {
   const int rows = s.B * s.Tq * s.Hq;
   attn_delta_kernel<T><<<(rows + 7) / 8, 256, 0, stream()>>>(delta, dout, out, s);
   SR_CUDA_LAUNCHED("attention_delta");
-  if (s.D <= 16) bwd_launch<T, 16>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
-  else if (s.D <= 32) bwd_launch<T, 32>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
-  else if (s.D <= 64) bwd_launch<T, 64>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
-  else if (s.D <= 128) bwd_launch<T, 128>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
-  else bwd_launch<T, 256>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+}
+Buffer<bf16> as_bf16(const float* x, size_t n) {
+  Buffer<bf16> b(&device_mem(), n);
+  to_bf16(b.data(), x, n);
+  return b;
 }
 }  // namespace
 
@@ -461,24 +493,33 @@ void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const vo
                         const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s) {
   const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D;
   SR_CUDA(cudaMemsetAsync(dq_ws, 0, nq * sizeof(float), stream()));
+  if (s.B * s.Tq == 0) return;
+  compute_delta(delta_ws, static_cast<const bf16*>(dout), static_cast<const bf16*>(out), s);
   attention_bwd_any<bf16>(dq_ws, static_cast<bf16*>(dk), static_cast<bf16*>(dv), static_cast<const bf16*>(dout),
-                          static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
-                          static_cast<const bf16*>(out), lse, delta_ws, s);
+                          static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), lse,
+                          delta_ws, s);
   to_bf16(dq, dq_ws, nq);
 }
 
+// fp32 storage (the model's ops): operands are rounded to bf16 once, outputs and dQ stay fp32.
 namespace ops {
 void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
-  attention_fwd_any<float>(out, lse, q, k, v, s);
+  const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D, nk = size_t(s.B) * s.Tk * s.Hkv * s.D;
+  Buffer<bf16> qb = as_bf16(q, nq), kb = as_bf16(k, nk), vb = as_bf16(v, nk);
+  attention_fwd_any<float>(out, lse, qb.data(), kb.data(), vb.data(), s);
 }
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* out, const float* lse, const AttnShape& s) {
-  const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D;
+  const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D, nk = size_t(s.B) * s.Tk * s.Hkv * s.D;
+  SR_ASSERT(dk && dv, "attention_bwd (cuda): dk and dv are required");
   Buffer<float> delta(&device_mem(), size_t(s.B) * s.Hq * s.Tq);
   Buffer<float> dq_tmp(&device_mem(), dq ? 0 : nq);
   float* dq_acc = dq ? dq : dq_tmp.data();
   SR_CUDA(cudaMemsetAsync(dq_acc, 0, nq * sizeof(float), stream()));
-  attention_bwd_any<float>(dq_acc, dk, dv, dout, q, k, v, out, lse, delta.data(), s);
+  if (s.B * s.Tq == 0) return;
+  compute_delta(delta.data(), dout, out, s);
+  Buffer<bf16> qb = as_bf16(q, nq), kb = as_bf16(k, nk), vb = as_bf16(v, nk), db = as_bf16(dout, nq);
+  attention_bwd_any<float>(dq_acc, dk, dv, db.data(), qb.data(), kb.data(), vb.data(), lse, delta.data(), s);
 }
 }  // namespace ops
 
