@@ -2,7 +2,8 @@
 // PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
 //       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
-//   bench_cuda model --preset 0.5b|3b --L 4096 [--window 0] [--steps 5] [--decode 64]
+//   bench_cuda model --preset 0.5b|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
+//       (recompute defaults to 1 above 16k tokens)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
 #include <chrono>
 #include <cmath>
@@ -105,12 +106,14 @@ int model(std::map<std::string, std::string> a) {
   Transformer m(c);
   m.init_random(1);
   m.set_ops(&ops_cuda());
+  const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
+  m.set_recompute(recompute);
   const double P = double(m.num_params()), V = c.vocab_size, C = c.hidden_size;
   // matmul FLOPs per token (forward): 2 * (params - embedding table + LM head) ; attention per layer
   const double mm = 2.0 * (P - V * C + V * C);
   const double attn_fwd = 4.0 * c.num_heads * c.head_dim * c.num_layers * visible_pairs(L, W) / L;
-  std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"device\":\"%s\"", p.c_str(),
-              P, L, W, cuda::device_summary().c_str());
+  std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,\"device\":\"%s\"",
+              p.c_str(), P, L, W, int(recompute), cuda::device_summary().c_str());
   try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens
     AdamW opt(m.num_params(), {}, ops_cuda());
     std::vector<int32_t> ids(L), tg(L);
@@ -132,8 +135,7 @@ int model(std::map<std::string, std::string> a) {
   } catch (const Error& e) {
     std::printf(",\"train_error\":\"%s\"", e.what());
   }
-  m.zero_grad();
-  m.set_ops(&ops_cuda());  // drop training activations before inference
+  m.set_recompute(false);  // drops the training activations before inference
   cuda::empty_cache();
   try {
     std::vector<int32_t> ids(L);

@@ -155,12 +155,13 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   if (A.N != N || A.res.mem() != ops_->mem) {  // batches of varying length reuse the same memory
     A.N = N;
     A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, kLogitsChunkFloats / size_t(V))));
+    const size_t S = recompute_ ? 1 : size_t(L);  // activation slots
     fit(A.res, size_t(L + 1) * N * C);
-    fit(A.h1, size_t(L) * N * C), fit(A.rstd1, size_t(L) * N);
-    fit(A.q, size_t(L) * N * qd), fit(A.k, size_t(L) * N * kvd), fit(A.v, size_t(L) * N * kvd);
-    fit(A.att, size_t(L) * N * qd), fit(A.lse, size_t(L) * N * cfg_.num_heads);
-    fit(A.xmid, size_t(L) * N * C), fit(A.h2, size_t(L) * N * C), fit(A.rstd2, size_t(L) * N);
-    fit(A.g, size_t(L) * N * F), fit(A.u, size_t(L) * N * F), fit(A.a, size_t(L) * N * F);
+    fit(A.h1, S * N * C), fit(A.rstd1, S * N);
+    fit(A.q, S * N * qd), fit(A.k, S * N * kvd), fit(A.v, S * N * kvd);
+    fit(A.att, S * N * qd), fit(A.lse, S * N * cfg_.num_heads);
+    fit(A.xmid, S * N * C), fit(A.h2, S * N * C), fit(A.rstd2, S * N);
+    fit(A.g, S * N * F), fit(A.u, S * N * F), fit(A.a, S * N * F);
     fit(A.hf, size_t(N) * C), fit(A.rstdf, N), fit(A.logits, size_t(A.logit_rows) * V);
     fit(A.lse_x, N), fit(A.loss, N), fit(A.pos, N), fit(A.ids, N), fit(A.targets, N);
     fit(A.tmp, size_t(N) * C);
@@ -174,25 +175,8 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   A.pos.upload(pos.data(), N);
 
   float* P = backend_params();
-  float* tmp = A.tmp.data();
   ops_->embedding_fwd(A.res.data(), A.ids.data(), P + off_embed_, N, C);
-  for (int l = 0; l < L; ++l) {
-    LayerParams w = layer(P, l);
-    float* x = A.res.data() + size_t(l) * N * C;
-    float* h1 = A.h1.data() + size_t(l) * N * C;
-    float *q = A.q.data() + size_t(l) * N * qd, *k = A.k.data() + size_t(l) * N * kvd, *v = A.v.data() + size_t(l) * N * kvd;
-    float *att = A.att.data() + size_t(l) * N * qd, *xmid = A.xmid.data() + size_t(l) * N * C;
-    float* h2 = A.h2.data() + size_t(l) * N * C;
-    ops_->rmsnorm_fwd(h1, A.rstd1.data() + size_t(l) * N, x, w.ln1, N, C, cfg_.rms_norm_eps);
-    project_qkv(w, h1, N, A.pos.data(), q, k, v);
-    ops_->attention_fwd(att, A.lse.data() + size_t(l) * N * cfg_.num_heads, q, k, v, attn_shape(B, T, T, l));
-    ops_->linear_fwd(tmp, att, w.wo, nullptr, N, int(qd), C);
-    ops_->add(xmid, x, tmp, size_t(N) * C);
-    ops_->rmsnorm_fwd(h2, A.rstd2.data() + size_t(l) * N, xmid, w.ln2, N, C, cfg_.rms_norm_eps);
-    mlp_forward(w, h2, N, A.g.data() + size_t(l) * N * F, A.u.data() + size_t(l) * N * F,
-                A.a.data() + size_t(l) * N * F, tmp);
-    ops_->add(A.res.data() + size_t(l + 1) * N * C, xmid, tmp, size_t(N) * C);
-  }
+  for (int l = 0; l < L; ++l) layer_forward(l, recompute_ ? 0 : l, true);
   ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, P + off_norm_, N, C,
                     cfg_.rms_norm_eps);
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
@@ -202,6 +186,33 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
     if (targets[i] >= 0) num += double(weights[i]) * loss[i], den += weights[i];
   weight_sum_ = den;
   return den > 0 ? float(num / den) : 0.0f;
+}
+
+Transformer::LayerActs Transformer::layer_acts(int slot) {
+  Activations& A = act_;
+  const size_t N = A.N, C = cfg_.hidden_size, F = cfg_.intermediate_size, H = cfg_.num_heads;
+  const size_t qd = H * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim, o = size_t(slot) * N;
+  return {A.h1.data() + o * C,   A.rstd1.data() + o,     A.q.data() + o * qd,   A.k.data() + o * kvd,
+          A.v.data() + o * kvd,  A.att.data() + o * qd,  A.lse.data() + o * H,  A.xmid.data() + o * C,
+          A.h2.data() + o * C,   A.rstd2.data() + o,     A.g.data() + o * F,    A.u.data() + o * F,
+          A.a.data() + o * F};
+}
+
+void Transformer::layer_forward(int l, int slot, bool write_out) {
+  Activations& A = act_;
+  const int N = A.N, C = cfg_.hidden_size, qd = cfg_.num_heads * cfg_.head_dim;
+  LayerParams w = layer(backend_params(), l);
+  LayerActs t = layer_acts(slot);
+  const float* x = A.res.data() + size_t(l) * N * C;
+  float* tmp = A.tmp.data();
+  ops_->rmsnorm_fwd(t.h1, t.rstd1, x, w.ln1, N, C, cfg_.rms_norm_eps);
+  project_qkv(w, t.h1, N, A.pos.data(), t.q, t.k, t.v);
+  ops_->attention_fwd(t.att, t.lse, t.q, t.k, t.v, attn_shape(B_, T_, T_, l));
+  ops_->linear_fwd(tmp, t.att, w.wo, nullptr, N, qd, C);
+  ops_->add(t.xmid, x, tmp, size_t(N) * C);
+  ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, w.ln2, N, C, cfg_.rms_norm_eps);
+  mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp);
+  if (write_out) ops_->add(A.res.data() + size_t(l + 1) * N * C, t.xmid, tmp, size_t(N) * C);
 }
 
 void Transformer::lm_head_rows(int r0, int rows) {
@@ -241,24 +252,24 @@ void Transformer::backward(float loss_scale) {
   }
   ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, P + off_norm_, A.rstdf.data(), N, C);
   for (int l = L - 1; l >= 0; --l) {
+    const int slot = recompute_ ? 0 : l;
+    if (recompute_) layer_forward(l, slot, false);
     LayerParams w = layer(P, l), gw = layer(G, l);
+    LayerActs t = layer_acts(slot);
     const float* x = A.res.data() + size_t(l) * N * C;
-    const float *h1 = A.h1.data() + size_t(l) * N * C, *h2 = A.h2.data() + size_t(l) * N * C;
-    const float *q = A.q.data() + size_t(l) * N * qd, *k = A.k.data() + size_t(l) * N * kvd, *v = A.v.data() + size_t(l) * N * kvd;
-    const float *att = A.att.data() + size_t(l) * N * qd, *xmid = A.xmid.data() + size_t(l) * N * C;
-    const float *ga = A.g.data() + size_t(l) * N * F, *ua = A.u.data() + size_t(l) * N * F, *aa = A.a.data() + size_t(l) * N * F;
+    const float *h1 = t.h1, *h2 = t.h2, *q = t.q, *k = t.k, *v = t.v, *att = t.att, *xmid = t.xmid;
+    const float *ga = t.g, *ua = t.u, *aa = t.a;
     // out = xmid + down(a): dx is d(out); d(xmid) accumulates dx + norm path
     ops_->linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C);  // da
     ops_->swiglu_bwd(dF2, dF3, dF1, ga, ua, N, F);                 // dgate, dup
     ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F);
     ops_->linear_bwd(dtmp, gw.wu, nullptr, dF3, h2, w.wu, N, C, F);
     ops_->add(dh, dh, dtmp, size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp, gw.ln2, dh, xmid, w.ln2, A.rstd2.data() + size_t(l) * N, N, C);
+    ops_->rmsnorm_bwd(dtmp, gw.ln2, dh, xmid, w.ln2, t.rstd2, N, C);
     ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(xmid)
     // xmid = x + o_proj(att)
     ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C);
-    ops_->attention_bwd(dq, dk, dv, datt, q, k, v, att, A.lse.data() + size_t(l) * N * cfg_.num_heads,
-                        attn_shape(B, T, T, l));
+    ops_->attention_bwd(dq, dk, dv, datt, q, k, v, att, t.lse, attn_shape(B, T, T, l));
     ops_->rope_bwd(dq, dq, A.pos.data(), N, cfg_.num_heads, cfg_.head_dim, cfg_.rope_theta);
     ops_->rope_bwd(dk, dk, A.pos.data(), N, cfg_.num_kv_heads, cfg_.head_dim, cfg_.rope_theta);
     ops_->linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd));
@@ -266,7 +277,7 @@ void Transformer::backward(float loss_scale) {
     ops_->add(dh, dh, dtmp, size_t(N) * C);
     ops_->linear_bwd(dtmp, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd));
     ops_->add(dh, dh, dtmp, size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, w.ln1, A.rstd1.data() + size_t(l) * N, N, C);
+    ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, w.ln1, t.rstd1, N, C);
     ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(x) of layer l
   }
   ops_->embedding_bwd(G + off_embed_, dx, A.ids.data(), N, C);

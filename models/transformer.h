@@ -66,6 +66,12 @@ class Transformer {
   float forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T);
   // Accumulates d(loss * loss_scale)/d(params) into grads() for the last forward().
   void backward(float loss_scale = 1.0f);
+  // Activation recomputation: forward() keeps only each layer's input (the residual stream) and
+  // backward() recomputes one layer at a time, so activation memory is ~(L+1)*N*C plus one layer
+  // instead of ~L*N*(6C + 3F + ...): what lets a 64k-token sequence train in GPU memory, for
+  // about one extra forward pass of compute. Same results as without (deterministic kernels).
+  void set_recompute(bool on) { recompute_ = on, act_ = Activations{}; }
+  bool recompute() const { return recompute_; }
   // [B*T, V] logits of the last forward() (host copy); only when the batch's logits fit in one
   // LM-head chunk (see kLogitsChunkFloats), which holds for the small batches tests use.
   std::vector<float> last_logits() const;
@@ -102,6 +108,14 @@ class Transformer {
   void fit(Buffer<T>& b, size_t n) const;
   // LM head + cross-entropy over rows [r0, r0+rows) of the final hidden state into A.logits.
   void lm_head_rows(int r0, int rows);
+  // Pointers to activation slot `slot` (= the layer, or 0 for every layer under recompute).
+  struct LayerActs {
+    float *h1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *h2, *rstd2, *g, *u, *a;
+  };
+  LayerActs layer_acts(int slot);
+  // Layer l of the training forward: reads res[l], fills the slot's activations and (when
+  // write_out) res[l+1].
+  void layer_forward(int l, int slot, bool write_out);
   size_t add_param(const std::string& name, const Shape& shape);
   const float* lm_head(const float* base) const { return base + off_lm_head_; }
   AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;
@@ -119,6 +133,7 @@ class Transformer {
   Activations act_;
   Workspace work_;
   double weight_sum_ = 0;
+  bool recompute_ = false;
   int B_ = 0, T_ = 0;
 };
 

@@ -55,6 +55,14 @@ TEST(Model, GradientMatchesFiniteDifferences) {
   mc.backward();
   std::vector<float> gcpu(mc.grads(), mc.grads() + mc.num_params());
   EXPECT_CLOSE(gcpu, analytic, 1e-5, 1e-3);
+  // Activation recomputation changes memory, not results: bitwise-equal loss and gradients.
+  Transformer mr(c, &ops_cpu());
+  std::memcpy(mr.params(), m.params(), m.num_params() * sizeof(float));
+  mr.set_recompute(true);
+  mr.zero_grad();
+  EXPECT_EQ(mr.forward(ids.data(), tg.data(), w.data(), B, T), mc.forward(ids.data(), tg.data(), w.data(), B, T));
+  mr.backward();
+  EXPECT_EQ(0, std::memcmp(mr.grads(), gcpu.data(), gcpu.size() * sizeof(float)));
   // Central differences in fp32 on a spread of parameters (every tensor visited).
   int checked = 0;
   for (const ParamSpec& s : m.param_specs()) {

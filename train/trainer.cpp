@@ -42,6 +42,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& w) {
   c.max_seconds = json_num_or(j, "max_seconds", 0.0, w);
   c.seed = uint64_t(json_int_or(j, "seed", 0, w));
   c.device = json_str_or(j, "device", "cpu", w);
+  c.recompute = json_bool_or(j, "recompute", false, w);
   auto pos = [&](const char* f, int64_t v) {
     if (v <= 0) fail(w + ": field '" + f + "'", "must be positive");
   };
@@ -68,6 +69,7 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
     model_->init_random(cfg_.seed);
   }
   model_->set_ops(&ops_for_device(cfg_.device));
+  model_->set_recompute(cfg_.recompute);
   if (tok_->vocab_size() > model_->config().vocab_size)
     fail("train config: field 'tokenizer'", "tokenizer has more tokens than the model's vocab_size");
   opt_ = std::make_unique<AdamW>(model_->num_params(), AdamWConfig{cfg_.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay},

@@ -7,6 +7,7 @@
 //   "weight_decay", "beta1", "beta2", "eps", "grad_clip", "seed", "log_every",
 //   "checkpoint_every", "group_by_length" (default false; less padding for mixed lengths), "max_seconds" (stop early, with a checkpoint, after this wall time)
 //   "device": "cpu" (default) | "cuda" | "ref"   backend the model trains on (`--device` overrides)
+//   "recompute": false   activation recomputation per layer (long sequences in less memory)
 // Checkpoint = out_dir/checkpoint/: the model directory files + optimizer.safetensors (AdamW m, v)
 // + trainer_state.json (step, data cursor, RNG); replaced atomically (write aside, then rename).
 // The final model goes to out_dir/model/. Resuming continues bit-for-bit on CPU.
@@ -30,7 +31,7 @@ struct TrainConfig {
   int64_t steps = 1000, warmup_steps = 50, log_every = 10, checkpoint_every = 0;
   float lr = 1e-3f, min_lr = 1e-4f, weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, grad_clip = 1.0f;
   float prompt_weight = 0.0f, chunk_weight = 0.0f;
-  bool group_by_length = false;
+  bool group_by_length = false, recompute = false;
   double max_seconds = 0;
   uint64_t seed = 0;
   json source;  // the parsed file, saved into checkpoints
