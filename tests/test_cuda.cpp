@@ -299,6 +299,15 @@ TEST(Cuda, ModelLogitsAndTrainingStepMatchCpu) {
     std::vector<float> gg(gpu_m.num_params());
     gpu().mem->to_host(gg.data(), gpu_m.grads(), gg.size() * sizeof(float));
     EXPECT_REL(gg, gc, 3e-2);
+    // activation recomputation on the GPU: same loss and gradients (up to atomics' summation order)
+    gpu_m.set_recompute(true);
+    gpu_m.zero_grad();
+    EXPECT_NEAR(gpu_m.forward(ids.data(), tg.data(), w.data(), B, T), lg, 1e-6 * std::fabs(lg));
+    gpu_m.backward();
+    std::vector<float> gr(gpu_m.num_params());
+    gpu().mem->to_host(gr.data(), gpu_m.grads(), gr.size() * sizeof(float));
+    EXPECT_REL(gr, gg, 1e-5);
+    gpu_m.set_recompute(false);
     // cached inference: one-shot prefill == pieces, and == the CPU
     std::vector<int32_t> seq(ids.begin(), ids.begin() + T);
     Session sc(cpu_m), sg(gpu_m), sg2(gpu_m);
