@@ -2,6 +2,9 @@
 // PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
 //       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
+//   bench_cuda gemm
+//       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
+//       ops use today) vs bf16 storage
 //   bench_cuda model --preset 0.5b|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
 //       (recompute defaults to 1 above 16k tokens)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
@@ -12,6 +15,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include <cublas_v2.h>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -84,6 +89,38 @@ int attention(std::map<std::string, std::string> a) {
   std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
               "\"dim\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
               L, W, B, H, D, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
+  return 0;
+}
+
+int gemm(std::map<std::string, std::string> a) {
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) fail("cublas", "cublasCreate failed");
+  const int reps = geti(a, "reps", 20);
+  struct Shape { int N, I, O; const char* what; };
+  for (Shape sh : {Shape{4096, 896, 4864, "0.5b mlp up"}, Shape{4096, 4864, 896, "0.5b mlp down"},
+                   Shape{4096, 2048, 11008, "3b mlp up"}, Shape{4096, 896, 151936, "0.5b lm head"}}) {
+    const size_t nx = size_t(sh.N) * sh.I, nw = size_t(sh.O) * sh.I, ny = size_t(sh.N) * sh.O;
+    Buffer<float> x(ops_cuda().mem, nx), w(ops_cuda().mem, nw), y(ops_cuda().mem, ny);
+    Buffer<uint16_t> xb = random_bf16(nx, 1), wb = random_bf16(nw, 2), yb(ops_cuda().mem, ny);
+    cuda::from_bf16(x.data(), xb.data(), nx), cuda::from_bf16(w.data(), wb.data(), nw);
+    const float alpha = 1, beta = 0;
+    auto run = [&](cudaDataType_t t, cublasComputeType_t c) {
+      const void *A = t == CUDA_R_32F ? (const void*)w.data() : (const void*)wb.data();
+      const void *B = t == CUDA_R_32F ? (const void*)x.data() : (const void*)xb.data();
+      void* C = t == CUDA_R_32F ? (void*)y.data() : (void*)yb.data();
+      return median_ms([&] {
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.O, sh.N, sh.I, &alpha, A, t, sh.I, B, t, sh.I, &beta, C, t, sh.O, c,
+                     CUBLAS_GEMM_DEFAULT);
+      }, reps);
+    };
+    const double fl = 2.0 * sh.N * sh.I * sh.O;
+    double t32 = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_16BF), ttf = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32),
+           tbf = run(CUDA_R_16BF, CUBLAS_COMPUTE_32F);
+    std::printf("{\"bench\":\"gemm\",\"shape\":\"%s\",\"N\":%d,\"I\":%d,\"O\":%d,\"fp32_fast16bf_tflops\":%.1f,"
+                "\"fp32_tf32_tflops\":%.1f,\"bf16_tflops\":%.1f}\n",
+                sh.what, sh.N, sh.I, sh.O, fl / t32 * 1e-9, fl / ttf * 1e-9, fl / tbf * 1e-9);
+  }
+  cublasDestroy(h);
   return 0;
 }
 
@@ -174,7 +211,8 @@ int main(int argc, char** argv) {
     std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "attention") return attention(parse(argc, argv, 2));
     if (mode == "model") return model(parse(argc, argv, 2));
-    std::fprintf(stderr, "usage: bench_cuda attention|model [--flag value ...]\n");
+    if (mode == "gemm") return gemm(parse(argc, argv, 2));
+    std::fprintf(stderr, "usage: bench_cuda attention|model|gemm [--flag value ...]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda: %s\n", e.what());

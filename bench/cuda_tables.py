@@ -16,16 +16,23 @@ def main(jpath, gpu_path):
                 continue
             print(f"| {r['L']} | {r['window']} | {r['impl']} | {r['fwd_ms']:.3f} | {r['fwd_tflops']:.0f} | "
                   f"{r['fwdbwd_ms']:.3f} | {r['fwdbwd_tflops']:.0f} |")
+    gm = [r for r in rows if r.get("bench") == "gemm"]
+    if gm:
+        print("\n| GEMM | N x I -> O | fp32 storage, bf16 TC | fp32 storage, tf32 TC | bf16 storage |")
+        print("|---|---|---|---|---|")
+        for r in gm:
+            print(f"| {r['shape']} | {r['N']} x {r['I']} -> {r['O']} | {r['fp32_fast16bf_tflops']:.0f} | "
+                  f"{r['fp32_tf32_tflops']:.0f} | {r['bf16_tflops']:.0f} |")
     mod = [r for r in rows if r.get("bench") == "model"]
     if mod:
-        print("\n| model | L | window | train tok/s | MFU | peak GiB | prefill tok/s | decode tok/s | decode GB/s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n| model | L | window | recompute | train tok/s | MFU | peak GiB | prefill tok/s | decode tok/s | decode GB/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in mod:
             tr = (f"{r['train_tokens_per_s']:.0f} | {100*r['train_mfu']:.1f}% | {r['train_peak_gib']:.1f}"
                   if "train_tokens_per_s" in r else f"{r.get('train_error', '')[:50]} | | ")
             inf = (f"{r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} | {r['decode_GBps']:.0f}"
                    if "prefill_tokens_per_s" in r else f"{r.get('infer_error', '')[:50]} | | ")
-            print(f"| {r['preset']} | {r['L']} | {r['window']} | {tr} | {inf} |")
+            print(f"| {r['preset']} | {r['L']} | {r['window']} | {'yes' if r.get('recompute') else 'no'} | {tr} | {inf} |")
 
 
 if __name__ == "__main__":

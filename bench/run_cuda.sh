@@ -3,12 +3,12 @@
 # (bench_cuda and the PyTorch baselines, same card, same run) and the docs/PERF.md tables.
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
-#   what: tests attention model (default: all three)
+#   what: tests attention gemm model (default: all four)
 # Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:?bin dir}; OUTD=${2:-build-cuda/bench-out}; shift 2 || true
-WHAT=${*:-tests attention model}
+WHAT=${*:-tests attention gemm model}
 mkdir -p "$OUTD"
 export LD_LIBRARY_PATH="$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUTD/gpu.txt"
@@ -26,12 +26,17 @@ if [[ " $WHAT " == *" attention "* ]]; then
     done
   done
 fi
+if [[ " $WHAT " == *" gemm "* ]]; then
+  "$BIN/bench_cuda" gemm | tee -a "$J"
+fi
 if [[ " $WHAT " == *" model "* ]]; then
-  for P in 0.5b 3b; do
+  for P in ${PRESETS:-0.5b 3b}; do
     for L in 4096 65536; do
       for W in 0 4096; do
         [[ $L -le $W ]] && continue
-        timeout 300 "$BIN/bench_cuda" model --preset $P --L $L --window $W --steps 3 --decode 32 | tee -a "$J"
+        # 64k steps take seconds each: fewer repeats there
+        S=3; [[ $L -gt 16384 ]] && S=1
+        timeout 300 "$BIN/bench_cuda" model --preset $P --L $L --window $W --steps $S --decode 32 | tee -a "$J"
       done
     done
   done

@@ -409,6 +409,106 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   }
 }
 
+// ---------------------------------------------------------------- decode (one query)
+// Split-K over the visible keys: grid (splits, kv head, batch), 4 warps; each block handles all
+// `G` query heads of its kv head (GQA: K/V rows read once), fp32 throughout. Each warp takes every
+// 4th key of the block's range with an online softmax; partial (m, l, o) per split go to a
+// workspace and a second kernel merges them.
+constexpr int kDecMaxG = 8, kDecWarps = 4;
+template <int DV>  // DV = ceil(D / 32): elements per lane
+__global__ void __launch_bounds__(kDecWarps * 32) attn_decode_kernel(float* __restrict__ part_o, float* __restrict__ part_ml,
+                                                                      const float* __restrict__ q, const float* __restrict__ k,
+                                                                      const float* __restrict__ v, AttnShape s, int lo,
+                                                                      int chunk, int G) {
+  const int split = blockIdx.x, kh = blockIdx.y, b = blockIdx.z, nsplit = gridDim.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, D = s.D;
+  const size_t ldk = size_t(s.Hkv) * D;
+  const int j_begin = lo + split * chunk, j_end = min(s.Tk, j_begin + chunk);
+  // register arrays indexed only by unrolled loop counters (runtime G guards each step)
+  float qr[kDecMaxG][DV], acc[kDecMaxG][DV], m[kDecMaxG], l[kDecMaxG];
+#pragma unroll
+  for (int g = 0; g < kDecMaxG; ++g) {
+    if (g >= G) break;
+    const float* qh = q + (size_t(b) * s.Hq + kh * G + g) * D;
+#pragma unroll
+    for (int e = 0; e < DV; ++e) {
+      const int d = lane + 32 * e;
+      qr[g][e] = d < D ? qh[d] * s.scale : 0.0f;
+      acc[g][e] = 0.0f;
+    }
+    m[g] = -INFINITY, l[g] = 0.0f;
+  }
+  for (int j = j_begin + warp; j < j_end; j += kDecWarps) {
+    const float* kr = k + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+    const float* vr = v + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+    float kv[DV], vv[DV];
+#pragma unroll
+    for (int e = 0; e < DV; ++e) {
+      const int d = lane + 32 * e;
+      kv[e] = d < D ? kr[d] : 0.0f;
+      vv[e] = d < D ? vr[d] : 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < kDecMaxG; ++g) {
+      if (g >= G) break;
+      float x = 0;
+#pragma unroll
+      for (int e = 0; e < DV; ++e) x += qr[g][e] * kv[e];
+      for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+      const float mn = fmaxf(m[g], x), c = __expf(m[g] - mn), p = __expf(x - mn);
+      l[g] = l[g] * c + p;
+#pragma unroll
+      for (int e = 0; e < DV; ++e) acc[g][e] = acc[g][e] * c + p * vv[e];
+      m[g] = mn;
+    }
+  }
+  // merge the 4 warps through shared memory
+  __shared__ float sm_m[kDecWarps][kDecMaxG], sm_l[kDecWarps][kDecMaxG];
+  __shared__ float sm_o[kDecWarps][kDecMaxG][DV * 32];
+#pragma unroll
+  for (int g = 0; g < kDecMaxG; ++g) {
+    if (g >= G) break;
+    if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
+#pragma unroll
+    for (int e = 0; e < DV; ++e) sm_o[warp][g][lane + 32 * e] = acc[g][e];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * DV * 32; idx += blockDim.x) {
+    const int g = idx / (DV * 32), d = idx % (DV * 32);
+    float M = -INFINITY;
+    for (int w = 0; w < kDecWarps; ++w) M = fmaxf(M, sm_m[w][g]);
+    float L = 0, O = 0;
+    for (int w = 0; w < kDecWarps; ++w) {
+      const float c = sm_m[w][g] == -INFINITY ? 0.0f : __expf(sm_m[w][g] - M);
+      L += sm_l[w][g] * c, O += sm_o[w][g][d] * c;
+    }
+    const size_t row = (size_t(b) * s.Hq + kh * G + g) * nsplit + split;  // [B, Hq, splits]
+    if (d < D) part_o[row * D + d] = O;
+    if (d == 0) part_ml[2 * row] = M, part_ml[2 * row + 1] = L;
+  }
+}
+// out[b, h] = merge of the splits; lse natural-log.
+__global__ void attn_decode_merge_kernel(float* out, float* lse, const float* part_o, const float* part_ml, int nsplit,
+                                         AttnShape s) {
+  const int bh = blockIdx.x, D = s.D;  // bh = b * Hq + h; out row [B, 1, Hq, D] has the same index
+  float M = -INFINITY;
+  for (int t = 0; t < nsplit; ++t) M = fmaxf(M, part_ml[2 * (size_t(bh) * nsplit + t)]);
+  float L = 0;
+  for (int t = 0; t < nsplit; ++t) {
+    const float mt = part_ml[2 * (size_t(bh) * nsplit + t)];
+    L += mt == -INFINITY ? 0.0f : part_ml[2 * (size_t(bh) * nsplit + t) + 1] * __expf(mt - M);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float O = 0;
+    for (int t = 0; t < nsplit; ++t) {
+      const float mt = part_ml[2 * (size_t(bh) * nsplit + t)];
+      if (mt != -INFINITY) O += part_o[(size_t(bh) * nsplit + t) * D + d] * __expf(mt - M);
+    }
+    out[size_t(bh) * D + d] = L > 0 ? O / L : 0.0f;
+  }
+  if (threadIdx.x == 0) lse[bh] = L > 0 ? M + logf(L) : -INFINITY;
+}
+
 void check_shape(const AttnShape& s) {
   if (s.D < 1 || s.D > 256) fail("attention (cuda)", "head dim " + std::to_string(s.D) + " not supported (1..256)");
   if (s.Hkv < 1 || s.Hq % s.Hkv != 0) fail("attention (cuda)", "query heads must be a multiple of kv heads");
@@ -501,9 +601,41 @@ void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const vo
   to_bf16(dq, dq_ws, nq);
 }
 
+namespace {
+template <int DV>
+void decode_launch(float* po, float* pml, const float* q, const float* k, const float* v, const AttnShape& s, int lo,
+                   int chunk, int nsplit) {
+  dim3 grid(nsplit, s.Hkv, s.B);
+  attn_decode_kernel<DV><<<grid, kDecWarps * 32, 0, stream()>>>(po, pml, q, k, v, s, lo, chunk, s.Hq / s.Hkv);
+}
+}  // namespace
+
+// One query per sequence (token-by-token decode, at most 8 query heads per kv head): split-K fp32
+// kernel, no bf16 rounding.
+void attention_decode(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  const int lo = s.window > 0 ? std::max(0, s.Tk - s.window) : 0, visible = s.Tk - lo;
+  // enough blocks to fill the GPU twice over, at least 64 keys per block
+  const int groups = s.B * s.Hkv;
+  int nsplit = std::max(1, std::min((visible + 63) / 64, (2 * 132 + groups - 1) / groups));
+  const int chunk = (visible + nsplit - 1) / nsplit;
+  nsplit = (visible + chunk - 1) / chunk;
+  Buffer<float> po(&device_mem(), size_t(s.B) * s.Hq * nsplit * s.D), pml(&device_mem(), size_t(s.B) * s.Hq * nsplit * 2);
+  if (s.D <= 32) decode_launch<1>(po.data(), pml.data(), q, k, v, s, lo, chunk, nsplit);
+  else if (s.D <= 64) decode_launch<2>(po.data(), pml.data(), q, k, v, s, lo, chunk, nsplit);
+  else if (s.D <= 128) decode_launch<4>(po.data(), pml.data(), q, k, v, s, lo, chunk, nsplit);
+  else decode_launch<8>(po.data(), pml.data(), q, k, v, s, lo, chunk, nsplit);
+  SR_CUDA_LAUNCHED("attention_decode");
+  attn_decode_merge_kernel<<<s.B * s.Hq, 128, 0, stream()>>>(out, lse, po.data(), pml.data(), nsplit, s);
+  SR_CUDA_LAUNCHED("attention_decode_merge");
+}
+
 // fp32 storage (the model's ops): operands are rounded to bf16 once, outputs and dQ stay fp32.
 namespace ops {
 void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  if (s.Tq == 1 && s.B * s.Tk > 0 && s.Hq / s.Hkv <= kDecMaxG) {
+    check_shape(s);
+    return attention_decode(out, lse, q, k, v, s);
+  }
   const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D, nk = size_t(s.B) * s.Tk * s.Hkv * s.D;
   Buffer<bf16> qb = as_bf16(q, nq), kb = as_bf16(k, nk), vb = as_bf16(v, nk);
   attention_fwd_any<float>(out, lse, qb.data(), kb.data(), vb.data(), s);
