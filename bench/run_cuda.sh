@@ -4,6 +4,7 @@
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
 #   what: tests attention gemm model (default: all four)
+#   env PRESETS="0.5b 3b" (model sizes), SKIP="3b-65536-0 ..." (model rows to leave out)
 # Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ if [[ " $WHAT " == *" model "* ]]; then
     for L in 4096 65536; do
       for W in 0 4096; do
         [[ $L -le $W ]] && continue
+        [[ " ${SKIP:-} " == *" $P-$L-$W "* ]] && continue
         # 64k steps take seconds each: fewer repeats there
         S=3; [[ $L -gt 16384 ]] && S=1
         timeout 300 "$BIN/bench_cuda" model --preset $P --L $L --window $W --steps $S --decode 32 | tee -a "$J"

@@ -252,7 +252,8 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
                                                              TO* __restrict__ dv, const bf16* __restrict__ dout,
                                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                              const bf16* __restrict__ v, const float* __restrict__ lse,
-                                                             const float* __restrict__ delta, AttnShape s) {
+                                                             const float* __restrict__ delta, AttnShape s,
+                                                             bool head_split) {
   constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, SPS = kBwdM + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);
@@ -261,7 +262,11 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   bf16* sS = sQO + 2 * 2 * kBwdM * SP;         // dS^T tile [keys][queries]
   float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse (log2 units), delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  const int j0 = blockIdx.x * kBwdN, kh = blockIdx.y, b = blockIdx.z;
+  // head_split: one block per (key tile, query head) instead of per kv head, so a GQA model with few
+  // kv heads still fills the GPU; the group's dK/dV partial sums then meet in fp32 atomics.
+  const int split = head_split ? s.Hq / s.Hkv : 1;
+  const int j0 = blockIdx.x * kBwdN, kh = blockIdx.y / split, b = blockIdx.z;
+  const int g_first = head_split ? blockIdx.y % split : 0;
   const int G = s.Hq / s.Hkv, D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const float sl2 = s.scale * kLog2e;
@@ -269,10 +274,13 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   // query tiles that see any key of this tile: positions in [j0, j0 + kBwdN - 1 + W - 1]
   const int ibeg = max(0, j0 - off) / kBwdM * kBwdM;
   const int iend = W > 0 ? min(s.Tq, j0 + kBwdN - 1 + W - 1 - off + 1) : s.Tq;
-  const int tiles_per_head = iend > ibeg ? (iend - ibeg + kBwdM - 1) / kBwdM : 0, ntiles = tiles_per_head * G;
+  const int tiles_per_head = iend > ibeg ? (iend - ibeg + kBwdM - 1) / kBwdM : 0;
+  const int ntiles = tiles_per_head * (head_split ? 1 : G);
   const int krow0 = j0 + warp * 16 + g;  // this thread's key rows: krow0 and krow0 + 8
   // iteration t -> (query head, first query of the tile)
-  auto tile = [&](int t, int& h, int& i0) { h = kh * G + t / tiles_per_head, i0 = ibeg + (t % tiles_per_head) * kBwdM; };
+  auto tile = [&](int t, int& h, int& i0) {
+    h = kh * G + g_first + t / tiles_per_head, i0 = ibeg + (t % tiles_per_head) * kBwdM;
+  };
   auto load_q = [&](int t, int stage) {
     int h, i0;
     tile(t, h, i0);
@@ -403,6 +411,13 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
 #pragma unroll
     for (int dt = 0; dt < ND; ++dt) {
       const int c = dt * 8 + tig * 2;
+      if constexpr (sizeof(TO) == 4) {
+        if (head_split) {  // fp32 outputs zeroed by the launcher
+          if (c < D) atomicAdd(dkr + c, dK[dt][2 * r] * s.scale), atomicAdd(dvr + c, dV[dt][2 * r]);
+          if (c + 1 < D) atomicAdd(dkr + c + 1, dK[dt][2 * r + 1] * s.scale), atomicAdd(dvr + c + 1, dV[dt][2 * r + 1]);
+          continue;
+        }
+      }
       if (c < D) dkr[c] = from_f<TO>(dK[dt][2 * r] * s.scale), dvr[c] = from_f<TO>(dV[dt][2 * r]);
       if (c + 1 < D) dkr[c + 1] = from_f<TO>(dK[dt][2 * r + 1] * s.scale), dvr[c + 1] = from_f<TO>(dV[dt][2 * r + 1]);
     }
@@ -515,6 +530,16 @@ void check_shape(const AttnShape& s) {
   if (s.Tq > s.Tk) fail("attention (cuda)", "more queries than keys");
 }
 
+int num_sms() {
+  static int n = [] {
+    int dev = 0, v = 0;
+    SR_CUDA(cudaGetDevice(&dev));
+    SR_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
+}
+
 template <int DP>
 constexpr size_t fwd_smem() { return size_t(kFwdM + 2 * 2 * kFwdN) * (DP + 8) * sizeof(bf16); }
 template <int DP>
@@ -544,8 +569,16 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
     return true;
   }();
   (void)attr;
-  dim3 grid((s.Tk + kBwdN - 1) / kBwdN, s.Hkv, s.B);
-  kern<<<grid, kThreadsA, bwd_smem<DP>(), stream()>>>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
+  // Split the query heads of a kv group over blocks when there are too few blocks to fill the GPU
+  // (fp32 outputs only: the partial dK/dV are summed with atomics into zeroed outputs).
+  const int key_tiles = (s.Tk + kBwdN - 1) / kBwdN, G = s.Hq / s.Hkv;
+  const bool head_split = sizeof(TO) == 4 && G > 1 && key_tiles * s.Hkv * s.B < 4 * num_sms();
+  if (head_split) {
+    SR_CUDA(cudaMemsetAsync(dk, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));
+    SR_CUDA(cudaMemsetAsync(dv, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));
+  }
+  dim3 grid(key_tiles, s.Hkv * (head_split ? G : 1), s.B);
+  kern<<<grid, kThreadsA, bwd_smem<DP>(), stream()>>>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s, head_split);
   SR_CUDA_LAUNCHED("attention_bwd");
 }
 
@@ -616,7 +649,7 @@ void attention_decode(float* out, float* lse, const float* q, const float* k, co
   const int lo = s.window > 0 ? std::max(0, s.Tk - s.window) : 0, visible = s.Tk - lo;
   // enough blocks to fill the GPU twice over, at least 64 keys per block
   const int groups = s.B * s.Hkv;
-  int nsplit = std::max(1, std::min((visible + 63) / 64, (2 * 132 + groups - 1) / groups));
+  int nsplit = std::max(1, std::min((visible + 63) / 64, (2 * num_sms() + groups - 1) / groups));
   const int chunk = (visible + nsplit - 1) / nsplit;
   nsplit = (visible + chunk - 1) / chunk;
   Buffer<float> po(&device_mem(), size_t(s.B) * s.Hq * nsplit * s.D), pml(&device_mem(), size_t(s.B) * s.Hq * nsplit * 2);
