@@ -2,7 +2,9 @@
 # The test command (README command 2; .ci/run runs it on a fresh clone after scripts/setup.sh).
 #  1. Release build + the default ctest suite (everything but the `slow` label);
 #  2. the loader tests again under AddressSanitizer + UndefinedBehaviorSanitizer;
-#  3. `cmake --install` and a user project built with find_package(smoothread).
+#  3. `cmake --install` and a user project built with find_package(smoothread);
+#  4. when nvcc is present (/usr/local/cuda or PATH): the CUDA build (-DSMOOTHREAD_CUDA=ON) and its
+#     `cuda` test label, which runs on a GPU and skips cleanly without one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=$(nproc)
@@ -19,4 +21,12 @@ cmake --install build --prefix build/install >/dev/null
 cmake -S examples/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
 cmake --build build/consumer -j"$JOBS" >/dev/null
 ./build/consumer/consumer
+
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DSMOOTHREAD_CUDA=ON -DSMOOTHREAD_BENCH=ON >/dev/null
+  cmake --build build-cuda -j"$JOBS" --target test_cuda bench_cuda smoothread_cli
+  ctest --test-dir build-cuda -L cuda --output-on-failure
+else
+  echo "nvcc not found: CUDA build skipped"
+fi
 echo "all tests passed"
