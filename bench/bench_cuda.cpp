@@ -6,7 +6,8 @@
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
 //   bench_cuda model --preset 0.5b|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
-//       (recompute defaults to 1 above 16k tokens)
+//       (recompute defaults to 1 above 16k tokens); --profile 1 adds the per-op time split of one
+//       training step ("profile_ms"; ops synchronize one by one, so only the split is meaningful)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
 #include <chrono>
 #include <cmath>
@@ -114,11 +115,13 @@ int gemm(std::map<std::string, std::string> a) {
       }, reps);
     };
     const double fl = 2.0 * sh.N * sh.I * sh.O;
+    cuda::set_gemm_precision("bf16");
+    double tops = median_ms([&] { ops_cuda().linear_fwd(y.data(), x.data(), w.data(), nullptr, sh.N, sh.I, sh.O); }, reps);
     double t32 = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_16BF), ttf = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32),
            tbf = run(CUDA_R_16BF, CUBLAS_COMPUTE_32F);
     std::printf("{\"bench\":\"gemm\",\"shape\":\"%s\",\"N\":%d,\"I\":%d,\"O\":%d,\"fp32_fast16bf_tflops\":%.1f,"
-                "\"fp32_tf32_tflops\":%.1f,\"bf16_tflops\":%.1f}\n",
-                sh.what, sh.N, sh.I, sh.O, fl / t32 * 1e-9, fl / ttf * 1e-9, fl / tbf * 1e-9);
+                "\"fp32_tf32_tflops\":%.1f,\"bf16_tflops\":%.1f,\"ops_linear_tflops\":%.1f}\n",
+                sh.what, sh.N, sh.I, sh.O, fl / t32 * 1e-9, fl / ttf * 1e-9, fl / tbf * 1e-9, fl / tops * 1e-9);
   }
   cublasDestroy(h);
   return 0;
@@ -169,6 +172,26 @@ int model(std::map<std::string, std::string> a) {
     double tps = L / (ms * 1e-3);
     std::printf(",\"train_ms\":%.2f,\"train_tokens_per_s\":%.0f,\"train_mfu\":%.4f,\"train_peak_gib\":%.2f", ms, tps,
                 tps * 3 * (mm + attn_fwd) / kPeakBf16, double(cuda::memory_stats().peak_in_use) / (1 << 30));
+    if (geti(a, "profile", 0)) {
+      m.set_ops(&ops_cuda_profiled());
+      m.set_recompute(recompute);
+      AdamW popt(m.num_params(), {}, ops_cuda_profiled());
+      auto pstep = [&] {
+        m.zero_grad();
+        m.forward(ids.data(), tg.data(), w.data(), 1, L);
+        m.backward();
+        clip_grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda_profiled());
+        popt.step(m.backend_params(), m.grads(), 1e-4f);
+      };
+      pstep();
+      cuda::profile_reset();
+      auto t0 = clk::now();
+      pstep();
+      cuda::synchronize();
+      double tot = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
+      std::printf(",\"profile_step_ms\":%.2f,\"profile_ms\":%s", tot, cuda::profile_report().c_str());
+      m.set_ops(&ops_cuda());
+    }
   } catch (const Error& e) {
     std::printf(",\"train_error\":\"%s\"", e.what());
   }

@@ -18,11 +18,11 @@ def main(jpath, gpu_path):
                   f"{r['fwdbwd_ms']:.3f} | {r['fwdbwd_tflops']:.0f} |")
     gm = [r for r in rows if r.get("bench") == "gemm"]
     if gm:
-        print("\n| GEMM | N x I -> O | fp32 storage, bf16 TC | fp32 storage, tf32 TC | bf16 storage |")
-        print("|---|---|---|---|---|")
+        print("\n| GEMM | N x I -> O | fp32 storage, bf16 TC | fp32 storage, tf32 TC | bf16 storage | linear_fwd op |")
+        print("|---|---|---|---|---|---|")
         for r in gm:
             print(f"| {r['shape']} | {r['N']} x {r['I']} -> {r['O']} | {r['fp32_fast16bf_tflops']:.0f} | "
-                  f"{r['fp32_tf32_tflops']:.0f} | {r['bf16_tflops']:.0f} |")
+                  f"{r['fp32_tf32_tflops']:.0f} | {r['bf16_tflops']:.0f} | {r.get('ops_linear_tflops', 0):.0f} |")
     mod = [r for r in rows if r.get("bench") == "model"]
     if mod:
         print("\n| model | L | window | recompute | train tok/s | MFU | peak GiB | prefill tok/s | decode tok/s | decode GB/s |")

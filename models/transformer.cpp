@@ -43,6 +43,7 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : cfg_(cfg
 }
 
 void Transformer::set_ops(const OpsTable* ops) {
+  sync_params_to_host();  // a device model's latest parameters move with it
   ops_ = ops;
   act_ = Activations{};
   work_ = Workspace{};

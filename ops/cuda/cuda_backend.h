@@ -25,6 +25,12 @@ MemoryStats memory_stats();
 void reset_peak();
 void empty_cache();  // returns cached, unused blocks to CUDA
 
+// Per-op profile: ops_cuda_profiled() is ops_cuda() with every call timed by CUDA events (each op
+// synchronizes, so the total runs slower than the plain table; the split is what it is for).
+// profile_report(): JSON {"op": {"ms": total, "calls": n}, ...}, largest first.
+std::string profile_report();
+void profile_reset();
+
 // GEMM arithmetic for the fp32-storage ops: "bf16" (default: bf16 tensor cores, fp32 accumulate),
 // "tf32", or "fp32" (exact fp32, for parity tests).
 void set_gemm_precision(const std::string& mode);
@@ -41,3 +47,7 @@ void to_bf16(void* dst, const float* src, size_t n);
 void from_bf16(float* dst, const void* src, size_t n);
 
 }  // namespace sr::cuda
+
+namespace sr {
+const OpsTable& ops_cuda_profiled();
+}  // namespace sr

@@ -216,7 +216,7 @@ __global__ void from_bf16_k(float* d, const __nv_bfloat16* s, size_t n) {
 // ---- cuBLAS ----
 struct Blas {
   cublasHandle_t h = nullptr;
-  cublasComputeType_t compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   std::string mode = "bf16";
 };
 Blas& blas() {
@@ -231,11 +231,25 @@ Blas& blas() {
 void check_blas(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) fail("cuda", std::string("cuBLAS ") + what + " failed with status " + std::to_string(int(s)));
 }
-// Column-major C[m,n] = alpha op(A) op(B) + beta C, fp32 storage.
+// Column-major C[m,n] = op(A) op(B) + beta C, fp32 storage. In "bf16" mode A and B are rounded
+// to bf16 copies first (one elementwise pass each) and multiplied by native bf16 cuBLAS with fp32
+// accumulation and fp32 C: the same arithmetic as CUBLAS_COMPUTE_32F_FAST_16BF on fp32 inputs,
+// which measured ~1.7x slower (docs/PERF.md).
 void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc) {
   Blas& b = blas();
   const float alpha = 1.0f;
+  if (b.mode == "bf16") {
+    const size_t na = size_t(lda) * (ta == CUBLAS_OP_N ? k : m), nb = size_t(ldb) * (tb == CUBLAS_OP_N ? n : k);
+    __nv_bfloat16* a16 = static_cast<__nv_bfloat16*>(device_alloc(na * 2));
+    __nv_bfloat16* b16 = static_cast<__nv_bfloat16*>(device_alloc(nb * 2));
+    to_bf16(a16, A, na), to_bf16(b16, B, nb);
+    check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, a16, CUDA_R_16BF, lda, b16, CUDA_R_16BF, ldb, &beta, C,
+                            CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "GemmEx (bf16)");
+    device_free(a16), device_free(b16);  // stream-ordered: the GEMM is queued before any reuse
+    return;
+  }
   check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C, CUDA_R_32F,
                           ldc, b.compute, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
@@ -244,7 +258,7 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
 
 void set_gemm_precision(const std::string& mode) {
   Blas& b = blas();
-  if (mode == "bf16") b.compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+  if (mode == "bf16") b.compute = CUBLAS_COMPUTE_32F;  // operands converted to bf16 in gemm()
   else if (mode == "tf32") b.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
   else if (mode == "fp32") b.compute = CUBLAS_COMPUTE_32F;
   else fail("gemm precision", "unknown mode '" + mode + "' (choose bf16, tf32 or fp32)");

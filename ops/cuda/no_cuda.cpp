@@ -32,4 +32,10 @@ void attention_bwd_bf16(void*, void*, void*, const void*, const void*, const voi
                         const float*, float*, float*, const AttnShape&) { no_cuda(); }
 void to_bf16(void*, const float*, size_t) { no_cuda(); }
 void from_bf16(float*, const void*, size_t) { no_cuda(); }
+std::string profile_report() { return "{}"; }
+void profile_reset() {}
 }  // namespace sr::cuda
+
+namespace sr {
+const OpsTable& ops_cuda_profiled() { return ops_cuda(); }
+}  // namespace sr

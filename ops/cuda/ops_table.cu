@@ -1,5 +1,11 @@
 // The CUDA ops table: device memory from the caching allocator, kernels from dense_ops.cu and
 // attention.cu, GEMMs through cuBLAS.
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/dense_ops.cuh"
@@ -32,6 +38,100 @@ const OpsTable& ops_cuda() {
       .scale = o::scale,
       .sum_squares = o::sum_squares,
       .adamw = o::adamw,
+  };
+  return t;
+}
+
+// ---- per-op profile: the same table with every call timed by CUDA events (synchronizing) ----
+namespace cuda {
+namespace {
+struct Profile {
+  std::mutex mu;
+  std::map<std::string, std::pair<double, int64_t>> ms_calls;  // op -> (total ms, calls)
+  cudaEvent_t a = nullptr, b = nullptr;
+};
+Profile& profile() {
+  static Profile* p = [] {
+    auto* q = new Profile();
+    SR_CUDA(cudaEventCreate(&q->a));
+    SR_CUDA(cudaEventCreate(&q->b));
+    return q;
+  }();
+  return *p;
+}
+struct Span {
+  const char* name;
+  explicit Span(const char* n) : name(n) { SR_CUDA(cudaEventRecord(profile().a, stream())); }
+  ~Span() {
+    Profile& p = profile();
+    cudaEventRecord(p.b, stream());
+    cudaEventSynchronize(p.b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, p.a, p.b);
+    std::lock_guard<std::mutex> lock(p.mu);
+    auto& e = p.ms_calls[name];
+    e.first += ms, e.second += 1;
+  }
+};
+// timed_<op>(args...): the op inside a Span; a template, so the table's function-pointer type
+// picks the instantiation.
+#define SR_TIMED(op)                 \
+  template <class... A>              \
+  auto timed_##op(A... a) {          \
+    Span s(#op);                     \
+    return ::sr::cuda::ops::op(a...); \
+  }
+SR_TIMED(embedding_fwd) SR_TIMED(embedding_bwd) SR_TIMED(rmsnorm_fwd) SR_TIMED(rmsnorm_bwd) SR_TIMED(linear_fwd)
+SR_TIMED(linear_bwd) SR_TIMED(rope_fwd) SR_TIMED(rope_bwd) SR_TIMED(attention_fwd) SR_TIMED(attention_bwd)
+SR_TIMED(swiglu_fwd) SR_TIMED(swiglu_bwd) SR_TIMED(xent_fwd) SR_TIMED(xent_bwd) SR_TIMED(add) SR_TIMED(scale)
+SR_TIMED(sum_squares) SR_TIMED(adamw)
+#undef SR_TIMED
+}  // namespace
+
+std::string profile_report() {
+  Profile& p = profile();
+  std::lock_guard<std::mutex> lock(p.mu);
+  std::vector<std::pair<std::string, std::pair<double, int64_t>>> v(p.ms_calls.begin(), p.ms_calls.end());
+  std::sort(v.begin(), v.end(), [](auto& x, auto& y) { return x.second.first > y.second.first; });
+  std::ostringstream o;
+  o << "{";
+  for (size_t i = 0; i < v.size(); ++i)
+    o << (i ? "," : "") << "\"" << v[i].first << "\":{\"ms\":" << v[i].second.first << ",\"calls\":" << v[i].second.second << "}";
+  o << "}";
+  return o.str();
+}
+void profile_reset() {
+  Profile& p = profile();
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.ms_calls.clear();
+}
+}  // namespace cuda
+
+const OpsTable& ops_cuda_profiled() {
+  const OpsTable& base = ops_cuda();
+  (void)base;
+  using namespace cuda;
+  static const OpsTable t = {
+      .name = "cuda-profiled",
+      .mem = &cuda::device_mem(),
+      .embedding_fwd = timed_embedding_fwd,
+      .embedding_bwd = timed_embedding_bwd,
+      .rmsnorm_fwd = timed_rmsnorm_fwd,
+      .rmsnorm_bwd = timed_rmsnorm_bwd,
+      .linear_fwd = timed_linear_fwd,
+      .linear_bwd = timed_linear_bwd,
+      .rope_fwd = timed_rope_fwd,
+      .rope_bwd = timed_rope_bwd,
+      .attention_fwd = timed_attention_fwd,
+      .attention_bwd = timed_attention_bwd,
+      .swiglu_fwd = timed_swiglu_fwd,
+      .swiglu_bwd = timed_swiglu_bwd,
+      .xent_fwd = timed_xent_fwd,
+      .xent_bwd = timed_xent_bwd,
+      .add = timed_add,
+      .scale = timed_scale,
+      .sum_squares = timed_sum_squares,
+      .adamw = timed_adamw,
   };
   return t;
 }
