@@ -4,6 +4,7 @@
 // RMSNorm and bias grads; sum_squares). embedding_bwd uses atomics (order-dependent rounding).
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
@@ -234,12 +235,14 @@ void check_blas(cublasStatus_t s, const char* what) {
 // Column-major C[m,n] = op(A) op(B) + beta C, fp32 storage. In "bf16" mode A and B are rounded
 // to bf16 copies first (one elementwise pass each) and multiplied by native bf16 cuBLAS with fp32
 // accumulation and fp32 C: the same arithmetic as CUBLAS_COMPUTE_32F_FAST_16BF on fp32 inputs,
-// which measured ~1.7x slower (docs/PERF.md).
+// which measured up to 1.5x slower at the models' shapes (docs/PERF.md).
 void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc) {
   Blas& b = blas();
   const float alpha = 1.0f;
-  if (b.mode == "bf16") {
+  // Small GEMMs (decode: a few tokens) are bandwidth-bound: converting the weights would move more
+  // bytes than it saves, so they stay on fp32 operands with bf16 tensor-core arithmetic.
+  if (b.mode == "bf16" && std::min(m, std::min(n, k)) >= 64) {
     const size_t na = size_t(lda) * (ta == CUBLAS_OP_N ? k : m), nb = size_t(ldb) * (tb == CUBLAS_OP_N ? n : k);
     __nv_bfloat16* a16 = static_cast<__nv_bfloat16*>(device_alloc(na * 2));
     __nv_bfloat16* b16 = static_cast<__nv_bfloat16*>(device_alloc(nb * 2));
@@ -251,7 +254,7 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
     return;
   }
   check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C, CUDA_R_32F,
-                          ldc, b.compute, CUBLAS_GEMM_DEFAULT),
+                          ldc, b.mode == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF : b.compute, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
 }
 }  // namespace
