@@ -24,6 +24,16 @@ struct AttnShape {
   float scale = 1.0f;  // usually 1/sqrt(D)
 };
 
+// Gated delta rule (Gated DeltaNet's recurrence), per batch b and value head h (key head
+// h / (Hv/Hk), consecutive value heads share a key head), state H = S^T in [Dk, Dv] layout (HF/fla):
+//   H <- exp(g_t) H;  u = H^T k_t;  delta = beta_t (v_t - u);  H <- H + k_t delta^T;  o_t = H^T (scale q_t)
+// q, k arrive already L2-normalized; g_t = log decay (<= 0); everything fp32.
+struct DeltaShape {
+  int B = 1, T = 1, Hk = 1, Hv = 1, Dk = 1, Dv = 1;
+  float scale = 1.0f;  // usually 1/sqrt(Dk)
+  int chunk = 64;      // chunk length of the chunked form (optimized backends); results do not depend on it
+};
+
 // One AdamW update's scalars (bias corrections precomputed on the host).
 struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2;
@@ -70,6 +80,15 @@ struct OpsTable {
   // AdamW on flat arrays: m,v updated; p -= lr (mhat/(sqrt(vhat)+eps) + wd*decay[i]*p);
   // decay may be null (decay everywhere)
   void (*adamw)(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
+  // Gated delta rule. q,k[B,T,Hk,Dk], v[B,T,Hv,Dv], g,beta[B,T,Hv] -> out[B,T,Hv,Dv];
+  // state[B,Hv,Dk,Dv]: the initial state on entry, the final state on return (in place).
+  void (*delta_rule_fwd)(float* out, float* state, const float* q, const float* k, const float* v, const float* g,
+                         const float* beta, const DeltaShape& s);
+  // Gradients for the last call's inputs given dout and d(final state) (dstate_in: [B,Hv,Dk,Dv] or
+  // null = 0). state0: the INITIAL state. dstate0 gets d(initial state). All outputs overwritten.
+  void (*delta_rule_bwd)(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
+                         const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
+                         const float* beta, const float* state0, const DeltaShape& s);
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h

@@ -205,6 +205,8 @@ const OpsTable& ops_table() {
       .scale = scale,
       .sum_squares = sum_squares,
       .adamw = adamw,
+      .delta_rule_fwd = delta_rule_fwd,
+      .delta_rule_bwd = delta_rule_bwd,
   };
   return t;
 }

@@ -25,6 +25,11 @@ void add(float* out, const float* a, const float* b, size_t n);
 void scale(float* x, size_t n, float s);
 double sum_squares(const float* x, size_t n);
 void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
+void delta_rule_fwd(float* out, float* state, const float* q, const float* k, const float* v, const float* g,
+                    const float* beta, const DeltaShape& s);
+void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
+                    const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
+                    const float* beta, const float* state0, const DeltaShape& s);
 
 // Blocked attention tile sizes (queries x keys); exposed so tests can probe tile-1 / tile / tile+1.
 constexpr int kAttnTileQ = 64;

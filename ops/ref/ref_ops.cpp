@@ -1,4 +1,5 @@
 // fp32 instantiation of the reference ops as a backend table.
+#include "ops/ref/gated_deltanet.h"
 #include "ops/ref/ref_ops.h"
 
 namespace sr {
@@ -31,6 +32,8 @@ const OpsTable& ops_ref() {
       .scale = ref::scale<float>,
       .sum_squares = ref::sum_squares<float>,
       .adamw = ref::adamw<float>,
+      .delta_rule_fwd = ref::delta_rule_fwd<float>,
+      .delta_rule_bwd = ref::delta_rule_bwd<float>,
   };
   return t;
 }

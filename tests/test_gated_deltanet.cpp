@@ -1,0 +1,143 @@
+// Gated delta rule (Gated DeltaNet's recurrence): the chunked CPU forward and the checkpointed CPU
+// backward vs the token-by-token reference, chunk-size independence, streaming in pieces == one
+// shot, and the reference backward vs central finite differences in fp64. Lengths 1, 63, 64, 65,
+// 130 around the 64-token chunk, nonzero initial states, GVA (value heads sharing a key head).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "ops/cpu/cpu_ops.h"
+#include "ops/ref/gated_deltanet.h"
+#include "test_util.h"
+
+using namespace sr;
+using namespace sr::test;
+
+namespace {
+
+// Inputs as the layer produces them: q, k L2-normalized per head, g = log decay < 0, beta in (0,1).
+template <class T>
+struct DeltaInputs {
+  DeltaShape s;
+  std::vector<T> q, k, v, g, beta, state;
+  DeltaInputs(DeltaShape sh, uint64_t seed) : s(sh) {
+    const size_t nk = size_t(s.B) * s.T * s.Hk * s.Dk, nv = size_t(s.B) * s.T * s.Hv * s.Dv, ng = size_t(s.B) * s.T * s.Hv;
+    q = randn<T>(nk, seed), k = randn<T>(nk, seed + 1), v = randn<T>(nv, seed + 2);
+    for (auto* x : {&q, &k})
+      for (size_t r = 0; r < nk / s.Dk; ++r) {
+        T n = 0;
+        for (int i = 0; i < s.Dk; ++i) n += (*x)[r * s.Dk + i] * (*x)[r * s.Dk + i];
+        for (int i = 0; i < s.Dk; ++i) (*x)[r * s.Dk + i] /= std::sqrt(n + T(1e-6));
+      }
+    auto a = randn<T>(ng, seed + 3), bb = randn<T>(ng, seed + 4);
+    g.resize(ng), beta.resize(ng);
+    for (size_t i = 0; i < ng; ++i) {
+      g[i] = -std::log1p(std::exp(a[i])) * T(0.3);  // -softplus: decay in (0, 1)
+      beta[i] = T(1) / (T(1) + std::exp(-bb[i]));
+    }
+    state = randn<T>(size_t(s.B) * s.Hv * s.Dk * s.Dv, seed + 5, 0.5);
+  }
+};
+
+DeltaShape shape(int B, int T, int Hk, int Hv, int Dk, int Dv) {
+  DeltaShape s;
+  s.B = B, s.T = T, s.Hk = Hk, s.Hv = Hv, s.Dk = Dk, s.Dv = Dv, s.scale = 1.0f / std::sqrt(float(Dk));
+  return s;
+}
+
+const std::vector<int> kLengths = {1, 63, 64, 65, 130};
+
+}  // namespace
+
+TEST(GatedDeltaNet, ChunkedForwardMatchesRecurrence) {
+  for (int T : kLengths)
+    for (auto [Hk, Hv, Dk, Dv] : std::vector<std::array<int, 4>>{{1, 1, 8, 8}, {1, 2, 16, 8}, {2, 6, 5, 3}}) {
+      SCOPED_TRACE("T=" + std::to_string(T) + " Hk=" + std::to_string(Hk) + " Hv=" + std::to_string(Hv) +
+                   " Dk=" + std::to_string(Dk) + " Dv=" + std::to_string(Dv));
+      DeltaInputs<float> in(shape(2, T, Hk, Hv, Dk, Dv), 10 + T);
+      std::vector<float> o1(in.v.size()), o2(in.v.size()), st1 = in.state, st2 = in.state;
+      ref::delta_rule_fwd<float>(o1.data(), st1.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(),
+                                 in.beta.data(), in.s);
+      cpu::delta_rule_fwd(o2.data(), st2.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(),
+                          in.s);
+      EXPECT_CLOSE(o2, o1, 1e-5, 1e-4);
+      EXPECT_CLOSE(st2, st1, 1e-5, 1e-4);
+    }
+}
+
+TEST(GatedDeltaNet, ResultsDoNotDependOnChunkSizeOrPieces) {
+  DeltaInputs<float> in(shape(1, 130, 1, 2, 16, 16), 3);
+  std::vector<float> base(in.v.size()), st_base = in.state;
+  cpu::delta_rule_fwd(base.data(), st_base.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(),
+                      in.s);
+  for (int C : {1, 16, 33, 64, 200}) {
+    DeltaShape s = in.s;
+    s.chunk = C;
+    std::vector<float> o(in.v.size()), st = in.state;
+    cpu::delta_rule_fwd(o.data(), st.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), s);
+    EXPECT_CLOSE(o, base, 1e-5, 1e-4) << "chunk " << C;
+    EXPECT_CLOSE(st, st_base, 1e-5, 1e-4) << "chunk " << C;
+  }
+  // Streaming: feeding the sequence in pieces (state carried) equals one shot.
+  for (int piece : {1, 7, 64, 65}) {
+    std::vector<float> st = in.state, o(in.v.size());
+    for (int t0 = 0; t0 < in.s.T; t0 += piece) {
+      const int n = std::min(piece, in.s.T - t0);
+      DeltaShape s = in.s;
+      s.T = n;
+      const size_t ok = size_t(t0) * s.Hk * s.Dk, ov = size_t(t0) * s.Hv * s.Dv, og = size_t(t0) * s.Hv;
+      cpu::delta_rule_fwd(o.data() + ov, st.data(), in.q.data() + ok, in.k.data() + ok, in.v.data() + ov,
+                          in.g.data() + og, in.beta.data() + og, s);
+    }
+    EXPECT_CLOSE(o, base, 1e-5, 1e-4) << "piece " << piece;
+    EXPECT_CLOSE(st, st_base, 1e-5, 1e-4) << "piece " << piece;
+  }
+}
+
+TEST(GatedDeltaNet, CpuBackwardMatchesReference) {
+  for (int T : kLengths)
+    for (int C : {16, 64}) {
+      SCOPED_TRACE("T=" + std::to_string(T) + " chunk=" + std::to_string(C));
+      DeltaShape s = shape(2, T, 2, 4, 8, 6);
+      s.chunk = C;
+      DeltaInputs<float> in(s, 40 + T);
+      auto dout = randn(in.v.size(), 7), dstate = randn(in.state.size(), 8);
+      const size_t nk = in.q.size(), nv = in.v.size(), ng = in.g.size(), ns = in.state.size();
+      std::vector<float> a[6] = {std::vector<float>(nk), std::vector<float>(nk), std::vector<float>(nv),
+                                 std::vector<float>(ng), std::vector<float>(ng), std::vector<float>(ns)};
+      std::vector<float> c[6] = {std::vector<float>(nk, NAN), std::vector<float>(nk, NAN), std::vector<float>(nv, NAN),
+                                 std::vector<float>(ng, NAN), std::vector<float>(ng, NAN), std::vector<float>(ns, NAN)};
+      ref::delta_rule_bwd<float>(a[0].data(), a[1].data(), a[2].data(), a[3].data(), a[4].data(), a[5].data(),
+                                 dout.data(), dstate.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(),
+                                 in.beta.data(), in.state.data(), s);
+      cpu::delta_rule_bwd(c[0].data(), c[1].data(), c[2].data(), c[3].data(), c[4].data(), c[5].data(), dout.data(),
+                          dstate.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(),
+                          in.state.data(), s);
+      const char* names[6] = {"dq", "dk", "dv", "dg", "dbeta", "dstate0"};
+      for (int i = 0; i < 6; ++i) EXPECT_CLOSE(c[i], a[i], 1e-5, 1e-4) << names[i];
+    }
+}
+
+// The reference backward in fp64 against central differences of L = <dout, out> + <dstate, final>.
+TEST(GatedDeltaNet, ReferenceBackwardMatchesFiniteDifferences) {
+  DeltaShape s = shape(1, 9, 1, 2, 3, 2);
+  DeltaInputs<double> in(s, 5);
+  auto dout = randn<double>(in.v.size(), 6), dstate = randn<double>(in.state.size(), 7);
+  auto loss = [&] {
+    std::vector<double> o(in.v.size()), st = in.state;
+    ref::delta_rule_fwd<double>(o.data(), st.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(),
+                                in.beta.data(), s);
+    return dot(o, dout) + dot(st, dstate);
+  };
+  std::vector<double> dq(in.q.size()), dk(in.k.size()), dv(in.v.size()), dg(in.g.size()), db(in.beta.size()),
+      ds(in.state.size());
+  ref::delta_rule_bwd<double>(dq.data(), dk.data(), dv.data(), dg.data(), db.data(), ds.data(), dout.data(),
+                              dstate.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(),
+                              in.state.data(), s);
+  struct Case { std::vector<double>* x; std::vector<double>* grad; const char* name; };
+  for (Case c : {Case{&in.q, &dq, "q"}, Case{&in.k, &dk, "k"}, Case{&in.v, &dv, "v"}, Case{&in.g, &dg, "g"},
+                 Case{&in.beta, &db, "beta"}, Case{&in.state, &ds, "state0"}}) {
+    std::vector<double> num = numeric_grad(*c.x, loss);
+    EXPECT_CLOSE(*c.grad, num, 1e-7, 1e-6) << c.name;
+  }
+}
