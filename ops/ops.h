@@ -80,6 +80,29 @@ struct OpsTable {
   // AdamW on flat arrays: m,v updated; p -= lr (mhat/(sqrt(vhat)+eps) + wd*decay[i]*p);
   // decay may be null (decay everywhere)
   void (*adamw)(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
+  // ---- Gated DeltaNet layer pieces (ops/ref/gated_deltanet.h; no CUDA versions yet: null there) ----
+  // Depthwise causal conv + SiLU over time: x[B,T,Cc], w[Cc,K], state[B,Cc,K-1] = the K-1 inputs
+  // before x (oldest first; null = zeros) -> out[B,T,Cc] = silu(sum_j w[c,j] x[t-K+1+j, c]).
+  // When state is non-null it is advanced in place to the last K-1 inputs (streaming).
+  void (*causal_conv_fwd)(float* out, float* state, const float* x, const float* w, int B, int T, int Cc, int K);
+  // dx (=), dw (+=) for the last call with initial state state0 (null = zeros).
+  void (*causal_conv_bwd)(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* state0,
+                          int B, int T, int Cc, int K);
+  // out[N,D] = x / sqrt(sum x^2 + 1e-6) per row; rnorm[N] = 1 / sqrt(...) kept for backward
+  void (*l2norm_fwd)(float* out, float* rnorm, const float* x, int N, int D);
+  void (*l2norm_bwd)(float* dx, const float* dout, const float* out, const float* rnorm, int N, int D);
+  // g[N,H] = -exp(A_log[h]) softplus(a + dt_bias[h]); beta[N,H] = sigmoid(b)
+  void (*gdn_gates_fwd)(float* g, float* beta, const float* a, const float* b, const float* A_log,
+                        const float* dt_bias, int N, int H);
+  // da, db (=); dA_log, ddt_bias (+=)
+  void (*gdn_gates_bwd)(float* da, float* db, float* dA_log, float* ddt_bias, const float* dg, const float* dbeta,
+                        const float* a, const float* b, const float* A_log, const float* dt_bias, int N, int H);
+  // Gated RMSNorm (norm before gate), rows of D: out = w * (o * rstd) * silu(z), rstd[rows] kept
+  void (*gated_rmsnorm_fwd)(float* out, float* rstd, const float* o, const float* z, const float* w, int rows, int D,
+                            float eps);
+  // do_, dz (=), dw (+=)
+  void (*gated_rmsnorm_bwd)(float* do_, float* dz, float* dw, const float* dout, const float* o, const float* z,
+                            const float* w, const float* rstd, int rows, int D);
   // Gated delta rule. q,k[B,T,Hk,Dk], v[B,T,Hv,Dv], g,beta[B,T,Hv] -> out[B,T,Hv,Dv];
   // state[B,Hv,Dk,Dv]: the initial state on entry, the final state on return (in place).
   void (*delta_rule_fwd)(float* out, float* state, const float* q, const float* k, const float* v, const float* g,

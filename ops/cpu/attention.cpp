@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/cpu/cpu_ops.h"
+#include "ops/ref/gated_deltanet.h"
 
 namespace sr::cpu {
 
@@ -205,6 +206,14 @@ const OpsTable& ops_table() {
       .scale = scale,
       .sum_squares = sum_squares,
       .adamw = adamw,
+      .causal_conv_fwd = ref::causal_conv_fwd<float>,
+      .causal_conv_bwd = ref::causal_conv_bwd<float>,
+      .l2norm_fwd = ref::l2norm_fwd<float>,
+      .l2norm_bwd = ref::l2norm_bwd<float>,
+      .gdn_gates_fwd = ref::gdn_gates_fwd<float>,
+      .gdn_gates_bwd = ref::gdn_gates_bwd<float>,
+      .gated_rmsnorm_fwd = ref::gated_rmsnorm_fwd<float>,
+      .gated_rmsnorm_bwd = ref::gated_rmsnorm_bwd<float>,
       .delta_rule_fwd = delta_rule_fwd,
       .delta_rule_bwd = delta_rule_bwd,
   };

@@ -128,4 +128,154 @@ void delta_rule_bwd(T* dq, T* dk, T* dv, T* dg, T* dbeta, T* dstate0, const T* d
     }
 }
 
+// ---- the layer's elementwise pieces (memory-bound; the CPU backend runs these same loops) ----
+
+template <class T>
+T dr_sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+template <class T>
+T dr_softplus(T x) {  // log(1 + e^x), overflow-safe
+  return x > T(20) ? x : std::log1p(std::exp(x));
+}
+
+// Input of channel c at time t (t may be negative: then from the state, or 0).
+template <class T>
+T conv_input(const T* x, const T* state, int b, int t, int c, int T_, int Cc, int K) {
+  if (t >= 0) return x[(size_t(b) * T_ + t) * Cc + c];
+  if (!state) return T(0);
+  return state[(size_t(b) * Cc + c) * (K - 1) + (K - 1 + t)];
+}
+
+template <class T>
+void causal_conv_fwd(T* out, T* state, const T* x, const T* w, int B, int T_, int Cc, int K) {
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T_; ++t)
+      for (int c = 0; c < Cc; ++c) {
+        T acc = 0;
+        for (int j = 0; j < K; ++j) acc += w[size_t(c) * K + j] * conv_input(x, state, b, t - K + 1 + j, c, T_, Cc, K);
+        out[(size_t(b) * T_ + t) * Cc + c] = acc * dr_sigmoid(acc);
+      }
+  if (!state || K < 2) return;
+  std::vector<T> next(static_cast<size_t>(K - 1));
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < Cc; ++c) {
+      for (int j = 0; j < K - 1; ++j) next[j] = conv_input(x, state, b, T_ - (K - 1) + j, c, T_, Cc, K);
+      for (int j = 0; j < K - 1; ++j) state[(size_t(b) * Cc + c) * (K - 1) + j] = next[j];
+    }
+}
+
+template <class T>
+void causal_conv_bwd(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* state0, int B, int T_, int Cc,
+                     int K) {
+  std::vector<T> dpre(static_cast<size_t>(T_));
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < Cc; ++c) {
+      for (int t = 0; t < T_; ++t) {  // d(pre-activation) = dout * silu'(pre)
+        T pre = 0;
+        for (int j = 0; j < K; ++j) pre += w[size_t(c) * K + j] * conv_input(x, state0, b, t - K + 1 + j, c, T_, Cc, K);
+        const T sg = dr_sigmoid(pre);
+        dpre[t] = dout[(size_t(b) * T_ + t) * Cc + c] * sg * (T(1) + pre * (T(1) - sg));
+      }
+      for (int t = 0; t < T_; ++t) {
+        T acc = 0;  // x[t] feeds out[t + K - 1 - j] through tap j
+        for (int j = 0; j < K; ++j) {
+          const int to = t + K - 1 - j;
+          if (to < T_) acc += w[size_t(c) * K + j] * dpre[to];
+        }
+        dx[(size_t(b) * T_ + t) * Cc + c] = acc;
+      }
+      for (int j = 0; j < K; ++j) {
+        T acc = 0;
+        for (int t = 0; t < T_; ++t) acc += dpre[t] * conv_input(x, state0, b, t - K + 1 + j, c, T_, Cc, K);
+        dw[size_t(c) * K + j] += acc;
+      }
+    }
+}
+
+template <class T>
+void l2norm_fwd(T* out, T* rnorm, const T* x, int N, int D) {
+  for (int n = 0; n < N; ++n) {
+    T ss = 0;
+    for (int d = 0; d < D; ++d) ss += x[size_t(n) * D + d] * x[size_t(n) * D + d];
+    const T r = T(1) / std::sqrt(ss + T(1e-6));
+    rnorm[n] = r;
+    for (int d = 0; d < D; ++d) out[size_t(n) * D + d] = x[size_t(n) * D + d] * r;
+  }
+}
+// y = x r, r = (x.x + eps)^-1/2: dx = r dy - r^3 x (x.dy) = r (dy - y (y.dy)), exact for any eps
+template <class T>
+void l2norm_bwd(T* dx, const T* dout, const T* out, const T* rnorm, int N, int D) {
+  for (int n = 0; n < N; ++n) {
+    T yd = 0;
+    for (int d = 0; d < D; ++d) yd += out[size_t(n) * D + d] * dout[size_t(n) * D + d];
+    for (int d = 0; d < D; ++d)
+      dx[size_t(n) * D + d] = rnorm[n] * (dout[size_t(n) * D + d] - out[size_t(n) * D + d] * yd);
+  }
+}
+
+template <class T>
+void gdn_gates_fwd(T* g, T* beta, const T* a, const T* b, const T* A_log, const T* dt_bias, int N, int H) {
+  for (int n = 0; n < N; ++n)
+    for (int h = 0; h < H; ++h) {
+      const size_t i = size_t(n) * H + h;
+      g[i] = -std::exp(A_log[h]) * dr_softplus(a[i] + dt_bias[h]);
+      beta[i] = dr_sigmoid(b[i]);
+    }
+}
+// dg/dA_log = g; dg/da = dg/ddt_bias = -exp(A_log) sigmoid(a + dt_bias); dbeta/db = beta (1 - beta)
+template <class T>
+void gdn_gates_bwd(T* da, T* db, T* dA_log, T* ddt_bias, const T* dg, const T* dbeta, const T* a, const T* b,
+                   const T* A_log, const T* dt_bias, int N, int H) {
+  for (int n = 0; n < N; ++n)
+    for (int h = 0; h < H; ++h) {
+      const size_t i = size_t(n) * H + h;
+      const T e = std::exp(A_log[h]), sp = dr_softplus(a[i] + dt_bias[h]), sa = dr_sigmoid(a[i] + dt_bias[h]);
+      const T dgi = dg[i] * -e * sa;
+      da[i] = dgi;
+      ddt_bias[h] += dgi;
+      dA_log[h] += dg[i] * -e * sp;
+      const T bt = dr_sigmoid(b[i]);
+      db[i] = dbeta[i] * bt * (T(1) - bt);
+    }
+}
+
+template <class T>
+void gated_rmsnorm_fwd(T* out, T* rstd, const T* o, const T* z, const T* w, int rows, int D, T eps) {
+  for (int r = 0; r < rows; ++r) {
+    const T* orow = o + size_t(r) * D;
+    T ss = 0;
+    for (int d = 0; d < D; ++d) ss += orow[d] * orow[d];
+    const T rs = T(1) / std::sqrt(ss / T(D) + eps);
+    rstd[r] = rs;
+    for (int d = 0; d < D; ++d) {
+      const T zz = z[size_t(r) * D + d];
+      out[size_t(r) * D + d] = w[d] * orow[d] * rs * zz * dr_sigmoid(zz);
+    }
+  }
+}
+// y = w n s, n = o rstd, s = silu(z): dz = dy w n silu'(z); dw += dy n s; do = rstd (m - n mean(m n)), m = dy w s
+template <class T>
+void gated_rmsnorm_bwd(T* do_, T* dz, T* dw, const T* dout, const T* o, const T* z, const T* w, const T* rstd,
+                       int rows, int D) {
+  for (int r = 0; r < rows; ++r) {
+    const T rs = rstd[r];
+    T mn = 0;
+    for (int d = 0; d < D; ++d) {
+      const size_t i = size_t(r) * D + d;
+      const T sg = dr_sigmoid(z[i]), s = z[i] * sg, n = o[i] * rs;
+      const T m = dout[i] * w[d] * s;
+      mn += m * n;
+      dz[i] = dout[i] * w[d] * n * sg * (T(1) + z[i] * (T(1) - sg));
+      dw[d] += dout[i] * n * s;
+    }
+    mn /= T(D);
+    for (int d = 0; d < D; ++d) {
+      const size_t i = size_t(r) * D + d;
+      const T s = z[i] * dr_sigmoid(z[i]), n = o[i] * rs;
+      do_[i] = rs * (dout[i] * w[d] * s - n * mn);
+    }
+  }
+}
+
 }  // namespace sr::ref
