@@ -134,7 +134,8 @@ int cmd_info(int argc, char** argv) {
   place_model(a, *m.model);
   const ModelConfig& c = m.model->config();
   json lt = json::array();
-  for (int l = 0; l < c.num_layers; ++l) lt.push_back(c.layer_sliding[l] ? "sliding_attention" : "full_attention");
+  for (int l = 0; l < c.num_layers; ++l)
+    lt.push_back(c.is_linear(l) ? "linear_attention" : c.layer_sliding[l] ? "sliding_attention" : "full_attention");
   json r = {{"model", dir},
             {"architecture", c.model_type},
             {"parameters", c.num_parameters()},
@@ -166,10 +167,12 @@ int cmd_info(int argc, char** argv) {
   if (a.has("--json")) {
     std::cout << r.dump() << "\n";
   } else {
-    int nsw = 0;
+    int nsw = 0, nlin = 0;
     for (bool s : c.layer_sliding) nsw += s;
+    for (int l = 0; l < c.num_layers; ++l) nlin += c.is_linear(l);
     std::cout << "model:        " << dir << "\n"
-              << "architecture: " << c.model_type << " (" << c.num_layers << " layers, " << nsw << " sliding-window)\n"
+              << "architecture: " << c.model_type << " (" << c.num_layers << " layers, " << nsw << " sliding-window"
+              << (nlin ? ", " + std::to_string(nlin) + " Gated DeltaNet" : std::string()) << ")\n"
               << "parameters:   " << c.num_parameters() << "\n"
               << "hidden:       " << c.hidden_size << ", mlp " << c.intermediate_size << ", heads " << c.num_heads << " (kv "
               << c.num_kv_heads << ", dim " << c.head_dim << ")\n"

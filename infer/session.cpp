@@ -54,7 +54,8 @@ std::vector<int32_t> Session::generate(int max_tokens, int32_t stop_id) {
 
 size_t Session::state_bytes() const {
   size_t b = 0;
-  for (auto& c : state_.caches) b += (c.k.capacity() + c.v.capacity()) * sizeof(float);
+  for (auto& c : state_.caches)
+    b += (c.k.capacity() + c.v.capacity() + c.conv_state.capacity() + c.rec_state.capacity()) * sizeof(float);
   return b;
 }
 
@@ -63,10 +64,11 @@ void Session::restore(const State& s) {
   state_ = s;
 }
 
-// Format: "SRSTATE1", u32 layers, per layer {i32 window, i64 n_seen, u64 nk, nk floats, u64 nv, nv floats},
-// u64 nlogits, floats, 4 x u64 rng.
+// Format: "SRSTATE2", u32 layers, per layer {i32 window, i64 n_seen, u64 nk, nk floats, u64 nv, nv floats,
+// u64 nconv, nconv floats, u64 nrec, nrec floats}, u64 nlogits, floats, 4 x u64 rng.
+// ("SRSTATE1" files, written before linear_attention layers existed, lack the conv/rec arrays.)
 void Session::save_state(const std::string& path) const {
-  std::string out = "SRSTATE1";
+  std::string out = "SRSTATE2";
   auto put = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
   uint32_t L = uint32_t(state_.caches.size());
   put(&L, 4);
@@ -77,6 +79,11 @@ void Session::save_state(const std::string& path) const {
     uint64_t nk = c.k.size(), nv = c.v.size();
     auto hk = c.k.to_vector(), hv = c.v.to_vector();
     put(&nk, 8), put(hk.data(), nk * 4), put(&nv, 8), put(hv.data(), nv * 4);
+    for (const Buffer<float>* buf : {&c.conv_state, &c.rec_state}) {
+      auto h = buf->to_vector();
+      uint64_t n = h.size();
+      put(&n, 8), put(h.data(), n * 4);
+    }
   }
   uint64_t nl = state_.logits.size();
   put(&nl, 8), put(state_.logits.data(), nl * 4), put(state_.rng.data(), 32);
@@ -91,7 +98,8 @@ void Session::load_state(const std::string& path) {
     std::memcpy(p, in.data() + at, n);
     at += n;
   };
-  if (in.size() < 8 || in.compare(0, 8, "SRSTATE1") != 0) fail(path, "not a smoothread session state file");
+  const bool v2 = in.size() >= 8 && in.compare(0, 8, "SRSTATE2") == 0;
+  if (!v2 && (in.size() < 8 || in.compare(0, 8, "SRSTATE1") != 0)) fail(path, "not a smoothread session state file");
   State s;
   uint32_t L;
   get(&L, 4);
@@ -115,6 +123,18 @@ void Session::load_state(const std::string& path) {
     host.resize(nv);
     get(host.data(), nv * 4);
     c.v = Buffer<float>(state_.caches[l].v.mem()), c.v.assign(host.data(), nv);
+    c.conv_state = Buffer<float>(state_.caches[l].conv_state.mem());
+    c.rec_state = Buffer<float>(state_.caches[l].rec_state.mem());
+    for (Buffer<float>* buf : {&c.conv_state, &c.rec_state}) {
+      uint64_t n = 0;
+      if (v2) get(&n, 8);
+      if (n > in.size()) fail(path, "corrupt state (recurrent state size)");
+      host.resize(n);
+      get(host.data(), n * 4);
+      buf->assign(host.data(), n);
+    }
+    if (c.conv_state.size() != state_.caches[l].conv_state.size() || c.rec_state.size() != state_.caches[l].rec_state.size())
+      fail(path, "layer " + std::to_string(l) + " recurrent state size differs from the model's");
   }
   uint64_t nl;
   get(&nl, 8);

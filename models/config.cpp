@@ -17,10 +17,21 @@ bool ModelConfig::all_sliding() const {
   return !layer_sliding.empty();
 }
 
+bool ModelConfig::any_linear() const {
+  for (bool s : layer_linear)
+    if (s) return true;
+  return false;
+}
+
 int64_t ModelConfig::num_parameters() const {
   int64_t C = hidden_size, F = intermediate_size, qd = int64_t(num_heads) * head_dim, kvd = int64_t(num_kv_heads) * head_dim;
-  int64_t per_layer = 2 * C + C * qd + 2 * C * kvd + qd * C + 3 * C * F + (attention_bias ? qd + 2 * kvd : 0);
-  return int64_t(vocab_size) * C * (tie_word_embeddings ? 1 : 2) + C + per_layer * num_layers;
+  int64_t attn = C * qd + 2 * C * kvd + qd * C + (attention_bias ? qd + 2 * kvd : 0);
+  int64_t Kd = int64_t(linear_num_key_heads) * linear_key_head_dim, Vd = int64_t(linear_num_value_heads) * linear_value_head_dim;
+  int64_t Hv = linear_num_value_heads, Cc = 2 * Kd + Vd;
+  int64_t gdn = Cc * C + Vd * C + 2 * Hv * C + Cc * linear_conv_kernel_dim + 2 * Hv + linear_value_head_dim + C * Vd;
+  int64_t total = int64_t(vocab_size) * C * (tie_word_embeddings ? 1 : 2) + C;
+  for (int l = 0; l < num_layers; ++l) total += 2 * C + 3 * C * F + (is_linear(l) ? gdn : attn);
+  return total;
 }
 
 void ModelConfig::validate(const std::string& where) const {
@@ -39,6 +50,15 @@ void ModelConfig::validate(const std::string& where) const {
     bad("layer_types", "has " + std::to_string(layer_sliding.size()) + " entries, num_hidden_layers is " +
                            std::to_string(num_layers));
   if (any_sliding() && sliding_window <= 0) bad("sliding_window", "must be a positive integer for sliding_attention layers");
+  if (!layer_linear.empty() && int(layer_linear.size()) != num_layers) bad("layer_types", "linear layer flags do not match num_hidden_layers");
+  if (any_linear()) {
+    if (linear_num_key_heads <= 0) bad("linear_num_key_heads", "must be positive for linear_attention layers");
+    if (linear_num_value_heads <= 0 || linear_num_value_heads % linear_num_key_heads != 0)
+      bad("linear_num_value_heads", "must be a positive multiple of linear_num_key_heads");
+    if (linear_key_head_dim <= 0) bad("linear_key_head_dim", "must be positive");
+    if (linear_value_head_dim <= 0) bad("linear_value_head_dim", "must be positive");
+    if (linear_conv_kernel_dim < 1) bad("linear_conv_kernel_dim", "must be at least 1");
+  }
   if (eos_token_id >= vocab_size) bad("eos_token_id", "is outside the vocabulary");
 }
 
@@ -98,7 +118,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
       std::string t = lt[i].is_string() ? lt[i].get<std::string>() : "";
       if (t == "full_attention") c.layer_sliding.push_back(false);
       else if (t == "sliding_attention") c.layer_sliding.push_back(true);
-      else fail(where + ": field 'layer_types[" + std::to_string(i) + "]'", "expected \"full_attention\" or \"sliding_attention\", got " + lt[i].dump());
+      else if (t == "linear_attention") c.layer_sliding.push_back(false), c.layer_linear.resize(i + 1, false), c.layer_linear[i] = true;
+      else fail(where + ": field 'layer_types[" + std::to_string(i) + "]'", "expected \"full_attention\", \"sliding_attention\" or \"linear_attention\", got " + lt[i].dump());
     }
     if (c.any_sliding() && c.sliding_window == 0) {
       // transformers nulls sliding_window when use_sliding_window is false, so these layers run full attention.
@@ -109,6 +130,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   } else {
     int mwl = c.model_type == "mistral" ? 0 : int(json_int_or(j, "max_window_layers", c.num_layers, where));
     for (int i = 0; i < c.num_layers; ++i) c.layer_sliding.push_back(c.sliding_window > 0 && i >= mwl);
+  }
+  if (c.any_linear()) {
+    c.layer_linear.resize(c.num_layers, false);
+    c.linear_num_key_heads = int(json_int(j, "linear_num_key_heads", where));
+    c.linear_num_value_heads = int(json_int(j, "linear_num_value_heads", where));
+    c.linear_key_head_dim = int(json_int(j, "linear_key_head_dim", where));
+    c.linear_value_head_dim = int(json_int(j, "linear_value_head_dim", where));
+    c.linear_conv_kernel_dim = int(json_int_or(j, "linear_conv_kernel_dim", 4, where));
+  } else {
+    c.layer_linear.clear();
   }
   c.validate(where);
   return c;
@@ -140,8 +171,16 @@ json ModelConfig::to_json() const {
     if (layer_sliding[i]) first_sliding = i;
   j["max_window_layers"] = first_sliding;
   json lt = json::array();
-  for (bool s : layer_sliding) lt.push_back(s ? "sliding_attention" : "full_attention");
+  for (int l = 0; l < num_layers; ++l)
+    lt.push_back(is_linear(l) ? "linear_attention" : layer_sliding[l] ? "sliding_attention" : "full_attention");
   j["layer_types"] = lt;
+  if (any_linear()) {
+    j["linear_num_key_heads"] = linear_num_key_heads;
+    j["linear_num_value_heads"] = linear_num_value_heads;
+    j["linear_key_head_dim"] = linear_key_head_dim;
+    j["linear_value_head_dim"] = linear_value_head_dim;
+    j["linear_conv_kernel_dim"] = linear_conv_kernel_dim;
+  }
   j["bos_token_id"] = bos_token_id >= 0 ? json(bos_token_id) : json(nullptr);
   j["eos_token_id"] = eos_token_id >= 0 ? json(eos_token_id) : json(nullptr);
   j["torch_dtype"] = "float32";

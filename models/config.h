@@ -1,6 +1,8 @@
 // Model hyper-parameters, read from / written to a Hugging Face `config.json`.
 // Supported model_type: "qwen2" (q/k/v bias), "llama" and "mistral" (bias from `attention_bias`).
-// Per-layer attention kind comes from `layer_types` when present; otherwise it is derived exactly
+// Per-layer mixer comes from `layer_types` when present ("full_attention", "sliding_attention", or
+// "linear_attention" = a Gated DeltaNet layer in the Qwen3.5 layout, sized by the linear_* fields
+// as Qwen3-Next/Qwen3.5 name them); otherwise it is derived exactly
 // as transformers' Qwen2Config does it:
 //   sliding_window := use_sliding_window ? sliding_window : null
 //   layer i is "sliding_attention" iff sliding_window != null and i >= max_window_layers.
@@ -28,10 +30,16 @@ struct ModelConfig {
   bool attention_bias = true;  // q/k/v bias (always true for qwen2)
   int sliding_window = 0;      // W (keys including self) for sliding layers; 0 = none
   std::vector<bool> layer_sliding;  // per layer: true = sliding_attention
+  std::vector<bool> layer_linear;   // per layer: true = linear_attention (Gated DeltaNet)
+  // Gated DeltaNet dims (used when any layer is linear_attention)
+  int linear_num_key_heads = 0, linear_num_value_heads = 0, linear_key_head_dim = 0, linear_value_head_dim = 0;
+  int linear_conv_kernel_dim = 4;
   int max_position_embeddings = 32768;
   int bos_token_id = -1, eos_token_id = -1;
 
   int window_of(int layer) const { return layer_sliding[layer] ? sliding_window : 0; }
+  bool is_linear(int layer) const { return !layer_linear.empty() && layer_linear[layer]; }
+  bool any_linear() const;
   bool any_sliding() const;
   bool all_sliding() const;
   int64_t num_parameters() const;

@@ -22,6 +22,25 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : cfg_(cfg
   for (int l = 0; l < cfg_.num_layers; ++l) {
     std::string p = "model.layers." + std::to_string(l) + ".";
     layer_off_.push_back(add_param(p + "input_layernorm.weight", {C}));
+    if (cfg_.is_linear(l)) {  // Gated DeltaNet, Qwen3.5 layout
+      const int64_t Kd = int64_t(cfg_.linear_num_key_heads) * cfg_.linear_key_head_dim;
+      const int64_t Vd = int64_t(cfg_.linear_num_value_heads) * cfg_.linear_value_head_dim, Hv = cfg_.linear_num_value_heads;
+      std::string g = p + "linear_attn.";
+      add_param(g + "in_proj_qkv.weight", {2 * Kd + Vd, C});
+      add_param(g + "in_proj_z.weight", {Vd, C});
+      add_param(g + "in_proj_b.weight", {Hv, C});
+      add_param(g + "in_proj_a.weight", {Hv, C});
+      add_param(g + "conv1d.weight", {2 * Kd + Vd, 1, cfg_.linear_conv_kernel_dim});
+      add_param(g + "dt_bias", {Hv});
+      add_param(g + "A_log", {Hv});
+      add_param(g + "norm.weight", {cfg_.linear_value_head_dim});
+      add_param(g + "out_proj.weight", {C, Vd});
+      add_param(p + "post_attention_layernorm.weight", {C});
+      add_param(p + "mlp.gate_proj.weight", {F, C});
+      add_param(p + "mlp.up_proj.weight", {F, C});
+      add_param(p + "mlp.down_proj.weight", {C, F});
+      continue;
+    }
     add_param(p + "self_attn.q_proj.weight", {qd, C});
     if (cfg_.attention_bias) add_param(p + "self_attn.q_proj.bias", {qd});
     add_param(p + "self_attn.k_proj.weight", {kvd, C});
@@ -43,6 +62,9 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : cfg_(cfg
 }
 
 void Transformer::set_ops(const OpsTable* ops) {
+  if (cfg_.any_linear() && !ops->delta_rule_fwd)
+    fail("--device", std::string("linear_attention (Gated DeltaNet) layers have no ") + ops->name +
+                         " kernels yet; run this model on the CPU");
   sync_params_to_host();  // a device model's latest parameters move with it
   ops_ = ops;
   act_ = Activations{};
@@ -85,6 +107,25 @@ Transformer::LayerParams Transformer::layer(float* base, int l) const {
   float* p = base + layer_off_[l];
   LayerParams w{};
   w.ln1 = p, p += C;
+  if (cfg_.is_linear(l)) {
+    const size_t Kd = size_t(cfg_.linear_num_key_heads) * cfg_.linear_key_head_dim;
+    const size_t Vd = size_t(cfg_.linear_num_value_heads) * cfg_.linear_value_head_dim, Hv = cfg_.linear_num_value_heads;
+    const size_t Cc = 2 * Kd + Vd;
+    w.qkv = p, p += Cc * C;
+    w.wz = p, p += Vd * C;
+    w.wb = p, p += Hv * C;
+    w.wa = p, p += Hv * C;
+    w.conv = p, p += Cc * cfg_.linear_conv_kernel_dim;
+    w.dt_bias = p, p += Hv;
+    w.A_log = p, p += Hv;
+    w.gnorm = p, p += cfg_.linear_value_head_dim;
+    w.wout = p, p += C * Vd;
+    w.ln2 = p, p += C;
+    w.wg = p, p += F * C;
+    w.wu = p, p += F * C;
+    w.wd = p;
+    return w;
+  }
   w.wq = p, p += qd * C;
   w.bq = bias ? p : nullptr, p += bias ? qd : 0;
   w.wk = p, p += kvd * C;
@@ -107,8 +148,14 @@ void Transformer::init_random(uint64_t seed, float std) {
     size_t n = size_t(shape_numel(s.shape));
     bool is_norm = s.name.find("norm") != std::string::npos;
     bool is_bias = s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0;
-    bool is_out = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos;
-    for (size_t i = 0; i < n; ++i) p[i] = is_norm ? 1.0f : is_bias ? 0.0f : rng.normal() * (is_out ? out_std : std);
+    bool is_out = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos ||
+                  s.name.find("out_proj") != std::string::npos;
+    const bool is_alog = s.name.find("A_log") != std::string::npos, is_dtb = s.name.find("dt_bias") != std::string::npos;
+    for (size_t i = 0; i < n; ++i) {
+      if (is_alog) p[i] = std::log(1.0f + 15.0f * float(rng.uniform()));  // A in [1, 16), as Qwen3-Next inits
+      else if (is_dtb) p[i] = 1.0f;
+      else p[i] = is_norm ? 1.0f : is_bias ? 0.0f : rng.normal() * (is_out ? out_std : std);
+    }
   }
   upload_params();
 }
@@ -166,6 +213,10 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
     fit(A.hf, size_t(N) * C), fit(A.rstdf, N), fit(A.logits, size_t(A.logit_rows) * V);
     fit(A.lse_x, N), fit(A.loss, N), fit(A.pos, N), fit(A.ids, N), fit(A.targets, N);
     fit(A.tmp, size_t(N) * C);
+    if (cfg_.any_linear()) {
+      fit(A.gdn, S * N * gdn_floats_per_token());
+      fit(A.gdn_state, size_t(B) * cfg_.linear_num_value_heads * cfg_.linear_key_head_dim * cfg_.linear_value_head_dim);
+    }
   }
   A.ids.upload(ids, N);
   A.targets.upload(targets, N);
@@ -207,13 +258,78 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
   const float* x = A.res.data() + size_t(l) * N * C;
   float* tmp = A.tmp.data();
   ops_->rmsnorm_fwd(t.h1, t.rstd1, x, w.ln1, N, C, cfg_.rms_norm_eps);
-  project_qkv(w, t.h1, N, A.pos.data(), t.q, t.k, t.v);
-  ops_->attention_fwd(t.att, t.lse, t.q, t.k, t.v, attn_shape(B_, T_, T_, l));
-  ops_->linear_fwd(tmp, t.att, w.wo, nullptr, N, qd, C);
+  if (cfg_.is_linear(l)) {
+    A.gdn_state.zero();  // each training sequence starts from an empty state
+    gdn_forward(w, gdn_acts(slot), t.h1, B_, T_, nullptr, A.gdn_state.data(), tmp);
+  } else {
+    project_qkv(w, t.h1, N, A.pos.data(), t.q, t.k, t.v);
+    ops_->attention_fwd(t.att, t.lse, t.q, t.k, t.v, attn_shape(B_, T_, T_, l));
+    ops_->linear_fwd(tmp, t.att, w.wo, nullptr, N, qd, C);
+  }
   ops_->add(t.xmid, x, tmp, size_t(N) * C);
   ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, w.ln2, N, C, cfg_.rms_norm_eps);
   mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp);
   if (write_out) ops_->add(A.res.data() + size_t(l + 1) * N * C, t.xmid, tmp, size_t(N) * C);
+}
+
+// ---- Gated DeltaNet (linear_attention) layers ----
+namespace {
+struct GdnDims {
+  int Hk, Hv, Dk, Dv, K, Kd, Vd;
+  explicit GdnDims(const ModelConfig& c)
+      : Hk(c.linear_num_key_heads), Hv(c.linear_num_value_heads), Dk(c.linear_key_head_dim),
+        Dv(c.linear_value_head_dim), K(c.linear_conv_kernel_dim), Kd(Hk * Dk), Vd(Hv * Dv) {}
+  DeltaShape shape(int B, int T) const {
+    DeltaShape s;
+    s.B = B, s.T = T, s.Hk = Hk, s.Hv = Hv, s.Dk = Dk, s.Dv = Dv, s.scale = 1.0f / std::sqrt(float(Dk));
+    return s;
+  }
+};
+}  // namespace
+
+size_t Transformer::gdn_floats_per_token() const {
+  GdnDims d(cfg_);
+  return size_t(4) * d.Kd + size_t(5) * d.Vd + 2 * size_t(d.Hk) + 5 * size_t(d.Hv);
+}
+
+// Carves one slot of N tokens: qp kp vp (conv inputs), qn kn (normalized conv outputs), vc, rq rk,
+// z, a, b, g, beta, o (delta rule output), rstd, on (gated-norm output).
+Transformer::GdnActs Transformer::carve_gdn(float* p, size_t N) const {
+  const GdnDims d(cfg_);
+  const int Kd = d.Kd, Vd = d.Vd, Hk = d.Hk, Hv = d.Hv;
+  GdnActs t{};
+  auto take = [&](size_t n) { float* q = p; p += N * n; return q; };
+  t.qp = take(Kd), t.kp = take(Kd), t.vp = take(Vd), t.qn = take(Kd), t.kn = take(Kd), t.vc = take(Vd);
+  t.rq = take(Hk), t.rk = take(Hk), t.z = take(Vd), t.a = take(Hv), t.b = take(Hv), t.g = take(Hv);
+  t.beta = take(Hv), t.o = take(Vd), t.rstd = take(Hv), t.on = take(Vd);
+  return t;
+}
+
+Transformer::GdnActs Transformer::gdn_acts(int slot) {
+  return carve_gdn(act_.gdn.data() + size_t(slot) * act_.N * gdn_floats_per_token(), act_.N);
+}
+
+void Transformer::gdn_forward(const LayerParams& w, const GdnActs& t, const float* h, int B, int T, float* conv_state,
+                              float* rec_state, float* out) const {
+  const GdnDims d(cfg_);
+  const int N = B * T, C = cfg_.hidden_size, K = d.K;
+  ops_->linear_fwd(t.qp, h, w.qkv, nullptr, N, C, d.Kd);
+  ops_->linear_fwd(t.kp, h, w.qkv + size_t(d.Kd) * C, nullptr, N, C, d.Kd);
+  ops_->linear_fwd(t.vp, h, w.qkv + size_t(2 * d.Kd) * C, nullptr, N, C, d.Vd);
+  float* cs = conv_state;  // [2Kd+Vd, K-1] rows: q channels, k channels, v channels
+  ops_->causal_conv_fwd(t.qn, cs, t.qp, w.conv, B, T, d.Kd, K);
+  ops_->causal_conv_fwd(t.kn, cs ? cs + size_t(d.Kd) * (K - 1) : nullptr, t.kp, w.conv + size_t(d.Kd) * K, B, T, d.Kd, K);
+  ops_->causal_conv_fwd(t.vc, cs ? cs + size_t(2 * d.Kd) * (K - 1) : nullptr, t.vp, w.conv + size_t(2 * d.Kd) * K, B, T,
+                        d.Vd, K);
+  ops_->l2norm_fwd(t.qn, t.rq, t.qn, N * d.Hk, d.Dk);
+  ops_->l2norm_fwd(t.kn, t.rk, t.kn, N * d.Hk, d.Dk);
+  ops_->linear_fwd(t.z, h, w.wz, nullptr, N, C, d.Vd);
+  ops_->linear_fwd(t.a, h, w.wa, nullptr, N, C, d.Hv);
+  ops_->linear_fwd(t.b, h, w.wb, nullptr, N, C, d.Hv);
+  ops_->gdn_gates_fwd(t.g, t.beta, t.a, t.b, w.A_log, w.dt_bias, N, d.Hv);
+  ops_->delta_rule_fwd(t.o, rec_state, t.qn, t.kn, t.vc, t.g, t.beta, d.shape(B, T));
+  ops_->gated_rmsnorm_fwd(t.on, t.rstd, t.o, t.z, w.gnorm, N * d.Hv, d.Dv, float(cfg_.rms_norm_eps));
+  ops_->linear_fwd(out, t.on, w.wout, nullptr, N, d.Vd, C);
 }
 
 void Transformer::lm_head_rows(int r0, int rows) {
@@ -268,6 +384,12 @@ void Transformer::backward(float loss_scale) {
     ops_->add(dh, dh, dtmp, size_t(N) * C);
     ops_->rmsnorm_bwd(dtmp, gw.ln2, dh, xmid, w.ln2, t.rstd2, N, C);
     ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(xmid)
+    if (cfg_.is_linear(l)) {
+      gdn_backward(w, gw, gdn_acts(slot), h1, dx, dh, dtmp);
+      ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, w.ln1, t.rstd1, N, C);
+      ops_->add(dx, dx, dtmp, size_t(N) * C);
+      continue;
+    }
     // xmid = x + o_proj(att)
     ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C);
     ops_->attention_bwd(dq, dk, dv, datt, q, k, v, att, t.lse, attn_shape(B, T, T, l));
@@ -284,11 +406,53 @@ void Transformer::backward(float loss_scale) {
   ops_->embedding_bwd(G + off_embed_, dx, A.ids.data(), N, C);
 }
 
+// Backward of a linear_attention mixer: dmix = d(mixer output) [N, C] -> dh [N, C] (=, input of the
+// mixer after the norm); parameter grads accumulate into gw. dtmp: [N, C] scratch.
+void Transformer::gdn_backward(const LayerParams& w, const LayerParams& gw, const GdnActs& t, const float* h,
+                               const float* dmix, float* dh, float* dtmp) {
+  const GdnDims d(cfg_);
+  const int N = act_.N, C = cfg_.hidden_size, K = d.K, B = B_, T = T_;
+  fit(work_.gdn, size_t(N) * (5 * size_t(d.Vd) + 4 * size_t(d.Kd) + 4 * size_t(d.Hv)));
+  fit(work_.gdn_state, act_.gdn_state.size());
+  float* p = work_.gdn.data();
+  auto take = [&](size_t n) { float* q = p; p += size_t(N) * n; return q; };
+  float *don = take(d.Vd), *dO = take(d.Vd), *dz = take(d.Vd), *dvc = take(d.Vd), *dvp = take(d.Vd);
+  float *dqn = take(d.Kd), *dkn = take(d.Kd), *dqp = take(d.Kd), *dkp = take(d.Kd);
+  float *dg = take(d.Hv), *dbeta = take(d.Hv), *da = take(d.Hv), *db = take(d.Hv);
+  ops_->linear_bwd(don, gw.wout, nullptr, dmix, t.on, w.wout, N, d.Vd, C);
+  ops_->gated_rmsnorm_bwd(dO, dz, gw.gnorm, don, t.o, t.z, w.gnorm, t.rstd, N * d.Hv, d.Dv);
+  act_.gdn_state.zero();  // the initial state of every training sequence
+  ops_->delta_rule_bwd(dqn, dkn, dvc, dg, dbeta, work_.gdn_state.data(), dO, nullptr, t.qn, t.kn, t.vc, t.g, t.beta,
+                       act_.gdn_state.data(), d.shape(B, T));
+  ops_->gdn_gates_bwd(da, db, gw.A_log, gw.dt_bias, dg, dbeta, t.a, t.b, w.A_log, w.dt_bias, N, d.Hv);
+  ops_->l2norm_bwd(dqn, dqn, t.qn, t.rq, N * d.Hk, d.Dk);
+  ops_->l2norm_bwd(dkn, dkn, t.kn, t.rk, N * d.Hk, d.Dk);
+  ops_->causal_conv_bwd(dqp, gw.conv, dqn, t.qp, w.conv, nullptr, B, T, d.Kd, K);
+  ops_->causal_conv_bwd(dkp, gw.conv + size_t(d.Kd) * K, dkn, t.kp, w.conv + size_t(d.Kd) * K, nullptr, B, T, d.Kd, K);
+  ops_->causal_conv_bwd(dvp, gw.conv + size_t(2 * d.Kd) * K, dvc, t.vp, w.conv + size_t(2 * d.Kd) * K, nullptr, B, T,
+                        d.Vd, K);
+  // dh = sum of the six input projections' input gradients
+  ops_->linear_bwd(dh, gw.qkv, nullptr, dqp, h, w.qkv, N, C, d.Kd);
+  struct Proj { float* gwp; const float* wp; const float* dy; int O; };
+  for (Proj pr : {Proj{gw.qkv + size_t(d.Kd) * C, w.qkv + size_t(d.Kd) * C, dkp, d.Kd},
+                  Proj{gw.qkv + size_t(2 * d.Kd) * C, w.qkv + size_t(2 * d.Kd) * C, dvp, d.Vd},
+                  Proj{gw.wz, w.wz, dz, d.Vd}, Proj{gw.wa, w.wa, da, d.Hv}, Proj{gw.wb, w.wb, db, d.Hv}}) {
+    ops_->linear_bwd(dtmp, pr.gwp, nullptr, pr.dy, h, pr.wp, N, C, pr.O);
+    ops_->add(dh, dh, dtmp, size_t(N) * C);
+  }
+}
+
 std::vector<LayerKVCache> Transformer::empty_caches() const {
   std::vector<LayerKVCache> c(cfg_.num_layers);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     c[l].window = cfg_.window_of(l);
     c[l].k = Buffer<float>(ops_->mem), c[l].v = Buffer<float>(ops_->mem);
+    if (cfg_.is_linear(l)) {
+      const GdnDims d(cfg_);
+      c[l].conv_state = Buffer<float>(ops_->mem, size_t(2 * d.Kd + d.Vd) * (d.K - 1));
+      c[l].rec_state = Buffer<float>(ops_->mem, size_t(d.Hv) * d.Dk * d.Dv);
+      c[l].conv_state.zero(), c[l].rec_state.zero();
+    }
   }
   return c;
 }
@@ -332,6 +496,7 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   Buffer<float> q(&mem, size_t(n) * qd), knew(&mem, size_t(n) * kvd), vnew(&mem, size_t(n) * kvd),
       att(&mem, size_t(n) * qd), lse(&mem, size_t(n) * cfg_.num_heads);
   Buffer<float> g(&mem, size_t(n) * F), u(&mem, size_t(n) * F), a(&mem, size_t(n) * F), kw(&mem), vw(&mem);
+  Buffer<float> gdn_scratch(&mem);
   ops_->embedding_fwd(x.data(), dids.data(), P + off_embed_, n, C);
   for (int l = 0; l < L; ++l) {
     LayerParams w = layer(P, l);
@@ -339,6 +504,17 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
     SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
     if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
     ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), w.ln1, n, C, cfg_.rms_norm_eps);
+    if (cfg_.is_linear(l)) {  // constant-size state: conv inputs + recurrent matrix
+      gdn_scratch.resize(size_t(n) * gdn_floats_per_token());
+      gdn_forward(w, carve_gdn(gdn_scratch.data(), n), h.data(), 1, n, c.conv_state.data(),
+                  c.rec_state.data(), tmp.data());
+      c.n_seen += n;
+      ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
+      ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), w.ln2, n, C, cfg_.rms_norm_eps);
+      mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data());
+      ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
+      continue;
+    }
     project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data());
     const float *K, *Vv;
     int Tk;

@@ -30,10 +30,14 @@ struct ParamSpec {
 // Key/value cache of one attention layer for one sequence.
 // Full attention: rows grow with the sequence. Sliding window W: a ring of W rows, token at
 // absolute position p in slot p % W, so memory is fixed whatever the length.
+// A Gated DeltaNet (linear_attention) layer keeps no keys: its cache is the conv state (the last
+// K-1 inputs of the q, k, v convolutions) and the fp32 recurrent state [Hv, Dk, Dv], both constant
+// in size whatever the length.
 struct LayerKVCache {
   int window = 0;      // 0 = full
   int64_t n_seen = 0;  // tokens written so far (absolute position of the next token)
   Buffer<float> k, v;  // [rows, Hkv*D], post-RoPE keys, in the model backend's memory
+  Buffer<float> conv_state, rec_state;  // linear_attention layers only: [2Kd+Vd, K-1], [Hv, Dk, Dv]
   bool operator==(const LayerKVCache& o) const = default;
 };
 
@@ -88,12 +92,21 @@ class Transformer {
  private:
   struct LayerParams {  // pointers into a flat buffer (params or grads)
     float *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *ln2, *wg, *wu, *wd;
+    // linear_attention (Gated DeltaNet, Qwen3.5 names): in_proj_qkv rows [q | k | v], conv1d [2Kd+Vd, K]
+    float *qkv, *wz, *wb, *wa, *conv, *dt_bias, *A_log, *gnorm, *wout;
   };
+  struct GdnActs {  // one linear_attention layer's saved activations (pointers into Activations)
+    float *qp, *kp, *vp, *qn, *kn, *vc, *rq, *rk, *z, *a, *b, *g, *beta, *o, *rstd, *on;
+  };
+  // Carves GdnActs for N tokens out of N * gdn_floats_per_token() floats at p.
+  GdnActs carve_gdn(float* p, size_t N) const;
   struct Activations {  // training activations, sized for the current [B,T], backend memory
     int N = 0, logit_rows = 0;       // logit_rows: rows of logits computed at a time (LM-head chunk)
     Buffer<float> res;               // [L+1, N, C] residual stream entering each layer (+ final)
     Buffer<float> h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, a;  // per layer, concatenated
     Buffer<float> hf, rstdf, logits, lse_x, loss, tmp;
+    Buffer<float> gdn;         // linear_attention activations, one GdnActs block per slot
+    Buffer<float> gdn_state;   // zero initial states [B, Hv, Dk, Dv] (a training sequence starts empty)
     Buffer<int32_t> ids, targets, pos;
     std::vector<int32_t> host_targets;
     std::vector<float> host_weights;
@@ -101,6 +114,7 @@ class Transformer {
 
   struct Workspace {  // backward temporaries, backend memory
     Buffer<float> g, dlogits, dx, dh, dtmp, dF1, dF2, dF3, dq, dk, dv, datt;
+    Buffer<float> gdn, gdn_state;  // linear_attention layers
   };
   LayerParams layer(float* base, int l) const;
   // Resizes b to n elements in this model's backend memory (reallocating after a backend change).
@@ -116,6 +130,15 @@ class Transformer {
   // Layer l of the training forward: reads res[l], fills the slot's activations and (when
   // write_out) res[l+1].
   void layer_forward(int l, int slot, bool write_out);
+  // Gated DeltaNet sizes and pieces
+  size_t gdn_floats_per_token() const;  // saved activations per token of one layer
+  GdnActs gdn_acts(int slot);
+  // mixer forward of a linear_attention layer on [B,T] rows of h (normed input); conv/rec states
+  // null = start empty (training), else advanced in place (inference). Writes out[N, C].
+  void gdn_forward(const LayerParams& w, const GdnActs& t, const float* h, int B, int T, float* conv_state,
+                   float* rec_state, float* out) const;
+  void gdn_backward(const LayerParams& w, const LayerParams& gw, const GdnActs& t, const float* h, const float* dmix,
+                    float* dh, float* dtmp);
   size_t add_param(const std::string& name, const Shape& shape);
   const float* lm_head(const float* base) const { return base + off_lm_head_; }
   AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;

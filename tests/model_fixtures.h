@@ -8,7 +8,7 @@
 
 namespace sr::test {
 
-// layers: string of 'f' (full) / 's' (sliding) per layer.
+// layers: string of 'f' (full) / 's' (sliding) / 'l' (linear_attention = Gated DeltaNet) per layer.
 inline ModelConfig tiny_config(const std::string& layers = "fs", int window = 5, int Hq = 4, int Hkv = 2) {
   ModelConfig c;
   c.model_type = "qwen2";
@@ -21,8 +21,14 @@ inline ModelConfig tiny_config(const std::string& layers = "fs", int window = 5,
   c.head_dim = 4;
   c.rope_theta = 10000.f;
   c.sliding_window = window;
-  for (char ch : layers) c.layer_sliding.push_back(ch == 's');
+  for (char ch : layers) c.layer_sliding.push_back(ch == 's'), c.layer_linear.push_back(ch == 'l');
   if (!c.any_sliding()) c.sliding_window = 0;
+  if (c.any_linear()) {
+    c.linear_num_key_heads = 1, c.linear_num_value_heads = 2, c.linear_key_head_dim = 4, c.linear_value_head_dim = 3;
+    c.linear_conv_kernel_dim = 4;
+  } else {
+    c.layer_linear.clear();
+  }
   c.eos_token_id = 0;
   return c;
 }

@@ -34,7 +34,9 @@ std::vector<float> prefill_in_pieces(const Transformer& m, const std::vector<int
 }  // namespace
 
 TEST(Model, GradientMatchesFiniteDifferences) {
-  ModelConfig c = tiny_config("fs", 3, 2, 1);
+  for (std::string layers : {"fs", "lf"}) {
+  SCOPED_TRACE("layers=" + layers);
+  ModelConfig c = tiny_config(layers, 3, 2, 1);
   c.vocab_size = 11, c.hidden_size = 8, c.intermediate_size = 12;
   Transformer m(c, &ops_ref());
   m.init_random(1, 0.3f);
@@ -81,10 +83,11 @@ TEST(Model, GradientMatchesFiniteDifferences) {
     }
   }
   EXPECT_GT(checked, 50);
+  }
 }
 
 TEST(Model, PrefillChunkedEqualsOneShotEqualsDecode) {
-  for (std::string layers : {"ff", "ss", "fs"}) {
+  for (std::string layers : {"ff", "ss", "fs", "ll", "lsf"}) {
     SCOPED_TRACE("layers=" + layers);
     Transformer m(tiny_config(layers, 9));
     m.init_random(4, 0.2f);
@@ -132,7 +135,9 @@ TEST(Model, SlidingWindowReceptiveField) {
 }
 
 TEST(Model, SnapshotRestoreAndStateFileAreBitwise) {
-  Transformer m(tiny_config("fs", 6));
+  for (std::string layers : {"fs", "lf"}) {
+  SCOPED_TRACE("layers=" + layers);
+  Transformer m(tiny_config(layers, 6));
   m.init_random(8, 0.2f);
   SamplingParams sp;
   sp.temperature = 0.9f, sp.top_k = 10, sp.top_p = 0.95f, sp.seed = 42;
@@ -152,17 +157,19 @@ TEST(Model, SnapshotRestoreAndStateFileAreBitwise) {
   s2.load_state(path);
   EXPECT_TRUE(s2.snapshot() == snap);
   EXPECT_EQ(s2.generate(20), a);
+  }
 }
 
 TEST(Model, SlidingWindowStateDoesNotGrow) {
-  Transformer ms(tiny_config("ss", 8)), mf(tiny_config("ff", 8));
-  ms.init_random(1), mf.init_random(1);
-  Session s(ms), f(mf);
+  Transformer ms(tiny_config("ss", 8)), mf(tiny_config("ff", 8)), ml(tiny_config("ls", 8));
+  ms.init_random(1), mf.init_random(1), ml.init_random(1);
+  Session s(ms), f(mf), l(ml);
   auto ids = random_ids(64, 23, 2);
-  s.prefill(ids), f.prefill(ids);
-  size_t s64 = s.state_bytes(), f64 = f.state_bytes();
-  for (int i = 0; i < 4; ++i) s.prefill(ids), f.prefill(ids);
+  s.prefill(ids), f.prefill(ids), l.prefill(ids);
+  size_t s64 = s.state_bytes(), f64 = f.state_bytes(), l64 = l.state_bytes();
+  for (int i = 0; i < 4; ++i) s.prefill(ids), f.prefill(ids), l.prefill(ids);
   EXPECT_EQ(s.state_bytes(), s64);
+  EXPECT_EQ(l.state_bytes(), l64);  // Gated DeltaNet + SWA: constant memory too
   EXPECT_GT(f.state_bytes(), 4 * f64);
 }
 

@@ -6,6 +6,7 @@
 #include "core/rng.h"
 #include "reading/chunker.h"
 #include "reading/reader.h"
+#include "model_fixtures.h"
 
 using namespace sr;
 
@@ -317,4 +318,29 @@ TEST(Protocol, BaselineLayouts) {
   std::string last = tok().decode(render_baseline(rounds.back(), tok(), Markers{}, 0.f, "t").ids);
   EXPECT_NE(last.find("<STOP><|answer|>" + t["answer"].get<std::string>() + "<|endoftext|>"), std::string::npos);
   EXPECT_THROW(render_baseline(json{{"layout", "xx"}, {"query", "q"}}, tok(), Markers{}, 0.f, "t"), Error);
+}
+
+// EMR with real (random-init) models whose layers keep constant-size state: Gated DeltaNet
+// (linear_attention) alone and mixed with sliding-window attention. The largest state seen while
+// reading a 4x longer document is the same, and the read finishes (no early stop).
+TEST(Reader, EmrOnGatedDeltaNetHybridsKeepsConstantState) {
+  for (std::string layers : {"ll", "ls"}) {
+    SCOPED_TRACE("layers=" + layers);
+    ModelConfig c = test::tiny_config(layers, 200);
+    c.vocab_size = tok().vocab_size();
+    Transformer m(c);
+    m.init_random(3, 0.2f);
+    ReadingOptions o = opts("emr", 64);
+    o.early_stop = false;
+    o.max_summary_tokens = 8;
+    o.max_answer_tokens = 4;
+    std::vector<size_t> peak;
+    for (int chunks : {8, 32}) {
+      SessionReaderModel rm(m);
+      ReadResult r = Reader(rm, tok(), o).read(doc_with_needle_in_chunk(1, chunks), "where?");
+      EXPECT_EQ(r.rounds, chunks);
+      peak.push_back(r.state_bytes);
+    }
+    EXPECT_EQ(peak[0], peak[1]);
+  }
 }
