@@ -10,6 +10,8 @@
 #include "models/transformer.h"
 #include "ops/cpu/cpu_ops.h"
 
+#include <cmath>
+
 using namespace sr;
 
 namespace {
@@ -100,6 +102,48 @@ static void BM_attention_fwd_bwd(benchmark::State& st) {
 BENCHMARK(BM_attention_fwd_bwd)->ArgsProduct({{1024, 4096, 16384}, {0, 1024}})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 // Whole model, training step (forward + backward): ~7M params, 4 layers (2 SWA W=256), B=4 x T=512.
+// One mixer layer's core, forward + backward, one sequence of L tokens, 4 heads x 64:
+// kind 0 = causal attention, 1 = sliding window 4096, 2 = gated delta rule (chunked, C = 64).
+static void BM_mixer_fwd_bwd(benchmark::State& st) {
+  const int L = int(st.range(0)), kind = int(st.range(1)), H = 4, D = 64;
+  auto q = randv(size_t(L) * H * D, 1), k = randv(size_t(L) * H * D, 2), v = randv(size_t(L) * H * D, 3);
+  auto dout = randv(size_t(L) * H * D, 4);
+  std::vector<float> o(q.size()), dq(q.size()), dk(k.size()), dv(v.size());
+  if (kind < 2) {
+    AttnShape s{1, L, L, H, H, D, kind == 1 ? 4096 : 0, 0.125f};
+    std::vector<float> lse(size_t(L) * H);
+    for (auto _ : st) {
+      cpu::attention_fwd(o.data(), lse.data(), q.data(), k.data(), v.data(), s);
+      cpu::attention_bwd(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), o.data(),
+                         lse.data(), s);
+      benchmark::DoNotOptimize(dq.data());
+    }
+  } else {
+    for (size_t r = 0; r < size_t(L) * H; ++r)  // the layer feeds L2-normalized q, k
+      for (auto* x : {&q, &k}) {
+        float n = 0;
+        for (int i = 0; i < D; ++i) n += (*x)[r * D + i] * (*x)[r * D + i];
+        for (int i = 0; i < D; ++i) (*x)[r * D + i] /= std::sqrt(n + 1e-6f);
+      }
+    DeltaShape s;
+    s.B = 1, s.T = L, s.Hk = H, s.Hv = H, s.Dk = D, s.Dv = D, s.scale = 0.125f;
+    std::vector<float> g(size_t(L) * H, -0.05f), beta(size_t(L) * H, 0.5f), dg(g.size()), db(g.size());
+    std::vector<float> st0(size_t(H) * D * D, 0.0f), state(st0.size()), dst(st0.size());
+    for (auto _ : st) {
+      state = st0;
+      cpu::delta_rule_fwd(o.data(), state.data(), q.data(), k.data(), v.data(), g.data(), beta.data(), s);
+      cpu::delta_rule_bwd(dq.data(), dk.data(), dv.data(), dg.data(), db.data(), dst.data(), dout.data(), nullptr,
+                          q.data(), k.data(), v.data(), g.data(), beta.data(), st0.data(), s);
+      benchmark::DoNotOptimize(dq.data());
+    }
+  }
+  st.counters["tokens/s"] = benchmark::Counter(L, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_mixer_fwd_bwd)
+    ->ArgsProduct({{2048, 4096, 8192, 16384}, {0, 1, 2}})
+    ->Args({32768, 1})->Args({32768, 2})->Args({65536, 1})->Args({65536, 2})
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
 static void BM_model_train_step(benchmark::State& st) {
   ModelConfig c;
   c.vocab_size = 266, c.hidden_size = 384, c.intermediate_size = 1024, c.num_layers = 4, c.num_heads = 6;
