@@ -74,6 +74,42 @@ TEST(ReadCli, BadInputExitsWith2) {
   EXPECT_EQ(run("read --model " + m + " --chunk-tokens 120 --doc " + d + "/ok.txt --question q --force --quiet", d).code, 0);
 }
 
+// A Gated DeltaNet + SWA hybrid trains on trajectories through `train`, is saved and reloaded as a
+// model directory, and reads with EMR; its reading state does not grow with the document.
+TEST(ReadCli, HybridGatedDeltaNetTrainsAndReadsWithEmr) {
+  std::string d = test::temp_dir("readhybrid");
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  SyntheticOptions o;
+  o.task = "passkey", o.tokens = 300, o.count = 8;
+  std::string data;
+  for (auto& r : make_synthetic(o, tok)) data += make_trajectory(r, tok, 64, 96, 1).dump() + "\n";
+  write_file_atomic(d + "/traj.jsonl", data);
+  json cfg = {{"model", {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
+                         {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"use_sliding_window", true},
+                         {"sliding_window", 128},
+                         {"layer_types", {"linear_attention", "sliding_attention"}},
+                         {"linear_num_key_heads", 1}, {"linear_num_value_heads", 2}, {"linear_key_head_dim", 16},
+                         {"linear_value_head_dim", 16}}},
+              {"data", d + "/traj.jsonl"}, {"out_dir", d + "/run"}, {"steps", 3}, {"log_every", 1}, {"seq_len", 512}};
+  write_file_atomic(d + "/train.json", cfg.dump());
+  CliRun t = run("train --config " + d + "/train.json", d);
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("\"step\":3"), std::string::npos) << t.out;
+  std::vector<size_t> state;
+  for (int paragraphs : {20, 80}) {
+    std::string doc;
+    for (int i = 0; i < paragraphs; ++i) doc += "Paragraph " + std::to_string(i) + " has some words in it.\n\n";
+    write_file_atomic(d + "/doc.txt", doc);
+    CliRun r = run("read --model " + d + "/run/model --doc " + d + "/doc.txt --question 'What?' --chunk-tokens 64 "
+                   "--max-summary-tokens 6 --max-answer-tokens 4 --no-early-stop --json --mode emr", d);
+    ASSERT_EQ(r.code, 0) << r.err;
+    json j = json::parse(r.out);
+    EXPECT_EQ(j["tokens_read"].get<size_t>(), doc.size());
+    state.push_back(j["state_bytes"].get<size_t>());
+  }
+  EXPECT_EQ(state[0], state[1]);
+}
+
 TEST(ReadCli, JsonTraceAndAllModes) {
   std::string d = test::temp_dir("readjson"), m = model_dir();
   std::string doc;
