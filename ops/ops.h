@@ -34,6 +34,13 @@ struct DeltaShape {
   int chunk = 64;      // chunk length of the chunked form (optimized backends); results do not depend on it
 };
 
+// Generalized delta rule (RWKV-7's recurrence; the gated delta rule is a special case), per batch b
+// and head h, state H = S^T [Dk, Dv]:  u = H^T a_t;  H <- diag(w_t) H + b_t u^T + k_t v_t^T;  y_t = H^T r_t.
+struct GdrShape {
+  int B = 1, T = 1, H = 1, Dk = 1, Dv = 1;
+  int chunk = 64;  // checkpoint interval of the optimized backward; results do not depend on it
+};
+
 // One AdamW update's scalars (bias corrections precomputed on the host).
 struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2;
@@ -103,6 +110,13 @@ struct OpsTable {
   // do_, dz (=), dw (+=)
   void (*gated_rmsnorm_bwd)(float* do_, float* dz, float* dw, const float* dout, const float* o, const float* z,
                             const float* w, const float* rstd, int rows, int D);
+  // Generalized delta rule: r,w,a,b,k [B,T,H,Dk], v [B,T,H,Dv] -> y [B,T,H,Dv]; state [B,H,Dk,Dv]
+  // initial in, final out. Backward: all gradients overwritten; dstate_in may be null (= 0).
+  void (*gdr_fwd)(float* y, float* state, const float* r, const float* w, const float* a, const float* b,
+                  const float* k, const float* v, const GdrShape& s);
+  void (*gdr_bwd)(float* dr, float* dw, float* da, float* db, float* dk, float* dv, float* dstate0, const float* dy,
+                  const float* dstate_in, const float* r, const float* w, const float* a, const float* b,
+                  const float* k, const float* v, const float* state0, const GdrShape& s);
   // Gated delta rule. q,k[B,T,Hk,Dk], v[B,T,Hv,Dv], g,beta[B,T,Hv] -> out[B,T,Hv,Dv];
   // state[B,Hv,Dk,Dv]: the initial state on entry, the final state on return (in place).
   void (*delta_rule_fwd)(float* out, float* state, const float* q, const float* k, const float* v, const float* g,

@@ -230,9 +230,9 @@ TEST(GatedDeltaNet, L2NormGatesAndGatedNormBackward) {
 namespace {
 template <class T>
 struct GdrInputs {
-  ref::GdrShape s;
+  GdrShape s;
   std::vector<T> r, w, a, b, k, v, state;
-  GdrInputs(ref::GdrShape sh, uint64_t seed) : s(sh) {
+  GdrInputs(GdrShape sh, uint64_t seed) : s(sh) {
     const size_t nk = size_t(s.B) * s.T * s.H * s.Dk, nv = size_t(s.B) * s.T * s.H * s.Dv;
     r = randn<T>(nk, seed), a = randn<T>(nk, seed + 1, 0.3), b = randn<T>(nk, seed + 2, 0.3);
     k = randn<T>(nk, seed + 3, 0.5), v = randn<T>(nv, seed + 4);
@@ -245,7 +245,7 @@ struct GdrInputs {
 }  // namespace
 
 TEST(GeneralizedDeltaRule, ReferenceBackwardMatchesFiniteDifferences) {
-  ref::GdrShape s;
+  GdrShape s;
   s.B = 2, s.T = 7, s.H = 2, s.Dk = 3, s.Dv = 4;
   GdrInputs<double> in(s, 21);
   auto dy = randn<double>(in.v.size(), 22), dstate = randn<double>(in.state.size(), 23);
@@ -276,7 +276,7 @@ TEST(GeneralizedDeltaRule, GatedDeltaNetIsASpecialCaseAndLongRunsStayBounded) {
     std::vector<double> o(in.v.size()), st = in.state;
     ref::delta_rule_fwd<double>(o.data(), st.data(), in.q.data(), in.k.data(), in.v.data(), in.g.data(),
                                 in.beta.data(), in.s);
-    ref::GdrShape gs;
+    GdrShape gs;
     gs.B = 2, gs.T = T, gs.H = 3, gs.Dk = 5, gs.Dv = 4;
     std::vector<double> r, w, a, b, k2, v2;
     ref::gdn_as_generalized<double>(r, w, a, b, k2, v2, in.q, in.k, in.v, in.g, in.beta, gs, double(in.s.scale));
@@ -286,7 +286,7 @@ TEST(GeneralizedDeltaRule, GatedDeltaNetIsASpecialCaseAndLongRunsStayBounded) {
     EXPECT_CLOSE(st2, st, 1e-12, 1e-10) << "T=" << T;
   }
   // RWKV-7-style inputs: a = -kappa_hat, b = kappa_hat * iclr with iclr in (0,1), |kappa_hat| = 1
-  ref::GdrShape s;
+  GdrShape s;
   s.T = 100000, s.Dk = 8, s.Dv = 8;
   GdrInputs<float> in(s, 5);
   for (int t = 0; t < s.T; ++t) {
@@ -306,4 +306,53 @@ TEST(GeneralizedDeltaRule, GatedDeltaNetIsASpecialCaseAndLongRunsStayBounded) {
   }
   for (float x : y) ASSERT_TRUE(std::isfinite(x));
   EXPECT_LT(std::sqrt(norm), 1e3);
+}
+
+TEST(GeneralizedDeltaRule, CpuMatchesReferenceForwardBackwardAndPieces) {
+  for (int T : kLengths)
+    for (int C : {1, 16, 64}) {
+      SCOPED_TRACE("T=" + std::to_string(T) + " chunk=" + std::to_string(C));
+      GdrShape s;
+      s.B = 2, s.T = T, s.H = 3, s.Dk = 5, s.Dv = 4, s.chunk = C;
+      GdrInputs<float> in(s, 80 + T);
+      std::vector<float> y1(in.v.size()), y2(in.v.size(), NAN), st1 = in.state, st2 = in.state;
+      ref::gdr_fwd<float>(y1.data(), st1.data(), in.r.data(), in.w.data(), in.a.data(), in.b.data(), in.k.data(),
+                          in.v.data(), s);
+      cpu::gdr_fwd(y2.data(), st2.data(), in.r.data(), in.w.data(), in.a.data(), in.b.data(), in.k.data(), in.v.data(), s);
+      EXPECT_CLOSE(y2, y1, 1e-6, 1e-5);
+      EXPECT_CLOSE(st2, st1, 1e-6, 1e-5);
+      auto dy = randn(in.v.size(), 9), dst = randn(in.state.size(), 10);
+      const size_t nk = in.r.size(), nv = in.v.size(), ns = in.state.size();
+      std::vector<std::vector<float>> a(7), c(7);
+      for (int i = 0; i < 7; ++i) {
+        size_t n = i < 5 ? nk : i == 5 ? nv : ns;
+        a[i].assign(n, 0.0f), c[i].assign(n, NAN);
+      }
+      ref::gdr_bwd<float>(a[0].data(), a[1].data(), a[2].data(), a[3].data(), a[4].data(), a[5].data(), a[6].data(),
+                          dy.data(), dst.data(), in.r.data(), in.w.data(), in.a.data(), in.b.data(), in.k.data(),
+                          in.v.data(), in.state.data(), s);
+      cpu::gdr_bwd(c[0].data(), c[1].data(), c[2].data(), c[3].data(), c[4].data(), c[5].data(), c[6].data(), dy.data(),
+                   dst.data(), in.r.data(), in.w.data(), in.a.data(), in.b.data(), in.k.data(), in.v.data(),
+                   in.state.data(), s);
+      const char* names[7] = {"dr", "dw", "da", "db", "dk", "dv", "dstate0"};
+      for (int i = 0; i < 7; ++i) EXPECT_CLOSE(c[i], a[i], 1e-6, 1e-5) << names[i];
+    }
+  // streaming: pieces with the state carried == one shot
+  GdrShape s;
+  s.T = 130, s.H = 2, s.Dk = 4, s.Dv = 4;
+  GdrInputs<float> in(s, 3);
+  std::vector<float> one(in.v.size()), st_one = in.state;
+  cpu::gdr_fwd(one.data(), st_one.data(), in.r.data(), in.w.data(), in.a.data(), in.b.data(), in.k.data(), in.v.data(), s);
+  for (int piece : {1, 7, 65}) {
+    std::vector<float> y(in.v.size()), st = in.state;
+    for (int t0 = 0; t0 < s.T; t0 += piece) {
+      GdrShape p = s;
+      p.T = std::min(piece, s.T - t0);
+      const size_t ok = size_t(t0) * s.H * s.Dk, ov = size_t(t0) * s.H * s.Dv;
+      cpu::gdr_fwd(y.data() + ov, st.data(), in.r.data() + ok, in.w.data() + ok, in.a.data() + ok, in.b.data() + ok,
+                   in.k.data() + ok, in.v.data() + ov, p);
+    }
+    EXPECT_EQ(y, one) << "piece " << piece;  // same token scan: bitwise
+    EXPECT_EQ(st, st_one) << "piece " << piece;
+  }
 }

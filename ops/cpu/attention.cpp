@@ -214,6 +214,8 @@ const OpsTable& ops_table() {
       .gdn_gates_bwd = ref::gdn_gates_bwd<float>,
       .gated_rmsnorm_fwd = ref::gated_rmsnorm_fwd<float>,
       .gated_rmsnorm_bwd = ref::gated_rmsnorm_bwd<float>,
+      .gdr_fwd = gdr_fwd,
+      .gdr_bwd = gdr_bwd,
       .delta_rule_fwd = delta_rule_fwd,
       .delta_rule_bwd = delta_rule_bwd,
   };

@@ -30,6 +30,11 @@ void delta_rule_fwd(float* out, float* state, const float* q, const float* k, co
 void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
                     const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
                     const float* beta, const float* state0, const DeltaShape& s);
+void gdr_fwd(float* y, float* state, const float* r, const float* w, const float* a, const float* b, const float* k,
+             const float* v, const GdrShape& s);
+void gdr_bwd(float* dr, float* dw, float* da, float* db, float* dk, float* dv, float* dstate0, const float* dy,
+             const float* dstate_in, const float* r, const float* w, const float* a, const float* b, const float* k,
+             const float* v, const float* state0, const GdrShape& s);
 
 // Blocked attention tile sizes (queries x keys); exposed so tests can probe tile-1 / tile / tile+1.
 constexpr int kAttnTileQ = 64;

@@ -14,11 +14,9 @@
 #include <cstddef>
 #include <vector>
 
-namespace sr::ref {
+#include "ops/ops.h"
 
-struct GdrShape {
-  int B = 1, T = 1, H = 1, Dk = 1, Dv = 1;
-};
+namespace sr::ref {
 
 inline size_t gdr_at(const GdrShape& s, int b, int t, int h, int D) { return ((size_t(b) * s.T + t) * s.H + h) * size_t(D); }
 
@@ -56,6 +54,49 @@ void gdr_fwd(T* y, T* state, const T* r, const T* w, const T* a, const T* b, con
     }
 }
 
+// Backpropagates tokens [t0, t1) of head (bb, h): Hs[0..t1-t0] = states before/after each token
+// (Hs[r+1] = after token t0 + r); dH holds d(state after t1-1) on entry, d(state before t0) on return.
+template <class T>
+void gdr_bwd_segment(T* dr, T* dw, T* da, T* db, T* dk, T* dv, T* dH, const T* Hs, const T* dy, const T* r,
+                     const T* w, const T* a, const T* b, const T* k, const T* v, const GdrShape& s, int bb, int h,
+                     int t0, int t1, T* u, T* du) {
+  const int Dk = s.Dk, Dv = s.Dv, S = Dk * Dv;
+  for (int t = t1 - 1; t >= t0; --t) {
+    const size_t ik = gdr_at(s, bb, t, h, Dk), iv = gdr_at(s, bb, t, h, Dv);
+    const T *Ht = Hs + size_t(t - t0 + 1) * S, *Hp = Hs + size_t(t - t0) * S;
+    // y = H_t^T r
+    for (int i = 0; i < Dk; ++i) {
+      T acc = 0;
+      for (int j = 0; j < Dv; ++j) acc += Ht[size_t(i) * Dv + j] * dy[iv + j], dH[size_t(i) * Dv + j] += r[ik + i] * dy[iv + j];
+      dr[ik + i] = acc;
+    }
+    // H_t = diag(w) H_{t-1} + b u^T + k v^T, u = H_{t-1}^T a
+    for (int j = 0; j < Dv; ++j) {
+      T acc_u = 0, acc_du = 0, acc_dv = 0;
+      for (int i = 0; i < Dk; ++i) {
+        acc_u += a[ik + i] * Hp[size_t(i) * Dv + j];
+        acc_du += dH[size_t(i) * Dv + j] * b[ik + i];
+        acc_dv += dH[size_t(i) * Dv + j] * k[ik + i];
+      }
+      u[j] = acc_u, du[j] = acc_du, dv[iv + j] = acc_dv;
+    }
+    for (int i = 0; i < Dk; ++i) {
+      T sk = 0, sb = 0, sw = 0, sa = 0;
+      for (int j = 0; j < Dv; ++j) {
+        const T g = dH[size_t(i) * Dv + j];
+        sk += g * v[iv + j], sb += g * u[j], sw += g * Hp[size_t(i) * Dv + j], sa += Hp[size_t(i) * Dv + j] * du[j];
+      }
+      dk[ik + i] = sk, db[ik + i] = sb, dw[ik + i] = sw, da[ik + i] = sa;
+    }
+    // dH_{t-1} = diag(w) dH + a du^T
+    for (int i = 0; i < Dk; ++i)
+      for (int j = 0; j < Dv; ++j) {
+        T& g = dH[size_t(i) * Dv + j];
+        g = w[ik + i] * g + a[ik + i] * du[j];
+      }
+  }
+}
+
 // Gradients (all overwritten) for the last call, given dy and d(final state) (dstate_in may be
 // null = 0); state0 is the INITIAL state; dstate0 gets d(initial state).
 template <class T>
@@ -74,40 +115,8 @@ void gdr_bwd(T* dr, T* dw, T* da, T* db, T* dk, T* dv, T* dstate0, const T* dy, 
         gdr_step(Hn, w + ik, a + ik, b + ik, k + ik, v + iv, u.data(), Dk, Dv);
       }
       for (int i = 0; i < S; ++i) dH[i] = dstate_in ? dstate_in[(size_t(bb) * s.H + h) * S + i] : T(0);
-      for (int t = s.T - 1; t >= 0; --t) {
-        const size_t ik = gdr_at(s, bb, t, h, Dk), iv = gdr_at(s, bb, t, h, Dv);
-        const T *Ht = Hs.data() + size_t(t + 1) * S, *Hp = Hs.data() + size_t(t) * S;
-        // y = H_t^T r
-        for (int i = 0; i < Dk; ++i) {
-          T acc = 0;
-          for (int j = 0; j < Dv; ++j) acc += Ht[size_t(i) * Dv + j] * dy[iv + j], dH[size_t(i) * Dv + j] += r[ik + i] * dy[iv + j];
-          dr[ik + i] = acc;
-        }
-        // H_t = diag(w) H_{t-1} + b u^T + k v^T, u = H_{t-1}^T a
-        for (int j = 0; j < Dv; ++j) {
-          T acc_u = 0, acc_du = 0, acc_dv = 0;
-          for (int i = 0; i < Dk; ++i) {
-            acc_u += a[ik + i] * Hp[size_t(i) * Dv + j];
-            acc_du += dH[size_t(i) * Dv + j] * b[ik + i];
-            acc_dv += dH[size_t(i) * Dv + j] * k[ik + i];
-          }
-          u[j] = acc_u, du[j] = acc_du, dv[iv + j] = acc_dv;
-        }
-        for (int i = 0; i < Dk; ++i) {
-          T sk = 0, sb = 0, sw = 0, sa = 0;
-          for (int j = 0; j < Dv; ++j) {
-            const T g = dH[size_t(i) * Dv + j];
-            sk += g * v[iv + j], sb += g * u[j], sw += g * Hp[size_t(i) * Dv + j], sa += Hp[size_t(i) * Dv + j] * du[j];
-          }
-          dk[ik + i] = sk, db[ik + i] = sb, dw[ik + i] = sw, da[ik + i] = sa;
-        }
-        // dH_{t-1} = diag(w) dH + a du^T
-        for (int i = 0; i < Dk; ++i)
-          for (int j = 0; j < Dv; ++j) {
-            T& g = dH[size_t(i) * Dv + j];
-            g = w[ik + i] * g + a[ik + i] * du[j];
-          }
-      }
+      gdr_bwd_segment(dr, dw, da, db, dk, dv, dH.data(), Hs.data(), dy, r, w, a, b, k, v, s, bb, h, 0, s.T, u.data(),
+                      du.data());
       for (int i = 0; i < S; ++i) dstate0[(size_t(bb) * s.H + h) * S + i] = dH[i];
     }
 }

@@ -1,5 +1,6 @@
 // fp32 instantiation of the reference ops as a backend table.
 #include "ops/ref/gated_deltanet.h"
+#include "ops/ref/generalized_delta_rule.h"
 #include "ops/ref/ref_ops.h"
 
 namespace sr {
@@ -40,6 +41,8 @@ const OpsTable& ops_ref() {
       .gdn_gates_bwd = ref::gdn_gates_bwd<float>,
       .gated_rmsnorm_fwd = ref::gated_rmsnorm_fwd<float>,
       .gated_rmsnorm_bwd = ref::gated_rmsnorm_bwd<float>,
+      .gdr_fwd = ref::gdr_fwd<float>,
+      .gdr_bwd = ref::gdr_bwd<float>,
       .delta_rule_fwd = ref::delta_rule_fwd<float>,
       .delta_rule_bwd = ref::delta_rule_bwd<float>,
   };
