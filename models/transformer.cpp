@@ -35,19 +35,15 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : cfg_(cfg
       add_param(g + "A_log", {Hv});
       add_param(g + "norm.weight", {cfg_.linear_value_head_dim});
       add_param(g + "out_proj.weight", {C, Vd});
-      add_param(p + "post_attention_layernorm.weight", {C});
-      add_param(p + "mlp.gate_proj.weight", {F, C});
-      add_param(p + "mlp.up_proj.weight", {F, C});
-      add_param(p + "mlp.down_proj.weight", {C, F});
-      continue;
+    } else {
+      add_param(p + "self_attn.q_proj.weight", {qd, C});
+      if (cfg_.attention_bias) add_param(p + "self_attn.q_proj.bias", {qd});
+      add_param(p + "self_attn.k_proj.weight", {kvd, C});
+      if (cfg_.attention_bias) add_param(p + "self_attn.k_proj.bias", {kvd});
+      add_param(p + "self_attn.v_proj.weight", {kvd, C});
+      if (cfg_.attention_bias) add_param(p + "self_attn.v_proj.bias", {kvd});
+      add_param(p + "self_attn.o_proj.weight", {C, qd});
     }
-    add_param(p + "self_attn.q_proj.weight", {qd, C});
-    if (cfg_.attention_bias) add_param(p + "self_attn.q_proj.bias", {qd});
-    add_param(p + "self_attn.k_proj.weight", {kvd, C});
-    if (cfg_.attention_bias) add_param(p + "self_attn.k_proj.bias", {kvd});
-    add_param(p + "self_attn.v_proj.weight", {kvd, C});
-    if (cfg_.attention_bias) add_param(p + "self_attn.v_proj.bias", {kvd});
-    add_param(p + "self_attn.o_proj.weight", {C, qd});
     add_param(p + "post_attention_layernorm.weight", {C});
     add_param(p + "mlp.gate_proj.weight", {F, C});
     add_param(p + "mlp.up_proj.weight", {F, C});
@@ -120,20 +116,16 @@ Transformer::LayerParams Transformer::layer(float* base, int l) const {
     w.A_log = p, p += Hv;
     w.gnorm = p, p += cfg_.linear_value_head_dim;
     w.wout = p, p += C * Vd;
-    w.ln2 = p, p += C;
-    w.wg = p, p += F * C;
-    w.wu = p, p += F * C;
-    w.wd = p;
-    return w;
+  } else {
+    w.wq = p, p += qd * C;
+    w.bq = bias ? p : nullptr, p += bias ? qd : 0;
+    w.wk = p, p += kvd * C;
+    w.bk = bias ? p : nullptr, p += bias ? kvd : 0;
+    w.wv = p, p += kvd * C;
+    w.bv = bias ? p : nullptr, p += bias ? kvd : 0;
+    w.wo = p, p += C * qd;
   }
-  w.wq = p, p += qd * C;
-  w.bq = bias ? p : nullptr, p += bias ? qd : 0;
-  w.wk = p, p += kvd * C;
-  w.bk = bias ? p : nullptr, p += bias ? kvd : 0;
-  w.wv = p, p += kvd * C;
-  w.bv = bias ? p : nullptr, p += bias ? kvd : 0;
-  w.wo = p, p += C * qd;
-  w.ln2 = p, p += C;
+  w.ln2 = p, p += C;  // the MLP half is the same for every layer kind
   w.wg = p, p += F * C;
   w.wu = p, p += F * C;
   w.wd = p;

@@ -25,19 +25,26 @@ CliRun run(const std::string& args, const std::string& dir) {
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_file(dir + "/out.txt"), read_file(dir + "/err.txt")};
 }
 
+// train.json for a tiny reader (hidden 32, 2 layers, window 128, plus `model_extra`) on 8 passkey
+// trajectories written to dir/traj.jsonl; output in dir/run.
+json tiny_reader_train_json(const std::string& dir, const json& model_extra, int steps) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  SyntheticOptions o;
+  o.task = "passkey", o.tokens = 300, o.count = 8;
+  std::string data;
+  for (auto& r : make_synthetic(o, tok)) data += make_trajectory(r, tok, 64, 96, 1).dump() + "\n";
+  write_file_atomic(dir + "/traj.jsonl", data);
+  json model = {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2}, {"num_attention_heads", 2},
+                {"num_key_value_heads", 1}, {"use_sliding_window", true}, {"sliding_window", 128}};
+  model.update(model_extra);
+  return {{"model", model}, {"data", dir + "/traj.jsonl"}, {"out_dir", dir + "/run"}, {"steps", steps},
+          {"log_every", 1}, {"seq_len", 512}};
+}
+
 const std::string& model_dir() {  // one tiny all-SWA model (W=128) trained for 2 steps
   static std::string dir = [] {
     std::string d = test::temp_dir("readcli");
-    ByteTokenizer tok(ByteTokenizer::default_specials());
-    SyntheticOptions o;
-    o.task = "passkey", o.tokens = 300, o.count = 8;
-    std::string data;
-    for (auto& r : make_synthetic(o, tok)) data += make_trajectory(r, tok, 64, 96, 1).dump() + "\n";
-    write_file_atomic(d + "/traj.jsonl", data);
-    json cfg = {{"model", {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
-                           {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"use_sliding_window", true},
-                           {"sliding_window", 128}, {"max_window_layers", 0}}},
-                {"data", d + "/traj.jsonl"}, {"out_dir", d + "/run"}, {"steps", 2}, {"log_every", 1}, {"seq_len", 512}};
+    json cfg = tiny_reader_train_json(d, {{"max_window_layers", 0}}, 2);
     Trainer(TrainConfig::from_json(cfg, "test")).run([](const json&) {});
     return d + "/run/model";
   }();
@@ -78,19 +85,11 @@ TEST(ReadCli, BadInputExitsWith2) {
 // model directory, and reads with EMR; its reading state does not grow with the document.
 TEST(ReadCli, HybridGatedDeltaNetTrainsAndReadsWithEmr) {
   std::string d = test::temp_dir("readhybrid");
-  ByteTokenizer tok(ByteTokenizer::default_specials());
-  SyntheticOptions o;
-  o.task = "passkey", o.tokens = 300, o.count = 8;
-  std::string data;
-  for (auto& r : make_synthetic(o, tok)) data += make_trajectory(r, tok, 64, 96, 1).dump() + "\n";
-  write_file_atomic(d + "/traj.jsonl", data);
-  json cfg = {{"model", {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
-                         {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"use_sliding_window", true},
-                         {"sliding_window", 128},
-                         {"layer_types", {"linear_attention", "sliding_attention"}},
-                         {"linear_num_key_heads", 1}, {"linear_num_value_heads", 2}, {"linear_key_head_dim", 16},
-                         {"linear_value_head_dim", 16}}},
-              {"data", d + "/traj.jsonl"}, {"out_dir", d + "/run"}, {"steps", 3}, {"log_every", 1}, {"seq_len", 512}};
+  json cfg = tiny_reader_train_json(d,
+                                    {{"layer_types", {"linear_attention", "sliding_attention"}},
+                                     {"linear_num_key_heads", 1}, {"linear_num_value_heads", 2},
+                                     {"linear_key_head_dim", 16}, {"linear_value_head_dim", 16}},
+                                    3);
   write_file_atomic(d + "/train.json", cfg.dump());
   CliRun t = run("train --config " + d + "/train.json", d);
   ASSERT_EQ(t.code, 0) << t.err;

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "ops/cpu/cpu_ops.h"
-#include "ops/ref/gated_deltanet.h"
 
 namespace sr::cpu {
 
@@ -184,41 +183,24 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
   }
 }
 
+// The reference table with every optimized op swapped in; the Gated DeltaNet layer's memory-bound
+// pieces (conv, L2 norm, gates, gated norm) keep the reference loops.
 const OpsTable& ops_table() {
-  static const OpsTable t = {
-      .name = "cpu",
-      .mem = &host_mem(),
-      .embedding_fwd = embedding_fwd,
-      .embedding_bwd = embedding_bwd,
-      .rmsnorm_fwd = rmsnorm_fwd,
-      .rmsnorm_bwd = rmsnorm_bwd,
-      .linear_fwd = linear_fwd,
-      .linear_bwd = linear_bwd,
-      .rope_fwd = rope_fwd,
-      .rope_bwd = rope_bwd,
-      .attention_fwd = attention_fwd,
-      .attention_bwd = attention_bwd,
-      .swiglu_fwd = swiglu_fwd,
-      .swiglu_bwd = swiglu_bwd,
-      .xent_fwd = xent_fwd,
-      .xent_bwd = xent_bwd,
-      .add = add,
-      .scale = scale,
-      .sum_squares = sum_squares,
-      .adamw = adamw,
-      .causal_conv_fwd = ref::causal_conv_fwd<float>,
-      .causal_conv_bwd = ref::causal_conv_bwd<float>,
-      .l2norm_fwd = ref::l2norm_fwd<float>,
-      .l2norm_bwd = ref::l2norm_bwd<float>,
-      .gdn_gates_fwd = ref::gdn_gates_fwd<float>,
-      .gdn_gates_bwd = ref::gdn_gates_bwd<float>,
-      .gated_rmsnorm_fwd = ref::gated_rmsnorm_fwd<float>,
-      .gated_rmsnorm_bwd = ref::gated_rmsnorm_bwd<float>,
-      .gdr_fwd = gdr_fwd,
-      .gdr_bwd = gdr_bwd,
-      .delta_rule_fwd = delta_rule_fwd,
-      .delta_rule_bwd = delta_rule_bwd,
-  };
+  static const OpsTable t = [] {
+    OpsTable o = ops_ref();
+    o.name = "cpu";
+    o.embedding_fwd = embedding_fwd, o.embedding_bwd = embedding_bwd;
+    o.rmsnorm_fwd = rmsnorm_fwd, o.rmsnorm_bwd = rmsnorm_bwd;
+    o.linear_fwd = linear_fwd, o.linear_bwd = linear_bwd;
+    o.rope_fwd = rope_fwd, o.rope_bwd = rope_bwd;
+    o.attention_fwd = attention_fwd, o.attention_bwd = attention_bwd;
+    o.swiglu_fwd = swiglu_fwd, o.swiglu_bwd = swiglu_bwd;
+    o.xent_fwd = xent_fwd, o.xent_bwd = xent_bwd;
+    o.add = add, o.scale = scale, o.sum_squares = sum_squares, o.adamw = adamw;
+    o.gdr_fwd = gdr_fwd, o.gdr_bwd = gdr_bwd;
+    o.delta_rule_fwd = delta_rule_fwd, o.delta_rule_bwd = delta_rule_bwd;
+    return o;
+  }();
   return t;
 }
 
