@@ -7,12 +7,12 @@
 //   U = T diag(beta) V;  W = T diag(beta e^gamma) K;  Delta = U - W H
 //   O_r = e^gamma_r q~_r H + sum_{s<=r} (q~_r.k_s) exp(gamma_r - gamma_s) Delta_s
 //   H <- e^gamma_C H + sum_r (k_r e^(gamma_C - gamma_r)) Delta_r^T
-// Backward: exact backpropagation through time with checkpointing: chunk-start states from a
-// forward pass, then each chunk's per-token states recomputed and walked in reverse (memory
-// O(C Dk Dv) per thread, compute ~2 forwards).
+// Backward: exact backpropagation through time with checkpoints every C tokens
+// (ops/cpu/checkpointed_scan.h; compute ~2 forwards).
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/checkpointed_scan.h"
 #include "ops/cpu/cpu_ops.h"
 #include "ops/ref/gated_deltanet.h"
 
@@ -129,8 +129,7 @@ void delta_rule_fwd(float* out, float* state, const float* q, const float* k, co
 void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
                     const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
                     const float* beta, const float* state0, const DeltaShape& s) {
-  const int Dk = s.Dk, Dv = s.Dv, S = Dk * Dv, ratio = s.Hv / s.Hk, C = std::max(1, s.chunk);
-  const int nchunks = (s.T + C - 1) / C;
+  const int Dk = s.Dk, Dv = s.Dv, S = Dk * Dv, ratio = s.Hv / s.Hk;
 #pragma omp parallel for schedule(dynamic) collapse(2)
   for (int b = 0; b < s.B; ++b)
     for (int kh = 0; kh < s.Hk; ++kh) {
@@ -138,39 +137,22 @@ void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, fl
         std::fill_n(dq + dr_tok(s, b, t, kh, s.Hk, Dk), Dk, 0.0f);
         std::fill_n(dk + dr_tok(s, b, t, kh, s.Hk, Dk), Dk, 0.0f);
       }
-      std::vector<float> ckpt(size_t(nchunks) * S), Hs(size_t(C + 1) * S), dH(S), Hp(S), u(Dv), dd(Dv);
+      ScanScratch w;
+      std::vector<float> Hp(S), u(Dv), dd(Dv);
       for (int h = kh * ratio; h < (kh + 1) * ratio; ++h) {
-        // chunk-start states
-        std::copy_n(state0 + (size_t(b) * s.Hv + h) * S, S, Hs.data());
-        for (int c = 0; c < nchunks; ++c) {
-          std::copy_n(Hs.data(), S, ckpt.data() + size_t(c) * S);
-          for (int t = c * C; t < std::min(s.T, (c + 1) * C); ++t)
-            ref::delta_rule_step(Hs.data(), k + dr_tok(s, b, t, kh, s.Hk, Dk), v + dr_tok(s, b, t, h, s.Hv, Dv),
-                                 std::exp(g[dr_gate(s, b, t, h)]), beta[dr_gate(s, b, t, h)], u.data(), Dk, Dv);
-        }
-        if (dstate_in) std::copy_n(dstate_in + (size_t(b) * s.Hv + h) * S, S, dH.data());
-        else std::fill(dH.begin(), dH.end(), 0.0f);
-        for (int c = nchunks - 1; c >= 0; --c) {
-          const int t0 = c * C, n = std::min(C, s.T - t0);
-          std::copy_n(ckpt.data() + size_t(c) * S, S, Hs.data());
-          for (int r = 0; r < n; ++r) {  // Hs[r+1] = state after token t0 + r
-            std::copy_n(Hs.data() + size_t(r) * S, S, Hs.data() + size_t(r + 1) * S);
-            ref::delta_rule_step(Hs.data() + size_t(r + 1) * S, k + dr_tok(s, b, t0 + r, kh, s.Hk, Dk),
-                                 v + dr_tok(s, b, t0 + r, h, s.Hv, Dv), std::exp(g[dr_gate(s, b, t0 + r, h)]),
-                                 beta[dr_gate(s, b, t0 + r, h)], u.data(), Dk, Dv);
-          }
-          for (int r = n - 1; r >= 0; --r) {
-            const int t = t0 + r;
-            const size_t gi = dr_gate(s, b, t, h);
-            ref::delta_rule_step_bwd(dH.data(), dq + dr_tok(s, b, t, kh, s.Hk, Dk), dk + dr_tok(s, b, t, kh, s.Hk, Dk),
-                                     dv + dr_tok(s, b, t, h, s.Hv, Dv), dg + gi, dbeta + gi,
-                                     dout + dr_tok(s, b, t, h, s.Hv, Dv), q + dr_tok(s, b, t, kh, s.Hk, Dk),
-                                     k + dr_tok(s, b, t, kh, s.Hk, Dk), v + dr_tok(s, b, t, h, s.Hv, Dv),
-                                     std::exp(g[gi]), beta[gi], s.scale, Hs.data() + size_t(r) * S,
-                                     Hs.data() + size_t(r + 1) * S, Hp.data(), u.data(), dd.data(), Dk, Dv);
-          }
-        }
-        std::copy_n(dH.data(), S, dstate0 + (size_t(b) * s.Hv + h) * S);
+        auto step = [&](float* H, int t) {
+          ref::delta_rule_step(H, k + dr_tok(s, b, t, kh, s.Hk, Dk), v + dr_tok(s, b, t, h, s.Hv, Dv),
+                               std::exp(g[dr_gate(s, b, t, h)]), beta[dr_gate(s, b, t, h)], u.data(), Dk, Dv);
+        };
+        auto step_bwd = [&](float* dH, int t, const float* Hprev) {
+          const size_t gi = dr_gate(s, b, t, h), ik = dr_tok(s, b, t, kh, s.Hk, Dk), iv = dr_tok(s, b, t, h, s.Hv, Dv);
+          ref::delta_rule_step_bwd(dH, dq + ik, dk + ik, dv + iv, dg + gi, dbeta + gi, dout + iv, q + ik, k + ik, v + iv,
+                                   std::exp(g[gi]), beta[gi], s.scale, Hprev, Hprev + S, Hp.data(), u.data(), dd.data(),
+                                   Dk, Dv);
+        };
+        const size_t so = (size_t(b) * s.Hv + h) * S;
+        checkpointed_bptt(s.T, s.chunk, S, state0 + so, dstate_in ? dstate_in + so : nullptr, dstate0 + so, w, step,
+                          step_bwd);
       }
     }
 }
