@@ -55,6 +55,13 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
 }
+// Accumulator fragments of two adjacent n-tiles (16 x 16 of C, fp32) reused as one bf16 A fragment
+// of the next mma (the FlashAttention-2 register trick: P and dS never touch shared memory).
+template <int NT>
+__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c)[NT][4], int kc) {
+  a[0] = pack_bf16(c[2 * kc][0], c[2 * kc][1]), a[1] = pack_bf16(c[2 * kc][2], c[2 * kc][3]);
+  a[2] = pack_bf16(c[2 * kc + 1][0], c[2 * kc + 1][1]), a[3] = pack_bf16(c[2 * kc + 1][2], c[2 * kc + 1][3]);
+}
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
 template <class T>
@@ -198,8 +205,8 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
     // O += P V
 #pragma unroll
     for (int kc = 0; kc < kFwdN / 16; ++kc) {
-      uint32_t a[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]), pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
-                       pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]), pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
+      uint32_t a[4];
+      acc_to_a(a, sc, kc);
 #pragma unroll
       for (int dp = 0; dp < KD; ++dp) {
         uint32_t r[4];
@@ -353,10 +360,9 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
     // dV += P^T dO ; dK += dS^T Q  (k = the 32 queries)
 #pragma unroll
     for (int kc = 0; kc < kBwdM / 16; ++kc) {
-      uint32_t ap[4] = {pack_bf16(st[2 * kc][0], st[2 * kc][1]), pack_bf16(st[2 * kc][2], st[2 * kc][3]),
-                        pack_bf16(st[2 * kc + 1][0], st[2 * kc + 1][1]), pack_bf16(st[2 * kc + 1][2], st[2 * kc + 1][3])};
-      uint32_t as[4] = {pack_bf16(dpt[2 * kc][0], dpt[2 * kc][1]), pack_bf16(dpt[2 * kc][2], dpt[2 * kc][3]),
-                        pack_bf16(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]), pack_bf16(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
+      uint32_t ap[4], as[4];
+      acc_to_a(ap, st, kc);
+      acc_to_a(as, dpt, kc);
 #pragma unroll
       for (int dp = 0; dp < KD; ++dp) {
         uint32_t r[4], rq[4];
