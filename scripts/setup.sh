@@ -9,6 +9,8 @@ PKGS=(
   nlohmann-json3-dev       # JSON (configs, headers, JSONL)
   libgtest-dev libgmock-dev googletest  # unit tests
   libbenchmark-dev         # bench/
+  python3-jieba            # jieba 0.42.1's dictionary + HMM tables: LongBench's Chinese metrics (eval/jieba.cpp reads them)
+  python3-levenshtein      # test oracle only: python-Levenshtein's ratio for the code-similarity option
 )
 missing=()
 for p in "${PKGS[@]}"; do
