@@ -15,6 +15,8 @@ commands:
   read       --model DIR (--doc FILE | stdin) --question Q [--mode emr|nmr|or|or-context-first] [--json]
              [--trace F.jsonl] [--batch IN.jsonl --out OUT.jsonl]   Smooth Reading (see read --help)
   eval       --model DIR --data F.jsonl [--mode M] | --score-only --pred F.jsonl   read + score (RULER)
+  longbench  --model DIR --data-dir D --config-dir C --out DIR [--mode or|emr|nmr] [--e]
+             | --score-only --pred-dir DIR   LongBench predictions + the official scores
   chunk      --model DIR --doc FILE --chunk-tokens C [--json]   show how a document is chunked
   train      --config train.json [--resume] [--quiet]      train a model (JSON line per logged step)
   generate   --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
     if (cmd == "read") return sr::cli::cmd_read(argc, argv);
     if (cmd == "chunk") return sr::cli::cmd_chunk(argc, argv);
     if (cmd == "eval") return sr::cli::cmd_eval(argc, argv);
+    if (cmd == "longbench") return sr::cli::cmd_longbench(argc, argv);
     std::cerr << "error: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const sr::Error& e) {

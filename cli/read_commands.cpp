@@ -14,6 +14,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "core/io.h"
 #include "eval/metrics.h"
 #include "models/model_dir.h"
@@ -22,12 +23,6 @@
 namespace sr::cli {
 
 namespace {
-size_t peak_rss_bytes() {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return size_t(ru.ru_maxrss) * 1024;
-}
-
 std::string read_document(const Args& a) {
   std::string doc, where;
   if (a.has("--doc")) {
@@ -66,27 +61,6 @@ ReadingOptions reading_options(const Args& a, const LoadedModel& m) {
 // Smallest window over the model's sliding layers (0 when none).
 int model_window(const ModelConfig& c) { return c.any_sliding() ? c.sliding_window : 0; }
 
-class Progress {
- public:
-  explicit Progress(bool on) : on_(on && isatty(2)), t0_(std::chrono::steady_clock::now()) {}
-  void update(const std::string& what, int64_t done, int64_t total, const std::string& extra = "") {
-    if (!on_) return;
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-    double rate = s > 0 ? done / s : 0;
-    double eta = rate > 0 ? (total - done) / rate : 0;
-    int width = 24, fill = total > 0 ? int(width * double(done) / double(total)) : 0;
-    std::fprintf(stderr, "\r%s [%s%s] %lld/%lld %s %.0f/s ETA %.0fs   ", what.c_str(), std::string(fill, '#').c_str(),
-                 std::string(width - fill, '.').c_str(), (long long)done, (long long)total, extra.c_str(), rate, eta);
-    std::fflush(stderr);
-  }
-  void done() {
-    if (on_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  bool on_;
-  std::chrono::steady_clock::time_point t0_;
-};
 
 const std::string& first_field(const json& j, const std::vector<std::string>& keys, const std::string& where) {
   for (auto& k : keys)
@@ -98,21 +72,8 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
                bool quiet) {
   // Resume: keep complete lines already in `out`, drop a torn last line, skip answered ids.
   std::set<std::string> done;
-  std::string kept;
-  if (path_exists(out)) {
-    std::ifstream f(out);
-    std::string line;
-    while (std::getline(f, line)) {
-      try {
-        json j = json::parse(line);
-        if (j.contains("id")) done.insert(j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump());
-        kept += line + "\n";
-      } catch (const json::parse_error&) {
-        break;  // torn write from an interrupted run: everything after it is redone
-      }
-    }
-    write_file_atomic(out, kept);
-  }
+  for (auto& j : resume_jsonl(out))
+    if (j.contains("id")) done.insert(j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump());
   std::vector<json> items;
   int64_t bad_lines = 0;
   for_each_jsonl(in, [&](json& j, const std::string& where) {
@@ -123,8 +84,7 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
     items.push_back(std::move(j));
   }, a.has("--skip-bad") ? &bad_lines : nullptr);
   if (bad_lines) std::cerr << "skipped " << bad_lines << " bad line(s) in " << in << " (--skip-bad)\n";
-  FILE* fo = std::fopen(out.c_str(), "a");
-  if (!fo) fail(out, "cannot open for appending");
+  JsonlAppender fo(out);
   SessionReaderModel rm(*m.model);
   Progress bar(!quiet);
   int64_t n = 0, skipped = 0;
@@ -146,13 +106,9 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
     for (const char* k : {"task", "answers", "length", "depths", "evidence"})
       if (j.contains(k)) res[k] = j[k];
     res["peak_rss_bytes"] = peak_rss_bytes();
-    std::string line = res.dump() + "\n";
-    std::fwrite(line.data(), 1, line.size(), fo);
-    std::fflush(fo);
-    fsync(fileno(fo));
+    fo.append(res);
     bar.update("read", n, int64_t(items.size()), "samples");
   }
-  std::fclose(fo);
   bar.done();
   if (!quiet) std::cerr << "answered " << (n - skipped) << ", skipped " << skipped << " already in " << out << "\n";
   return 0;

@@ -84,6 +84,37 @@ void for_each_jsonl(const std::string& path, const std::function<void(json& obj,
   }
 }
 
+std::vector<json> resume_jsonl(const std::string& path) {
+  std::vector<json> kept;
+  if (!path_exists(path)) return kept;
+  std::ifstream f(path);
+  std::string line, text;
+  while (std::getline(f, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      kept.push_back(json::parse(line));
+      text += line + "\n";
+    } catch (const json::parse_error&) {
+      break;  // torn write from an interrupted run: everything after it is redone
+    }
+  }
+  write_file_atomic(path, text);
+  return kept;
+}
+
+JsonlAppender::JsonlAppender(const std::string& path) : path_(path) {
+  f_ = std::fopen(path.c_str(), "a");
+  if (!f_) fail(path, "cannot open for appending");
+}
+JsonlAppender::~JsonlAppender() {
+  if (f_) std::fclose(f_);
+}
+void JsonlAppender::append(const json& record) {
+  std::string line = record.dump() + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0) fail(path_, "write failed");
+  fsync(fileno(f_));
+}
+
 bool path_exists(const std::string& path) { return std::filesystem::exists(path); }
 bool is_directory(const std::string& path) { return std::filesystem::is_directory(path); }
 void make_dirs(const std::string& path) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <functional>
+#include <cstdio>
 #include <string>
 
 namespace sr {
@@ -18,6 +19,23 @@ json load_json_file(const std::string& path);
 // (and lines for which fn throws sr::Error) are counted there and skipped instead (--skip-bad).
 void for_each_jsonl(const std::string& path, const std::function<void(json& obj, const std::string& where)>& fn,
                     int64_t* skipped = nullptr);
+// Resumable JSONL output (prediction files): keeps the complete lines already in `path`, drops a
+// torn last line from an interrupted run (rewriting the file atomically) and returns the kept
+// records. Missing file: empty.
+std::vector<json> resume_jsonl(const std::string& path);
+// Appends one JSON record per line, flushed and fsync'ed, so a crash loses at most the line in flight.
+class JsonlAppender {
+ public:
+  explicit JsonlAppender(const std::string& path);
+  ~JsonlAppender();
+  JsonlAppender(const JsonlAppender&) = delete;
+  JsonlAppender& operator=(const JsonlAppender&) = delete;
+  void append(const json& record);
+
+ private:
+  std::FILE* f_ = nullptr;
+  std::string path_;
+};
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);
 void make_dirs(const std::string& path);
