@@ -4,6 +4,7 @@
 // (jieba, difflib, Levenshtein) through tests/oracles/py_oracle.py when they are installed.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -313,4 +314,21 @@ TEST(LongBenchMetrics, ChineseMetricsMatchTheOfficialCode) {
   ctx.jieba = &j;
   (void)ctx;
 #include "data/longbench_zh_vectors.inc"
+}
+
+#include "eval/longbench.h"
+// eval.py rounds a Python float; scorer_e rounds a numpy float64 (rint(x*100)/100) after numpy's
+// pairwise-summed mean. Values checked against CPython 3.11 / numpy 1.24.
+TEST(LongBenchMetrics, PythonAndNumpyRoundingAndMean) {
+  EXPECT_EQ(py_round2(2.675), 2.67);
+  EXPECT_EQ(np_round2(2.675), 2.68);
+  EXPECT_EQ(py_round2(31.915), 31.91);
+  EXPECT_EQ(np_round2(31.915), 31.92);
+  std::vector<double> x;
+  for (int i = 0; i < 1000; ++i) x.push_back(double((i * 7919) % 1000) / 1000.0 * (i % 3 ? 1 : 0.333));
+  double seq = 0;
+  for (double v : x) seq += v;
+  EXPECT_EQ(np_mean(x), 0.38842649100000004);  // numpy.mean(x)
+  EXPECT_EQ(seq / 1000, 0.3884264910000001);   // a plain left-to-right sum differs in the last bit
+  EXPECT_TRUE(std::isnan(np_mean({})));
 }

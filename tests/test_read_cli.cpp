@@ -230,3 +230,143 @@ TEST(Chunker, RealTextsConcatenateBack) {
     }
   }
 }
+
+// ---------------------------------------------------------------- smoothread longbench
+namespace {
+// A LongBench-shaped checkout (our own short prompts and samples; LongBench's are not shipped).
+void write_longbench_fixture(const std::string& d) {
+  make_dirs(d + "/data");
+  make_dirs(d + "/config");
+  write_file_atomic(d + "/config/dataset2prompt.json",
+                    json{{"hotpotqa", "Answer from the passages.\n\n{context}\n\nQuestion: {input}\nAnswer:"},
+                         {"passage_count", "Count the paragraphs.\n\n{context}\n\nThe final answer is: "},
+                         {"multifieldqa_zh", "阅读以下文字并回答：\n\n{context}\n\n问题：{input}\n回答："},
+                         {"lcc", "Please complete the code given below. \n{context}Next line of code:\n"}}
+                        .dump());
+  write_file_atomic(d + "/config/dataset2maxlen.json",
+                    json{{"hotpotqa", 8}, {"passage_count", 6}, {"multifieldqa_zh", 8}, {"lcc", 8}}.dump());
+  auto line = [](const std::string& task, int i, const std::string& input, const std::string& ctx, const json& answers) {
+    return json{{"input", input}, {"context", ctx}, {"answers", answers}, {"length", 100 + 4000 * i},
+                {"dataset", task}, {"language", "en"}, {"all_classes", nullptr}, {"_id", task + "-" + std::to_string(i)}}
+               .dump() + "\n";
+  };
+  std::string filler;
+  for (int i = 0; i < 60; ++i) filler += "the quick brown fox jumps. ";
+  write_file_atomic(d + "/data/hotpotqa.jsonl", line("hotpotqa", 0, "Where?", "It is in Paris. " + filler, {"Paris"}) +
+                                                    line("hotpotqa", 1, "Who?", filler + "Hugo wrote it.", {"Hugo"}) +
+                                                    line("hotpotqa", 2, "When?", filler, {"1900"}));
+  write_file_atomic(d + "/data/passage_count.jsonl", line("passage_count", 0, "", "Paragraph 1: a. " + filler, {"1"}));
+  write_file_atomic(d + "/data/multifieldqa_zh.jsonl", line("multifieldqa_zh", 0, "首都？", "北京是首都。", {"北京"}));
+  write_file_atomic(d + "/data/lcc.jsonl", line("lcc", 0, "", "def f(x):\n    y = x\n", {"    return y"}));
+}
+}  // namespace
+
+TEST(LongBenchCli, PredictsResumesAndScoresInAllModes) {
+  std::string d = test::temp_dir("lbcli"), m = model_dir();
+  write_longbench_fixture(d);
+  std::string base = "longbench --model " + m + " --data-dir " + d + "/data --config-dir " + d + "/config --quiet ";
+  CliRun r = run(base + "--out " + d + "/or --max-length 100 --json", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json s = json::parse(r.out);
+  EXPECT_EQ(s["samples"], 6);
+  EXPECT_EQ(s["result"].size(), 4u);
+  int n = 0;
+  for_each_jsonl(d + "/or/hotpotqa.jsonl", [&](json& j, const std::string&) {
+    for (const char* k : {"pred", "answers", "all_classes", "length", "_id"}) EXPECT_TRUE(j.contains(k)) << k;
+    EXPECT_TRUE(j["truncated"].get<bool>());  // ~400 tokens > 100
+    ++n;
+  });
+  EXPECT_EQ(n, 3);
+  EXPECT_EQ(json::parse(read_file(d + "/or/result.json")), s["result"]);
+  // Resume: drop the last prediction and tear the file; the rerun redoes exactly that sample.
+  std::string full = read_file(d + "/or/hotpotqa.jsonl");
+  size_t cut = full.rfind("{\"_id\"");
+  write_file_atomic(d + "/or/hotpotqa.jsonl", full.substr(0, cut) + "{\"_id\": \"hotp");
+  r = run(base + "--out " + d + "/or --max-length 100", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_file(d + "/or/hotpotqa.jsonl"), full);  // greedy decoding: the same bytes again
+  // Smooth Reading and NMR: question first, context in chunks; no truncation.
+  for (std::string mode : {"emr", "nmr"}) {
+    r = run(base + "--out " + d + "/" + mode + " --mode " + mode + " --chunk-tokens 64 --max-summary-tokens 6 --json", d);
+    ASSERT_EQ(r.code, 0) << mode << r.err;
+    for_each_jsonl(d + "/" + mode + "/hotpotqa.jsonl", [&](json& j, const std::string&) {
+      EXPECT_GE(j["rounds"].get<int>(), 1) << mode;
+      EXPECT_GT(j["context_tokens"].get<int>(), 64) << mode;
+    });
+  }
+  // --score-only gives the same result.json; LongBench-E buckets by the length field.
+  r = run("longbench --score-only --pred-dir " + d + "/or --data-dir " + d + "/data --json", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["result"], s["result"]);
+  r = run("longbench --score-only --pred-dir " + d + "/or --e --json", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json b = json::parse(r.out)["result"]["hotpotqa"];
+  EXPECT_TRUE(b["0-4k"].is_number() && b["4-8k"].is_number() && b["8k+"].is_number()) << b;
+  EXPECT_TRUE(json::parse(r.out)["result"]["lcc"]["8k+"].is_null());  // empty bucket: numpy's NaN
+}
+
+// Official scores of known predictions (values from the evals.md vectors).
+TEST(LongBenchCli, ScoresKnownPredictionsLikeEvalPy) {
+  std::string d = test::temp_dir("lbscore");
+  make_dirs(d + "/p");
+  auto rec = [](const std::string& pred, const json& answers, const json& classes = nullptr) {
+    return json{{"pred", pred}, {"answers", answers}, {"all_classes", classes}, {"length", 10}}.dump() + "\n";
+  };
+  write_file_atomic(d + "/p/hotpotqa.jsonl", rec("The Eiffel Tower, Paris.", {"Eiffel tower in Paris"}) +
+                                                 rec("the cat sat", {"x", "a cat"}));
+  write_file_atomic(d + "/p/trec.jsonl", rec("\nABC AB A B\nignored", {"ABC"}, {"A", "AB", "ABC", "B"}));
+  write_file_atomic(d + "/p/gov_report.jsonl", rec("the cat sat on the mat", {"the cat is on the mat"}));
+  write_file_atomic(d + "/p/lcc.jsonl", rec("\n\n    return x\n", {"return x"}) + rec("```python\n# c\nx = 1\n", {"x = 1"}));
+  CliRun r = run("longbench --score-only --pred-dir " + d + "/p --json", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json res = json::parse(r.out)["result"];
+  EXPECT_EQ(res["hotpotqa"], 76.19);  // (0.857142857 + 0.666666667) / 2
+  EXPECT_EQ(res["trec"], 50.0);       // the list-mutation quirk
+  EXPECT_EQ(res["gov_report"], 80.0);
+  EXPECT_EQ(res["lcc"], 90.0);
+  json avg = json::parse(r.out)["averages"]["en_mean_16_tasks"];
+  EXPECT_EQ(avg["score"], 74.05);  // (76.190476 + 50 + 79.99999950 + 90) / 4, rounded once
+  EXPECT_FALSE(avg["complete"].get<bool>());
+}
+
+TEST(LongBenchCli, BadInputExitsWith2NamingFileAndLine) {
+  std::string d = test::temp_dir("lbbad"), m = model_dir();
+  write_longbench_fixture(d);
+  std::string base = "longbench --model " + m + " --data-dir " + d + "/data --config-dir " + d + "/config --quiet ";
+  // A data line without 'answers'.
+  std::string good = read_file(d + "/data/lcc.jsonl");
+  json broken = json::parse(good);
+  broken.erase("answers");
+  write_file_atomic(d + "/data/lcc.jsonl", good + broken.dump() + "\n");
+  CliRun r = run(base + "--tasks lcc --out " + d + "/o1", d);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("lcc.jsonl:2"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("answers"), std::string::npos) << r.err;
+  // An unknown dataset name, on the command line and as a prediction file.
+  r = run(base + "--tasks hotpotqa,nosuchtask --out " + d + "/o2", d);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("nosuchtask"), std::string::npos) << r.err;
+  make_dirs(d + "/p");
+  write_file_atomic(d + "/p/nosuchtask.jsonl", "{\"pred\": \"a\", \"answers\": [\"a\"], \"all_classes\": null}\n");
+  r = run("longbench --score-only --pred-dir " + d + "/p", d);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("nosuchtask"), std::string::npos) << r.err;
+  // Prediction ids that do not match the data: at scoring and when resuming.
+  make_dirs(d + "/q");
+  write_file_atomic(d + "/q/passage_count.jsonl",
+                    "{\"pred\": \"1\", \"answers\": [\"1\"], \"all_classes\": null, \"length\": 5, \"_id\": \"other-7\"}\n");
+  r = run("longbench --score-only --pred-dir " + d + "/q --data-dir " + d + "/data", d);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("passage_count.jsonl:1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("other-7"), std::string::npos) << r.err;
+  r = run(base + "--tasks passage_count --out " + d + "/q", d);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("passage_count.jsonl:1"), std::string::npos) << r.err;
+  // A classification prediction file without a class list, and a retrieval gold without a number.
+  make_dirs(d + "/c");
+  write_file_atomic(d + "/c/passage_retrieval_en.jsonl",
+                    "{\"pred\": \"Paragraph 1\", \"answers\": [\"no number\"], \"all_classes\": null}\n");
+  r = run("longbench --score-only --pred-dir " + d + "/c", d);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("passage_retrieval_en.jsonl:1"), std::string::npos) << r.err;
+}
