@@ -69,12 +69,15 @@ int cmd_longbench(int argc, char** argv) {
       "smoothread longbench --model DIR --data-dir LongBench/data --config-dir LongBench/config --out DIR\n"
       "                     [--tasks a,b,...|all|en|zh] [--mode or|emr|nmr] [--e] [--max-length N]\n"
       "                     [--chunk-tokens C] [--max-summary-tokens S] [--max-rounds R] [--no-early-stop]\n"
-      "                     [--code-sim difflib|levenshtein] [--paper-row NAME] [--json] [--quiet]\n"
+      "                     [--chat none|chatml] [--system TEXT] [--code-sim difflib|levenshtein]\n"
+      "                     [--paper-row NAME] [--json] [--quiet]\n"
       "                     [--device cpu|cuda] [--threads N]\n"
       "smoothread longbench --score-only --pred-dir DIR [--e] [--data-dir D] [--code-sim ...] [--jieba-dir D]\n"
       "                     [--paper-row NAME] [--json]\n"
       "Predicts with the official prompts (dataset2prompt.json) and generation lengths (dataset2maxlen.json):\n"
-      "  or      the formatted prompt in one pass, middle-truncated to --max-length tokens (default: none);\n"
+      "  or      the formatted prompt in one pass, middle-truncated to --max-length tokens (default: none),\n"
+      "          then wrapped in the chat format (--chat, default from smoothread.json, else none) except\n"
+      "          for trec, triviaqa, samsum, lsht, lcc and repobench-p, as pred.py does;\n"
       "  emr/nmr Smooth Reading, question first: the prompt without its context is the query, the context\n"
       "          is read in chunks (summarization and code tasks: the instruction alone is the query).\n"
       "Predictions go to DIR/<task>.jsonl (resumable; fields pred, answers, all_classes, length, _id, as\n"
@@ -86,7 +89,7 @@ int cmd_longbench(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--data-dir", "--config-dir", "--out", "--tasks", "--mode", "--max-length", "--chunk-tokens",
           "--max-summary-tokens", "--max-rounds", "--code-sim", "--paper-row", "--pred-dir", "--jieba-dir", "--threads",
-          "--device"},
+          "--device", "--chat", "--system"},
          {"--e", "--score-only", "--json", "--quiet", "--no-early-stop"});
   set_threads(a);
   if (a.has("--score-only")) return score_and_print(a, a.get("--pred-dir"), a.get_or("--data-dir", ""));
@@ -102,6 +105,10 @@ int cmd_longbench(int argc, char** argv) {
   sim_backend(a);  // validate before the long part
   LoadedModel m = load_model_dir(a.get("--model"), true);
   place_model(a, *m.model);
+  po.chat = ChatTemplate::from_model_json(m.reading_config, join_path(m.dir, "smoothread.json"));
+  po.chat.kind = a.get_or("--chat", po.chat.kind);
+  ChatTemplate::check_kind(po.chat.kind, "--chat");
+  po.chat.system = a.get_or("--system", po.chat.system);
   po.reading = ReadingOptions::from_model_json(m.reading_config, join_path(m.dir, "smoothread.json"));
   po.reading.chunk_tokens = int(a.get_int("--chunk-tokens", po.reading.chunk_tokens));
   po.reading.max_summary_tokens = int(a.get_int("--max-summary-tokens", po.reading.max_summary_tokens));

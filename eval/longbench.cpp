@@ -112,9 +112,10 @@ std::string middle_truncate(const std::string& prompt, const Tokenizer& tok, int
 
 // ---------------------------------------------------------------- prediction
 namespace {
-std::string one_pass(const LoadedModel& m, const std::string& prompt, int maxgen, bool stop_at_newline) {
+// Greedy generation after `prompt`; special-token strings are parsed only in a chat-wrapped prompt.
+std::string one_pass(const LoadedModel& m, const std::string& prompt, bool chat, int maxgen, bool stop_at_newline) {
   Session s(*m.model);
-  std::vector<int32_t> ids = m.tokenizer->encode(prompt, false);
+  std::vector<int32_t> ids = m.tokenizer->encode(prompt, chat);
   if (ids.empty()) ids = m.tokenizer->encode(" ", false);
   s.prefill(ids);
   const int32_t eos = m.model->config().eos_token_id;
@@ -167,8 +168,11 @@ PredictStats predict(const LoadedModel& m, const Config& cfg, const std::string&
         bool cut = false;
         std::string prompt = middle_truncate(format_template(tmpl, s.fields, s.where), *m.tokenizer, opt.max_length, &cut);
         st.truncated += cut;
-        rec["pred"] = one_pass(m, prompt, maxgen, task == "samsum");
+        bool chat = opt.chat.active() && !info->no_chat;  // pred.py: truncate, then build the chat
+        if (chat) prompt = opt.chat.user_turn(prompt);
+        rec["pred"] = one_pass(m, prompt, chat, maxgen, task == "samsum");
         rec["truncated"] = cut;
+        rec["chat"] = chat ? opt.chat.kind : "none";
       } else {
         ReadingOptions ro = opt.reading;
         ro.mode = opt.mode;

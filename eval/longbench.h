@@ -10,6 +10,7 @@
 
 #include "core/io.h"
 #include "eval/longbench_metrics.h"
+#include "models/chat_template.h"
 #include "models/model_dir.h"
 #include "reading/reader.h"
 
@@ -50,6 +51,7 @@ std::string middle_truncate(const std::string& prompt, const Tokenizer& tok, int
 struct PredictOptions {
   std::string mode = "or";  // or | emr | nmr
   int max_length = 0;       // OR: middle-truncation length in tokens (0 = none)
+  ChatTemplate chat;        // OR: wraps the (truncated) prompt, except for pred.py's 6 raw tasks
   ReadingOptions reading;   // EMR / NMR (max_answer_tokens is set per task from dataset2maxlen)
   bool e = false;
   std::vector<std::string> tasks;

@@ -332,3 +332,18 @@ TEST(LongBenchMetrics, PythonAndNumpyRoundingAndMean) {
   EXPECT_EQ(seq / 1000, 0.3884264910000001);   // a plain left-to-right sum differs in the last bit
   EXPECT_TRUE(std::isnan(np_mean({})));
 }
+
+#include "models/chat_template.h"
+TEST(ChatTemplate, ChatMlTurnsAndErrors) {
+  ChatTemplate c;
+  EXPECT_EQ(c.user_turn("hi"), "hi");
+  c.kind = "chatml";
+  EXPECT_EQ(c.user_turn("hi"), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  c.system = "Be brief.";
+  EXPECT_EQ(c.user_turn("hi"),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  ChatTemplate d = ChatTemplate::from_model_json(json{{"chat", "chatml"}, {"system", "S"}}, "smoothread.json");
+  EXPECT_EQ(d.kind, "chatml");
+  EXPECT_EQ(d.system, "S");
+  EXPECT_THROW(ChatTemplate::from_model_json(json{{"chat", "jinja"}}, "smoothread.json"), sr::Error);
+}

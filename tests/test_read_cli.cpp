@@ -285,6 +285,12 @@ TEST(LongBenchCli, PredictsResumesAndScoresInAllModes) {
   r = run(base + "--out " + d + "/or --max-length 100", d);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(read_file(d + "/or/hotpotqa.jsonl"), full);  // greedy decoding: the same bytes again
+  // --chat chatml wraps the QA prompt but not the code task's (pred.py's raw tasks); bad kinds exit 2.
+  r = run(base + "--out " + d + "/chat --chat chatml --tasks hotpotqa,lcc", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for_each_jsonl(d + "/chat/hotpotqa.jsonl", [&](json& j, const std::string&) { EXPECT_EQ(j["chat"], "chatml"); });
+  for_each_jsonl(d + "/chat/lcc.jsonl", [&](json& j, const std::string&) { EXPECT_EQ(j["chat"], "none"); });
+  EXPECT_EQ(run(base + "--out " + d + "/chat2 --chat jinja", d).code, 2);
   // Smooth Reading and NMR: question first, context in chunks; no truncation.
   for (std::string mode : {"emr", "nmr"}) {
     r = run(base + "--out " + d + "/" + mode + " --mode " + mode + " --chunk-tokens 64 --max-summary-tokens 6 --json", d);
