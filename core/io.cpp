@@ -167,4 +167,14 @@ std::string json_str_or(const json& j, const std::string& key, const std::string
   return json_str(j, key, where);
 }
 
+std::vector<std::string> json_str_list(const json& j, const std::string& key, const std::string& where) {
+  if (!j.contains(key) || !j[key].is_array()) fail(where + ": field '" + key + "'", "missing (expected a list of strings)");
+  std::vector<std::string> out;
+  for (auto& a : j[key]) {
+    if (!a.is_string()) fail(where + ": field '" + key + "'", "expected a list of strings");
+    out.push_back(a.get<std::string>());
+  }
+  return out;
+}
+
 }  // namespace sr

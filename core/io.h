@@ -5,6 +5,7 @@
 #include <functional>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace sr {
 
@@ -49,5 +50,7 @@ double json_num_or(const json& j, const std::string& key, double dflt, const std
 bool json_bool_or(const json& j, const std::string& key, bool dflt, const std::string& where);
 std::string json_str(const json& j, const std::string& key, const std::string& where);
 std::string json_str_or(const json& j, const std::string& key, const std::string& dflt, const std::string& where);
+// A required list of strings (e.g. gold answers); errors name `where` and the field.
+std::vector<std::string> json_str_list(const json& j, const std::string& key, const std::string& where);
 
 }  // namespace sr

@@ -102,12 +102,6 @@ struct PyDictReader {
 };
 }  // namespace
 
-size_t Jieba::U32Hash::operator()(const py::ustr& s) const noexcept {
-  uint64_t h = 1469598103934665603ull;
-  for (char32_t c : s) h = (h ^ c) * 1099511628211ull;
-  return size_t(h);
-}
-
 std::string Jieba::default_dir() {
   const char* e = std::getenv("SMOOTHREAD_JIEBA_DIR");
   return e && *e ? e : "/usr/lib/python3/dist-packages/jieba";

@@ -31,15 +31,12 @@ class Jieba {
   std::vector<std::string> cut_utf8(const std::string& sentence) const;
 
  private:
-  struct U32Hash {
-    size_t operator()(const py::ustr& s) const noexcept;
-  };
   void cut_dag(const py::ustr& block, std::vector<py::ustr>& out) const;  // one han block
   void cut_hmm(const py::ustr& buf, std::vector<py::ustr>& out) const;    // finalseg.cut
   void viterbi(const py::ustr& run, std::vector<py::ustr>& out) const;    // one [\u4E00-\u9FD5]+ run
   int64_t freq(const py::ustr& w) const;                                  // -1: not in FREQ at all
 
-  std::unordered_map<py::ustr, int64_t, U32Hash> freq_;  // words and their prefixes (prefixes: 0)
+  std::unordered_map<py::ustr, int64_t, py::UHash> freq_;  // words and their prefixes (prefixes: 0)
   int64_t total_ = 0;
   double log_total_ = 0;
   // HMM, states in jieba's order B M E S.

@@ -18,6 +18,13 @@ std::string data_file(const std::string& data_dir, const std::string& task, bool
   return join_path(data_dir, task + (e ? "_e" : "") + ".jsonl");
 }
 
+namespace {
+const json& all_classes_of(const json& j, const std::string& where) {
+  if (!j.contains("all_classes")) fail(where + ": field 'all_classes'", "missing (null or a list of strings)");
+  return j["all_classes"];
+}
+}  // namespace
+
 std::vector<Sample> load_samples(const std::string& path, const std::string& task) {
   if (!path_exists(path)) fail(path, "LongBench data file not found (--data-dir should hold <task>.jsonl files)");
   std::vector<Sample> out;
@@ -31,14 +38,9 @@ std::vector<Sample> load_samples(const std::string& path, const std::string& tas
     s.language = json_str_or(j, "language", "", where);
     if (s.dataset != task && s.dataset != task + "_e")
       fail(where + ": field 'dataset'", "is '" + s.dataset + "' in the file of task '" + task + "'");
-    if (!j.contains("answers") || !j["answers"].is_array()) fail(where + ": field 'answers'", "missing (expected a list of strings)");
-    for (auto& a : j["answers"]) {
-      if (!a.is_string()) fail(where + ": field 'answers'", "expected a list of strings");
-      s.answers.push_back(a.get<std::string>());
-    }
+    s.answers = json_str_list(j, "answers", where);
     s.length = json_int(j, "length", where);
-    if (!j.contains("all_classes")) fail(where + ": field 'all_classes'", "missing (null or a list of strings)");
-    s.all_classes = j["all_classes"];
+    s.all_classes = all_classes_of(j, where);
     for (const char* k : {"input", "context"}) {
       size_t bad = find_invalid_utf8(j[k].get_ref<const std::string&>());
       if (bad != std::string::npos) fail(where + ": field '" + k + "'", "invalid UTF-8 at byte " + std::to_string(bad));
@@ -282,14 +284,8 @@ json score_dir(const std::string& pred_dir, const ScoreOptions& opt) {
     std::vector<int64_t> lengths;
     for_each_jsonl(path, [&](json& j, const std::string& where) {
       std::string pred = json_str(j, "pred", where);
-      if (!j.contains("answers") || !j["answers"].is_array()) fail(where + ": field 'answers'", "missing (expected a list of strings)");
-      std::vector<std::string> answers;
-      for (auto& a : j["answers"]) {
-        if (!a.is_string()) fail(where + ": field 'answers'", "expected a list of strings");
-        answers.push_back(a.get<std::string>());
-      }
-      if (!j.contains("all_classes")) fail(where + ": field 'all_classes'", "missing (null or a list of strings)");
-      all_classes = j["all_classes"];  // eval.py keeps the last line's
+      std::vector<std::string> answers = json_str_list(j, "answers", where);
+      all_classes = all_classes_of(j, where);  // eval.py keeps the last line's
       if (opt.e) lengths.push_back(json_int(j, "length", where));
       if (!data_ids.empty()) {
         std::string id = j.contains("_id") && j["_id"].is_string() ? j["_id"].get<std::string>() : "";

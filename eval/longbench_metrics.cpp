@@ -8,13 +8,7 @@
 namespace sr::longbench {
 
 namespace {
-struct UHash {
-  size_t operator()(const ustr& s) const noexcept {
-    uint64_t h = 1469598103934665603ull;
-    for (char32_t c : s) h = (h ^ c) * 1099511628211ull;
-    return size_t(h);
-  }
-};
+using py::UHash;
 
 bool ascii_punct(char32_t c) {  // Python's string.punctuation
   return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);

@@ -66,12 +66,7 @@ json score_predictions(const std::string& path, const std::string& metric, int64
   for_each_jsonl(path, [&](json& j, const std::string& where) {
     std::string task = json_str_or(j, "task", "unknown", where);
     std::string pred = ruler_postprocess(json_str(j, "answer", where));
-    if (!j.contains("answers") || !j["answers"].is_array()) fail(where + ": field 'answers'", "expected a list of strings");
-    std::vector<std::string> refs;
-    for (auto& a : j["answers"]) {
-      if (!a.is_string()) fail(where + ": field 'answers'", "expected a list of strings");
-      refs.push_back(a.get<std::string>());
-    }
+    std::vector<std::string> refs = json_str_list(j, "answers", where);
     int64_t len = json_int_or(j, "length", json_int_or(j, "context_tokens", 0, where), where);
     int64_t bucket = (len + 512) / 1024;  // nearest 1k
     cells[{task, bucket}].push_back(metric == "all" ? string_match_all(pred, refs) : string_match_part(pred, refs));

@@ -2,12 +2,22 @@
 // str.lower() (full mapping, final sigma), str.split() (Unicode whitespace), re's \s \d \w.
 // Tables: eval/pystr_tables.inc, generated from the interpreter by scripts/gen_pystr_tables.py.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace sr::py {
 
 using ustr = std::u32string;
+
+// Hash for unordered containers keyed by code-point strings (FNV-1a).
+struct UHash {
+  size_t operator()(const ustr& s) const noexcept {
+    uint64_t h = 1469598103934665603ull;
+    for (char32_t c : s) h = (h ^ c) * 1099511628211ull;
+    return size_t(h);
+  }
+};
 
 ustr from_utf8(const std::string& s);  // invalid bytes become U+FFFD (the scorer reads JSON: valid)
 std::string to_utf8(const ustr& s);
