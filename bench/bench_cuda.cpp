@@ -5,7 +5,7 @@
 //   bench_cuda gemm
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
-//   bench_cuda model --preset 0.5b|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
+//   bench_cuda model --preset 0.5b|0.5b-gdn|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
 //       (recompute defaults to 1 above 16k tokens); --profile 1 adds the per-op time split of one
 //       training step ("profile_ms"; ops synchronize one by one, so only the split is meaningful)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
@@ -130,11 +130,18 @@ int gemm(std::map<std::string, std::string> a) {
 ModelConfig preset(const std::string& p, int window, int L) {
   json j = {{"model_type", "qwen2"}, {"vocab_size", 151936}, {"tie_word_embeddings", true}, {"rope_theta", 1e6},
             {"rms_norm_eps", 1e-6}, {"max_position_embeddings", std::max(L, 32768)}};
-  if (p == "0.5b") j.update({{"hidden_size", 896}, {"num_hidden_layers", 24}, {"num_attention_heads", 14},
+  const bool gdn = p == "0.5b-gdn";  // Qwen3.5-style hybrid: 3 Gated DeltaNet layers per attention layer
+  if (p == "0.5b" || gdn) j.update({{"hidden_size", 896}, {"num_hidden_layers", 24}, {"num_attention_heads", 14},
                              {"num_key_value_heads", 2}, {"intermediate_size", 4864}, {"attention_bias", true}});
   else if (p == "3b") j.update({{"hidden_size", 2048}, {"num_hidden_layers", 36}, {"num_attention_heads", 16},
                                 {"num_key_value_heads", 2}, {"intermediate_size", 11008}, {"attention_bias", true}});
-  else fail("--preset", "choose 0.5b or 3b");
+  else fail("--preset", "choose 0.5b, 0.5b-gdn or 3b");
+  if (gdn) {
+    json types = json::array();
+    for (int l = 0; l < 24; ++l) types.push_back(l % 4 == 3 ? "full_attention" : "linear_attention");
+    j.update({{"layer_types", types}, {"linear_num_key_heads", 4}, {"linear_num_value_heads", 8},
+              {"linear_key_head_dim", 128}, {"linear_value_head_dim", 128}, {"linear_conv_kernel_dim", 4}});
+  }
   if (window > 0) j.update({{"use_sliding_window", true}, {"sliding_window", window}, {"max_window_layers", 0}});
   return ModelConfig::from_json(j, "preset " + p);
 }
@@ -151,7 +158,10 @@ int model(std::map<std::string, std::string> a) {
   const double P = double(m.num_params()), V = c.vocab_size, C = c.hidden_size;
   // matmul FLOPs per token (forward): 2 * (params - embedding table + LM head) ; attention per layer
   const double mm = 2.0 * (P - V * C + V * C);
-  const double attn_fwd = 4.0 * c.num_heads * c.head_dim * c.num_layers * visible_pairs(L, W) / L;
+  // attention layers only (the delta rule's state FLOPs are left out of MFU)
+  int attn_layers = 0;
+  for (int l = 0; l < c.num_layers; ++l) attn_layers += !c.is_linear(l);
+  const double attn_fwd = 4.0 * c.num_heads * c.head_dim * attn_layers * visible_pairs(L, W) / L;
   std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,\"device\":\"%s\"",
               p.c_str(), P, L, W, int(recompute), cuda::device_summary().c_str());
   try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens

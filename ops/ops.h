@@ -87,7 +87,7 @@ struct OpsTable {
   // AdamW on flat arrays: m,v updated; p -= lr (mhat/(sqrt(vhat)+eps) + wd*decay[i]*p);
   // decay may be null (decay everywhere)
   void (*adamw)(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
-  // ---- Gated DeltaNet layer pieces (ops/ref/gated_deltanet.h; no CUDA versions yet: null there) ----
+  // ---- Gated DeltaNet layer pieces (ops/ref/gated_deltanet.h; CUDA: ops/cuda/gated_deltanet.cu) ----
   // Depthwise causal conv + SiLU over time: x[B,T,Cc], w[Cc,K], state[B,Cc,K-1] = the K-1 inputs
   // before x (oldest first; null = zeros) -> out[B,T,Cc] = silu(sum_j w[c,j] x[t-K+1+j, c]).
   // When state is non-null it is advanced in place to the last K-1 inputs (streaming).

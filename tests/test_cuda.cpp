@@ -5,6 +5,7 @@
 //   exact-fp32 ops (embedding, norms, rope, swiglu, xent, add, adamw): 1e-5
 //   GEMMs in fp32 mode: 1e-5; in bf16 mode (the default, bf16 tensor cores): 1e-2
 //   attention (bf16 operands, fp32 softmax/accumulators): forward 1e-2, backward 2e-2
+//   Gated DeltaNet pieces and the delta rule (fp32 throughout; fast-math exp): 1e-4
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "infer/session.h"
 #include "model_fixtures.h"
 #include "ops/cuda/cuda_backend.h"
+#include "ops/ref/gated_deltanet.h"
 #include "ops/ref/ref_ops.h"
 #include "test_util.h"
 #include "train/adamw.h"
@@ -115,6 +117,122 @@ TEST(Cuda, DenseOpsMatchReference) {
       EXPECT_EQ(down(ds_), sum);
       EXPECT_NEAR(gpu().sum_squares(dx_.data(), x.size()), ref::sum_squares(x.data(), x.size()),
                   1e-9 * ref::sum_squares(x.data(), x.size()) + 1e-12);
+    }
+}
+
+// Gated DeltaNet: the elementwise pieces and the gated delta rule, forward (with a carried state)
+// and backward (with d(final state)), at awkward shapes: single token, T not a multiple of the
+// checkpoint chunk, odd head dims, GQA ratios, Dk != Dv, and the real 128 x 128 head.
+TEST(Cuda, GatedDeltaNetOpsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    int B, T, Hk, Hv, Dk, Dv, chunk;
+  };
+  for (Case c : std::vector<Case>{{1, 1, 1, 1, 1, 1, 64}, {2, 70, 1, 2, 16, 8, 64}, {1, 130, 2, 6, 33, 20, 7},
+                                  {1, 65, 1, 1, 128, 128, 64}, {2, 9, 3, 3, 40, 64, 4}}) {
+    SCOPED_TRACE("B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " Hk/Hv=" + std::to_string(c.Hk) + "/" +
+                 std::to_string(c.Hv) + " Dk/Dv=" + std::to_string(c.Dk) + "/" + std::to_string(c.Dv));
+    DeltaShape s;
+    s.B = c.B, s.T = c.T, s.Hk = c.Hk, s.Hv = c.Hv, s.Dk = c.Dk, s.Dv = c.Dv, s.chunk = c.chunk;
+    s.scale = 1.0f / std::sqrt(float(c.Dk));
+    const size_t nq = size_t(c.B) * c.T * c.Hk * c.Dk, nv = size_t(c.B) * c.T * c.Hv * c.Dv,
+                 ng = size_t(c.B) * c.T * c.Hv, ns = size_t(c.B) * c.Hv * c.Dk * c.Dv;
+    auto q = randn(nq, 11), k = randn(nq, 12), v = randn(nv, 13), st0 = randn(ns, 14, 0.3), dout = randn(nv, 15),
+         dsin = randn(ns, 16, 0.3);
+    std::vector<float> gl(ng), beta(ng);
+    {  // unit-norm keys (as the layer feeds them), log-gates in (-1, 0), betas in (0, 1)
+      std::vector<float> rn(size_t(c.B) * c.T * c.Hk);
+      ref::l2norm_fwd(k.data(), rn.data(), k.data(), int(rn.size()), c.Dk);
+      auto a = randn(ng, 17), b = randn(ng, 18);
+      for (size_t i = 0; i < ng; ++i) gl[i] = -0.5f * ref::dr_sigmoid(a[i]), beta[i] = ref::dr_sigmoid(b[i]);
+    }
+    std::vector<float> o(nv), st = st0;
+    ref::delta_rule_fwd(o.data(), st.data(), q.data(), k.data(), v.data(), gl.data(), beta.data(), s);
+    auto dq_ = up(q), dk_ = up(k), dv_ = up(v), dg_ = up(gl), db_ = up(beta), dst = up(st0);
+    Buffer<float> do_(gpu().mem, nv);
+    gpu().delta_rule_fwd(do_.data(), dst.data(), dq_.data(), dk_.data(), dv_.data(), dg_.data(), db_.data(), s);
+    EXPECT_REL(down(do_), o, 1e-4);
+    EXPECT_REL(down(dst), st, 1e-4);
+    std::vector<float> gq(nq), gk(nq), gv(nv), gg(ng), gb(ng), gs(ns);
+    ref::delta_rule_bwd(gq.data(), gk.data(), gv.data(), gg.data(), gb.data(), gs.data(), dout.data(), dsin.data(),
+                        q.data(), k.data(), v.data(), gl.data(), beta.data(), st0.data(), s);
+    Buffer<float> Gq(gpu().mem, nq), Gk(gpu().mem, nq), Gv(gpu().mem, nv), Gg(gpu().mem, ng), Gb(gpu().mem, ng),
+        Gs(gpu().mem, ns);
+    auto ddout = up(dout), ddsin = up(dsin), dst0 = up(st0);
+    gpu().delta_rule_bwd(Gq.data(), Gk.data(), Gv.data(), Gg.data(), Gb.data(), Gs.data(), ddout.data(), ddsin.data(),
+                         dq_.data(), dk_.data(), dv_.data(), dg_.data(), db_.data(), dst0.data(), s);
+    EXPECT_REL(down(Gq), gq, 1e-4);
+    EXPECT_REL(down(Gk), gk, 1e-4);
+    EXPECT_REL(down(Gv), gv, 1e-4);
+    EXPECT_REL(down(Gg), gg, 1e-4);
+    EXPECT_REL(down(Gb), gb, 1e-4);
+    EXPECT_REL(down(Gs), gs, 1e-4);
+  }
+  // The elementwise pieces.
+  for (int N : {1, 63, 300})
+    for (int D : {1, 33, 128}) {
+      SCOPED_TRACE("N=" + std::to_string(N) + " D=" + std::to_string(D));
+      auto x = randn(size_t(N) * D, 21), dy = randn(size_t(N) * D, 22), z = randn(size_t(N) * D, 23), w = randn(D, 24);
+      std::vector<float> y(x.size()), rn(N), dx(x.size());
+      ref::l2norm_fwd(y.data(), rn.data(), x.data(), N, D);
+      ref::l2norm_bwd(dx.data(), dy.data(), y.data(), rn.data(), N, D);
+      auto X = up(x), DY = up(dy), Z = up(z), Wt = up(w);
+      Buffer<float> Y(gpu().mem, x.size()), R(gpu().mem, N), DX(gpu().mem, x.size());
+      gpu().l2norm_fwd(Y.data(), R.data(), X.data(), N, D);
+      gpu().l2norm_bwd(DX.data(), DY.data(), Y.data(), R.data(), N, D);
+      EXPECT_REL(down(Y), y, 1e-5);
+      EXPECT_REL(down(DX), dx, D == 1 ? 1e-2 : 1e-4);  // D = 1: dx ~ eps, all cancellation
+      std::vector<float> go(x.size()), rs(N), gdo(x.size()), gdz(x.size()), gdw(D, 0.5f);
+      ref::gated_rmsnorm_fwd(go.data(), rs.data(), x.data(), z.data(), w.data(), N, D, 1e-6f);
+      ref::gated_rmsnorm_bwd(gdo.data(), gdz.data(), gdw.data(), dy.data(), x.data(), z.data(), w.data(), rs.data(), N, D);
+      Buffer<float> GO(gpu().mem, x.size()), RS(gpu().mem, N), GDO(gpu().mem, x.size()), GDZ(gpu().mem, x.size());
+      auto GDW = up(std::vector<float>(D, 0.5f));
+      gpu().gated_rmsnorm_fwd(GO.data(), RS.data(), X.data(), Z.data(), Wt.data(), N, D, 1e-6f);
+      gpu().gated_rmsnorm_bwd(GDO.data(), GDZ.data(), GDW.data(), DY.data(), X.data(), Z.data(), Wt.data(), RS.data(), N, D);
+      EXPECT_REL(down(GO), go, 1e-4);
+      EXPECT_REL(down(GDO), gdo, D == 1 ? 1e-2 : 1e-4);
+      EXPECT_REL(down(GDZ), gdz, 1e-4);
+      EXPECT_REL(down(GDW), gdw, 1e-4);
+      // gates: N tokens x D heads
+      std::vector<float> g(x.size()), bt(x.size()), da(x.size()), db(x.size()), dA(D, 0.1f), ddt(D, 0.2f);
+      auto A = randn(D, 25, 0.5), dtb = randn(D, 26, 0.5);
+      ref::gdn_gates_fwd(g.data(), bt.data(), x.data(), z.data(), A.data(), dtb.data(), N, D);
+      ref::gdn_gates_bwd(da.data(), db.data(), dA.data(), ddt.data(), dy.data(), dy.data(),
+                         x.data(), z.data(), A.data(), dtb.data(), N, D);
+      auto GA = up(A), GDT = up(dtb), GdA = up(std::vector<float>(D, 0.1f)), Gddt = up(std::vector<float>(D, 0.2f));
+      Buffer<float> G(gpu().mem, x.size()), BT(gpu().mem, x.size()), DA(gpu().mem, x.size()), DB(gpu().mem, x.size());
+      gpu().gdn_gates_fwd(G.data(), BT.data(), X.data(), Z.data(), GA.data(), GDT.data(), N, D);
+      gpu().gdn_gates_bwd(DA.data(), DB.data(), GdA.data(), Gddt.data(), DY.data(), DY.data(), X.data(), Z.data(),
+                          GA.data(), GDT.data(), N, D);
+      EXPECT_REL(down(G), g, 1e-4);
+      EXPECT_REL(down(BT), bt, 1e-5);
+      EXPECT_REL(down(DA), da, 1e-4);
+      EXPECT_REL(down(DB), db, 1e-4);
+      EXPECT_REL(down(GdA), dA, 1e-4);
+      EXPECT_REL(down(Gddt), ddt, 1e-4);
+    }
+  // causal conv, with and without a carried state
+  for (int T : {1, 5, 70})
+    for (int K : {1, 2, 4}) {
+      SCOPED_TRACE("T=" + std::to_string(T) + " K=" + std::to_string(K));
+      const int B = 2, Cc = 37;
+      auto x = randn(size_t(B) * T * Cc, 31), w = randn(size_t(Cc) * K, 32), dy = randn(size_t(B) * T * Cc, 33);
+      auto st0 = randn(size_t(B) * Cc * std::max(K - 1, 1), 34);
+      for (bool with_state : {false, true}) {
+        std::vector<float> y(x.size()), st = st0, dx(x.size()), dw(w.size(), 0.25f);
+        ref::causal_conv_fwd(y.data(), with_state ? st.data() : nullptr, x.data(), w.data(), B, T, Cc, K);
+        ref::causal_conv_bwd(dx.data(), dw.data(), dy.data(), x.data(), w.data(), with_state ? st0.data() : nullptr, B,
+                             T, Cc, K);
+        auto X = up(x), Wt = up(w), DY = up(dy), ST = up(st0), ST0 = up(st0), DW = up(std::vector<float>(w.size(), 0.25f));
+        Buffer<float> Y(gpu().mem, x.size()), DX(gpu().mem, x.size());
+        gpu().causal_conv_fwd(Y.data(), with_state ? ST.data() : nullptr, X.data(), Wt.data(), B, T, Cc, K);
+        gpu().causal_conv_bwd(DX.data(), DW.data(), DY.data(), X.data(), Wt.data(), with_state ? ST0.data() : nullptr,
+                              B, T, Cc, K);
+        EXPECT_REL(down(Y), y, 1e-5);
+        if (with_state) EXPECT_REL(down(ST), st, 0.0);
+        EXPECT_REL(down(DX), dx, 1e-4);
+        EXPECT_REL(down(DW), dw, 1e-4);
+      }
     }
 }
 
@@ -309,7 +427,7 @@ TEST(Cuda, Bf16AttentionEntryPointsMatchFp32) {
 // ---------------------------------------------------------------- whole model
 TEST(Cuda, ModelLogitsAndTrainingStepMatchCpu) {
   SKIP_WITHOUT_GPU();
-  for (std::string layers : {"fs", "ss"}) {
+  for (std::string layers : {"fs", "ss", "lf", "ls"}) {  // l = Gated DeltaNet
     SCOPED_TRACE("layers=" + layers);
     ModelConfig c = tiny_config(layers, 9);
     Transformer cpu_m(c), gpu_m(c);

@@ -22,4 +22,23 @@ void add(float* out, const float* a, const float* b, size_t n);
 void scale(float* x, size_t n, float s);
 double sum_squares(const float* x, size_t n);
 void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
+// Gated DeltaNet layer pieces (gated_deltanet.cu)
+void causal_conv_fwd(float* out, float* state, const float* x, const float* w, int B, int T, int Cc, int K);
+void causal_conv_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* state0,
+                     int B, int T, int Cc, int K);
+void l2norm_fwd(float* out, float* rnorm, const float* x, int N, int D);
+void l2norm_bwd(float* dx, const float* dout, const float* out, const float* rnorm, int N, int D);
+void gdn_gates_fwd(float* g, float* beta, const float* a, const float* b, const float* A_log, const float* dt_bias,
+                   int N, int H);
+void gdn_gates_bwd(float* da, float* db, float* dA_log, float* ddt_bias, const float* dg, const float* dbeta,
+                   const float* a, const float* b, const float* A_log, const float* dt_bias, int N, int H);
+void gated_rmsnorm_fwd(float* out, float* rstd, const float* o, const float* z, const float* w, int rows, int D,
+                       float eps);
+void gated_rmsnorm_bwd(float* do_, float* dz, float* dw, const float* dout, const float* o, const float* z,
+                       const float* w, const float* rstd, int rows, int D);
+void delta_rule_fwd(float* out, float* state, const float* q, const float* k, const float* v, const float* g,
+                    const float* beta, const DeltaShape& s);
+void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
+                    const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
+                    const float* beta, const float* state0, const DeltaShape& s);
 }  // namespace sr::cuda::ops

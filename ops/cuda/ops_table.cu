@@ -38,6 +38,16 @@ const OpsTable& ops_cuda() {
       .scale = o::scale,
       .sum_squares = o::sum_squares,
       .adamw = o::adamw,
+      .causal_conv_fwd = o::causal_conv_fwd,
+      .causal_conv_bwd = o::causal_conv_bwd,
+      .l2norm_fwd = o::l2norm_fwd,
+      .l2norm_bwd = o::l2norm_bwd,
+      .gdn_gates_fwd = o::gdn_gates_fwd,
+      .gdn_gates_bwd = o::gdn_gates_bwd,
+      .gated_rmsnorm_fwd = o::gated_rmsnorm_fwd,
+      .gated_rmsnorm_bwd = o::gated_rmsnorm_bwd,
+      .delta_rule_fwd = o::delta_rule_fwd,
+      .delta_rule_bwd = o::delta_rule_bwd,
   };
   return t;
 }
@@ -84,7 +94,7 @@ struct Span {
 SR_TIMED(embedding_fwd) SR_TIMED(embedding_bwd) SR_TIMED(rmsnorm_fwd) SR_TIMED(rmsnorm_bwd) SR_TIMED(linear_fwd)
 SR_TIMED(linear_bwd) SR_TIMED(rope_fwd) SR_TIMED(rope_bwd) SR_TIMED(attention_fwd) SR_TIMED(attention_bwd)
 SR_TIMED(swiglu_fwd) SR_TIMED(swiglu_bwd) SR_TIMED(xent_fwd) SR_TIMED(xent_bwd) SR_TIMED(add) SR_TIMED(scale)
-SR_TIMED(sum_squares) SR_TIMED(adamw)
+SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_conv_bwd) SR_TIMED(l2norm_fwd) SR_TIMED(l2norm_bwd) SR_TIMED(gdn_gates_fwd) SR_TIMED(gdn_gates_bwd) SR_TIMED(gated_rmsnorm_fwd) SR_TIMED(gated_rmsnorm_bwd) SR_TIMED(delta_rule_fwd) SR_TIMED(delta_rule_bwd)
 #undef SR_TIMED
 }  // namespace
 
@@ -132,6 +142,16 @@ const OpsTable& ops_cuda_profiled() {
       .scale = timed_scale,
       .sum_squares = timed_sum_squares,
       .adamw = timed_adamw,
+      .causal_conv_fwd = timed_causal_conv_fwd,
+      .causal_conv_bwd = timed_causal_conv_bwd,
+      .l2norm_fwd = timed_l2norm_fwd,
+      .l2norm_bwd = timed_l2norm_bwd,
+      .gdn_gates_fwd = timed_gdn_gates_fwd,
+      .gdn_gates_bwd = timed_gdn_gates_bwd,
+      .gated_rmsnorm_fwd = timed_gated_rmsnorm_fwd,
+      .gated_rmsnorm_bwd = timed_gated_rmsnorm_bwd,
+      .delta_rule_fwd = timed_delta_rule_fwd,
+      .delta_rule_bwd = timed_delta_rule_bwd,
   };
   return t;
 }
