@@ -129,7 +129,8 @@ TEST(Cuda, GatedDeltaNetOpsMatchReference) {
     int B, T, Hk, Hv, Dk, Dv, chunk;
   };
   for (Case c : std::vector<Case>{{1, 1, 1, 1, 1, 1, 64}, {2, 70, 1, 2, 16, 8, 64}, {1, 130, 2, 6, 33, 20, 7},
-                                  {1, 65, 1, 1, 128, 128, 64}, {2, 9, 3, 3, 40, 64, 4}}) {
+                                  {1, 65, 1, 1, 128, 128, 64}, {2, 9, 3, 3, 40, 64, 4},
+                                  {1, 20, 1, 2, 160, 8, 6}}) {  // Dk > 128: the shared-memory kernels
     SCOPED_TRACE("B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " Hk/Hv=" + std::to_string(c.Hk) + "/" +
                  std::to_string(c.Hv) + " Dk/Dv=" + std::to_string(c.Dk) + "/" + std::to_string(c.Dv));
     DeltaShape s;
@@ -181,7 +182,17 @@ TEST(Cuda, GatedDeltaNetOpsMatchReference) {
       gpu().l2norm_fwd(Y.data(), R.data(), X.data(), N, D);
       gpu().l2norm_bwd(DX.data(), DY.data(), Y.data(), R.data(), N, D);
       EXPECT_REL(down(Y), y, 1e-5);
-      EXPECT_REL(down(DX), dx, D == 1 ? 1e-2 : 1e-4);  // D = 1: dx ~ eps, all cancellation
+      // D = 1: dx = r dy (1 - y^2) is all cancellation; bound the error by the terms' size instead
+      auto cancel_bound = [&](const std::vector<float>& got, const std::vector<float>& want, const std::vector<float>& r) {
+        double worst = 0, scale = 0;
+        for (int n = 0; n < N; ++n) {
+          worst = std::max(worst, std::fabs(double(got[n]) - want[n]));
+          scale = std::max(scale, std::fabs(double(r[n]) * dy[n]));
+        }
+        EXPECT_LE(worst, 1e-4 * scale);
+      };
+      if (D == 1) cancel_bound(down(DX), dx, rn);
+      else EXPECT_REL(down(DX), dx, 1e-4);
       std::vector<float> go(x.size()), rs(N), gdo(x.size()), gdz(x.size()), gdw(D, 0.5f);
       ref::gated_rmsnorm_fwd(go.data(), rs.data(), x.data(), z.data(), w.data(), N, D, 1e-6f);
       ref::gated_rmsnorm_bwd(gdo.data(), gdz.data(), gdw.data(), dy.data(), x.data(), z.data(), w.data(), rs.data(), N, D);
@@ -190,7 +201,13 @@ TEST(Cuda, GatedDeltaNetOpsMatchReference) {
       gpu().gated_rmsnorm_fwd(GO.data(), RS.data(), X.data(), Z.data(), Wt.data(), N, D, 1e-6f);
       gpu().gated_rmsnorm_bwd(GDO.data(), GDZ.data(), GDW.data(), DY.data(), X.data(), Z.data(), Wt.data(), RS.data(), N, D);
       EXPECT_REL(down(GO), go, 1e-4);
-      EXPECT_REL(down(GDO), gdo, D == 1 ? 1e-2 : 1e-4);
+      if (D == 1) {
+        std::vector<float> scale(N);  // rstd w silu(z): the size of the cancelling terms
+        for (int n = 0; n < N; ++n) scale[n] = rs[n] * w[0] * z[n] * ref::dr_sigmoid(z[n]);
+        cancel_bound(down(GDO), gdo, scale);
+      } else {
+        EXPECT_REL(down(GDO), gdo, 1e-4);
+      }
       EXPECT_REL(down(GDZ), gdz, 1e-4);
       EXPECT_REL(down(GDW), gdw, 1e-4);
       // gates: N tokens x D heads
