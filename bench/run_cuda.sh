@@ -4,7 +4,7 @@
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
 #   what: tests attention gemm model (default: all four)
-#   env PRESETS="0.5b 3b" (model sizes), SKIP="3b-65536-0 ..." (model rows to leave out)
+#   env PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid), SKIP="3b-65536-0 ..." (model rows to leave out)
 # Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."

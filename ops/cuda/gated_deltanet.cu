@@ -1,19 +1,20 @@
 // Gated DeltaNet layer ops on the GPU (contracts in ops/ops.h, oracle in ops/ref/gated_deltanet.h).
 // All fp32: the recurrent state, gates and reductions stay in fp32 (standard 3).
 //
-// Gated delta rule: one block per (batch, value head); the state H [Dk, Dv] lives in shared memory,
-// thread j owns column j (H^T k, the update and H^T q are column-local, so a token costs no
-// communication beyond loading q_t and k_t). The sequence is walked token by token: exact, the
-// same order of operations as the reference, and O(1) state for decode and chunked prefill.
-// Backward: forward once keeping a checkpoint of H every C = DeltaShape::chunk tokens (global
-// scratch), then per segment from the last: recompute the C states before each token, and walk the
-// tokens backwards with dH in shared memory. dq/dk need sums over columns: a row phase (thread i
-// owns row i) reads the two padded [Dk][Dv+1] tiles; dq/dk of value heads sharing a key head are
-// summed in a fixed order by a second kernel (deterministic, no atomics).
-// The elementwise pieces (causal conv, L2 norm, gates, gated RMSNorm) are one thread per channel
-// or per row; their parameter gradients are summed in a fixed order too.
-// Not chunked on tensor cores yet (the WY/UT form of the CPU backend): the time-serial walk has
-// B x Hv blocks of parallelism, enough for decode and small models, slow for long training.
+// Gated delta rule, token-serial (exact, same operations as the reference, O(1) state for decode
+// and chunked prefill). For Dk <= 128 the state lives in registers: block = 32 state columns x 4
+// lanes, each lane holding every 4th row of its column, so H^T k, the update and H^T q are two
+// short FMA chains and two 4-lane shuffle sums per token; blocks cover (batch, value head, column
+// group), and q/k/v/gates of 32 tokens are staged in shared memory per barrier.
+// Backward: checkpoints of the state every 32 tokens, then per segment from the last: recompute the
+// 32 states, walk them backwards with dH in registers. dq, dk, dbeta, dg are sums over columns:
+// warp shuffles + one double-buffered shared-memory slot per token give each block's partial,
+// and a second kernel adds column groups and GQA heads in a fixed order (deterministic, no atomics).
+// Dk > 128 uses shared-memory versions of both (one block per head, thread per column).
+// The elementwise pieces (causal conv, L2 norm, gates, gated RMSNorm) are parallel over elements or
+// rows; their parameter gradients are summed over fixed chunks in a fixed order.
+// Not the chunked WY/UT form on tensor cores yet: the token-serial walk is latency-bound
+// (docs/PERF.md has the numbers).
 #include <cuda_runtime.h>
 
 #include <algorithm>
