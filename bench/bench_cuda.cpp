@@ -2,6 +2,9 @@
 // PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
 //       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
+//   bench_cuda mixer --L 4096 [--heads 16] [--dim 128] [--window 4096] [--reps 3]
+//       one layer's core on one sequence (fp32 entry points, as the model calls them): causal
+//       attention, full and windowed, vs the gated delta rule; forward and forward+backward ms
 //   bench_cuda gemm
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
@@ -90,6 +93,54 @@ int attention(std::map<std::string, std::string> a) {
   std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
               "\"dim\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
               L, W, B, H, D, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
+  return 0;
+}
+
+// One mixer layer's core on one sequence of L tokens, fp32 entry points as the model calls them:
+// causal attention (full and window W) vs the gated delta rule, forward and forward+backward.
+int mixer(std::map<std::string, std::string> a) {
+  const int L = geti(a, "L", 4096), H = geti(a, "heads", 16), D = geti(a, "dim", 128), W = geti(a, "window", 4096);
+  const int reps = geti(a, "reps", 3);
+  const OpsTable& o = ops_cuda();
+  const size_t n = size_t(L) * H * D;
+  auto randf = [&](size_t m, uint64_t seed, double scale) {
+    std::vector<float> h(m);
+    Rng r(seed);
+    for (auto& x : h) x = float(scale * r.normal());
+    Buffer<float> b(o.mem, m);
+    b.upload(h.data(), m);
+    return b;
+  };
+  auto q = randf(n, 1, 1), k = randf(n, 2, 1.0 / std::sqrt(double(D))), v = randf(n, 3, 1), dout = randf(n, 4, 1);
+  Buffer<float> out(o.mem, n), dq(o.mem, n), dk(o.mem, n), dv(o.mem, n), lse(o.mem, size_t(H) * L);
+  std::printf("{\"bench\":\"mixer\",\"L\":%d,\"heads\":%d,\"dim\":%d", L, H, D);
+  for (int win : {0, W}) {
+    if (win >= L) continue;
+    AttnShape s;
+    s.B = 1, s.Tq = L, s.Tk = L, s.Hq = H, s.Hkv = H, s.D = D, s.window = win, s.scale = 1.0f / std::sqrt(float(D));
+    auto fwd = [&] { o.attention_fwd(out.data(), lse.data(), q.data(), k.data(), v.data(), s); };
+    auto bwd = [&] {
+      o.attention_bwd(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), s);
+    };
+    std::printf(",\"attn_w%d_fwd_ms\":%.3f,\"attn_w%d_fwdbwd_ms\":%.3f", win, median_ms(fwd, reps), win,
+                median_ms([&] { fwd(), bwd(); }, reps));
+  }
+  DeltaShape ds;
+  ds.B = 1, ds.T = L, ds.Hk = H, ds.Hv = H, ds.Dk = D, ds.Dv = D, ds.scale = 1.0f / std::sqrt(float(D));
+  auto g = randf(size_t(L) * H, 5, 0.01), beta = randf(size_t(L) * H, 6, 0.1);
+  Buffer<float> st(o.mem, size_t(H) * D * D), dst(o.mem, size_t(H) * D * D), dg(o.mem, size_t(L) * H),
+      db(o.mem, size_t(L) * H), st0(o.mem, size_t(H) * D * D);
+  st0.zero();
+  auto dfwd = [&] {
+    st.zero();
+    o.delta_rule_fwd(out.data(), st.data(), q.data(), k.data(), v.data(), g.data(), beta.data(), ds);
+  };
+  auto dbwd = [&] {
+    o.delta_rule_bwd(dq.data(), dk.data(), dv.data(), dg.data(), db.data(), dst.data(), dout.data(), nullptr, q.data(),
+                     k.data(), v.data(), g.data(), beta.data(), st0.data(), ds);
+  };
+  std::printf(",\"delta_rule_fwd_ms\":%.3f,\"delta_rule_fwdbwd_ms\":%.3f}\n", median_ms(dfwd, reps),
+              median_ms([&] { dfwd(), dbwd(); }, reps));
   return 0;
 }
 
@@ -245,7 +296,8 @@ int main(int argc, char** argv) {
     if (mode == "attention") return attention(parse(argc, argv, 2));
     if (mode == "model") return model(parse(argc, argv, 2));
     if (mode == "gemm") return gemm(parse(argc, argv, 2));
-    std::fprintf(stderr, "usage: bench_cuda attention|model|gemm [--flag value ...]\n");
+    if (mode == "mixer") return mixer(parse(argc, argv, 2));
+    std::fprintf(stderr, "usage: bench_cuda attention|model|gemm|mixer [--flag value ...]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda: %s\n", e.what());
