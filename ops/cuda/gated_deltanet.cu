@@ -332,7 +332,8 @@ __global__ void __launch_bounds__(128) dr_fwd_reg_k(float* out, float* state, co
 
 // grid B*Hv, block NT >= max(Dk, Dv) (multiple of 32). smem: Hp, dH [Dk][Dv+1]; q, k [Dk];
 // dout, d, du [Dv]; red [32]. Scratch per block: ckpt [nseg][Dk*Dv], seg [C][Dk*Dv].
-// dqh, dkh: [B,T,Hv,Dk] per value head (summed over the group afterwards).
+// dqh, dkh: [B,T,Hv,Dk] per value head; dg, dbeta [B,T,Hv] (dr_sum_partials_k with one column group
+// then sums the GQA group's heads).
 __global__ void dr_bwd_k(float* dqh, float* dkh, float* dv, float* dg, float* dbeta, float* dstate0,
                          const float* dout, const float* dstate_in, const float* q, const float* k, const float* v,
                          const float* g, const float* beta, const float* state0, float* ckpt, float* segbuf,
@@ -433,7 +434,7 @@ __global__ void dr_bwd_k(float* dqh, float* dkh, float* dv, float* dg, float* db
 // Register-resident backward for Dk <= DKMAX, same lane layout as dr_fwd_reg_k (grid (B*Hv, G =
 // ceil(Dv/32)), 4 lanes per column, rows p, p+4, ... in registers). Columns are independent except
 // for dq, dk, dbeta and dg, which are sums over columns: each block writes its 32 columns' partial
-// sums (per column group g) and dr_reg_sum_k adds groups and GQA heads in a fixed order.
+// sums (per column group g) and dr_sum_partials_k adds groups and GQA heads in a fixed order.
 // Checkpoints every kTc tokens (thread-private layout, coalesced); a segment's kTc inputs are
 // staged in shared memory once and serve the recompute and the reverse walk; one barrier per token
 // (double-buffered reduction slots).
@@ -586,7 +587,7 @@ __global__ void __launch_bounds__(128) dr_bwd_reg_k(float* dqp, float* dkp, floa
   }
 }
 // Sums dr_bwd_reg_k's partials: column groups (and, for dq/dk, the GQA group's value heads).
-__global__ void dr_reg_sum_k(float* dq, float* dk, float* dg, float* dbeta, const float* dqp, const float* dkp,
+__global__ void dr_sum_partials_k(float* dq, float* dk, float* dg, float* dbeta, const float* dqp, const float* dkp,
                              const float* dgp, const float* dbp, DeltaShape s, int G) {
   const size_t nqk = size_t(s.B) * s.T * s.Hk * s.Dk, BTH = size_t(s.B) * s.T * s.Hv;
   const int ratio = s.Hv / s.Hk;
@@ -610,22 +611,6 @@ __global__ void dr_reg_sum_k(float* dq, float* dk, float* dg, float* dbeta, cons
   }
 }
 
-// dq[b,t,kh,:] = sum over the group's value heads of dqh[b,t,h,:] (in head order); same for dk.
-__global__ void dr_group_sum_k(float* dq, float* dk, const float* dqh, const float* dkh, DeltaShape s) {
-  const size_t n = size_t(s.B) * s.T * s.Hk * s.Dk;
-  const int ratio = s.Hv / s.Hk;
-  for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x) {
-    const int i = int(e % s.Dk);
-    const size_t bt = e / (size_t(s.Hk) * s.Dk);
-    const int kh = int((e / s.Dk) % s.Hk);
-    float aq = 0.0f, ak = 0.0f;
-    for (int r = 0; r < ratio; ++r) {
-      const size_t src = (bt * s.Hv + size_t(kh) * ratio + r) * s.Dk + i;
-      aq += dqh[src], ak += dkh[src];
-    }
-    dq[e] = aq, dk[e] = ak;
-  }
-}
 
 int round32(int n) { return (n + 31) / 32 * 32; }
 void check_delta_shape(const DeltaShape& s, size_t smem) {
@@ -746,7 +731,7 @@ void delta_rule_bwd_reg(float* dq, float* dk, float* dv, float* dg, float* dbeta
   else if (s.Dk <= 64) launch_bwd_reg<64>(dqp, dkp, dbp, dgp, dv, dstate0, dout, dstate_in, q, k, v, g, beta, state0, ckpt, segbuf, s, G);
   else launch_bwd_reg<128>(dqp, dkp, dbp, dgp, dv, dstate0, dout, dstate_in, q, k, v, g, beta, state0, ckpt, segbuf, s, G);
   SR_CUDA_LAUNCHED("delta_rule_bwd");
-  dr_reg_sum_k<<<blocks_for(size_t(s.B) * s.T * s.Hk * s.Dk + BTH, 256), 256, 0, stream()>>>(dq, dk, dg, dbeta, dqp, dkp,
+  dr_sum_partials_k<<<blocks_for(size_t(s.B) * s.T * s.Hk * s.Dk + BTH, 256), 256, 0, stream()>>>(dq, dk, dg, dbeta, dqp, dkp,
                                                                                            dgp, dbp, s, G);
   SR_CUDA_LAUNCHED("delta_rule_bwd sums");
   device_free(ckpt);
@@ -765,17 +750,18 @@ void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, fl
   SR_CUDA(cudaFuncSetAttribute(dr_bwd_k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const int C = std::max(1, s.chunk), nseg = (s.T + C - 1) / C, blocks = s.B * s.Hv;
   if (blocks == 0 || s.T == 0) return;
-  const size_t S = size_t(s.Dk) * s.Dv, per_head = size_t(s.B) * s.T * s.Hv * s.Dk;
+  const size_t S = size_t(s.Dk) * s.Dv, BTH = size_t(s.B) * s.T * s.Hv, per_head = BTH * s.Dk;
   float* ckpt = static_cast<float*>(device_alloc(size_t(blocks) * nseg * S * sizeof(float)));
   float* segbuf = static_cast<float*>(device_alloc(size_t(blocks) * C * S * sizeof(float)));
-  float* dqh = static_cast<float*>(device_alloc(2 * per_head * sizeof(float)));
-  dr_bwd_k<<<blocks, round32(std::max(s.Dk, s.Dv)), smem, stream()>>>(dqh, dqh + per_head, dv, dg, dbeta, dstate0, dout,
-                                                                      dstate_in, q, k, v, g, beta, state0, ckpt,
-                                                                      segbuf, s, C);
+  float* dqh = static_cast<float*>(device_alloc((2 * per_head + 2 * BTH) * sizeof(float)));
+  float *dkh = dqh + per_head, *dgh = dkh + per_head, *dbh = dgh + BTH;
+  dr_bwd_k<<<blocks, round32(std::max(s.Dk, s.Dv)), smem, stream()>>>(dqh, dkh, dv, dgh, dbh, dstate0, dout, dstate_in,
+                                                                      q, k, v, g, beta, state0, ckpt, segbuf, s, C);
   SR_CUDA_LAUNCHED("delta_rule_bwd");
-  dr_group_sum_k<<<blocks_for(size_t(s.B) * s.T * s.Hk * s.Dk, 256), 256, 0, stream()>>>(dq, dk, dqh, dqh + per_head,
-                                                                                        s);
-  SR_CUDA_LAUNCHED("delta_rule_bwd group sum");
+  // one column group: the sums run over the GQA group's value heads only
+  dr_sum_partials_k<<<blocks_for(size_t(s.B) * s.T * s.Hk * s.Dk + BTH, 256), 256, 0, stream()>>>(dq, dk, dg, dbeta, dqh,
+                                                                                           dkh, dgh, dbh, s, 1);
+  SR_CUDA_LAUNCHED("delta_rule_bwd sums");
   device_free(dqh);
   device_free(segbuf);
   device_free(ckpt);
