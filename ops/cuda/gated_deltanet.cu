@@ -330,6 +330,141 @@ __global__ void __launch_bounds__(128) dr_fwd_reg_k(float* out, float* state, co
   }
 }
 
+// ---- chunked forward (prefill): the WY/UT form of the CPU backend (ops/cpu/gated_deltanet.cpp),
+// same operation order per element. Chunk C = 64; with H the chunk-start state and gamma the
+// in-chunk cumulative log gate:
+//   A_rc = beta_r e^(gamma_r - gamma_c) k_r.k_c (c < r); T = (I + A)^-1; W = T diag(beta e^gamma) K;
+//   U = T diag(beta) V; M_rc = (q_r.k_c) e^(gamma_r - gamma_c) (c <= r)          [dr_chunk_prep_k]
+//   Delta = U - W H; O = scale (e^gamma Q H + M Delta); H <- e^gamma_n H + (K e^(gamma_n - gamma))^T Delta
+//                                                                                [dr_chunk_state_k]
+// The prep is parallel over every (head, chunk); only the state pass walks chunks in order.
+constexpr int kCh = 64;
+constexpr int kChunkedMinT = 128;  // shorter inputs (decode, small pieces): the token-serial kernel
+// grid (B*Hv, nchunks), 256 threads. smem: K, Q [C][Dk], V [C][Dv], A, T [C][C], gamma, beta [C].
+// Writes W [C][Dk], U [C][Dv], M [C][C], gamma [C] per (head, chunk).
+__global__ void dr_chunk_prep_k(float* Wg, float* Ug, float* Mg, float* Gg, const float* q, const float* k,
+                                const float* v, const float* g, const float* beta, DeltaShape s) {
+  extern __shared__ float sm[];
+  const int Dk = s.Dk, Dv = s.Dv, C = kCh, bh = blockIdx.x, b = bh / s.Hv, h = bh % s.Hv, kh = h / (s.Hv / s.Hk);
+  const int t0 = blockIdx.y * C, n = min(C, s.T - t0), tid = threadIdx.x, nt = blockDim.x;
+  float *sK = sm, *sQ = sK + C * Dk, *sV = sQ + C * Dk, *sA = sV + C * Dv, *sT = sA + C * C, *sg = sT + C * C,
+        *sb = sg + C;
+  const DrIdx ix{s};
+  for (int e = tid; e < n * Dk; e += nt) {
+    const int r = e / Dk, i = e % Dk;
+    sK[e] = k[ix.qk(b, t0 + r, kh) + i], sQ[e] = q[ix.qk(b, t0 + r, kh) + i];
+  }
+  for (int e = tid; e < n * Dv; e += nt) sV[e] = v[ix.v(b, t0 + e / Dv, h) + e % Dv];
+  if (tid == 0) {
+    float acc = 0.0f;
+    for (int r = 0; r < n; ++r) acc += g[ix.gate(b, t0 + r, h)], sg[r] = acc, sb[r] = beta[ix.gate(b, t0 + r, h)];
+  }
+  __syncthreads();
+  const size_t ck = size_t(bh) * ((s.T + C - 1) / C) + blockIdx.y;
+  float* M = Mg + ck * C * C;
+  for (int e = tid; e < C * C; e += nt) {
+    const int r = e / C, c = e % C;
+    float a = 0.0f, m = 0.0f;
+    if (r < n && c <= r) {
+      float dk = 0.0f, dq = 0.0f;
+      for (int i = 0; i < Dk; ++i) dk += sK[r * Dk + i] * sK[c * Dk + i], dq += sQ[r * Dk + i] * sK[c * Dk + i];
+      const float e_rc = expf(sg[r] - sg[c]);
+      if (c < r) a = sb[r] * e_rc * dk;
+      m = dq * e_rc;
+    }
+    sA[e] = a, sT[e] = 0.0f;
+    M[e] = m;
+  }
+  __syncthreads();
+  for (int r = 0; r < n; ++r) {  // T_r = e_r - sum_{m<r} A_rm T_m
+    for (int c = tid; c <= r; c += nt) {
+      float t = c == r ? 1.0f : 0.0f;
+      for (int m = c; m < r; ++m) t -= sA[r * C + m] * sT[m * C + c];
+      sT[r * C + c] = t;
+    }
+    __syncthreads();
+  }
+  float* W = Wg + ck * C * Dk;
+  float* U = Ug + ck * C * Dv;
+  for (int e = tid; e < C * Dk; e += nt) {
+    const int r = e / Dk, i = e % Dk;
+    float w = 0.0f;
+    for (int c = 0; c <= r && r < n; ++c) w += sT[r * C + c] * sb[c] * expf(sg[c]) * sK[c * Dk + i];
+    W[e] = w;
+  }
+  for (int e = tid; e < C * Dv; e += nt) {
+    const int r = e / Dv, j = e % Dv;
+    float u = 0.0f;
+    for (int c = 0; c <= r && r < n; ++c) u += sT[r * C + c] * sb[c] * sV[c * Dv + j];
+    U[e] = u;
+  }
+  if (tid < C) Gg[ck * C + tid] = tid < n ? sg[tid] : 0.0f;
+}
+
+// grid (B*Hv, ceil(Dv/32)), 256 threads; the state slice H [Dk][32] stays in shared memory across
+// chunks. smem: H [Dk][32], W, Q, K [C][Dk], M [C][C], Delta [C][32], gamma, decay [C].
+__global__ void dr_chunk_state_k(float* out, float* state, const float* q, const float* k, const float* Wg,
+                                 const float* Ug, const float* Mg, const float* Gg, DeltaShape s) {
+  extern __shared__ float sm[];
+  const int Dk = s.Dk, Dv = s.Dv, C = kCh, bh = blockIdx.x, b = bh / s.Hv, h = bh % s.Hv, kh = h / (s.Hv / s.Hk);
+  const int j0 = blockIdx.y * 32, tid = threadIdx.x, nt = blockDim.x, nch = (s.T + C - 1) / C;
+  float *sH = sm, *sW = sH + Dk * 32, *sQ = sW + C * Dk, *sK = sQ + C * Dk, *sM = sK + C * Dk, *sD = sM + C * C,
+        *sg = sD + C * 32, *sE = sg + C;  // sE[r] = e^(gamma_n - gamma_r)
+  float* st = state + size_t(bh) * Dk * Dv;
+  for (int e = tid; e < Dk * 32; e += nt) {
+    const int i = e / 32, j = j0 + e % 32;
+    sH[e] = j < Dv ? st[size_t(i) * Dv + j] : 0.0f;
+  }
+  const DrIdx ix{s};
+  for (int ch = 0; ch < nch; ++ch) {
+    const int t0 = ch * C, n = min(C, s.T - t0);
+    const size_t ck = size_t(bh) * nch + ch;
+    __syncthreads();
+    for (int e = tid; e < C * Dk; e += nt) {
+      const int r = e / Dk, i = e % Dk;
+      sW[e] = Wg[ck * C * Dk + e];
+      sQ[e] = r < n ? q[ix.qk(b, t0 + r, kh) + i] : 0.0f;
+      sK[e] = r < n ? k[ix.qk(b, t0 + r, kh) + i] : 0.0f;
+    }
+    for (int e = tid; e < C * C; e += nt) sM[e] = Mg[ck * C * C + e];
+    for (int e = tid; e < C * 32; e += nt) {
+      const int r = e / 32, j = j0 + e % 32;
+      sD[e] = j < Dv ? Ug[ck * C * Dv + size_t(r) * Dv + j] : 0.0f;
+    }
+    if (tid < C) sg[tid] = Gg[ck * C + tid];
+    __syncthreads();
+    if (tid < n) sE[tid] = expf(sg[n - 1] - sg[tid]);
+    for (int e = tid; e < n * 32; e += nt) {  // Delta = U - W H
+      const int r = e / 32, jj = e % 32;
+      float d = sD[e];
+      for (int i = 0; i < Dk; ++i) d -= sW[r * Dk + i] * sH[i * 32 + jj];
+      sD[e] = d;
+    }
+    __syncthreads();
+    for (int e = tid; e < n * 32; e += nt) {  // O = scale (e^gamma Q H + M Delta)
+      const int r = e / 32, jj = e % 32;
+      const float er = expf(sg[r]);
+      float o = 0.0f;
+      for (int i = 0; i < Dk; ++i) o += (sQ[r * Dk + i] * er) * sH[i * 32 + jj];
+      for (int c = 0; c <= r; ++c) o += sM[r * C + c] * sD[c * 32 + jj];
+      if (j0 + jj < Dv) out[ix.v(b, t0 + r, h) + j0 + jj] = o * s.scale;
+    }
+    __syncthreads();
+    const float en = expf(sg[n - 1]);
+    for (int e = tid; e < Dk * 32; e += nt) {  // H <- e^gamma_n H + sum_r k_r e^(gamma_n - gamma_r) Delta_r
+      const int i = e / 32, jj = e % 32;
+      float hv = sH[e] * en;
+      for (int r = 0; r < n; ++r) hv += (sK[r * Dk + i] * sE[r]) * sD[r * 32 + jj];
+      sH[e] = hv;
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < Dk * 32; e += nt) {
+    const int i = e / 32, j = j0 + e % 32;
+    if (j < Dv) st[size_t(i) * Dv + j] = sH[e];
+  }
+}
+
 // grid B*Hv, block NT >= max(Dk, Dv) (multiple of 32). smem: Hp, dH [Dk][Dv+1]; q, k [Dk];
 // dout, d, du [Dv]; red [32]. Scratch per block: ckpt [nseg][Dk*Dv], seg [C][Dk*Dv].
 // dqh, dkh: [B,T,Hv,Dk] per value head; dg, dbeta [B,T,Hv] (dr_sum_partials_k with one column group
@@ -691,7 +826,20 @@ void delta_rule_fwd(float* out, float* state, const float* q, const float* k, co
   if (s.Hv % s.Hk) fail("delta_rule (cuda)", "value heads must be a multiple of key heads");
   if (s.B * s.Hv == 0) return;
   const dim3 grid(s.B * s.Hv, (s.Dv + 31) / 32);
-  if (s.Dk <= 32) {
+  if (s.T >= kChunkedMinT && s.Dk <= 128 && s.Dv <= 128) {  // prefill: chunked
+    const int nch = (s.T + kCh - 1) / kCh;
+    const size_t nck = size_t(s.B) * s.Hv * nch;
+    float* Wg = static_cast<float*>(device_alloc(nck * kCh * (s.Dk + s.Dv + kCh + 1) * sizeof(float)));
+    float *Ug = Wg + nck * kCh * s.Dk, *Mg = Ug + nck * kCh * s.Dv, *Gg = Mg + nck * kCh * kCh;
+    const size_t prep_smem = (2 * size_t(kCh) * s.Dk + size_t(kCh) * s.Dv + 2 * kCh * kCh + 2 * kCh) * sizeof(float);
+    const size_t state_smem = (size_t(s.Dk) * 32 + 3 * size_t(kCh) * s.Dk + kCh * kCh + kCh * 32 + 2 * kCh) * sizeof(float);
+    SR_CUDA(cudaFuncSetAttribute(dr_chunk_prep_k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(prep_smem)));
+    SR_CUDA(cudaFuncSetAttribute(dr_chunk_state_k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(state_smem)));
+    dr_chunk_prep_k<<<dim3(s.B * s.Hv, nch), 256, prep_smem, stream()>>>(Wg, Ug, Mg, Gg, q, k, v, g, beta, s);
+    dr_chunk_state_k<<<grid, 256, state_smem, stream()>>>(out, state, q, k, Wg, Ug, Mg, Gg, s);
+    SR_CUDA_LAUNCHED("delta_rule_fwd (chunked)");
+    device_free(Wg);
+  } else if (s.Dk <= 32) {
     dr_fwd_reg_k<32><<<grid, 128, 0, stream()>>>(out, state, q, k, v, g, beta, s);
   } else if (s.Dk <= 64) {
     dr_fwd_reg_k<64><<<grid, 128, 0, stream()>>>(out, state, q, k, v, g, beta, s);
