@@ -130,7 +130,8 @@ TEST(Cuda, GatedDeltaNetOpsMatchReference) {
   };
   for (Case c : std::vector<Case>{{1, 1, 1, 1, 1, 1, 64}, {2, 70, 1, 2, 16, 8, 64}, {1, 130, 2, 6, 33, 20, 7},
                                   {1, 65, 1, 1, 128, 128, 64}, {2, 9, 3, 3, 40, 64, 4},
-                                  {1, 20, 1, 2, 160, 8, 6}}) {  // Dk > 128: the shared-memory kernels
+                                  {1, 20, 1, 2, 160, 8, 6},  // Dk > 128: the shared-memory kernels
+                                  {1, 300, 1, 2, 128, 128, 64}, {2, 129, 2, 2, 64, 48, 64}}) {
     SCOPED_TRACE("B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " Hk/Hv=" + std::to_string(c.Hk) + "/" +
                  std::to_string(c.Hv) + " Dk/Dv=" + std::to_string(c.Dk) + "/" + std::to_string(c.Dv));
     DeltaShape s;
