@@ -116,6 +116,10 @@ int cmd_longbench(int argc, char** argv) {
   po.reading.early_stop = !a.has("--no-early-stop");
   Progress bar(!a.has("--quiet"));
   po.progress = [&](const std::string& task, int64_t done, int64_t total) { bar.update(task, done, total, "samples"); };
+  po.log = [&](const std::string& s) {
+    bar.done();
+    std::cerr << "warning: " << s << "\n";
+  };
   longbench::PredictStats st = longbench::predict(m, cfg, data_dir, out, po);
   bar.done();
   if (!a.has("--quiet"))

@@ -1,5 +1,6 @@
 #include "eval/longbench.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -156,6 +157,20 @@ PredictStats predict(const LoadedModel& m, const Config& cfg, const std::string&
       if (!ids.count(id))
         fail(out + ":" + std::to_string(line), "_id '" + id + "' is not in " + in + " (predictions of another data set?)");
       done.insert(id);
+    }
+    if (opt.mode != "or" && opt.log) {  // the window rule, checked against the task's longest query
+      const ModelConfig& mc = m.model->config();
+      ReadingOptions ro = opt.reading;
+      ro.mode = opt.mode;
+      ro.max_answer_tokens = maxgen;
+      size_t longest = 0;
+      for (auto& s : samples)
+        longest = std::max(longest, m.tokenizer->encode(reading_query(tmpl, s.fields, s.where), false).size());
+      try {
+        check_window_rule(mc.any_sliding() ? mc.sliding_window : 0, ro, int(longest));
+      } catch (const Error& e) {
+        opt.log(task + ": its longest query breaks the window rule (" + e.what() + "); predicting anyway");
+      }
     }
     JsonlAppender fo(out);
     int64_t n = 0;

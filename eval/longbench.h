@@ -56,6 +56,9 @@ struct PredictOptions {
   bool e = false;
   std::vector<std::string> tasks;
   std::function<void(const std::string& task, int64_t done, int64_t total)> progress;
+  // Notes for the user (e.g. a task whose longest query breaks the sliding-window rule in EMR/NMR:
+  // reported once per task, and the run goes on, as LongBench runs should not stop midway).
+  std::function<void(const std::string&)> log;
 };
 struct PredictStats {
   int64_t written = 0, skipped = 0, truncated = 0;

@@ -300,6 +300,12 @@ TEST(LongBenchCli, PredictsResumesAndScoresInAllModes) {
       EXPECT_GT(j["context_tokens"].get<int>(), 64) << mode;
     });
   }
+  // A chunk that breaks the window rule (W = 128) is reported per task, and the run goes on.
+  r = run("longbench --model " + m + " --data-dir " + d + "/data --config-dir " + d + "/config --out " + d +
+              "/wide --mode emr --chunk-tokens 120 --max-summary-tokens 6 --tasks passage_count",
+          d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("passage_count: its longest query breaks the window rule"), std::string::npos) << r.err;
   // --score-only gives the same result.json; LongBench-E buckets by the length field.
   r = run("longbench --score-only --pred-dir " + d + "/or --data-dir " + d + "/data --json", d);
   ASSERT_EQ(r.code, 0) << r.err;
