@@ -25,7 +25,7 @@ namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kWarps = 4, kThreadsA = kWarps * 32;
 constexpr int kFwdM = 64, kFwdN = 64;  // forward tile: queries x keys
-constexpr int kBwdN = 64, kBwdM = 32;  // backward tile: keys x queries
+constexpr int kBwdN = 64, kBwdM = 64;  // backward tile: keys x queries
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- tensor-core primitives ----
