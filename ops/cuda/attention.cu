@@ -325,7 +325,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
     const bf16* sO = sQ + kBwdM * SP;
     const float* sL = sLD + stage * 2 * kBwdM;
     const float* sD = sL + kBwdM;
-    // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x 32 queries
+    // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x kBwdM queries
     float st[kBwdM / 8][4], dpt[kBwdM / 8][4];
 #pragma unroll
     for (int i = 0; i < kBwdM / 8; ++i)
@@ -357,7 +357,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - sD[il]);
       }
-    // dV += P^T dO ; dK += dS^T Q  (k = the 32 queries)
+    // dV += P^T dO ; dK += dS^T Q  (k = the kBwdM queries)
 #pragma unroll
     for (int kc = 0; kc < kBwdM / 16; ++kc) {
       uint32_t ap[4], as[4];
@@ -382,7 +382,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
         *reinterpret_cast<uint32_t*>(sS + (warp * 16 + g + r * 8) * SPS + nt * 8 + tig * 2) =
             pack_bf16(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
     __syncthreads();
-    // dQ[32 q, DP] += scale * dS[32 q, 64 k] K[64 k, DP]; warp w takes d-tiles w, w+4, ...
+    // dQ[kBwdM q, DP] += scale * dS[kBwdM q, 64 k] K[64 k, DP]; warp w takes d-tiles w, w+4, ...
     for (int nt = warp; nt < ND; nt += kWarps) {
       float acc[kBwdM / 16][4];
 #pragma unroll
