@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "models/model_dir.h"
 #include "models/transformer.h"
 #include "ops/ops.h"
 
@@ -84,6 +85,16 @@ inline void set_threads(const Args& a) {
 }
 
 // Applies --device cpu|cuda|ref (default cpu): moves the model's parameters to that backend.
+// The model directory of --model, with --window W / --swa-layers SPEC applied to its config.
+inline LoadedModel load_model(const Args& a, bool require_tokenizer) {
+  LoadOptions o;
+  o.window = int(a.get_int("--window", -1));
+  if (a.has("--window") && o.window < 0) fail("--window", "must be >= 0 (0 = full attention)");
+  o.swa_layers = a.get_or("--swa-layers", "all");
+  if (a.has("--swa-layers") && !a.has("--window")) fail("--swa-layers", "needs --window W");
+  return load_model_dir(a.get("--model"), require_tokenizer, o);
+}
+
 inline void place_model(const Args& a, Transformer& m) {
   const OpsTable& ops = ops_for_device(a.get_or("--device", "cpu"));
   if (&ops != &m.ops()) m.set_ops(&ops);

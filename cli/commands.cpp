@@ -55,10 +55,11 @@ int cmd_generate(int argc, char** argv) {
       "                    [--seed S] [--json] [--device cpu|cuda] [--threads N]\n"
       "Special-token strings in the prompt map to their ids. Stops at --max-tokens (default 64) or eos.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--threads", "--device"},
+  Args a(argc, argv, 2, {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--threads", "--device",
+          "--window", "--swa-layers"},
          {"--json"});
   set_threads(a);
-  LoadedModel m = load_model_dir(a.get("--model"), true);
+  LoadedModel m = load_model(a, true);
   place_model(a, *m.model);
   std::string prompt = a.get("--prompt");
   std::vector<int32_t> ids = m.tokenizer->encode(prompt);
@@ -123,14 +124,37 @@ int cmd_tokenize(int argc, char** argv) {
   return 0;
 }
 
+int cmd_convert(int argc, char** argv) {
+  const char* usage =
+      "smoothread convert --model DIR --out NEW_DIR --window W [--swa-layers all|0,2,4-7]\n"
+      "Writes a copy of DIR whose config.json runs the attention layers with a W-token sliding window\n"
+      "(W = 0: full attention), like the paper's SWA-3B-4k from Qwen2.5-3B; every other config field,\n"
+      "the weights and the tokenizer are kept as they are. The same change works without a copy:\n"
+      "--window W [--swa-layers ...] on read, eval, longbench, generate, score and info.\n";
+  if (wants_help(argc, argv, usage)) return 0;
+  Args a(argc, argv, 2, {"--model", "--out", "--window", "--swa-layers"}, {"--json"});
+  LoadOptions o;
+  o.window = int(a.get_int("--window", -1));
+  if (o.window < 0) fail("--window", "is required and must be >= 0 (0 = full attention)");
+  o.swa_layers = a.get_or("--swa-layers", "all");
+  ModelConfig c = convert_model_dir(a.get("--model"), a.get("--out"), o);
+  int sliding = 0;
+  for (bool s : c.layer_sliding) sliding += s;
+  json r = {{"out", a.get("--out")}, {"window", c.sliding_window}, {"sliding_layers", sliding}, {"layers", c.num_layers}};
+  if (a.has("--json")) std::cout << r.dump() << "\n";
+  else std::cout << "wrote " << a.get("--out") << ": " << sliding << " of " << c.num_layers << " layers with a "
+                 << c.sliding_window << "-token window\n";
+  return 0;
+}
+
 int cmd_info(int argc, char** argv) {
   const char* usage =
       "smoothread info --model DIR [--json] [--device cuda]\n"
       "With --device cuda: loads the model onto the GPU and adds a memory report (allocator and device).\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--device"}, {"--json"});
+  Args a(argc, argv, 2, {"--model", "--device", "--window", "--swa-layers"}, {"--json"});
   std::string dir = a.get("--model");
-  LoadedModel m = load_model_dir(dir);
+  LoadedModel m = load_model(a, false);
   place_model(a, *m.model);
   const ModelConfig& c = m.model->config();
   json lt = json::array();
@@ -209,9 +233,10 @@ int cmd_score(int argc, char** argv) {
       "                 [--threads N]\n"
       "Log-probability of every token given the ones before it (one forward pass), and the mean NLL.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--text", "--file", "--logits-out", "--threads", "--device"}, {"--json"});
+  Args a(argc, argv, 2, {"--model", "--text", "--file", "--logits-out", "--threads", "--device", "--window", "--swa-layers"},
+         {"--json"});
   set_threads(a);
-  LoadedModel m = load_model_dir(a.get("--model"), true);
+  LoadedModel m = load_model(a, true);
   place_model(a, *m.model);
   std::string text = a.has("--file") ? read_file(a.get("--file")) : a.get("--text");
   std::vector<int32_t> ids = m.tokenizer->encode(text);

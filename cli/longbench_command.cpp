@@ -89,7 +89,7 @@ int cmd_longbench(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--data-dir", "--config-dir", "--out", "--tasks", "--mode", "--max-length", "--chunk-tokens",
           "--max-summary-tokens", "--max-rounds", "--code-sim", "--paper-row", "--pred-dir", "--jieba-dir", "--threads",
-          "--device", "--chat", "--system"},
+          "--device", "--chat", "--system", "--window", "--swa-layers"},
          {"--e", "--score-only", "--json", "--quiet", "--no-early-stop"});
   set_threads(a);
   if (a.has("--score-only")) return score_and_print(a, a.get("--pred-dir"), a.get_or("--data-dir", ""));
@@ -103,7 +103,7 @@ int cmd_longbench(int argc, char** argv) {
   po.max_length = int(a.get_int("--max-length", 0));
   if (po.max_length < 0) fail("--max-length", "must be >= 0");
   sim_backend(a);  // validate before the long part
-  LoadedModel m = load_model_dir(a.get("--model"), true);
+  LoadedModel m = load_model(a, true);
   place_model(a, *m.model);
   po.chat = ChatTemplate::from_model_json(m.reading_config, join_path(m.dir, "smoothread.json"));
   po.chat.kind = a.get_or("--chat", po.chat.kind);

@@ -23,6 +23,8 @@ commands:
              [--seed S] [--json]                         generate text
   tokenize   --tokenizer FILE|DIR [--decode]             stdin text -> JSON ids (or ids -> text)
   info       --model DIR [--json]                        architecture, parameters, layer types
+  convert    --model DIR --out NEW --window W [--swa-layers all|0,2,4-7]   run attention with a window
+             (or --window W on read/eval/longbench/generate/score/info, without a copy)
   score      --model DIR (--text T | --file F) [--json] [--logits-out F.npy]   per-token log-probs
   gen        --task copy|recall --count N --seed S --out FILE.jsonl   toy training data
 )";
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
     if (cmd == "chunk") return sr::cli::cmd_chunk(argc, argv);
     if (cmd == "eval") return sr::cli::cmd_eval(argc, argv);
     if (cmd == "longbench") return sr::cli::cmd_longbench(argc, argv);
+    if (cmd == "convert") return sr::cli::cmd_convert(argc, argv);
     std::cerr << "error: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const sr::Error& e) {

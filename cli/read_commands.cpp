@@ -117,7 +117,7 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
 
 // Flags shared by `read` and `eval` (the reading options), plus each command's own.
 static std::set<std::string> with_reading_flags(std::set<std::string> own, bool valued) {
-  if (valued) own.insert({"--model", "--mode", "--chunk-tokens", "--max-summary-tokens", "--max-answer-tokens", "--max-rounds", "--threads", "--device"});
+  if (valued) own.insert({"--model", "--mode", "--chunk-tokens", "--max-summary-tokens", "--max-answer-tokens", "--max-rounds", "--threads", "--device", "--window", "--swa-layers"});
   else own.insert({"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet", "--skip-bad"});
   return own;
 }
@@ -135,7 +135,7 @@ int cmd_read(int argc, char** argv) {
          with_reading_flags({}, false));
   set_threads(a);
   std::string dir = a.get("--model");
-  LoadedModel m = load_model_dir(dir, true);
+  LoadedModel m = load_model(a, true);
   place_model(a, *m.model);
   ReadingOptions o = reading_options(a, m);
   bool quiet = a.has("--quiet");
@@ -188,7 +188,7 @@ int cmd_eval(int argc, char** argv) {
   } else {
     std::string data = a.get("--data");
     pred = a.get_or("--pred", data + ".pred.jsonl");
-    LoadedModel m = load_model_dir(a.get("--model"), true);
+    LoadedModel m = load_model(a, true);
     place_model(a, *m.model);
     read_batch(a, data, pred, m, reading_options(a, m), a.has("--quiet"));
   }

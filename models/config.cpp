@@ -192,3 +192,52 @@ json ModelConfig::to_json() const {
 }
 
 }  // namespace sr
+
+namespace sr {
+
+void ModelConfig::set_window(int W, const std::string& layers, const std::string& where) {
+  if (W < 0) fail(where, "window must be >= 0 (0 = full attention), got " + std::to_string(W));
+  std::vector<bool> pick(num_layers, false);
+  if (layers == "all" || layers.empty()) {
+    for (int l = 0; l < num_layers; ++l) pick[l] = !is_linear(l);
+  } else {
+    size_t pos = 0;
+    while (pos <= layers.size()) {
+      size_t comma = layers.find(',', pos);
+      std::string item = layers.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      pos = comma == std::string::npos ? layers.size() + 1 : comma + 1;
+      size_t dash = item.find('-');
+      auto whole_int = [&](const std::string& t) {
+        size_t used = 0;
+        int v = -1;
+        try {
+          v = std::stoi(t, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (t.empty() || used != t.size()) fail(where, "expected layer indices like 0,2,4-7 or 'all', got '" + item + "'");
+        return v;
+      };
+      const int lo = whole_int(item.substr(0, dash));
+      const int hi = dash == std::string::npos ? lo : whole_int(item.substr(dash + 1));
+      if (lo < 0 || hi >= num_layers || lo > hi)
+        fail(where, "layer range '" + item + "' is outside 0-" + std::to_string(num_layers - 1));
+      for (int l = lo; l <= hi; ++l) {
+        if (is_linear(l)) fail(where, "layer " + std::to_string(l) + " is a Gated DeltaNet layer; only attention layers take a window");
+        pick[l] = true;
+      }
+    }
+  }
+  sliding_window = W;
+  layer_sliding.assign(num_layers, false);
+  if (W > 0)
+    for (int l = 0; l < num_layers; ++l) layer_sliding[l] = pick[l];
+  validate(where);
+}
+
+void ModelConfig::set_window_json(json& j, const ModelConfig& c) {
+  json ours = c.to_json();
+  for (const char* k : {"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}) j[k] = ours[k];
+}
+
+}  // namespace sr

@@ -47,6 +47,13 @@ struct ModelConfig {
   // Parse `j`, naming `where` (the file) in every error; validates all shapes.
   static ModelConfig from_json(const json& j, const std::string& where);
   json to_json() const;  // in the form transformers writes (loads as Qwen2ForCausalLM)
+  // Runs the attention layers with a sliding window of W tokens, like the paper's SWA-3B-4k made
+  // from Qwen2.5-3B: `layers` is "all" (every attention layer) or a list of layer indices and
+  // ranges ("0,2,4-7"); W = 0 makes every attention layer full. Gated DeltaNet layers stay as they
+  // are (naming one is an error). Errors name `where`.
+  void set_window(int W, const std::string& layers, const std::string& where);
+  // The same change on a config.json object, keeping every other field (for `smoothread convert`).
+  static void set_window_json(json& j, const ModelConfig& c);
   void validate(const std::string& where) const;
 };
 

@@ -1,5 +1,7 @@
 #include "models/model_dir.h"
 
+#include <filesystem>
+
 #include "core/error.h"
 #include "models/safetensors.h"
 
@@ -26,9 +28,14 @@ void load_weights(Transformer& model, const std::string& dir) {
 }
 
 LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer) {
+  return load_model_dir(dir, require_tokenizer, LoadOptions{});
+}
+
+LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer, const LoadOptions& opt) {
   LoadedModel m;
   m.dir = dir;
   ModelConfig cfg = load_model_config(dir);
+  if (opt.window >= 0) cfg.set_window(opt.window, opt.swa_layers, "--window/--swa-layers");
   m.model = std::make_unique<Transformer>(cfg);
   load_weights(*m.model, dir);
   std::string tok = join_path(dir, "tokenizer.json");
@@ -53,6 +60,28 @@ void save_model_dir(const Transformer& model, const Tokenizer* tokenizer, const 
   write_safetensors(join_path(dir, "model.safetensors"), tensors, {{"format", "pt"}});
   write_file_atomic(join_path(dir, "config.json"), model.config().to_json().dump(2) + "\n");
   if (tokenizer) write_file_atomic(join_path(dir, "tokenizer.json"), tokenizer->to_json().dump(2) + "\n");
+}
+
+ModelConfig convert_model_dir(const std::string& dir, const std::string& out, const LoadOptions& opt) {
+  namespace fs = std::filesystem;
+  ModelConfig cfg = load_model_config(dir);
+  if (opt.window >= 0) cfg.set_window(opt.window, opt.swa_layers, "--window/--swa-layers");
+  if (path_exists(out)) fail(out, "already exists (convert writes a new directory)");
+  json j = load_json_file(join_path(dir, "config.json"));
+  ModelConfig::set_window_json(j, cfg);
+  const std::string tmp = out + ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  make_dirs(tmp);
+  for (auto& e : fs::directory_iterator(dir)) {
+    if (!e.is_regular_file() || e.path().filename() == "config.json") continue;
+    fs::copy_file(e.path(), fs::path(tmp) / e.path().filename(), ec);
+    if (ec) fail(e.path().string(), "cannot copy: " + ec.message());
+  }
+  write_file_atomic(join_path(tmp, "config.json"), j.dump(2) + "\n");
+  fs::rename(tmp, out, ec);
+  if (ec) fail(out, "cannot move " + tmp + " into place: " + ec.message());
+  return cfg;
 }
 
 }  // namespace sr

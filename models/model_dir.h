@@ -22,6 +22,16 @@ struct LoadedModel {
 ModelConfig load_model_config(const std::string& dir);
 // Loads config + weights (+ tokenizer when present). Errors name the file and field/tensor.
 LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer = false);
+// Changes applied to config.json before the model is built.
+struct LoadOptions {
+  int window = -1;                  // >= 0: ModelConfig::set_window(window, swa_layers)
+  std::string swa_layers = "all";
+};
+LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer, const LoadOptions& opt);
+// Copies a model directory to `out` (which must not exist) with the window change of `opt` written
+// into its config.json (every other field kept); weights and other files are copied as they are.
+// Returns the new config.
+ModelConfig convert_model_dir(const std::string& dir, const std::string& out, const LoadOptions& opt);
 // Reads weights from `dir` into an existing model whose config matches.
 void load_weights(Transformer& model, const std::string& dir);
 // Writes config.json, model.safetensors and tokenizer.json (when given) into `dir`, each atomically.

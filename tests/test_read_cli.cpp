@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/error.h"
 #include "core/io.h"
 #include "data/synthetic.h"
 #include "model_fixtures.h"
@@ -381,4 +382,46 @@ TEST(LongBenchCli, BadInputExitsWith2NamingFileAndLine) {
   r = run("longbench --score-only --pred-dir " + d + "/c", d);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("passage_retrieval_en.jsonl:1"), std::string::npos) << r.err;
+}
+
+// ---------------------------------------------------------------- window override and convert
+TEST(WindowCli, OverrideAndConvertGiveTheSameModel) {
+  std::string d = test::temp_dir("window"), m = model_dir();  // the fixture: 2 layers, all SWA with W = 128
+  const std::string text = "--text 'a sliding window of eight tokens cannot see the start of this longer sentence' --json";
+  auto nll = [&](const std::string& args) {
+    CliRun r = run("score " + args + " " + text, d);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return r.code == 0 ? json::parse(r.out)["logprobs"] : json();
+  };
+  json base = nll("--model " + m), w8 = nll("--model " + m + " --window 8"), w8l0 = nll("--model " + m + " --window 8 --swa-layers 0");
+  EXPECT_NE(base, w8);
+  EXPECT_NE(w8, w8l0);
+  EXPECT_NE(base, w8l0);
+  EXPECT_EQ(nll("--model " + m + " --window 0"), nll("--model " + m + " --window 128"));  // 128 > text: same as full
+  ASSERT_EQ(run("convert --model " + m + " --out " + d + "/w8 --window 8", d).code, 0);
+  EXPECT_EQ(nll("--model " + d + "/w8"), w8);  // bitwise the same log-probs
+  json cfg = json::parse(read_file(d + "/w8/config.json"));
+  EXPECT_EQ(cfg["sliding_window"], 8);
+  EXPECT_EQ(cfg["layer_types"], json({"sliding_attention", "sliding_attention"}));
+  // bad input: exit 2 with the reason
+  for (std::string bad : {"--window 8 --swa-layers 0,5", "--window 8 --swa-layers 1x", "--swa-layers 0", "--window -3"}) {
+    CliRun r = run("score --model " + m + " " + bad + " " + text, d);
+    EXPECT_EQ(r.code, 2) << bad;
+    EXPECT_NE(r.err.find("error:"), std::string::npos) << bad;
+  }
+  CliRun again = run("convert --model " + m + " --out " + d + "/w8 --window 8", d);
+  EXPECT_EQ(again.code, 2);
+  EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
+}
+
+TEST(WindowCli, GatedDeltaNetLayersKeepTheirKind) {
+  ModelConfig c = test::tiny_config("lfl", 9);
+  ModelConfig all = c;
+  all.set_window(4, "all", "test");
+  EXPECT_EQ(all.layer_sliding, (std::vector<bool>{false, true, false}));
+  EXPECT_TRUE(all.is_linear(0) && all.is_linear(2));
+  EXPECT_THROW(c.set_window(4, "0", "test"), sr::Error);  // layer 0 is Gated DeltaNet
+  ModelConfig none = all;
+  none.set_window(0, "all", "test");
+  EXPECT_FALSE(none.any_sliding());
 }
