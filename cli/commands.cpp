@@ -17,6 +17,7 @@
 #include "data/toy_tasks.h"
 #include "infer/session.h"
 #include "models/model_dir.h"
+#include "models/safetensors.h"
 #include "ops/cuda/cuda_backend.h"
 #include "train/trainer.h"
 
@@ -176,6 +177,22 @@ int cmd_info(int argc, char** argv) {
             {"rope_theta", c.rope_theta},
             {"tie_word_embeddings", c.tie_word_embeddings},
             {"eos_token_id", c.eos_token_id}};
+  {  // what the checkpoint stores: tensor dtypes and files
+    SafeTensorsSet st(dir);
+    std::map<std::string, int> dtypes;
+    for (auto& n : st.names()) ++dtypes[st.find(n)->dtype];
+    r["checkpoint_dtypes"] = dtypes;
+  }
+  if (m.tokenizer) {
+    json specials = json::array();
+    for (int id = 0; id < m.tokenizer->vocab_size(); ++id)
+      if (m.tokenizer->is_special(id)) specials.push_back(m.tokenizer->decode({id}));
+    const json tj = m.tokenizer->to_json();
+    const bool byte_level = dynamic_cast<const ByteTokenizer*>(m.tokenizer.get()) != nullptr;
+    r["tokenizer"] = {{"kind", byte_level ? "byte-level (256 byte symbols, no merges)"
+                                          : tj.value("/model/type"_json_pointer, std::string("unknown"))},
+                      {"special_tokens", specials}};
+  }
   if (m.model->on_device()) {
     cuda::MemoryStats ms = cuda::memory_stats();
     r["device"] = {{"name", cuda::device_summary()},
@@ -201,7 +218,11 @@ int cmd_info(int argc, char** argv) {
               << "hidden:       " << c.hidden_size << ", mlp " << c.intermediate_size << ", heads " << c.num_heads << " (kv "
               << c.num_kv_heads << ", dim " << c.head_dim << ")\n"
               << "window:       " << (c.any_sliding() ? std::to_string(c.sliding_window) : "none (full attention)") << "\n"
-              << "vocab:        " << c.vocab_size << (m.tokenizer ? " (tokenizer " + std::to_string(m.tokenizer->vocab_size()) + ")" : "") << "\n";
+              << "vocab:        " << c.vocab_size << (m.tokenizer ? " (tokenizer " + std::to_string(m.tokenizer->vocab_size()) + ")" : "") << "\n"
+              << "weights:      " << r["checkpoint_dtypes"].dump() << "\n";
+    if (r.contains("tokenizer"))
+      std::cout << "tokenizer:    " << r["tokenizer"]["kind"].get<std::string>() << "; special tokens "
+                << r["tokenizer"]["special_tokens"].dump() << "\n";
     if (r.contains("device")) {
       const json& d = r["device"];
       auto gib = [](const json& b) { return std::to_string(b.get<double>() / double(1 << 30)).substr(0, 5) + " GiB"; };

@@ -409,6 +409,17 @@ TEST(WindowCli, OverrideAndConvertGiveTheSameModel) {
     EXPECT_EQ(r.code, 2) << bad;
     EXPECT_NE(r.err.find("error:"), std::string::npos) << bad;
   }
+  // info reports what was loaded: the window in effect, checkpoint dtypes, tokenizer kind and specials
+  CliRun info = run("info --model " + m + " --window 8 --swa-layers 1 --json", d);
+  ASSERT_EQ(info.code, 0) << info.err;
+  json ij = json::parse(info.out);
+  EXPECT_EQ(ij["sliding_window"], 8);
+  EXPECT_EQ(ij["layer_types"], json({"full_attention", "sliding_attention"}));
+  EXPECT_GT(ij["checkpoint_dtypes"]["F32"].get<int>(), 0);
+  EXPECT_EQ(ij["checkpoint_dtypes"].size(), 1u);
+  EXPECT_NE(ij["tokenizer"]["kind"].get<std::string>().find("byte-level"), std::string::npos);
+  EXPECT_NE(std::find(ij["tokenizer"]["special_tokens"].begin(), ij["tokenizer"]["special_tokens"].end(), "<READ>"),
+            ij["tokenizer"]["special_tokens"].end());
   CliRun again = run("convert --model " + m + " --out " + d + "/w8 --window 8", d);
   EXPECT_EQ(again.code, 2);
   EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
