@@ -95,7 +95,7 @@ inline LoadedModel load_model(const Args& a, bool require_tokenizer) {
   return load_model_dir(a.get("--model"), require_tokenizer, o);
 }
 
-inline void place_model(const Args& a, Transformer& m) {
+inline void place_model(const Args& a, LanguageModel& m) {
   const OpsTable& ops = ops_for_device(a.get_or("--device", "cpu"));
   if (&ops != &m.ops()) m.set_ops(&ops);
 }

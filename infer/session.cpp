@@ -7,7 +7,7 @@
 
 namespace sr {
 
-Session::Session(const Transformer& model, SamplingParams sampling)
+Session::Session(const LanguageModel& model, SamplingParams sampling)
     : model_(model), sampling_(sampling), rng_(sampling.seed) {
   state_.caches = model.empty_caches();
   state_.rng = rng_.state();

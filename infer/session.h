@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "infer/sampler.h"
-#include "models/transformer.h"
+#include "models/language_model.h"
 
 namespace sr {
 
@@ -22,7 +22,7 @@ class Session {
     bool operator==(const State& o) const = default;
   };
 
-  explicit Session(const Transformer& model, SamplingParams sampling = {});
+  explicit Session(const LanguageModel& model, SamplingParams sampling = {});
 
   // Feeds tokens; returns the logits after the last one. all_logits (optional) gets [n, V].
   const std::vector<float>& prefill(const std::vector<int32_t>& ids, std::vector<float>* all_logits = nullptr);
@@ -43,7 +43,7 @@ class Session {
   void load_state(const std::string& path);
 
  private:
-  const Transformer& model_;
+  const LanguageModel& model_;
   SamplingParams sampling_;
   Rng rng_;
   State state_;

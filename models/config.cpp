@@ -24,6 +24,14 @@ bool ModelConfig::any_linear() const {
 }
 
 int64_t ModelConfig::num_parameters() const {
+  if (is_rwkv7()) {
+    const int64_t C = hidden_size, F = intermediate_size, V = vocab_size, L = num_layers;
+    const int64_t lora = 2 * C * rwkv_decay_rank + C + 2 * C * rwkv_a_rank + C + 2 * C * rwkv_gate_rank;
+    const int64_t v_lora = 2 * C * rwkv_v_rank + C;
+    const int64_t tmix = 6 * C + 2 * C + C /* r_k */ + 4 * C * C + lora + 2 * C /* ln_x */;
+    const int64_t block = 4 * C /* attn_norm, ffn_norm */ + tmix + C + 2 * C * F;
+    return V * C * (tie_word_embeddings ? 1 : 2) + 2 * C /* pre_norm */ + L * block + (L - 1) * v_lora + 2 * C;
+  }
   int64_t C = hidden_size, F = intermediate_size, qd = int64_t(num_heads) * head_dim, kvd = int64_t(num_kv_heads) * head_dim;
   int64_t attn = C * qd + 2 * C * kvd + qd * C + (attention_bias ? qd + 2 * kvd : 0);
   int64_t Kd = int64_t(linear_num_key_heads) * linear_key_head_dim, Vd = int64_t(linear_num_value_heads) * linear_value_head_dim;
@@ -36,6 +44,15 @@ int64_t ModelConfig::num_parameters() const {
 
 void ModelConfig::validate(const std::string& where) const {
   auto bad = [&](const std::string& f, const std::string& m) { fail(where + ": field '" + f + "'", m); };
+  if (is_rwkv7()) {
+    if (hidden_size <= 0) bad("hidden_size", "must be positive");
+    if (head_dim <= 0 || hidden_size % head_dim != 0)
+      bad("head_dim", "must be positive and divide hidden_size (" + std::to_string(hidden_size) + ")");
+    for (auto [f, r] : {std::pair{"decay_low_rank_dim", rwkv_decay_rank}, {"a_low_rank_dim", rwkv_a_rank},
+                        {"v_low_rank_dim", rwkv_v_rank}, {"gate_low_rank_dim", rwkv_gate_rank}})
+      if (r <= 0) bad(f, "must be positive");
+    if (norm_eps <= 0) bad("norm_eps", "must be positive");
+  }
   if (vocab_size <= 0) bad("vocab_size", "must be positive");
   if (hidden_size <= 0) bad("hidden_size", "must be positive");
   if (intermediate_size <= 0) bad("intermediate_size", "must be positive");
@@ -69,12 +86,59 @@ static int token_id_field(const json& j, const std::string& key, const std::stri
   return int(json_int(j, key, where));
 }
 
+// RWKV-7 in the fla-hub config.json form (fla's RWKV7Config; defaults as there).
+static ModelConfig rwkv7_from_json(const json& j, const std::string& where) {
+  ModelConfig c;
+  c.model_type = "rwkv7";
+  c.vocab_size = int(json_int(j, "vocab_size", where));
+  c.hidden_size = int(json_int(j, "hidden_size", where));
+  c.num_layers = int(json_int(j, "num_hidden_layers", where));
+  c.head_dim = int(json_int_or(j, "head_dim", 64, where));
+  if (j.contains("num_heads") && !j["num_heads"].is_null() && (j.value("head_dim", json()).is_null()))
+    c.head_dim = c.hidden_size / std::max<int>(1, int(json_int(j, "num_heads", where)));
+  c.num_heads = c.head_dim > 0 ? c.hidden_size / c.head_dim : 0;
+  c.num_kv_heads = c.num_heads;
+  const double ratio = json_num_or(j, "hidden_ratio", 4.0, where);
+  const int derived = 32 * ((int(c.hidden_size * ratio) + 31) / 32);
+  c.intermediate_size = j.contains("intermediate_size") && !j["intermediate_size"].is_null()
+                            ? int(json_int(j, "intermediate_size", where)) : derived;
+  c.rwkv_decay_rank = int(json_int_or(j, "decay_low_rank_dim", 64, where));
+  c.rwkv_a_rank = int(json_int_or(j, "a_low_rank_dim", 64, where));
+  c.rwkv_v_rank = int(json_int_or(j, "v_low_rank_dim", 16, where));
+  c.rwkv_gate_rank = int(json_int_or(j, "gate_low_rank_dim", 128, where));
+  c.norm_eps = json_num_or(j, "norm_eps", 1e-5, where);
+  c.tie_word_embeddings = json_bool_or(j, "tie_word_embeddings", false, where);
+  c.max_position_embeddings = int(json_int_or(j, "max_position_embeddings", 2048, where));
+  c.bos_token_id = token_id_field(j, "bos_token_id", where);
+  c.eos_token_id = token_id_field(j, "eos_token_id", where);
+  if (j.contains("hidden_act") && json_str(j, "hidden_act", where) != "sqrelu")
+    fail(where + ": field 'hidden_act'", "RWKV-7's channel mix is 'sqrelu'; got '" + json_str(j, "hidden_act", where) + "'");
+  if (j.contains("attn") && !j["attn"].is_null())
+    fail(where + ": field 'attn'", "RWKV-7 hybrids with attention layers are not supported yet (attn must be null)");
+  if (!json_bool_or(j, "norm_first", true, where)) fail(where + ": field 'norm_first'", "only norm_first = true is supported");
+  if (!json_bool_or(j, "norm_bias", true, where)) fail(where + ": field 'norm_bias'", "only norm_bias = true is supported");
+  if (j.contains("value_dim") && !j["value_dim"].is_null()) {
+    const json& vd = j["value_dim"];
+    bool ok = true;
+    if (vd.is_array()) {
+      for (const json& e : vd) ok = ok && e.is_number_integer() && e.get<int64_t>() == c.hidden_size;
+    } else {
+      ok = vd.is_number_integer() && vd.get<int64_t>() == c.hidden_size;
+    }
+    if (!ok) fail(where + ": field 'value_dim'", "only value_dim == hidden_size is supported");
+  }
+  c.layer_sliding.assign(c.num_layers > 0 ? c.num_layers : 0, false);
+  c.validate(where);
+  return c;
+}
+
 ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   if (!j.is_object()) fail(where, "expected a JSON object");
   ModelConfig c;
   c.model_type = json_str(j, "model_type", where);
+  if (c.model_type == "rwkv7" || c.model_type == "rwkv7_fla") return rwkv7_from_json(j, where);
   if (c.model_type != "qwen2" && c.model_type != "llama" && c.model_type != "mistral")
-    fail(where + ": field 'model_type'", "unknown model_type '" + c.model_type + "' (supported: qwen2, llama, mistral)");
+    fail(where + ": field 'model_type'", "unknown model_type '" + c.model_type + "' (supported: qwen2, llama, mistral, rwkv7)");
   c.vocab_size = int(json_int(j, "vocab_size", where));
   c.hidden_size = int(json_int(j, "hidden_size", where));
   c.intermediate_size = int(json_int(j, "intermediate_size", where));
@@ -147,6 +211,36 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
 
 json ModelConfig::to_json() const {
   json j;
+  if (is_rwkv7()) {  // fla-hub form
+    j["architectures"] = {"RWKV7ForCausalLM"};
+    j["model_type"] = "rwkv7";
+    j["vocab_size"] = vocab_size;
+    j["hidden_size"] = hidden_size;
+    j["num_hidden_layers"] = num_layers;
+    j["head_dim"] = head_dim;
+    j["num_heads"] = num_heads;
+    j["intermediate_size"] = intermediate_size;
+    j["hidden_ratio"] = double(intermediate_size) / hidden_size;
+    j["decay_low_rank_dim"] = rwkv_decay_rank;
+    j["a_low_rank_dim"] = rwkv_a_rank;
+    j["v_low_rank_dim"] = rwkv_v_rank;
+    j["gate_low_rank_dim"] = rwkv_gate_rank;
+    j["hidden_act"] = "sqrelu";
+    j["norm_first"] = true;
+    j["norm_bias"] = true;
+    j["norm_eps"] = norm_eps;
+    j["fuse_norm"] = false;
+    j["attn"] = nullptr;
+    j["attn_mode"] = "chunk";
+    j["value_dim"] = json(std::vector<int>(num_layers, hidden_size));
+    j["tie_word_embeddings"] = tie_word_embeddings;
+    j["max_position_embeddings"] = max_position_embeddings;
+    j["bos_token_id"] = bos_token_id >= 0 ? json(bos_token_id) : json(nullptr);
+    j["eos_token_id"] = eos_token_id >= 0 ? json(eos_token_id) : json(nullptr);
+    j["torch_dtype"] = "float32";
+    j["use_cache"] = true;
+    return j;
+  }
   std::string arch = model_type == "qwen2" ? "Qwen2ForCausalLM" : model_type == "llama" ? "LlamaForCausalLM" : "MistralForCausalLM";
   j["architectures"] = {arch};
   j["model_type"] = model_type;
@@ -197,6 +291,7 @@ namespace sr {
 
 void ModelConfig::set_window(int W, const std::string& layers, const std::string& where) {
   if (W < 0) fail(where, "window must be >= 0 (0 = full attention), got " + std::to_string(W));
+  if (is_rwkv7()) fail(where, "an RWKV-7 model has no attention layers to run with a window");
   std::vector<bool> pick(num_layers, false);
   if (layers == "all" || layers.empty()) {
     for (int l = 0; l < num_layers; ++l) pick[l] = !is_linear(l);

@@ -1,5 +1,7 @@
 // Model hyper-parameters, read from / written to a Hugging Face `config.json`.
-// Supported model_type: "qwen2" (q/k/v bias), "llama" and "mistral" (bias from `attention_bias`).
+// Supported model_type: "qwen2" (q/k/v bias), "llama" and "mistral" (bias from `attention_bias`),
+// and "rwkv7" (also "rwkv7_fla"): RWKV-7 in the fla-hub layout (models/rwkv7.h), sized by
+// hidden_size, num_hidden_layers, head_dim, intermediate_size and the *_low_rank_dim fields.
 // Per-layer mixer comes from `layer_types` when present ("full_attention", "sliding_attention", or
 // "linear_attention" = a Gated DeltaNet layer in the Qwen3.5 layout, sized by the linear_* fields
 // as Qwen3-Next/Qwen3.5 name them); otherwise it is derived exactly
@@ -34,12 +36,17 @@ struct ModelConfig {
   // Gated DeltaNet dims (used when any layer is linear_attention)
   int linear_num_key_heads = 0, linear_num_value_heads = 0, linear_key_head_dim = 0, linear_value_head_dim = 0;
   int linear_conv_kernel_dim = 4;
+  // RWKV-7 (model_type "rwkv7"): LoRA ranks of the decay, in-context learning rate, value residual
+  // and output gate; LayerNorm eps (GroupNorm eps = head_dim * norm_eps)
+  int rwkv_decay_rank = 0, rwkv_a_rank = 0, rwkv_v_rank = 0, rwkv_gate_rank = 0;
+  double norm_eps = 1e-5;
   int max_position_embeddings = 32768;
   int bos_token_id = -1, eos_token_id = -1;
 
   int window_of(int layer) const { return layer_sliding[layer] ? sliding_window : 0; }
   bool is_linear(int layer) const { return !layer_linear.empty() && layer_linear[layer]; }
   bool any_linear() const;
+  bool is_rwkv7() const { return model_type == "rwkv7"; }
   bool any_sliding() const;
   bool all_sliding() const;
   int64_t num_parameters() const;

@@ -14,7 +14,7 @@ ModelConfig load_model_config(const std::string& dir) {
   return ModelConfig::from_json(load_json_file(cfg), cfg);
 }
 
-void load_weights(Transformer& model, const std::string& dir) {
+void load_weights(LanguageModel& model, const std::string& dir) {
   SafeTensorsSet set(dir);
   for (const ParamSpec& s : model.param_specs()) {
     const SafeTensorsFile* f = nullptr;
@@ -36,7 +36,7 @@ LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer, const
   m.dir = dir;
   ModelConfig cfg = load_model_config(dir);
   if (opt.window >= 0) cfg.set_window(opt.window, opt.swa_layers, "--window/--swa-layers");
-  m.model = std::make_unique<Transformer>(cfg);
+  m.model = make_model(cfg);
   load_weights(*m.model, dir);
   std::string tok = join_path(dir, "tokenizer.json");
   if (path_exists(tok)) {
@@ -51,7 +51,7 @@ LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer, const
   return m;
 }
 
-void save_model_dir(const Transformer& model, const Tokenizer* tokenizer, const std::string& dir) {
+void save_model_dir(const LanguageModel& model, const Tokenizer* tokenizer, const std::string& dir) {
   make_dirs(dir);
   model.sync_params_to_host();
   std::vector<std::pair<std::string, Tensor>> tensors;

@@ -8,13 +8,13 @@
 #include <string>
 
 #include "models/tokenizer.h"
-#include "models/transformer.h"
+#include "models/language_model.h"
 
 namespace sr {
 
 struct LoadedModel {
   std::string dir;
-  std::unique_ptr<Transformer> model;
+  std::unique_ptr<LanguageModel> model;
   std::unique_ptr<Tokenizer> tokenizer;  // null when the directory has no tokenizer.json
   json reading_config;                   // contents of smoothread.json, or null
 };
@@ -33,8 +33,8 @@ LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer, const
 // Returns the new config.
 ModelConfig convert_model_dir(const std::string& dir, const std::string& out, const LoadOptions& opt);
 // Reads weights from `dir` into an existing model whose config matches.
-void load_weights(Transformer& model, const std::string& dir);
+void load_weights(LanguageModel& model, const std::string& dir);
 // Writes config.json, model.safetensors and tokenizer.json (when given) into `dir`, each atomically.
-void save_model_dir(const Transformer& model, const Tokenizer* tokenizer, const std::string& dir);
+void save_model_dir(const LanguageModel& model, const Tokenizer* tokenizer, const std::string& dir);
 
 }  // namespace sr

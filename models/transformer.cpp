@@ -8,13 +8,7 @@
 namespace sr {
 
 
-size_t Transformer::add_param(const std::string& name, const Shape& shape) {
-  size_t off = specs_.empty() ? 0 : specs_.back().offset + size_t(shape_numel(specs_.back().shape));
-  specs_.push_back({name, shape, off});
-  return off;
-}
-
-Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : cfg_(cfg), ops_(ops ? ops : &ops_cpu()) {
+Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : LanguageModel(cfg) {
   cfg_.validate("model config");
   const int64_t C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
   const int64_t qd = int64_t(cfg_.num_heads) * cfg_.head_dim, kvd = int64_t(cfg_.num_kv_heads) * cfg_.head_dim;
@@ -51,49 +45,18 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : cfg_(cfg
   }
   off_norm_ = add_param("model.norm.weight", {C});
   off_lm_head_ = cfg_.tie_word_embeddings ? off_embed_ : add_param("lm_head.weight", {V, C});
-  size_t total = specs_.back().offset + size_t(shape_numel(specs_.back().shape));
-  params_.assign(total, 0.0f);
-  ops_ = &ops_cpu();
-  set_ops(ops ? ops : &ops_cpu());
+  finish_params(ops);
 }
 
-void Transformer::set_ops(const OpsTable* ops) {
-  if (cfg_.any_linear() && !ops->delta_rule_fwd)
-    fail("--device", std::string("linear_attention (Gated DeltaNet) layers have no ") + ops->name +
+void Transformer::check_backend(const OpsTable& ops) const {
+  if (cfg_.any_linear() && !ops.delta_rule_fwd)
+    fail("--device", std::string("linear_attention (Gated DeltaNet) layers have no ") + ops.name +
                          " kernels yet; run this model on the CPU");
-  sync_params_to_host();  // a device model's latest parameters move with it
-  ops_ = ops;
-  act_ = Activations{};
-  work_ = Workspace{};
-  dparams_ = Buffer<float>(ops->mem, on_device() ? params_.size() : 0);
-  upload_params();
-  grads_ = Buffer<float>(ops->mem, params_.size());
-  grads_.zero();
-}
-
-void Transformer::upload_params() {
-  if (on_device()) dparams_.upload(params_.data(), params_.size());
-}
-
-void Transformer::sync_params_to_host() const {
-  if (on_device()) dparams_.download(params_.data(), params_.size());
-}
-
-template <class T>
-void Transformer::fit(Buffer<T>& b, size_t n) const {
-  if (b.mem() != ops_->mem) b = Buffer<T>(ops_->mem, n);
-  else b.resize(n);
 }
 
 std::vector<float> Transformer::last_logits() const {
   SR_ASSERT(act_.N > 0 && act_.logit_rows == act_.N, "last_logits: the last batch's logits were computed in chunks");
   return act_.logits.to_vector();
-}
-
-const ParamSpec* Transformer::find_param(const std::string& name) const {
-  for (auto& s : specs_)
-    if (s.name == name) return &s;
-  return nullptr;
 }
 
 Transformer::LayerParams Transformer::layer(float* base, int l) const {
@@ -152,8 +115,6 @@ void Transformer::init_random(uint64_t seed, float std) {
   upload_params();
 }
 
-void Transformer::zero_grad() { grads_.zero(); }
-
 AttnShape Transformer::attn_shape(int B, int Tq, int Tk, int l) const {
   AttnShape s;
   s.B = B, s.Tq = Tq, s.Tk = Tk, s.Hq = cfg_.num_heads, s.Hkv = cfg_.num_kv_heads, s.D = cfg_.head_dim;
@@ -186,10 +147,7 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
 float Transformer::forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) {
   const int N = B * T, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size, L = cfg_.num_layers;
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
-  for (int i = 0; i < N; ++i) {
-    if (ids[i] < 0 || ids[i] >= V) fail("forward", "token id " + std::to_string(ids[i]) + " outside vocabulary of " + std::to_string(V));
-    if (targets[i] >= V) fail("forward", "target id " + std::to_string(targets[i]) + " outside vocabulary of " + std::to_string(V));
-  }
+  check_ids(ids, targets, N, "forward");
   B_ = B, T_ = T;
   Activations& A = act_;
   if (A.N != N || A.res.mem() != ops_->mem) {  // batches of varying length reuse the same memory
@@ -224,12 +182,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, P + off_norm_, N, C,
                     cfg_.rms_norm_eps);
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
-  std::vector<float> loss = A.loss.to_vector();
-  double num = 0, den = 0;
-  for (int i = 0; i < N; ++i)
-    if (targets[i] >= 0) num += double(weights[i]) * loss[i], den += weights[i];
-  weight_sum_ = den;
-  return den > 0 ? float(num / den) : 0.0f;
+  return reduce_loss(A.loss.to_vector(), targets, weights, N);
 }
 
 Transformer::LayerActs Transformer::layer_acts(int slot) {
@@ -341,12 +294,7 @@ void Transformer::backward(float loss_scale) {
   fit(W.g, N), fit(W.dlogits, size_t(A.logit_rows) * V), fit(W.dx, size_t(N) * C), fit(W.dh, size_t(N) * C);
   fit(W.dtmp, size_t(N) * C), fit(W.dF1, size_t(N) * F), fit(W.dF2, size_t(N) * F), fit(W.dF3, size_t(N) * F);
   fit(W.dq, size_t(N) * qd), fit(W.dk, size_t(N) * kvd), fit(W.dv, size_t(N) * kvd), fit(W.datt, size_t(N) * qd);
-  {  // dL/dloss_t = scale * w_t / sum(w)
-    std::vector<float> g(N, 0.0f);
-    if (weight_sum_ > 0)
-      for (int i = 0; i < N; ++i) g[i] = float(loss_scale * A.host_weights[i] / weight_sum_);
-    W.g.upload(g.data(), N);
-  }
+  upload_loss_grad(W.g, A.host_weights, loss_scale);
   float *P = backend_params(), *G = grads_.data();
   float *dx = W.dx.data(), *dh = W.dh.data(), *dtmp = W.dtmp.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
         *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
@@ -474,8 +422,7 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
   SR_ASSERT(int(caches.size()) == L, "forward_cached: cache count != layers");
   if (n <= 0) return;
-  for (int i = 0; i < n; ++i)
-    if (ids[i] < 0 || ids[i] >= V) fail("input", "token id " + std::to_string(ids[i]) + " outside vocabulary of " + std::to_string(V));
+  check_ids(ids, nullptr, n, "input");
   const int64_t pos0 = caches[0].n_seen;
   if (pos0 + n > int64_t(INT32_MAX)) fail("input", "sequence longer than 2^31 tokens");
   const MemOps& mem = *ops_->mem;

@@ -126,6 +126,43 @@ struct OpsTable {
   void (*delta_rule_bwd)(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
                          const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
                          const float* beta, const float* state0, const DeltaShape& s);
+  // ---- RWKV-7 layer pieces (ops/ref/rwkv7.h); the recurrence is gdr_fwd/gdr_bwd ----
+  // LayerNorm per group with bias: x, out [N, G*D], each row's G groups of D normalized separately
+  // (biased variance): out = (x - mean) * rstd * w + b, w, b [G*D]; mean, rstd [N*G] kept.
+  // G = 1 is LayerNorm; G = heads is RWKV-7's GroupNorm (ln_x).
+  void (*layernorm_fwd)(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N,
+                        int G, int D, float eps);
+  // dx (=), dw, db (+=)
+  void (*layernorm_bwd)(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                        const float* mean, const float* rstd, int N, int G, int D);
+  // Token shift + mix: out[m, n, :] = x[n] + (x_prev(n) - x[n]) * mu[m, :] for m < M; x [B,T,C],
+  // out [M, B*T, C]; x_prev(n) = the previous token of the same sequence, prev[b] (null = 0) at t = 0.
+  void (*token_shift_fwd)(float* out, const float* x, const float* prev, const float* mu, int B, int T, int C, int M);
+  // dx (=), dmu (+=)
+  void (*token_shift_bwd)(float* dx, float* dmu, const float* dout, const float* x, const float* prev,
+                          const float* mu, int B, int T, int C, int M);
+  // Elementwise out = f(x): kind 0 tanh, 1 sigmoid, 2 relu^2 (RWKV-7's LoRA activations, channel mix)
+  void (*act_fwd)(float* out, const float* x, size_t n, int kind);
+  void (*act_bwd)(float* dx, const float* dout, const float* x, size_t n, int kind);
+  // Time-mix prelude, [N, H*D] rows, per head h: w = exp(-e^-0.5 sigmoid(wl)); a = sigmoid(al);
+  // kk = L2-normalize_head(k * kkw) (rnorm [N,H] kept); kmod = k (1 + (a - 1) ka);
+  // vmod = v + (vfirst - v) sigmoid(vl) (vfirst null: vmod = v, layer 0); alpha = -kk; beta = kk a.
+  void (*rwkv7_prep_fwd)(float* w, float* kmod, float* vmod, float* alpha, float* beta, float* rnorm, const float* k,
+                         const float* v, const float* wl, const float* al, const float* vl, const float* vfirst,
+                         const float* kkw, const float* ka, int N, int H, int D);
+  // dk, dv, dwl, dal, dvl (=); dvfirst, dkkw, dka (+=)
+  void (*rwkv7_prep_bwd)(float* dk, float* dv, float* dwl, float* dal, float* dvl, float* dvfirst, float* dkkw,
+                         float* dka, const float* dw, const float* dkmod, const float* dvmod, const float* dalpha,
+                         const float* dbeta, const float* k, const float* v, const float* wl, const float* al,
+                         const float* vl, const float* vfirst, const float* kkw, const float* ka, const float* rnorm,
+                         int N, int H, int D);
+  // Output: out = (yn + (sum_i r kmod rk) v) * g per head ("bonus" term, then the gate); rk [H*D]
+  void (*rwkv7_out_fwd)(float* out, const float* yn, const float* r, const float* kmod, const float* v,
+                        const float* rk, const float* g, int N, int H, int D);
+  // dyn, dr, dkmod, dv, dg (=); drk (+=)
+  void (*rwkv7_out_bwd)(float* dyn, float* dr, float* dkmod, float* dv, float* drk, float* dg, const float* dout,
+                        const float* yn, const float* r, const float* kmod, const float* v, const float* rk,
+                        const float* g, int N, int H, int D);
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h

@@ -67,14 +67,14 @@ class ReaderModel {
 // ReaderModel over the engine's transformer session (greedy).
 class SessionReaderModel : public ReaderModel {
  public:
-  explicit SessionReaderModel(const Transformer& m) : model_(m), session_(std::make_unique<Session>(m)) {}
+  explicit SessionReaderModel(const LanguageModel& m) : model_(m), session_(std::make_unique<Session>(m)) {}
   void reset() override { session_ = std::make_unique<Session>(model_); }
   void feed(const std::vector<int32_t>& ids) override { session_->prefill(ids); }
   int32_t next_token() override { return session_->sample(); }
   size_t state_bytes() const override { return session_->state_bytes(); }
 
  private:
-  const Transformer& model_;
+  const LanguageModel& model_;
   std::unique_ptr<Session> session_;
 };
 

@@ -33,6 +33,18 @@ inline ModelConfig tiny_config(const std::string& layers = "fs", int window = 5,
   return c;
 }
 
+// A tiny RWKV-7 (fla-hub layout): 2 heads of 4, odd LoRA ranks, `layers` blocks.
+inline ModelConfig tiny_rwkv7_config(int layers = 3) {
+  ModelConfig c;
+  c.model_type = "rwkv7";
+  c.vocab_size = 23, c.hidden_size = 8, c.intermediate_size = 12, c.num_layers = layers;
+  c.head_dim = 4, c.num_heads = 2, c.num_kv_heads = 2;
+  c.rwkv_decay_rank = 3, c.rwkv_a_rank = 2, c.rwkv_v_rank = 2, c.rwkv_gate_rank = 3;
+  c.layer_sliding.assign(layers, false);
+  c.eos_token_id = 0;
+  return c;
+}
+
 inline std::string temp_dir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("smoothread_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);

@@ -10,6 +10,7 @@
 
 #include <cmath>
 
+#include "models/transformer.h"
 #include "infer/session.h"
 #include "model_fixtures.h"
 #include "ops/cuda/cuda_backend.h"

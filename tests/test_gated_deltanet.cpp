@@ -143,19 +143,7 @@ TEST(GatedDeltaNet, ReferenceBackwardMatchesFiniteDifferences) {
   }
 }
 
-// ---- the layer's pieces: backward vs finite differences (fp64), conv streaming ----
-namespace {
-// Checks every analytic gradient of L = <dout, f(inputs)> against central differences.
-template <class Fwd>
-void check_fd(Fwd fwd, std::vector<std::vector<double>*> inputs, std::vector<const std::vector<double>*> grads,
-              const std::vector<double>& dout, std::vector<const char*> names) {
-  auto loss = [&] { return dot(fwd(), dout); };
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    std::vector<double> num = numeric_grad(*inputs[i], loss);
-    EXPECT_CLOSE(*grads[i], num, 1e-7, 1e-6) << names[i];
-  }
-}
-}  // namespace
+// ---- the layer's pieces: backward vs finite differences (fp64, check_fd), conv streaming ----
 
 TEST(GatedDeltaNet, CausalConvBackwardAndStreaming) {
   const int B = 2, T = 7, Cc = 3, K = 4;

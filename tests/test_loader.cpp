@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "model_fixtures.h"
 #include "models/model_dir.h"
+#include "models/transformer.h"
 #include "models/safetensors.h"
 #include "ops/cuda/cuda_backend.h"
 #include "test_util.h"

@@ -21,7 +21,7 @@ std::vector<int32_t> random_ids(int n, int V, uint64_t seed) {
   return v;
 }
 
-std::vector<float> prefill_in_pieces(const Transformer& m, const std::vector<int32_t>& ids, int piece) {
+std::vector<float> prefill_in_pieces(const LanguageModel& m, const std::vector<int32_t>& ids, int piece) {
   Session s(m);
   std::vector<float> all, part;
   for (size_t i = 0; i < ids.size(); i += size_t(piece)) {

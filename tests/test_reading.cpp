@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "models/transformer.h"
 #include "core/rng.h"
 #include "reading/chunker.h"
 #include "reading/reader.h"

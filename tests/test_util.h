@@ -59,4 +59,15 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
   return s;
 }
 
+// Checks every analytic gradient of L = <dout, f(inputs)> against central differences.
+template <class Fwd>
+void check_fd(Fwd fwd, std::vector<std::vector<double>*> inputs, std::vector<const std::vector<double>*> grads,
+              const std::vector<double>& dout, std::vector<const char*> names) {
+  auto loss = [&] { return dot(fwd(), dout); };
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    std::vector<double> num = numeric_grad(*inputs[i], loss);
+    EXPECT_CLOSE(*grads[i], num, 1e-7, 1e-6) << names[i];
+  }
+}
+
 }  // namespace sr::test

@@ -57,7 +57,7 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
   else tok_ = Tokenizer::load(cfg_.tokenizer);
   if (!cfg_.init_from.empty()) {
     ModelConfig mc = load_model_config(cfg_.init_from);
-    model_ = std::make_unique<Transformer>(mc);
+    model_ = make_model(mc);
     load_weights(*model_, cfg_.init_from);
   } else {
     json mj = cfg_.model_config;
@@ -65,7 +65,7 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
     if (!mj.contains("vocab_size")) mj["vocab_size"] = tok_->vocab_size();
     if (!mj.contains("eos_token_id") && tok_->token_id("<|endoftext|>") >= 0) mj["eos_token_id"] = tok_->token_id("<|endoftext|>");
     ModelConfig mc = ModelConfig::from_json(mj, "train config: field 'model'");
-    model_ = std::make_unique<Transformer>(mc);
+    model_ = make_model(mc);
     model_->init_random(cfg_.seed);
   }
   model_->set_ops(&ops_for_device(cfg_.device));

@@ -18,7 +18,7 @@
 
 #include "core/io.h"
 #include "models/tokenizer.h"
-#include "models/transformer.h"
+#include "models/language_model.h"
 #include "train/adamw.h"
 #include "train/data_loader.h"
 
@@ -45,7 +45,7 @@ class Trainer {
   // Runs to cfg.steps (or max_seconds, or `stop_after` steps when > 0, as an interruption would);
   // on_log gets one JSON object per logged step. Always ends with a checkpoint.
   void run(const std::function<void(const json&)>& on_log, bool resume = false, int64_t stop_after = 0);
-  Transformer& model() { return *model_; }
+  LanguageModel& model() { return *model_; }
   int64_t step() const { return step_; }
   void save_checkpoint(const std::string& dir);
   void load_checkpoint(const std::string& dir);
@@ -53,7 +53,7 @@ class Trainer {
  private:
   TrainConfig cfg_;
   std::unique_ptr<Tokenizer> tok_;
-  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<LanguageModel> model_;
   std::unique_ptr<AdamW> opt_;
   std::unique_ptr<DataLoader> loader_;
   int64_t step_ = 0;

@@ -2,12 +2,16 @@
 #include "ops/ref/gated_deltanet.h"
 #include "ops/ref/generalized_delta_rule.h"
 #include "ops/ref/ref_ops.h"
+#include "ops/ref/rwkv7.h"
 
 namespace sr {
 
 namespace {
 void rms_f(float* o, float* r, const float* x, const float* w, int N, int C, float eps) {
   ref::rmsnorm_fwd<float>(o, r, x, w, N, C, eps);
+}
+void ln_f(float* o, float* m, float* r, const float* x, const float* w, const float* b, int N, int G, int D, float eps) {
+  ref::layernorm_fwd<float>(o, m, r, x, w, b, N, G, D, eps);
 }
 }  // namespace
 
@@ -45,6 +49,16 @@ const OpsTable& ops_ref() {
       .gdr_bwd = ref::gdr_bwd<float>,
       .delta_rule_fwd = ref::delta_rule_fwd<float>,
       .delta_rule_bwd = ref::delta_rule_bwd<float>,
+      .layernorm_fwd = ln_f,
+      .layernorm_bwd = ref::layernorm_bwd<float>,
+      .token_shift_fwd = ref::token_shift_fwd<float>,
+      .token_shift_bwd = ref::token_shift_bwd<float>,
+      .act_fwd = ref::act_fwd<float>,
+      .act_bwd = ref::act_bwd<float>,
+      .rwkv7_prep_fwd = ref::rwkv7_prep_fwd<float>,
+      .rwkv7_prep_bwd = ref::rwkv7_prep_bwd<float>,
+      .rwkv7_out_fwd = ref::rwkv7_out_fwd<float>,
+      .rwkv7_out_bwd = ref::rwkv7_out_bwd<float>,
   };
   return t;
 }

@@ -1,0 +1,78 @@
+#include "models/language_model.h"
+
+#include "core/error.h"
+#include "models/rwkv7.h"
+#include "models/transformer.h"
+
+namespace sr {
+
+size_t LanguageModel::add_param(const std::string& name, const Shape& shape) {
+  size_t off = specs_.empty() ? 0 : specs_.back().offset + size_t(shape_numel(specs_.back().shape));
+  specs_.push_back({name, shape, off});
+  return off;
+}
+
+void LanguageModel::finish_params(const OpsTable* ops) {
+  size_t total = specs_.empty() ? 0 : specs_.back().offset + size_t(shape_numel(specs_.back().shape));
+  params_.assign(total, 0.0f);
+  ops_ = &ops_cpu();
+  set_ops(ops ? ops : &ops_cpu());
+}
+
+void LanguageModel::set_ops(const OpsTable* ops) {
+  check_backend(*ops);
+  sync_params_to_host();  // a device model's latest parameters move with it
+  ops_ = ops;
+  drop_activations();
+  dparams_ = Buffer<float>(ops->mem, on_device() ? params_.size() : 0);
+  upload_params();
+  grads_ = Buffer<float>(ops->mem, params_.size());
+  grads_.zero();
+}
+
+void LanguageModel::upload_params() {
+  if (on_device()) dparams_.upload(params_.data(), params_.size());
+}
+
+void LanguageModel::sync_params_to_host() const {
+  if (on_device()) dparams_.download(params_.data(), params_.size());
+}
+
+const ParamSpec* LanguageModel::find_param(const std::string& name) const {
+  for (auto& s : specs_)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+void LanguageModel::check_ids(const int32_t* ids, const int32_t* targets, int n, const char* where) const {
+  const int V = cfg_.vocab_size;
+  for (int i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= V)
+      fail(where, "token id " + std::to_string(ids[i]) + " outside vocabulary of " + std::to_string(V));
+    if (targets && targets[i] >= V)
+      fail(where, "target id " + std::to_string(targets[i]) + " outside vocabulary of " + std::to_string(V));
+  }
+}
+
+float LanguageModel::reduce_loss(const std::vector<float>& loss, const int32_t* targets, const float* weights, int N) {
+  double num = 0, den = 0;
+  for (int i = 0; i < N; ++i)
+    if (targets[i] >= 0) num += double(weights[i]) * loss[i], den += weights[i];
+  weight_sum_ = den;
+  return den > 0 ? float(num / den) : 0.0f;
+}
+
+void LanguageModel::upload_loss_grad(Buffer<float>& g, const std::vector<float>& weights, float loss_scale) const {
+  const size_t N = weights.size();
+  std::vector<float> h(N, 0.0f);
+  if (weight_sum_ > 0)
+    for (size_t i = 0; i < N; ++i) h[i] = float(loss_scale * weights[i] / weight_sum_);
+  g.upload(h.data(), N);
+}
+
+std::unique_ptr<LanguageModel> make_model(const ModelConfig& cfg, const OpsTable* ops) {
+  if (cfg.is_rwkv7()) return std::make_unique<Rwkv7>(cfg, ops);
+  return std::make_unique<Transformer>(cfg, ops);
+}
+
+}  // namespace sr

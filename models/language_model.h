@@ -1,0 +1,126 @@
+// The engine's model interface. Every architecture (models/transformer.h: the Qwen2 family with
+// attention and Gated DeltaNet layers; models/rwkv7.h: RWKV-7) keeps its parameters in one flat
+// fp32 buffer (gradients in a second one with the same layout), so the optimizer, checkpoints and
+// gradient clipping work on plain arrays, and exposes the same two paths:
+//   * forward()/backward(): training on a [B,T] batch, activations kept for backward;
+//   * forward_cached(): inference on one sequence, extending per-layer caches (see infer/session.h).
+// Backends: every array the forward/backward touches is a Buffer in the ops table's memory. On a
+// device backend (CUDA) the host params() stay the copy for loading/saving: upload_params() after
+// writing them, sync_params_to_host() before reading them after training on the device.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "models/config.h"
+#include "ops/ops.h"
+
+namespace sr {
+
+struct ParamSpec {
+  std::string name;  // Hugging Face tensor name, e.g. model.layers.0.self_attn.q_proj.weight
+  Shape shape;
+  size_t offset = 0;  // in floats, into the flat parameter buffer
+};
+
+// Inference state of one layer for one sequence.
+// Full attention: k/v rows grow with the sequence. Sliding window W: a ring of W rows, token at
+// absolute position p in slot p % W, so memory is fixed whatever the length.
+// Gated DeltaNet (linear_attention): no keys; conv_state = the last K-1 inputs of the q, k, v
+// convolutions [2Kd+Vd, K-1], rec_state = the fp32 recurrent state [Hv, Dk, Dv].
+// RWKV-7: conv_state = the two token-shift vectors [2, C] (time mix, channel mix), rec_state = the
+// fp32 wkv state [H, N, N] (key-major, as the gated delta rule's).
+// Recurrent layers are constant in size whatever the length.
+struct LayerKVCache {
+  int window = 0;      // 0 = full
+  int64_t n_seen = 0;  // tokens written so far (absolute position of the next token)
+  Buffer<float> k, v;  // [rows, Hkv*D], post-RoPE keys, in the model backend's memory
+  Buffer<float> conv_state, rec_state;
+  bool operator==(const LayerKVCache& o) const = default;
+};
+
+class LanguageModel {
+ public:
+  virtual ~LanguageModel() = default;
+  LanguageModel(const LanguageModel&) = delete;
+  LanguageModel& operator=(const LanguageModel&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  const OpsTable& ops() const { return *ops_; }
+  // Moves the model to another backend (parameters copied, gradients zeroed, activations dropped).
+  void set_ops(const OpsTable* ops);
+  bool on_device() const { return ops_->mem->device; }
+
+  // ---- parameters ----
+  size_t num_params() const { return params_.size(); }
+  float* params() { return params_.data(); }  // host copy
+  const float* params() const { return params_.data(); }
+  void upload_params();              // host params() -> backend (no-op on the CPU)
+  void sync_params_to_host() const;  // backend -> host params() (no-op on the CPU)
+  float* backend_params() { return on_device() ? dparams_.data() : params_.data(); }
+  float* grads() { return grads_.data(); }  // backend memory
+  const std::vector<ParamSpec>& param_specs() const { return specs_; }
+  const ParamSpec* find_param(const std::string& name) const;
+  virtual void init_random(uint64_t seed, float std = 0.02f) = 0;
+  void zero_grad() { grads_.zero(); }
+
+  // ---- training ----
+  // ids, targets, weights: [B,T]. targets < 0 or weight 0 -> no loss. Returns
+  // sum_t w_t * loss_t / sum_t w_t (0 when all weights are 0). Keeps activations for backward().
+  virtual float forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) = 0;
+  // Accumulates d(loss * loss_scale)/d(params) into grads() for the last forward().
+  virtual void backward(float loss_scale = 1.0f) = 0;
+  // Activation recomputation: forward() keeps only each layer's input (the residual stream) and
+  // backward() recomputes one layer at a time (same results, ~one extra forward of compute).
+  void set_recompute(bool on) { recompute_ = on, drop_activations(); }
+  bool recompute() const { return recompute_; }
+  // [B*T, V] logits of the last forward() (host copy), when they were kept whole.
+  virtual std::vector<float> last_logits() const = 0;
+  double last_weight_sum() const { return weight_sum_; }
+  static constexpr size_t kLogitsChunkFloats = size_t(1) << 27;  // 512 MiB of fp32 logits at a time
+
+  // ---- inference ----
+  // Runs n tokens of one sequence at positions caches[*].n_seen .. +n, appending to the caches.
+  // logits_out: [n, V] when all_logits, else [V] for the last token only.
+  virtual void forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>& caches, float* logits_out,
+                              bool all_logits) const = 0;
+  virtual std::vector<LayerKVCache> empty_caches() const = 0;
+
+ protected:
+  explicit LanguageModel(const ModelConfig& cfg) : cfg_(cfg), ops_(&ops_cpu()) {}
+  size_t add_param(const std::string& name, const Shape& shape);
+  // After the last add_param(): allocates the parameters and moves to `ops` (null = CPU).
+  void finish_params(const OpsTable* ops);
+  // Drops activations and workspaces (backend change, recompute switch).
+  virtual void drop_activations() = 0;
+  // Fails with a clear error when the backend lacks a kernel this model needs.
+  virtual void check_backend(const OpsTable&) const {}
+  // Resizes b to n elements in this model's backend memory (reallocating after a backend change).
+  template <class T>
+  void fit(Buffer<T>& b, size_t n) const {
+    if (b.mem() != ops_->mem) b = Buffer<T>(ops_->mem, n);
+    else b.resize(n);
+  }
+  // Errors for token ids outside the vocabulary (targets may be < 0 = no loss); `where` names the caller.
+  void check_ids(const int32_t* ids, const int32_t* targets, int n, const char* where) const;
+  // The weighted mean of per-token losses (sets last_weight_sum()).
+  float reduce_loss(const std::vector<float>& loss, const int32_t* targets, const float* weights, int N);
+  // dL/dloss_t = scale * w_t / sum(w), uploaded into g[N].
+  void upload_loss_grad(Buffer<float>& g, const std::vector<float>& weights, float loss_scale) const;
+
+  ModelConfig cfg_;
+  const OpsTable* ops_;
+  std::vector<ParamSpec> specs_;
+  mutable std::vector<float> params_;  // host copy (the backend's own when it is the CPU)
+  Buffer<float> dparams_, grads_;      // device parameters (device backends only); gradients
+  double weight_sum_ = 0;
+  bool recompute_ = false;
+};
+
+// The model for cfg.model_type ("rwkv7" -> Rwkv7, otherwise Transformer), on `ops` (null = CPU).
+std::unique_ptr<LanguageModel> make_model(const ModelConfig& cfg, const OpsTable* ops = nullptr);
+
+}  // namespace sr
