@@ -159,8 +159,7 @@ int cmd_info(int argc, char** argv) {
   place_model(a, *m.model);
   const ModelConfig& c = m.model->config();
   json lt = json::array();
-  for (int l = 0; l < c.num_layers; ++l)
-    lt.push_back(c.is_linear(l) ? "linear_attention" : c.layer_sliding[l] ? "sliding_attention" : "full_attention");
+  for (int l = 0; l < c.num_layers; ++l) lt.push_back(c.layer_type(l));
   json r = {{"model", dir},
             {"architecture", c.model_type},
             {"parameters", c.num_parameters()},
@@ -174,7 +173,7 @@ int cmd_info(int argc, char** argv) {
             {"sliding_window", c.any_sliding() ? json(c.sliding_window) : json(nullptr)},
             {"vocab_size", c.vocab_size},
             {"tokenizer_vocab", m.tokenizer ? json(m.tokenizer->vocab_size()) : json(nullptr)},
-            {"rope_theta", c.rope_theta},
+            {"rope_theta", c.is_rwkv7() ? json(nullptr) : json(c.rope_theta)},
             {"tie_word_embeddings", c.tie_word_embeddings},
             {"eos_token_id", c.eos_token_id}};
   {  // what the checkpoint stores: tensor dtypes and files
@@ -212,12 +211,15 @@ int cmd_info(int argc, char** argv) {
     for (bool s : c.layer_sliding) nsw += s;
     for (int l = 0; l < c.num_layers; ++l) nlin += c.is_linear(l);
     std::cout << "model:        " << dir << "\n"
-              << "architecture: " << c.model_type << " (" << c.num_layers << " layers, " << nsw << " sliding-window"
-              << (nlin ? ", " + std::to_string(nlin) + " Gated DeltaNet" : std::string()) << ")\n"
+              << "architecture: " << c.model_type << " (" << c.num_layers << " layers, "
+              << (c.is_rwkv7() ? "RWKV-7 time mix + channel mix, constant-size state"
+                               : std::to_string(nsw) + " sliding-window" +
+                                     (nlin ? ", " + std::to_string(nlin) + " Gated DeltaNet" : std::string()))
+              << ")\n"
               << "parameters:   " << c.num_parameters() << "\n"
               << "hidden:       " << c.hidden_size << ", mlp " << c.intermediate_size << ", heads " << c.num_heads << " (kv "
               << c.num_kv_heads << ", dim " << c.head_dim << ")\n"
-              << "window:       " << (c.any_sliding() ? std::to_string(c.sliding_window) : "none (full attention)") << "\n"
+              << "window:       " << (c.any_sliding() ? std::to_string(c.sliding_window) : c.is_rwkv7() ? "none (recurrent)" : "none (full attention)") << "\n"
               << "vocab:        " << c.vocab_size << (m.tokenizer ? " (tokenizer " + std::to_string(m.tokenizer->vocab_size()) + ")" : "") << "\n"
               << "weights:      " << r["checkpoint_dtypes"].dump() << "\n";
     if (r.contains("tokenizer"))

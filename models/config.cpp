@@ -23,6 +23,10 @@ bool ModelConfig::any_linear() const {
   return false;
 }
 
+std::string ModelConfig::layer_type(int l) const {
+  return is_rwkv7() ? "rwkv7" : is_linear(l) ? "linear_attention" : layer_sliding[l] ? "sliding_attention" : "full_attention";
+}
+
 int64_t ModelConfig::num_parameters() const {
   if (is_rwkv7()) {
     const int64_t C = hidden_size, F = intermediate_size, V = vocab_size, L = num_layers;
@@ -265,8 +269,7 @@ json ModelConfig::to_json() const {
     if (layer_sliding[i]) first_sliding = i;
   j["max_window_layers"] = first_sliding;
   json lt = json::array();
-  for (int l = 0; l < num_layers; ++l)
-    lt.push_back(is_linear(l) ? "linear_attention" : layer_sliding[l] ? "sliding_attention" : "full_attention");
+  for (int l = 0; l < num_layers; ++l) lt.push_back(layer_type(l));
   j["layer_types"] = lt;
   if (any_linear()) {
     j["linear_num_key_heads"] = linear_num_key_heads;

@@ -47,6 +47,8 @@ struct ModelConfig {
   bool is_linear(int layer) const { return !layer_linear.empty() && layer_linear[layer]; }
   bool any_linear() const;
   bool is_rwkv7() const { return model_type == "rwkv7"; }
+  // "full_attention" | "sliding_attention" | "linear_attention" (Gated DeltaNet) | "rwkv7"
+  std::string layer_type(int layer) const;
   bool any_sliding() const;
   bool all_sliding() const;
   int64_t num_parameters() const;

@@ -110,6 +110,43 @@ TEST(ReadCli, HybridGatedDeltaNetTrainsAndReadsWithEmr) {
   EXPECT_EQ(state[0], state[1]);
 }
 
+// RWKV-7 end to end: `train` on trajectories, `info`, then `read` in every mode; EMR's reading
+// state (token-shift vectors + wkv matrices) does not grow with the document.
+TEST(ReadCli, Rwkv7TrainsAndReadsInEveryMode) {
+  std::string d = test::temp_dir("readrwkv");
+  json cfg = tiny_reader_train_json(d,
+                                    {{"model_type", "rwkv7"}, {"head_dim", 16}, {"decay_low_rank_dim", 8},
+                                     {"a_low_rank_dim", 8}, {"v_low_rank_dim", 8}, {"gate_low_rank_dim", 8}},
+                                    3);
+  write_file_atomic(d + "/train.json", cfg.dump());
+  CliRun t = run("train --config " + d + "/train.json", d);
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("\"step\":3"), std::string::npos) << t.out;
+  CliRun info = run("info --model " + d + "/run/model --json", d);
+  ASSERT_EQ(info.code, 0) << info.err;
+  json ij = json::parse(info.out);
+  EXPECT_EQ(ij["architecture"], "rwkv7");
+  EXPECT_EQ(ij["layer_types"], json({"rwkv7", "rwkv7"}));
+  EXPECT_EQ(run("read --model " + d + "/run/model --window 64 --doc " + d + "/train.json --question q", d).code, 2);
+  for (std::string mode : {"emr", "nmr", "or"}) {
+    std::vector<size_t> state;
+    for (int paragraphs : {20, 80}) {
+      std::string doc;
+      for (int i = 0; i < paragraphs; ++i) doc += "Paragraph " + std::to_string(i) + " has some words in it.\n\n";
+      write_file_atomic(d + "/doc.txt", doc);
+      CliRun r = run("read --model " + d + "/run/model --doc " + d + "/doc.txt --question 'What?' --chunk-tokens 64 "
+                     "--max-summary-tokens 6 --max-answer-tokens 4 --no-early-stop --json --mode " + mode, d);
+      ASSERT_EQ(r.code, 0) << mode << ": " << r.err;
+      json j = json::parse(r.out);
+      EXPECT_EQ(j["mode"], mode);
+      EXPECT_EQ(j["tokens_read"].get<size_t>(), doc.size());
+      if (mode != "or") EXPECT_GT(j["rounds"].get<int>(), 5);
+      state.push_back(j["state_bytes"].get<size_t>());
+    }
+    EXPECT_EQ(state[0], state[1]) << mode;  // a recurrent model reads any length in constant memory
+  }
+}
+
 TEST(ReadCli, JsonTraceAndAllModes) {
   std::string d = test::temp_dir("readjson"), m = model_dir();
   std::string doc;

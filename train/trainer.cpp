@@ -75,8 +75,10 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
   opt_ = std::make_unique<AdamW>(model_->num_params(), AdamWConfig{cfg_.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay},
                                  model_->ops());
   std::vector<uint8_t> decay_mask(model_->num_params(), 1);
-  for (auto& s : model_->param_specs()) {  // no decay on norms and biases
-    bool nodecay = s.shape.size() < 2;
+  for (auto& s : model_->param_specs()) {  // decay matrices only (BlinkDL's rule): not norms, biases, mixes
+    int dims = 0;
+    for (int64_t d : s.shape) dims += d > 1;
+    bool nodecay = dims < 2 || s.name.find(".weight") == std::string::npos;
     if (nodecay) std::fill(decay_mask.begin() + s.offset, decay_mask.begin() + s.offset + shape_numel(s.shape), 0);
   }
   opt_->set_decay_mask(decay_mask);
