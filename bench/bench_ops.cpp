@@ -103,13 +103,28 @@ BENCHMARK(BM_attention_fwd_bwd)->ArgsProduct({{1024, 4096, 16384}, {0, 1024}})->
 
 // Whole model, training step (forward + backward): ~7M params, 4 layers (2 SWA W=256), B=4 x T=512.
 // One mixer layer's core, forward + backward, one sequence of L tokens, 4 heads x 64:
-// kind 0 = causal attention, 1 = sliding window 4096, 2 = gated delta rule (chunked, C = 64).
+// kind 0 = causal attention, 1 = sliding window 4096, 2 = gated delta rule (chunked, C = 64),
+// 3 = generalized delta rule (RWKV-7's wkv: per-channel decay, token scan, checkpoints every 64).
 static void BM_mixer_fwd_bwd(benchmark::State& st) {
   const int L = int(st.range(0)), kind = int(st.range(1)), H = 4, D = 64;
   auto q = randv(size_t(L) * H * D, 1), k = randv(size_t(L) * H * D, 2), v = randv(size_t(L) * H * D, 3);
   auto dout = randv(size_t(L) * H * D, 4);
   std::vector<float> o(q.size()), dq(q.size()), dk(k.size()), dv(v.size());
-  if (kind < 2) {
+  if (kind == 3) {
+    GdrShape s;
+    s.B = 1, s.T = L, s.H = H, s.Dk = D, s.Dv = D;
+    std::vector<float> w(q.size(), 0.9f), a(q.size()), b(q.size()), dr(q.size()), dw(q.size()), da(q.size()),
+        db(q.size());
+    for (size_t i = 0; i < a.size(); ++i) a[i] = -0.1f * k[i], b[i] = 0.05f * k[i];
+    std::vector<float> st0(size_t(H) * D * D, 0.0f), state(st0.size()), dst(st0.size());
+    for (auto _ : st) {
+      state = st0;
+      cpu::gdr_fwd(o.data(), state.data(), q.data(), w.data(), a.data(), b.data(), k.data(), v.data(), s);
+      cpu::gdr_bwd(dr.data(), dw.data(), da.data(), db.data(), dk.data(), dv.data(), dst.data(), dout.data(), nullptr,
+                   q.data(), w.data(), a.data(), b.data(), k.data(), v.data(), st0.data(), s);
+      benchmark::DoNotOptimize(dr.data());
+    }
+  } else if (kind < 2) {
     AttnShape s{1, L, L, H, H, D, kind == 1 ? 4096 : 0, 0.125f};
     std::vector<float> lse(size_t(L) * H);
     for (auto _ : st) {
@@ -140,8 +155,8 @@ static void BM_mixer_fwd_bwd(benchmark::State& st) {
   st.counters["tokens/s"] = benchmark::Counter(L, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_mixer_fwd_bwd)
-    ->ArgsProduct({{2048, 4096, 8192, 16384}, {0, 1, 2}})
-    ->Args({32768, 1})->Args({32768, 2})->Args({65536, 1})->Args({65536, 2})
+    ->ArgsProduct({{2048, 4096, 8192, 16384}, {0, 1, 2, 3}})
+    ->Args({32768, 1})->Args({32768, 2})->Args({32768, 3})->Args({65536, 1})->Args({65536, 2})->Args({65536, 3})
     ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 static void BM_model_train_step(benchmark::State& st) {

@@ -55,13 +55,13 @@ for L in sorted({int(k.split("/")[0]) for k in ab}):
 mx = group("BM_mixer_fwd_bwd")
 if mx:
     print("\nOne mixer layer's core, forward + backward, 4 heads x 64, one sequence (ms)\n")
-    print("| L | causal attention | window 4096 | gated delta rule (C=64) | attention / GDN |")
-    print("|---|---|---|---|---|")
+    print("| L | causal attention | window 4096 | gated delta rule (C=64) | RWKV-7 wkv (generalized delta rule) | attention / GDN | attention / RWKV-7 |")
+    print("|---|---|---|---|---|---|---|")
     for L in sorted({int(k.split("/")[0]) for k in mx}):
-        t = {kind: mx[f"{L}/{kind}"][0]["real_time"] if f"{L}/{kind}" in mx else None for kind in (0, 1, 2)}
+        t = {kind: mx[f"{L}/{kind}"][0]["real_time"] if f"{L}/{kind}" in mx else None for kind in (0, 1, 2, 3)}
         cell = lambda v: f"{v:.1f}" if v is not None else "-"
-        ratio = f"{t[0]/t[2]:.1f}x" if t[0] and t[2] else "-"
-        print(f"| {L} | {cell(t[0])} | {cell(t[1])} | {cell(t[2])} | {ratio} |")
+        ratio = lambda a, b: f"{a/b:.1f}x" if a and b else "-"
+        print(f"| {L} | {cell(t[0])} | {cell(t[1])} | {cell(t[2])} | {cell(t[3])} | {ratio(t[0], t[2])} | {ratio(t[0], t[3])} |")
 
 print("\nWhole model (hidden 384, 4 layers, 6/2 heads x 64, vocab 266)\n")
 print("| benchmark | config | tokens/s | model GFLOP/s (6·params·tokens) |")
