@@ -8,7 +8,7 @@
 //   bench_cuda gemm
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
-//   bench_cuda model --preset 0.5b|0.5b-gdn|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
+//   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
 //       (recompute defaults to 1 above 16k tokens); --profile 1 adds the per-op time split of one
 //       training step ("profile_ms"; ops synchronize one by one, so only the split is meaningful)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
@@ -139,8 +139,27 @@ int mixer(std::map<std::string, std::string> a) {
     o.delta_rule_bwd(dq.data(), dk.data(), dv.data(), dg.data(), db.data(), dst.data(), dout.data(), nullptr, q.data(),
                      k.data(), v.data(), g.data(), beta.data(), st0.data(), ds);
   };
-  std::printf(",\"delta_rule_fwd_ms\":%.3f,\"delta_rule_fwdbwd_ms\":%.3f}\n", median_ms(dfwd, reps),
+  std::printf(",\"delta_rule_fwd_ms\":%.3f,\"delta_rule_fwdbwd_ms\":%.3f", median_ms(dfwd, reps),
               median_ms([&] { dfwd(), dbwd(); }, reps));
+  // RWKV-7's wkv (generalized delta rule): decays in (0.545, 1), a = -kk, b = kk * iclr
+  GdrShape gs;
+  gs.B = 1, gs.T = L, gs.H = H, gs.Dk = D, gs.Dv = D;
+  auto w = randf(n, 7, 0.0), ga = randf(n, 8, 0.3 / std::sqrt(double(D))), bb = randf(n, 9, 0.1 / std::sqrt(double(D)));
+  {
+    std::vector<float> h(n, 0.9f);
+    w.upload(h.data(), n);
+  }
+  Buffer<float> dw(o.mem, n), da(o.mem, n), dbb(o.mem, n);
+  auto gfwd = [&] {
+    st.zero();
+    o.gdr_fwd(out.data(), st.data(), q.data(), w.data(), ga.data(), bb.data(), k.data(), v.data(), gs);
+  };
+  auto gbwd = [&] {
+    o.gdr_bwd(dq.data(), dw.data(), da.data(), dbb.data(), dk.data(), dv.data(), dst.data(), dout.data(), nullptr,
+              q.data(), w.data(), ga.data(), bb.data(), k.data(), v.data(), st0.data(), gs);
+  };
+  std::printf(",\"rwkv7_wkv_fwd_ms\":%.3f,\"rwkv7_wkv_fwdbwd_ms\":%.3f}\n", median_ms(gfwd, reps),
+              median_ms([&] { gfwd(), gbwd(); }, reps));
   return 0;
 }
 
@@ -181,12 +200,18 @@ int gemm(std::map<std::string, std::string> a) {
 ModelConfig preset(const std::string& p, int window, int L) {
   json j = {{"model_type", "qwen2"}, {"vocab_size", 151936}, {"tie_word_embeddings", true}, {"rope_theta", 1e6},
             {"rms_norm_eps", 1e-6}, {"max_position_embeddings", std::max(L, 32768)}};
+  if (p == "0.5b-rwkv7")  // RWKV-7 of the 0.5b shape: 24 layers x 896 (14 heads of 64), fla's LoRA ranks
+    return ModelConfig::from_json({{"model_type", "rwkv7"}, {"vocab_size", 151936}, {"tie_word_embeddings", true},
+                                   {"hidden_size", 896}, {"num_hidden_layers", 24}, {"head_dim", 64},
+                                   {"intermediate_size", 3584}, {"decay_low_rank_dim", 64}, {"a_low_rank_dim", 64},
+                                   {"v_low_rank_dim", 64}, {"gate_low_rank_dim", 160}},
+                                  "preset " + p);
   const bool gdn = p == "0.5b-gdn";  // Qwen3.5-style hybrid: 3 Gated DeltaNet layers per attention layer
   if (p == "0.5b" || gdn) j.update({{"hidden_size", 896}, {"num_hidden_layers", 24}, {"num_attention_heads", 14},
                              {"num_key_value_heads", 2}, {"intermediate_size", 4864}, {"attention_bias", true}});
   else if (p == "3b") j.update({{"hidden_size", 2048}, {"num_hidden_layers", 36}, {"num_attention_heads", 16},
                                 {"num_key_value_heads", 2}, {"intermediate_size", 11008}, {"attention_bias", true}});
-  else fail("--preset", "choose 0.5b, 0.5b-gdn or 3b");
+  else fail("--preset", "choose 0.5b, 0.5b-gdn, 0.5b-rwkv7 or 3b");
   if (gdn) {
     json types = json::array();
     for (int l = 0; l < 24; ++l) types.push_back(l % 4 == 3 ? "full_attention" : "linear_attention");
@@ -201,7 +226,8 @@ int model(std::map<std::string, std::string> a) {
   const std::string p = a.count("preset") ? a["preset"] : "0.5b";
   const int L = geti(a, "L", 4096), W = geti(a, "window", 0), steps = geti(a, "steps", 5), ndec = geti(a, "decode", 64);
   ModelConfig c = preset(p, W, L);
-  Transformer m(c);
+  std::unique_ptr<LanguageModel> mp = make_model(c);
+  LanguageModel& m = *mp;
   m.init_random(1);
   m.set_ops(&ops_cuda());
   const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
@@ -211,7 +237,7 @@ int model(std::map<std::string, std::string> a) {
   const double mm = 2.0 * (P - V * C + V * C);
   // attention layers only (the delta rule's state FLOPs are left out of MFU)
   int attn_layers = 0;
-  for (int l = 0; l < c.num_layers; ++l) attn_layers += !c.is_linear(l);
+  for (int l = 0; l < c.num_layers; ++l) attn_layers += !c.is_linear(l) && !c.is_rwkv7();
   const double attn_fwd = 4.0 * c.num_heads * c.head_dim * attn_layers * visible_pairs(L, W) / L;
   std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,\"device\":\"%s\"",
               p.c_str(), P, L, W, int(recompute), cuda::device_summary().c_str());
@@ -276,6 +302,7 @@ int model(std::map<std::string, std::string> a) {
     // bytes per decoded token: fp32 weights once + the visible KV cache (fp32 k and v, every layer)
     double kv_rows = W > 0 ? std::min(W, L) : L;
     double bytes = P * 4 + 2.0 * kv_rows * c.num_kv_heads * c.head_dim * 4 * c.num_layers;
+    if (c.is_rwkv7()) bytes = P * 4 + 2.0 * double(s.state_bytes());  // state read and written
     std::printf(",\"prefill_tokens_per_s\":%.0f,\"decode_tokens_per_s\":%.1f,\"decode_GBps\":%.0f", L / (pre_ms * 1e-3),
                 1.0 / dec_s, bytes / dec_s * 1e-9);
   } catch (const Error& e) {

@@ -23,6 +23,16 @@ def main(jpath, gpu_path):
         for r in gm:
             print(f"| {r['shape']} | {r['N']} x {r['I']} -> {r['O']} | {r['fp32_fast16bf_tflops']:.0f} | "
                   f"{r['fp32_tf32_tflops']:.0f} | {r['bf16_tflops']:.0f} | {r.get('ops_linear_tflops', 0):.0f} |")
+    mx = [r for r in rows if r.get("bench") == "mixer"]
+    if mx:
+        print("\n| L | heads x dim | attention fwd+bwd ms | window 4096 fwd+bwd ms | GDN delta rule fwd+bwd ms | "
+              "RWKV-7 wkv fwd+bwd ms | attention fwd ms | GDN fwd ms | RWKV-7 wkv fwd ms |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in mx:
+            g = lambda k: f"{r[k]:.2f}" if k in r else "-"
+            print(f"| {r['L']} | {r['heads']} x {r['dim']} | {g('attn_w0_fwdbwd_ms')} | {g('attn_w4096_fwdbwd_ms')} | "
+                  f"{g('delta_rule_fwdbwd_ms')} | {g('rwkv7_wkv_fwdbwd_ms')} | {g('attn_w0_fwd_ms')} | "
+                  f"{g('delta_rule_fwd_ms')} | {g('rwkv7_wkv_fwd_ms')} |")
     mod = [r for r in rows if r.get("bench") == "model"]
     if mod:
         print("\n| model | L | window | recompute | train tok/s | MFU | peak GiB | prefill tok/s | decode tok/s | decode GB/s |")

@@ -3,13 +3,13 @@
 # (bench_cuda and the PyTorch baselines, same card, same run) and the docs/PERF.md tables.
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
-#   what: tests attention gemm model (default: all four)
-#   env PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid), SKIP="3b-65536-0 ..." (model rows to leave out)
+#   what: tests attention gemm mixer model (default: all five)
+#   env PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out)
 # Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:?bin dir}; OUTD=${2:-build-cuda/bench-out}; shift 2 || true
-WHAT=${*:-tests attention gemm model}
+WHAT=${*:-tests attention gemm mixer model}
 mkdir -p "$OUTD"
 export LD_LIBRARY_PATH="$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUTD/gpu.txt"
@@ -30,12 +30,18 @@ fi
 if [[ " $WHAT " == *" gemm "* ]]; then
   "$BIN/bench_cuda" gemm | tee -a "$J"
 fi
+if [[ " $WHAT " == *" mixer "* ]]; then  # one layer's core: attention (full, W=4096), GDN, RWKV-7; heads of 64
+  for L in 4096 16384 65536; do
+    timeout 200 "$BIN/bench_cuda" mixer --L $L --heads 16 --dim 64 --reps 3 | tee -a "$J"
+  done
+fi
 if [[ " $WHAT " == *" model "* ]]; then
   for P in ${PRESETS:-0.5b 3b}; do
     for L in 4096 65536; do
       for W in 0 4096; do
         [[ $L -le $W ]] && continue
         [[ " ${SKIP:-} " == *" $P-$L-$W "* ]] && continue
+        [[ $P == *rwkv7* && $W -gt 0 ]] && continue  # no attention layers to window
         # 64k steps take seconds each: fewer repeats there
         S=3; [[ $L -gt 16384 ]] && S=1
         timeout 300 "$BIN/bench_cuda" model --preset $P --L $L --window $W --steps $S --decode 32 | tee -a "$J"

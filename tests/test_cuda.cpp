@@ -11,6 +11,8 @@
 #include <cmath>
 
 #include "models/transformer.h"
+#include "ops/ref/rwkv7.h"
+#include "ops/ref/generalized_delta_rule.h"
 #include "infer/session.h"
 #include "model_fixtures.h"
 #include "ops/cuda/cuda_backend.h"
@@ -443,15 +445,185 @@ TEST(Cuda, Bf16AttentionEntryPointsMatchFp32) {
   EXPECT_REL(down(dk32), dk, 3e-2);
 }
 
+// ---------------------------------------------------------------- RWKV-7
+TEST(Cuda, Rwkv7OpsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  struct GCase {
+    int B, T, H, Dk, Dv, chunk;
+  };
+  for (GCase c : std::vector<GCase>{{1, 1, 1, 1, 1, 64}, {2, 70, 2, 16, 8, 64}, {1, 130, 3, 33, 20, 7},
+                                    {1, 65, 1, 64, 64, 64}, {2, 129, 2, 64, 48, 16}, {1, 40, 1, 128, 128, 16},
+                                    {1, 300, 2, 64, 64, 64}}) {
+    SCOPED_TRACE("gdr B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
+                 " Dk/Dv=" + std::to_string(c.Dk) + "/" + std::to_string(c.Dv));
+    GdrShape s;
+    s.B = c.B, s.T = c.T, s.H = c.H, s.Dk = c.Dk, s.Dv = c.Dv, s.chunk = c.chunk;
+    const size_t nk = size_t(c.B) * c.T * c.H * c.Dk, nv = size_t(c.B) * c.T * c.H * c.Dv,
+                 ns = size_t(c.B) * c.H * c.Dk * c.Dv;
+    // RWKV-7's inputs: unit-norm kk, a = -kk, b = kk * iclr, decays in (0.545, 1)
+    auto r = randn(nk, 1), k = randn(nk, 2, 0.3), v = randn(nv, 3), kk = randn(nk, 4), wl = randn(nk, 5),
+         iclr = randn(nk, 6), st0 = randn(ns, 7, 0.3), dy = randn(nv, 8), dsin = randn(ns, 9, 0.3);
+    std::vector<float> rn(size_t(c.B) * c.T * c.H), w(nk), a(nk), b(nk);
+    ref::l2norm_fwd(kk.data(), rn.data(), kk.data(), int(rn.size()), c.Dk);
+    for (size_t i = 0; i < nk; ++i) {
+      w[i] = std::exp(-0.6065306f * ref::dr_sigmoid(wl[i]));
+      a[i] = -kk[i], b[i] = kk[i] * ref::dr_sigmoid(iclr[i]);
+    }
+    std::vector<float> y(nv), st = st0;
+    ref::gdr_fwd(y.data(), st.data(), r.data(), w.data(), a.data(), b.data(), k.data(), v.data(), s);
+    auto Dr = up(r), Dw = up(w), Da = up(a), Db = up(b), Dk_ = up(k), Dv_ = up(v), Dst = up(st0), Dst0 = up(st0);
+    Buffer<float> Dy(gpu().mem, nv);
+    gpu().gdr_fwd(Dy.data(), Dst.data(), Dr.data(), Dw.data(), Da.data(), Db.data(), Dk_.data(), Dv_.data(), s);
+    EXPECT_REL(down(Dy), y, 1e-4);
+    EXPECT_REL(down(Dst), st, 1e-4);
+    std::vector<std::vector<float>> g(6, std::vector<float>(nk));
+    g[5].resize(nv);
+    std::vector<float> gs(ns);
+    ref::gdr_bwd(g[0].data(), g[1].data(), g[2].data(), g[3].data(), g[4].data(), g[5].data(), gs.data(), dy.data(),
+                 dsin.data(), r.data(), w.data(), a.data(), b.data(), k.data(), v.data(), st0.data(), s);
+    std::vector<Buffer<float>> G;
+    for (int i = 0; i < 6; ++i) G.emplace_back(gpu().mem, i == 5 ? nv : nk);
+    Buffer<float> Gs(gpu().mem, ns);
+    auto Ddy = up(dy), Ddsin = up(dsin);
+    gpu().gdr_bwd(G[0].data(), G[1].data(), G[2].data(), G[3].data(), G[4].data(), G[5].data(), Gs.data(), Ddy.data(),
+                  Ddsin.data(), Dr.data(), Dw.data(), Da.data(), Db.data(), Dk_.data(), Dv_.data(), Dst0.data(), s);
+    const char* names[6] = {"dr", "dw", "da", "db", "dk", "dv"};
+    for (int i = 0; i < 6; ++i) EXPECT_REL(down(G[i]), g[i], 1e-4) << names[i];
+    EXPECT_REL(down(Gs), gs, 1e-4);
+  }
+  for (int N : {1, 63, 300}) {
+    SCOPED_TRACE("N=" + std::to_string(N));
+    for (auto [G, D] : {std::pair{1, 65}, {3, 64}, {2, 200}}) {  // LayerNorm and GroupNorm
+      const size_t n = size_t(N) * G * D;
+      auto x = randn(n, 20, 2.0), w = randn(size_t(G) * D, 21), b = randn(size_t(G) * D, 22), dout = randn(n, 23);
+      std::vector<float> o(n), m(size_t(N) * G), rs(size_t(N) * G), dx(n), dw(w.size(), 0.5f), db(b.size(), 0.5f);
+      ref::layernorm_fwd(o.data(), m.data(), rs.data(), x.data(), w.data(), b.data(), N, G, D, 1e-5f);
+      ref::layernorm_bwd(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), m.data(), rs.data(), N, G, D);
+      auto X = up(x), W = up(w), Bb = up(b), Do = up(dout), Dw2 = up(std::vector<float>(w.size(), 0.5f)),
+           Db2 = up(std::vector<float>(b.size(), 0.5f));
+      Buffer<float> O(gpu().mem, n), M(gpu().mem, m.size()), R(gpu().mem, rs.size()), Dx(gpu().mem, n);
+      gpu().layernorm_fwd(O.data(), M.data(), R.data(), X.data(), W.data(), Bb.data(), N, G, D, 1e-5f);
+      gpu().layernorm_bwd(Dx.data(), Dw2.data(), Db2.data(), Do.data(), X.data(), W.data(), M.data(), R.data(), N, G, D);
+      EXPECT_REL(down(O), o, 1e-5);
+      EXPECT_REL(down(Dx), dx, 1e-4);
+      EXPECT_REL(down(Dw2), dw, 1e-4);
+      EXPECT_REL(down(Db2), db, 1e-4);
+    }
+    {  // token shift, 6 mixes, two sequences, with and without a previous token
+      const int B = N > 1 ? 2 : 1, T = std::max(1, N / B), C = 37, M = 6;
+      const size_t n = size_t(B) * T * C;
+      auto x = randn(n, 30), mu = randn(size_t(M) * C, 31), prev = randn(size_t(B) * C, 32), dout = randn(M * n, 33);
+      for (bool with_prev : {false, true}) {
+        std::vector<float> o(M * n), dx(n), dmu(mu.size(), 0.25f);
+        ref::token_shift_fwd(o.data(), x.data(), with_prev ? prev.data() : nullptr, mu.data(), B, T, C, M);
+        ref::token_shift_bwd(dx.data(), dmu.data(), dout.data(), x.data(), with_prev ? prev.data() : nullptr, mu.data(), B,
+                             T, C, M);
+        auto X = up(x), Mu = up(mu), P = up(prev), Do = up(dout), Dmu = up(std::vector<float>(mu.size(), 0.25f));
+        Buffer<float> O(gpu().mem, M * n), Dx(gpu().mem, n);
+        gpu().token_shift_fwd(O.data(), X.data(), with_prev ? P.data() : nullptr, Mu.data(), B, T, C, M);
+        gpu().token_shift_bwd(Dx.data(), Dmu.data(), Do.data(), X.data(), with_prev ? P.data() : nullptr, Mu.data(), B,
+                              T, C, M);
+        EXPECT_REL(down(O), o, 1e-6);
+        EXPECT_REL(down(Dx), dx, 1e-6);
+        EXPECT_REL(down(Dmu), dmu, 1e-5);
+      }
+    }
+    for (int kind : {0, 1, 2}) {
+      auto x = randn(size_t(N) * 13, 40 + kind, 2.0), dout = randn(x.size(), 50 + kind);
+      std::vector<float> o(x.size()), dx(x.size());
+      ref::act_fwd(o.data(), x.data(), x.size(), kind);
+      ref::act_bwd(dx.data(), dout.data(), x.data(), x.size(), kind);
+      auto X = up(x), Do = up(dout);
+      Buffer<float> O(gpu().mem, x.size()), Dx(gpu().mem, x.size());
+      gpu().act_fwd(O.data(), X.data(), x.size(), kind);
+      gpu().act_bwd(Dx.data(), Do.data(), X.data(), x.size(), kind);
+      EXPECT_REL(down(O), o, 1e-6);
+      EXPECT_REL(down(Dx), dx, 1e-6);
+    }
+    for (int D : {5, 64}) {  // time-mix prelude and output, 3 heads
+      const int H = 3, C = H * D;
+      const size_t n = size_t(N) * C;
+      std::vector<std::vector<float>> in;
+      for (int i = 0; i < 8; ++i) in.push_back(randn(n, 60 + i));
+      auto kkw = randn(C, 70), ka = randn(C, 71), rk = randn(C, 72);
+      std::vector<Buffer<float>> Din;
+      for (auto& v : in) Din.push_back(up(v));
+      auto Kkw = up(kkw), Ka = up(ka), Rk = up(rk);
+      for (bool residual : {false, true}) {
+        const float* vf = residual ? in[5].data() : nullptr;
+        const float* Dvf = residual ? Din[5].data() : nullptr;
+        std::vector<std::vector<float>> o(5, std::vector<float>(n));
+        std::vector<float> rn(size_t(N) * H);
+        ref::rwkv7_prep_fwd(o[0].data(), o[1].data(), o[2].data(), o[3].data(), o[4].data(), rn.data(), in[0].data(),
+                            in[1].data(), in[2].data(), in[3].data(), in[4].data(), vf, kkw.data(), ka.data(), N, H, D);
+        std::vector<Buffer<float>> O;
+        for (int i = 0; i < 5; ++i) O.emplace_back(gpu().mem, n);
+        Buffer<float> Rn(gpu().mem, rn.size());
+        gpu().rwkv7_prep_fwd(O[0].data(), O[1].data(), O[2].data(), O[3].data(), O[4].data(), Rn.data(), Din[0].data(),
+                             Din[1].data(), Din[2].data(), Din[3].data(), Din[4].data(), Dvf, Kkw.data(), Ka.data(), N, H,
+                             D);
+        for (int i = 0; i < 5; ++i) EXPECT_REL(down(O[i]), o[i], 1e-5) << "prep output " << i;
+        std::vector<std::vector<float>> d;  // dw, dkmod, dvmod, dalpha, dbeta
+        for (int i = 0; i < 5; ++i) d.push_back(randn(n, 80 + i));
+        std::vector<std::vector<float>> gr(5, std::vector<float>(n));
+        std::vector<float> dvf(n, 0.5f), dkkw(C, 0.5f), dka(C, 0.5f);
+        ref::rwkv7_prep_bwd(gr[0].data(), gr[1].data(), gr[2].data(), gr[3].data(), gr[4].data(), dvf.data(), dkkw.data(),
+                            dka.data(), d[0].data(), d[1].data(), d[2].data(), d[3].data(), d[4].data(), in[0].data(),
+                            in[1].data(), in[2].data(), in[3].data(), in[4].data(), vf, kkw.data(), ka.data(), rn.data(),
+                            N, H, D);
+        std::vector<Buffer<float>> Dd, Gr;
+        for (auto& v : d) Dd.push_back(up(v));
+        for (int i = 0; i < 5; ++i) Gr.emplace_back(gpu().mem, n);
+        auto Dvf2 = up(std::vector<float>(n, 0.5f)), Dkkw = up(std::vector<float>(C, 0.5f)),
+             Dka = up(std::vector<float>(C, 0.5f));
+        gpu().rwkv7_prep_bwd(Gr[0].data(), Gr[1].data(), Gr[2].data(), Gr[3].data(), Gr[4].data(), Dvf2.data(),
+                             Dkkw.data(), Dka.data(), Dd[0].data(), Dd[1].data(), Dd[2].data(), Dd[3].data(), Dd[4].data(),
+                             Din[0].data(), Din[1].data(), Din[2].data(), Din[3].data(), Din[4].data(), Dvf, Kkw.data(),
+                             Ka.data(), Rn.data(), N, H, D);
+        const int ng = residual ? 5 : 4;  // dvl is only written with a value residual
+        for (int i = 0; i < ng; ++i) EXPECT_REL(down(Gr[i]), gr[i], 1e-4) << "prep grad " << i;
+        EXPECT_REL(down(Dvf2), dvf, 1e-5);
+        EXPECT_REL(down(Dkkw), dkkw, 1e-4);
+        EXPECT_REL(down(Dka), dka, 1e-4);
+      }
+      std::vector<float> o(n);
+      ref::rwkv7_out_fwd(o.data(), in[0].data(), in[1].data(), in[2].data(), in[3].data(), rk.data(), in[4].data(), N, H, D);
+      Buffer<float> O(gpu().mem, n);
+      gpu().rwkv7_out_fwd(O.data(), Din[0].data(), Din[1].data(), Din[2].data(), Din[3].data(), Rk.data(), Din[4].data(),
+                          N, H, D);
+      EXPECT_REL(down(O), o, 1e-5);
+      std::vector<std::vector<float>> gr(5, std::vector<float>(n));
+      std::vector<float> drk(C, 0.5f);
+      ref::rwkv7_out_bwd(gr[0].data(), gr[1].data(), gr[2].data(), gr[3].data(), drk.data(), gr[4].data(), in[6].data(),
+                         in[0].data(), in[1].data(), in[2].data(), in[3].data(), rk.data(), in[4].data(), N, H, D);
+      std::vector<Buffer<float>> Gr;
+      for (int i = 0; i < 5; ++i) Gr.emplace_back(gpu().mem, n);
+      auto Drk = up(std::vector<float>(C, 0.5f));
+      gpu().rwkv7_out_bwd(Gr[0].data(), Gr[1].data(), Gr[2].data(), Gr[3].data(), Drk.data(), Gr[4].data(), Din[6].data(),
+                          Din[0].data(), Din[1].data(), Din[2].data(), Din[3].data(), Rk.data(), Din[4].data(), N, H, D);
+      for (int i = 0; i < 5; ++i) EXPECT_REL(down(Gr[i]), gr[i], 1e-5) << "out grad " << i;
+      EXPECT_REL(down(Drk), drk, 1e-4);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- whole model
 TEST(Cuda, ModelLogitsAndTrainingStepMatchCpu) {
   SKIP_WITHOUT_GPU();
-  for (std::string layers : {"fs", "ss", "lf", "ls"}) {  // l = Gated DeltaNet
-    SCOPED_TRACE("layers=" + layers);
-    ModelConfig c = tiny_config(layers, 9);
-    Transformer cpu_m(c), gpu_m(c);
+  std::vector<ModelConfig> configs;
+  for (std::string layers : {"fs", "ss", "lf", "ls"}) configs.push_back(tiny_config(layers, 9));  // l = Gated DeltaNet
+  configs.push_back(tiny_rwkv7_config(3));
+  for (const ModelConfig& c : configs) {
+    SCOPED_TRACE("layers=" + c.to_json()["layer_types"].dump());
+    auto cpu_p = make_model(c), gpu_p = make_model(c);
+    LanguageModel &cpu_m = *cpu_p, &gpu_m = *gpu_p;
     cpu_m.init_random(3, 0.1f);
     gpu_m.init_random(3, 0.1f);
+    if (c.is_rwkv7()) {  // its init zeroes the output projections: noise keeps every path alive
+      Rng nr(4);
+      for (size_t i = 0; i < cpu_m.num_params(); ++i) cpu_m.params()[i] = gpu_m.params()[i] += 0.2f * float(nr.normal());
+      cpu_m.upload_params(), gpu_m.upload_params();
+    }
     gpu_m.set_ops(&gpu());
     const int B = 2, T = 70;
     auto ids = std::vector<int32_t>(size_t(B) * T);

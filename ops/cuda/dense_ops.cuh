@@ -41,4 +41,31 @@ void delta_rule_fwd(float* out, float* state, const float* q, const float* k, co
 void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
                     const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
                     const float* beta, const float* state0, const DeltaShape& s);
+// RWKV-7 layer pieces and the generalized delta rule (rwkv7.cu)
+void gdr_fwd(float* y, float* state, const float* r, const float* w, const float* a, const float* b, const float* k,
+             const float* v, const GdrShape& s);
+void gdr_bwd(float* dr, float* dw, float* da, float* db, float* dk, float* dv, float* dstate0, const float* dy,
+             const float* dstate_in, const float* r, const float* w, const float* a, const float* b, const float* k,
+             const float* v, const float* state0, const GdrShape& s);
+void layernorm_fwd(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int N, int G,
+                   int D, float eps);
+void layernorm_bwd(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                   const float* mean, const float* rstd, int N, int G, int D);
+void token_shift_fwd(float* out, const float* x, const float* prev, const float* mu, int B, int T, int C, int M);
+void token_shift_bwd(float* dx, float* dmu, const float* dout, const float* x, const float* prev, const float* mu,
+                     int B, int T, int C, int M);
+void act_fwd(float* out, const float* x, size_t n, int kind);
+void act_bwd(float* dx, const float* dout, const float* x, size_t n, int kind);
+void rwkv7_prep_fwd(float* w, float* kmod, float* vmod, float* alpha, float* beta, float* rnorm, const float* k,
+                    const float* v, const float* wl, const float* al, const float* vl, const float* vfirst,
+                    const float* kkw, const float* ka, int N, int H, int D);
+void rwkv7_prep_bwd(float* dk, float* dv, float* dwl, float* dal, float* dvl, float* dvfirst, float* dkkw, float* dka,
+                    const float* dw, const float* dkmod, const float* dvmod, const float* dalpha, const float* dbeta,
+                    const float* k, const float* v, const float* wl, const float* al, const float* vl,
+                    const float* vfirst, const float* kkw, const float* ka, const float* rnorm, int N, int H, int D);
+void rwkv7_out_fwd(float* out, const float* yn, const float* r, const float* kmod, const float* v, const float* rk,
+                   const float* g, int N, int H, int D);
+void rwkv7_out_bwd(float* dyn, float* dr, float* dkmod, float* dv, float* drk, float* dg, const float* dout,
+                   const float* yn, const float* r, const float* kmod, const float* v, const float* rk, const float* g,
+                   int N, int H, int D);
 }  // namespace sr::cuda::ops

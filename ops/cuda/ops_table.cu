@@ -46,8 +46,20 @@ const OpsTable& ops_cuda() {
       .gdn_gates_bwd = o::gdn_gates_bwd,
       .gated_rmsnorm_fwd = o::gated_rmsnorm_fwd,
       .gated_rmsnorm_bwd = o::gated_rmsnorm_bwd,
+      .gdr_fwd = o::gdr_fwd,
+      .gdr_bwd = o::gdr_bwd,
       .delta_rule_fwd = o::delta_rule_fwd,
       .delta_rule_bwd = o::delta_rule_bwd,
+      .layernorm_fwd = o::layernorm_fwd,
+      .layernorm_bwd = o::layernorm_bwd,
+      .token_shift_fwd = o::token_shift_fwd,
+      .token_shift_bwd = o::token_shift_bwd,
+      .act_fwd = o::act_fwd,
+      .act_bwd = o::act_bwd,
+      .rwkv7_prep_fwd = o::rwkv7_prep_fwd,
+      .rwkv7_prep_bwd = o::rwkv7_prep_bwd,
+      .rwkv7_out_fwd = o::rwkv7_out_fwd,
+      .rwkv7_out_bwd = o::rwkv7_out_bwd,
   };
   return t;
 }
@@ -95,6 +107,7 @@ SR_TIMED(embedding_fwd) SR_TIMED(embedding_bwd) SR_TIMED(rmsnorm_fwd) SR_TIMED(r
 SR_TIMED(linear_bwd) SR_TIMED(rope_fwd) SR_TIMED(rope_bwd) SR_TIMED(attention_fwd) SR_TIMED(attention_bwd)
 SR_TIMED(swiglu_fwd) SR_TIMED(swiglu_bwd) SR_TIMED(xent_fwd) SR_TIMED(xent_bwd) SR_TIMED(add) SR_TIMED(scale)
 SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_conv_bwd) SR_TIMED(l2norm_fwd) SR_TIMED(l2norm_bwd) SR_TIMED(gdn_gates_fwd) SR_TIMED(gdn_gates_bwd) SR_TIMED(gated_rmsnorm_fwd) SR_TIMED(gated_rmsnorm_bwd) SR_TIMED(delta_rule_fwd) SR_TIMED(delta_rule_bwd)
+SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd)
 #undef SR_TIMED
 }  // namespace
 
@@ -150,8 +163,20 @@ const OpsTable& ops_cuda_profiled() {
       .gdn_gates_bwd = timed_gdn_gates_bwd,
       .gated_rmsnorm_fwd = timed_gated_rmsnorm_fwd,
       .gated_rmsnorm_bwd = timed_gated_rmsnorm_bwd,
+      .gdr_fwd = timed_gdr_fwd,
+      .gdr_bwd = timed_gdr_bwd,
       .delta_rule_fwd = timed_delta_rule_fwd,
       .delta_rule_bwd = timed_delta_rule_bwd,
+      .layernorm_fwd = timed_layernorm_fwd,
+      .layernorm_bwd = timed_layernorm_bwd,
+      .token_shift_fwd = timed_token_shift_fwd,
+      .token_shift_bwd = timed_token_shift_bwd,
+      .act_fwd = timed_act_fwd,
+      .act_bwd = timed_act_bwd,
+      .rwkv7_prep_fwd = timed_rwkv7_prep_fwd,
+      .rwkv7_prep_bwd = timed_rwkv7_prep_bwd,
+      .rwkv7_out_fwd = timed_rwkv7_out_fwd,
+      .rwkv7_out_bwd = timed_rwkv7_out_bwd,
   };
   return t;
 }
