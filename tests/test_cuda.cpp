@@ -453,7 +453,7 @@ TEST(Cuda, Rwkv7OpsMatchReference) {
   };
   for (GCase c : std::vector<GCase>{{1, 1, 1, 1, 1, 64}, {2, 70, 2, 16, 8, 64}, {1, 130, 3, 33, 20, 7},
                                     {1, 65, 1, 64, 64, 64}, {2, 129, 2, 64, 48, 16}, {1, 40, 1, 128, 128, 16},
-                                    {1, 300, 2, 64, 64, 64}}) {
+                                    {1, 300, 2, 64, 64, 64}, {1, 20, 1, 160, 8, 6}}) {
     SCOPED_TRACE("gdr B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
                  " Dk/Dv=" + std::to_string(c.Dk) + "/" + std::to_string(c.Dv));
     GdrShape s;
@@ -537,8 +537,8 @@ TEST(Cuda, Rwkv7OpsMatchReference) {
       Buffer<float> O(gpu().mem, x.size()), Dx(gpu().mem, x.size());
       gpu().act_fwd(O.data(), X.data(), x.size(), kind);
       gpu().act_bwd(Dx.data(), Do.data(), X.data(), x.size(), kind);
-      EXPECT_REL(down(O), o, 1e-6);
-      EXPECT_REL(down(Dx), dx, 1e-6);
+      EXPECT_REL(down(O), o, 2e-5);  // device tanhf/expf round differently from glibc
+      EXPECT_REL(down(Dx), dx, 2e-5);
     }
     for (int D : {5, 64}) {  // time-mix prelude and output, 3 heads
       const int H = 3, C = H * D;

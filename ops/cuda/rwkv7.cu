@@ -5,10 +5,11 @@
 //  * forward: the state lives in registers, as in the gated delta rule's dr_fwd_reg_k: blocks of
 //    32 state columns x 4 lanes, each lane holding every 4th key row; r, w, a, b, k of kTg tokens
 //    staged in shared memory per barrier; u = H^T a and y = H^T r are 4-lane shuffle sums.
-//  * backward: one block per (batch, head), state and its gradient in shared memory; checkpoints
-//    every `chunk` tokens, each segment's states recomputed, then walked backwards with a column
-//    phase (sums over key rows: dv, du) and a row phase (sums over value columns: dr, dk, db, dw,
-//    da) — no atomics, deterministic.
+//  * backward (Dk <= 128): the same register layout, checkpoints every 32 tokens, each segment's
+//    states recomputed and walked backwards; the per-row outputs (dr, dw, da, db, dk) are sums over
+//    state columns, reduced in a fixed order (no atomics, deterministic). Larger heads: one block
+//    per (batch, head) with the state and its gradient in shared memory, a column phase (sums over
+//    key rows: dv, du) and a row phase (sums over value columns).
 // Elementwise pieces: one thread per element or per (token, head); parameter gradients are
 // per-element contributions summed over rows in fixed 256-row chunks, then in chunk order.
 #include <cuda_runtime.h>
@@ -418,6 +419,170 @@ __global__ void gdr_bwd_k(float* dr, float* dw, float* da, float* db, float* dk,
   for (int e = tid; e < S; e += blockDim.x) dstate0[so + e] = dH[(e / Dv) * ld + e % Dv];
 }
 
+// Register-resident backward for Dk <= DKMAX (the lane layout of gdr_fwd_reg_k: grid (B*H, G =
+// ceil(Dv/32)), 4 lanes per column, rows p, p+4, ... of H and dH in registers). A state column's
+// recurrence only involves that column (u_j = (H^T a)_j), so column groups are independent blocks;
+// the five per-row outputs (dr, dw, da, db, dk) are sums over columns: warp shuffles over the
+// warp's 8 columns, one double-buffered shared-memory slot per token for the 4 warps, and
+// gdr_sum_partials_k adds the column groups in a fixed order (deterministic, no atomics).
+// Checkpoints every kTb tokens (thread-private layout); a segment's inputs are staged once.
+// part: [5][G][B*T*H][Dk] (dr dw da db dk); ckpt: [blocks][nseg][R][128]; segbuf: [blocks][kTb][R][128].
+constexpr int kTb = 32;
+template <int DKMAX>
+__global__ void __launch_bounds__(128) gdr_bwd_reg_k(float* part, float* dv, float* dstate0, const float* dy,
+                                                     const float* dstate_in, const float* r, const float* w,
+                                                     const float* a, const float* bb, const float* k, const float* v,
+                                                     const float* state0, float* ckpt, float* segbuf, GdrShape s) {
+  constexpr int R = DKMAX / 4, kRed = 5 * 4 * DKMAX;
+  extern __shared__ float sm[];
+  float* s5 = sm;                     // [5][kTb][DKMAX]: r w a b k
+  float* sv = s5 + 5 * kTb * DKMAX;   // [kTb][32]
+  float* sdy = sv + kTb * 32;         // [kTb][32]
+  float* red = sdy + kTb * 32;        // [2][5][4][DKMAX]
+  const int Dk = s.Dk, Dv = s.Dv, b = blockIdx.x / s.H, h = blockIdx.x % s.H;
+  const int tid = threadIdx.x, p = tid % 4, jl = tid / 4, j = blockIdx.y * 32 + jl, lane = tid % 32, warp = tid / 32;
+  const bool col = j < Dv;
+  const int nseg = (s.T + kTb - 1) / kTb, blk = blockIdx.y * gridDim.x + blockIdx.x;
+  const size_t BTH = size_t(s.B) * s.T * s.H, G = gridDim.y;
+  float* ck = ckpt + size_t(blk) * nseg * R * 128;
+  float* sg = segbuf + size_t(blk) * kTb * R * 128;
+  const GdrIdx ix{s};
+  const float* st0 = state0 + size_t(blockIdx.x) * Dk * Dv;
+  float hr[R], dh[R];
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int i = p + 4 * q;
+    hr[q] = (col && i < Dk) ? st0[size_t(i) * Dv + j] : 0.0f;
+    dh[q] = (col && i < Dk && dstate_in) ? dstate_in[size_t(blockIdx.x) * Dk * Dv + size_t(i) * Dv + j] : 0.0f;
+  }
+  auto stage = [&](int c0, int n, bool with_dy) {
+    __syncthreads();
+    for (int e = tid; e < n * DKMAX; e += 128) {
+      const int t = e / DKMAX, i = e % DKMAX;
+      const size_t o = ix.k(b, c0 + t, h) + i;
+      const bool in = i < Dk;
+      s5[0 * kTb * DKMAX + e] = in ? r[o] : 0.0f;
+      s5[1 * kTb * DKMAX + e] = in ? w[o] : 0.0f;
+      s5[2 * kTb * DKMAX + e] = in ? a[o] : 0.0f;
+      s5[3 * kTb * DKMAX + e] = in ? bb[o] : 0.0f;
+      s5[4 * kTb * DKMAX + e] = in ? k[o] : 0.0f;
+    }
+    for (int e = tid; e < n * 32; e += 128) {
+      const int t = e / 32, jj = blockIdx.y * 32 + e % 32;
+      const bool in = jj < Dv;
+      sv[e] = in ? v[ix.v(b, c0 + t, h) + jj] : 0.0f;
+      if (with_dy) sdy[e] = in ? dy[ix.v(b, c0 + t, h) + jj] : 0.0f;
+    }
+    __syncthreads();
+  };
+  auto at = [&](int f, int t, int i) { return s5[(f * kTb + t) * DKMAX + i]; };
+  auto step = [&](int t) {  // hr: state before token t -> after it
+    float u = 0.0f;
+#pragma unroll
+    for (int q = 0; q < R; ++q) u += hr[q] * at(2, t, p + 4 * q);
+    u += __shfl_xor_sync(0xffffffffu, u, 1);
+    u += __shfl_xor_sync(0xffffffffu, u, 2);
+    const float vj = sv[t * 32 + jl];
+#pragma unroll
+    for (int q = 0; q < R; ++q) {
+      const int i = p + 4 * q;
+      hr[q] = at(1, t, i) * hr[q] + at(3, t, i) * u + at(4, t, i) * vj;
+    }
+  };
+  for (int seg = 0; seg < nseg; ++seg) {  // Phase 1: checkpoints at segment starts
+    const int c0 = seg * kTb, n = min(kTb, s.T - c0);
+#pragma unroll
+    for (int q = 0; q < R; ++q) ck[(size_t(seg) * R + q) * 128 + tid] = hr[q];
+    stage(c0, n, false);
+    for (int t = 0; t < n; ++t) step(t);
+  }
+  int parity = 0;
+  for (int seg = nseg - 1; seg >= 0; --seg) {  // Phase 2: segments from the last
+    const int c0 = seg * kTb, n = min(kTb, s.T - c0);
+#pragma unroll
+    for (int q = 0; q < R; ++q) hr[q] = ck[(size_t(seg) * R + q) * 128 + tid];
+    stage(c0, n, true);
+    for (int t = 0; t < n; ++t) {
+#pragma unroll
+      for (int q = 0; q < R; ++q) sg[(size_t(t) * R + q) * 128 + tid] = hr[q];
+      step(t);
+    }
+    for (int t = n - 1; t >= 0; --t) {
+      const float vj = sv[t * 32 + jl], dyj = sdy[t * 32 + jl];
+      float u = 0.0f, dvj = 0.0f, duj = 0.0f;
+#pragma unroll
+      for (int q = 0; q < R; ++q) {
+        const int i = p + 4 * q;
+        hr[q] = sg[(size_t(t) * R + q) * 128 + tid];  // H_{t-1}
+        u += hr[q] * at(2, t, i);
+        dh[q] += at(0, t, i) * dyj;  // dH_t += r dy^T
+        dvj += dh[q] * at(4, t, i);
+        duj += dh[q] * at(3, t, i);
+      }
+      for (int o = 1; o < 4; o <<= 1) {
+        u += __shfl_xor_sync(0xffffffffu, u, o);
+        dvj += __shfl_xor_sync(0xffffffffu, dvj, o);
+        duj += __shfl_xor_sync(0xffffffffu, duj, o);
+      }
+      if (col && p == 0) dv[ix.v(b, c0 + t, h) + j] = dvj;
+      float* rd = red + parity * kRed;
+#pragma unroll
+      for (int q = 0; q < R; ++q) {
+        const int i = p + 4 * q;
+        const float wi = at(1, t, i), ai = at(2, t, i), bi = at(3, t, i), ki = at(4, t, i);
+        float x[5] = {(wi * hr[q] + bi * u + ki * vj) * dyj,  // dr: H_t dy
+                      dh[q] * hr[q],                          // dw: <dH, H_{t-1}> per row
+                      hr[q] * duj,                            // da: H_{t-1} du
+                      dh[q] * u,                              // db: dH u
+                      dh[q] * vj};                            // dk: dH v
+        if (!col) x[0] = x[1] = x[2] = x[3] = x[4] = 0.0f;
+#pragma unroll
+        for (int f = 0; f < 5; ++f) {
+          for (int o = 4; o < 32; o <<= 1) x[f] += __shfl_xor_sync(0xffffffffu, x[f], o);
+          if (lane < 4) rd[(f * 4 + warp) * DKMAX + i] = x[f];
+        }
+        dh[q] = wi * dh[q] + ai * duj;  // d(H_{t-1}) = diag(w) dH + a du^T
+      }
+      __syncthreads();
+      const size_t row = (size_t(b) * s.T + c0 + t) * s.H + h;
+      for (int e = tid; e < 5 * Dk; e += 128) {
+        const int f = e / Dk, i = e % Dk;
+        const float* rf = rd + f * 4 * DKMAX;
+        part[((size_t(f) * G + blockIdx.y) * BTH + row) * Dk + i] =
+            ((rf[i] + rf[DKMAX + i]) + rf[2 * DKMAX + i]) + rf[3 * DKMAX + i];
+      }
+      parity ^= 1;
+    }
+  }
+  float* ds0 = dstate0 + size_t(blockIdx.x) * Dk * Dv;
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int i = p + 4 * q;
+    if (col && i < Dk) ds0[size_t(i) * Dv + j] = dh[q];
+  }
+}
+// out_f[row, i] = sum over column groups of part[f][g][row][i], f = dr dw da db dk
+__global__ void gdr_sum_partials_k(float* dr, float* dw, float* da, float* db, float* dk, const float* part, size_t n,
+                                   int G) {
+  for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < 5 * n; e += size_t(gridDim.x) * blockDim.x) {
+    const size_t f = e / n, x = e % n;
+    float acc = 0.0f;
+    for (int g = 0; g < G; ++g) acc += part[(f * G + g) * n + x];
+    float* out[5] = {dr, dw, da, db, dk};
+    out[f][x] = acc;
+  }
+}
+
+template <int DKMAX>
+void launch_gdr_bwd_reg(float* part, float* dv, float* dstate0, const float* dy, const float* dstate_in, const float* r,
+                        const float* w, const float* a, const float* b, const float* k, const float* v,
+                        const float* state0, float* ckpt, float* segbuf, const GdrShape& s, int G) {
+  const size_t smem = (5 * size_t(kTb) * DKMAX + 2 * kTb * 32 + 2 * 5 * 4 * DKMAX) * sizeof(float);
+  SR_CUDA(cudaFuncSetAttribute(gdr_bwd_reg_k<DKMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  gdr_bwd_reg_k<DKMAX><<<dim3(s.B * s.H, G), 128, smem, stream()>>>(part, dv, dstate0, dy, dstate_in, r, w, a, b, k, v,
+                                                                    state0, ckpt, segbuf, s);
+}
+
 int round32(int n) { return (n + 31) / 32 * 32; }
 size_t gdr_bwd_smem(const GdrShape& s) {
   return (2 * size_t(s.Dk) * (s.Dv + 1) + 5 * size_t(s.Dk) + 4 * size_t(s.Dv)) * sizeof(float);
@@ -523,6 +688,21 @@ void gdr_bwd(float* dr, float* dw, float* da, float* db, float* dk, float* dv, f
              const float* dstate_in, const float* r, const float* w, const float* a, const float* b, const float* k,
              const float* v, const float* state0, const GdrShape& s) {
   if (s.B * s.H == 0 || s.T == 0) return;
+  if (s.Dk <= 128) {  // registers
+    const int G = (s.Dv + 31) / 32, nseg = (s.T + kTb - 1) / kTb, R = s.Dk <= 32 ? 8 : s.Dk <= 64 ? 16 : 32;
+    const size_t blocks = size_t(s.B) * s.H * G, n = size_t(s.B) * s.T * s.H * s.Dk;
+    const size_t n_ck = blocks * nseg * R * 128, n_seg = blocks * kTb * R * 128;
+    float* ckpt = static_cast<float*>(device_alloc((n_ck + n_seg + 5 * size_t(G) * n) * sizeof(float)));
+    float *segbuf = ckpt + n_ck, *part = segbuf + n_seg;
+    if (s.Dk <= 32) launch_gdr_bwd_reg<32>(part, dv, dstate0, dy, dstate_in, r, w, a, b, k, v, state0, ckpt, segbuf, s, G);
+    else if (s.Dk <= 64) launch_gdr_bwd_reg<64>(part, dv, dstate0, dy, dstate_in, r, w, a, b, k, v, state0, ckpt, segbuf, s, G);
+    else launch_gdr_bwd_reg<128>(part, dv, dstate0, dy, dstate_in, r, w, a, b, k, v, state0, ckpt, segbuf, s, G);
+    SR_CUDA_LAUNCHED("gdr_bwd");
+    gdr_sum_partials_k<<<blocks_for(5 * n, 256), 256, 0, stream()>>>(dr, dw, da, db, dk, part, n, G);
+    SR_CUDA_LAUNCHED("gdr_bwd sums");
+    device_free(ckpt);
+    return;
+  }
   if (round32(std::max(s.Dk, s.Dv)) > 1024) fail("gdr (cuda)", "head dims above 1024 are not supported");
   const size_t smem = gdr_bwd_smem(s);
   SR_CUDA(cudaFuncSetAttribute(gdr_bwd_k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
