@@ -338,6 +338,30 @@ __device__ __forceinline__ float gdr_step_col(float* H, int ld, int j, const flo
   return u;
 }
 
+// Forward for Dk > 128: grid B*H, one thread per state column, state in shared memory [Dk][Dv];
+// smem also holds r w a b k [Dk].
+__global__ void gdr_fwd_k(float* y, float* state, const float* r, const float* w, const float* a, const float* b,
+                          const float* k, const float* v, GdrShape s) {
+  extern __shared__ float sm[];
+  const int Dk = s.Dk, Dv = s.Dv, bb = blockIdx.x / s.H, h = blockIdx.x % s.H, j = threadIdx.x;
+  float *H = sm, *s5 = H + Dk * Dv;
+  float* st = state + size_t(blockIdx.x) * Dk * Dv;
+  for (int e = threadIdx.x; e < Dk * Dv; e += blockDim.x) H[e] = st[e];
+  const GdrIdx ix{s};
+  for (int t = 0; t < s.T; ++t) {
+    __syncthreads();  // the previous token is done with s5 (and H is loaded)
+    load_rwabk(s5, r, w, a, b, k, ix.k(bb, t, h), Dk);
+    if (j < Dv) {
+      gdr_step_col(H, Dv, j, s5, v[ix.v(bb, t, h) + j], Dk);
+      float o = 0.0f;
+      for (int i = 0; i < Dk; ++i) o += H[i * Dv + j] * s5[i];
+      y[ix.v(bb, t, h) + j] = o;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < Dk * Dv; e += blockDim.x) st[e] = H[e];
+}
+
 // grid B*H, block NT >= max(Dk, Dv) (multiple of 32). smem: Hp, dH [Dk][Dv+1]; r w a b k [Dk];
 // dy, u, v, du [Dv]. Scratch per block: ckpt [nseg][Dk*Dv], seg [C][Dk*Dv].
 __global__ void gdr_bwd_k(float* dr, float* dw, float* da, float* db, float* dk, float* dv, float* dstate0,
@@ -681,7 +705,12 @@ void gdr_fwd(float* y, float* state, const float* r, const float* w, const float
   if (s.Dk <= 32) gdr_fwd_reg_k<32><<<grid, 128, 0, stream()>>>(y, state, r, w, a, b, k, v, s);
   else if (s.Dk <= 64) gdr_fwd_reg_k<64><<<grid, 128, 0, stream()>>>(y, state, r, w, a, b, k, v, s);
   else if (s.Dk <= 128) gdr_fwd_reg_k<128><<<grid, 128, 0, stream()>>>(y, state, r, w, a, b, k, v, s);
-  else fail("gdr (cuda)", "key head dims above 128 are not supported (RWKV-7 uses 64)");
+  else {  // larger key heads: the state walks through shared memory
+    const size_t smem = (size_t(s.Dk) * s.Dv + 5 * size_t(s.Dk)) * sizeof(float);
+    if (round32(s.Dv) > 1024) fail("gdr (cuda)", "value head dims above 1024 are not supported");
+    SR_CUDA(cudaFuncSetAttribute(gdr_fwd_k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    gdr_fwd_k<<<s.B * s.H, round32(s.Dv), smem, stream()>>>(y, state, r, w, a, b, k, v, s);
+  }
   SR_CUDA_LAUNCHED("gdr_fwd");
 }
 void gdr_bwd(float* dr, float* dw, float* da, float* db, float* dk, float* dv, float* dstate0, const float* dy,
