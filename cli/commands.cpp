@@ -14,6 +14,7 @@
 #include "core/io.h"
 #include "core/utf8.h"
 #include "data/synthetic.h"
+#include "data/text_mix.h"
 #include "data/toy_tasks.h"
 #include "infer/session.h"
 #include "models/model_dir.h"
@@ -99,11 +100,26 @@ int cmd_generate(int argc, char** argv) {
 
 int cmd_tokenize(int argc, char** argv) {
   const char* usage =
-      "smoothread tokenize --tokenizer FILE|DIR [--decode] [--no-special]\n"
-      "stdin text -> JSON array of ids on stdout; with --decode, a JSON array of ids -> text.\n";
+      "smoothread tokenize --tokenizer FILE|DIR [--decode] [--no-special] [--jsonl]\n"
+      "stdin text -> JSON array of ids on stdout; with --decode, a JSON array of ids -> text.\n"
+      "--jsonl: stdin lines {\"text\": ...} -> stdout lines {\"ids\": [...]} (one per input line, in order).\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--tokenizer"}, {"--decode", "--no-special"});
+  Args a(argc, argv, 2, {"--tokenizer"}, {"--decode", "--no-special", "--jsonl"});
   auto tok = Tokenizer::load(a.get("--tokenizer"));
+  if (a.has("--jsonl")) {
+    std::string line;
+    for (size_t n = 1; std::getline(std::cin, line); ++n) {
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::parse_error& e) {
+        fail("stdin: line " + std::to_string(n), std::string("invalid JSON: ") + e.what());
+      }
+      const std::string text = json_str(j, "text", "stdin: line " + std::to_string(n));
+      std::cout << json{{"ids", tok->encode(text, !a.has("--no-special"))}}.dump() << "\n";
+    }
+    return 0;
+  }
   std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   if (a.has("--decode")) {
     json j;
@@ -252,18 +268,30 @@ static void write_npy(const std::string& path, const std::vector<float>& v, size
 
 int cmd_score(int argc, char** argv) {
   const char* usage =
-      "smoothread score --model DIR (--text TEXT | --file FILE) [--json] [--logits-out FILE.npy] [--device cpu|cuda]\n"
-      "                 [--threads N]\n"
-      "Log-probability of every token given the ones before it (one forward pass), and the mean NLL.\n";
+      "smoothread score --model DIR (--text TEXT | --file FILE | --ids FILE.json) [--json] [--logits-out FILE.npy]\n"
+      "                 [--device cpu|cuda] [--threads N]\n"
+      "Log-probability of every token given the ones before it (one forward pass), and the mean NLL.\n"
+      "--ids: a JSON array of token ids instead of text (no tokenizer needed).\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--text", "--file", "--logits-out", "--threads", "--device", "--window", "--swa-layers"},
+  Args a(argc, argv, 2, {"--model", "--text", "--file", "--ids", "--logits-out", "--threads", "--device", "--window",
+                         "--swa-layers"},
          {"--json"});
   set_threads(a);
-  LoadedModel m = load_model(a, true);
+  LoadedModel m = load_model(a, !a.has("--ids"));
   place_model(a, *m.model);
-  std::string text = a.has("--file") ? read_file(a.get("--file")) : a.get("--text");
-  std::vector<int32_t> ids = m.tokenizer->encode(text);
-  if (ids.size() < 1) fail(a.has("--file") ? a.get("--file") : "--text", "is empty");
+  std::vector<int32_t> ids;
+  if (a.has("--ids")) {
+    const json j = load_json_file(a.get("--ids"));
+    if (!j.is_array()) fail(a.get("--ids"), "expected a JSON array of token ids");
+    for (const json& v : j) {
+      if (!v.is_number_integer()) fail(a.get("--ids"), "token ids must be integers");
+      ids.push_back(v.get<int32_t>());
+    }
+  } else {
+    std::string text = a.has("--file") ? read_file(a.get("--file")) : a.get("--text");
+    ids = m.tokenizer->encode(text);
+  }
+  if (ids.size() < 1) fail(a.has("--ids") ? a.get("--ids") : a.has("--file") ? a.get("--file") : "--text", "is empty");
   const int V = m.model->config().vocab_size, n = int(ids.size());
   Session s(*m.model);
   std::vector<float> logits;
@@ -293,10 +321,12 @@ int cmd_gen(int argc, char** argv) {
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)] [--values number|word|uuid (niah value type)]\n"
       "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
+      "  text_mix (multilingual text for tokenizer checks; lines {\"text\": ...}): [--doc-bytes B (4096)]\n"
       "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
-                         "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack", "--values"}, {});
+                         "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack", "--values",
+                         "--doc-bytes"}, {});
   std::string task = a.get("--task");
   int count = int(a.get_int("--count", 100));
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
@@ -308,6 +338,10 @@ int cmd_gen(int argc, char** argv) {
     o.min_len = int(a.get_int("--min-len", o.min_len));
     o.max_len = int(a.get_int("--max-len", o.max_len));
     for (auto& j : make_toy_task(o)) out += j.dump() + "\n";
+  } else if (task == "text_mix") {
+    const int bytes = int(a.get_int("--doc-bytes", 4096));
+    if (bytes <= 0) fail("--doc-bytes", "must be positive");
+    for (auto& t : make_text_mix(seed, count, bytes)) out += json{{"text", t}}.dump() + "\n";
   } else {
     std::unique_ptr<Tokenizer> tok = a.has("--tokenizer") ? Tokenizer::load(a.get("--tokenizer"))
                                                           : std::make_unique<ByteTokenizer>(ByteTokenizer::default_specials());

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "models/bpe_tokenizer.h"
 
 namespace sr {
 
@@ -128,9 +129,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     auto it = vocab.find(byte_level_symbol(static_cast<unsigned char>(b)));
     byte_level = it != vocab.end() && it->is_number_integer() && it->get<int>() == b;
   }
-  if (!byte_level)
-    fail(file, "BPE tokenizers with merges are not supported yet; only smoothread's byte-level tokenizer "
-               "(256 byte symbols, no merges) loads in this version");
+  if (!byte_level) return std::make_unique<BpeTokenizer>(j, file);  // a real vocabulary (Qwen, GPT-2, Llama-3)
   std::vector<std::pair<int, std::string>> sp;
   if (j.contains("added_tokens") && j["added_tokens"].is_array())
     for (size_t i = 0; i < j["added_tokens"].size(); ++i) {

@@ -2,7 +2,8 @@
 // Byte-level: ids 0..255 are the raw bytes, ids 256.. are named special tokens. It is stored as a
 // valid Hugging Face `tokenizer.json` (a BPE model with the 256 GPT-2 byte-level symbols, no
 // merges, ByteLevel pre-tokenizer/decoder, specials as added_tokens), so `tokenizers` loads it and
-// produces the same ids. BPE tokenizers with merges (Qwen) implement the same interface (issue 8).
+// produces the same ids. BPE tokenizers with merges (Qwen) implement the same interface
+// (models/bpe_tokenizer.h).
 #pragma once
 #include <cstdint>
 #include <memory>

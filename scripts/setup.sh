@@ -7,6 +7,8 @@ PKGS=(
   libopenblas-openmp-dev   # GEMM (OpenMP flavour, so it nests with our OpenMP loops)
   libomp-dev               # OpenMP runtime headers (gcc uses libgomp from build-essential)
   nlohmann-json3-dev       # JSON (configs, headers, JSONL)
+  libpcre2-dev             # byte-level BPE pre-tokenizer regexes (Unicode properties, JIT)
+  libutf8proc-dev          # NFC normalization for BPE tokenizers
   libgtest-dev libgmock-dev googletest  # unit tests
   libbenchmark-dev         # bench/
   python3-jieba            # jieba 0.42.1's dictionary + HMM tables: LongBench's Chinese metrics (eval/jieba.cpp reads them)
