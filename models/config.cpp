@@ -141,8 +141,26 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   ModelConfig c;
   c.model_type = json_str(j, "model_type", where);
   if (c.model_type == "rwkv7" || c.model_type == "rwkv7_fla") return rwkv7_from_json(j, where);
-  if (c.model_type != "qwen2" && c.model_type != "llama" && c.model_type != "mistral")
-    fail(where + ": field 'model_type'", "unknown model_type '" + c.model_type + "' (supported: qwen2, llama, mistral, rwkv7)");
+  if (c.model_type == "qwen3_5") {  // the multimodal checkpoint: its text model
+    if (!j.contains("text_config") || !j["text_config"].is_object())
+      fail(where + ": field 'text_config'", "a qwen3_5 config needs its text_config");
+    json t = j["text_config"];
+    if (!t.contains("model_type")) t["model_type"] = "qwen3_5_text";
+    for (const char* k : {"tie_word_embeddings", "bos_token_id", "eos_token_id"})
+      if (!t.contains(k) && j.contains(k)) t[k] = j[k];
+    ModelConfig tc = from_json(t, where + ": field 'text_config'");
+    tc.weight_prefix = "model.language_model.";
+    return tc;
+  }
+  const bool q3 = c.model_type == "qwen3", q35 = c.model_type == "qwen3_5_text" || c.model_type == "qwen3_next";
+  if (c.model_type != "qwen2" && c.model_type != "llama" && c.model_type != "mistral" && !q3 && !q35)
+    fail(where + ": field 'model_type'", "unknown model_type '" + c.model_type +
+                                             "' (supported: qwen2, llama, mistral, qwen3, qwen3_5, qwen3_5_text, qwen3_next, rwkv7)");
+  if (q35 && json_int_or(j, "num_experts", 0, where) > 0)
+    fail(where + ": field 'num_experts'", "mixture-of-experts MLPs are not supported yet (dense Qwen3.5 / Qwen3-Next only)");
+  c.qk_norm = q3 || q35;
+  c.attn_output_gate = q35;
+  c.zero_centered_norm = q35;
   c.vocab_size = int(json_int(j, "vocab_size", where));
   c.hidden_size = int(json_int(j, "hidden_size", where));
   c.intermediate_size = int(json_int(j, "intermediate_size", where));
@@ -153,21 +171,30 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
   c.rms_norm_eps = json_num_or(j, "rms_norm_eps", c.model_type == "qwen2" ? 1e-6 : 1e-5, where);
   // rope_theta: transformers 5.x nests it in rope_parameters; 4.x kept it at top level.
   double theta = c.model_type == "qwen2" ? 1e6 : 1e4;
+  double partial = q35 ? 0.25 : 1.0;  // Qwen3-Next / Qwen3.5 rotate a quarter of each head by default
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
     const json& rp = j["rope_parameters"];
     std::string rt = json_str_or(rp, "rope_type", "default", where + ": field 'rope_parameters'");
     if (rt != "default") fail(where + ": field 'rope_parameters.rope_type'", "only 'default' RoPE is supported, got '" + rt + "'");
     theta = json_num_or(rp, "rope_theta", theta, where + ": field 'rope_parameters'");
+    partial = json_num_or(rp, "partial_rotary_factor", partial, where + ": field 'rope_parameters'");
   } else {
     theta = json_num_or(j, "rope_theta", theta, where);
   }
+  partial = json_num_or(j, "partial_rotary_factor", partial, where);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     std::string rt = json_str_or(j["rope_scaling"], "rope_type", json_str_or(j["rope_scaling"], "type", "default", where), where);
     if (rt != "default") fail(where + ": field 'rope_scaling'", "RoPE scaling '" + rt + "' is not supported");
   }
   c.rope_theta = theta;
+  if (!(partial > 0 && partial <= 1)) fail(where + ": field 'partial_rotary_factor'", "must be in (0, 1]");
+  c.rotary_dim = int(c.head_dim * partial);
+  if (c.rotary_dim == c.head_dim) c.rotary_dim = 0;
+  if (c.rotary_dim % 2 || (c.rotary_dim == 0 && partial < 1))
+    fail(where + ": field 'partial_rotary_factor'", "head_dim * factor must be a positive even number");
   c.tie_word_embeddings = json_bool_or(j, "tie_word_embeddings", false, where);
   c.attention_bias = c.model_type == "qwen2" ? true : json_bool_or(j, "attention_bias", false, where);
+  if (q35 || q3) c.rms_norm_eps = json_num_or(j, "rms_norm_eps", 1e-6, where);
   c.max_position_embeddings = int(json_int_or(j, "max_position_embeddings", 32768, where));
   c.bos_token_id = token_id_field(j, "bos_token_id", where);
   c.eos_token_id = token_id_field(j, "eos_token_id", where);
@@ -245,7 +272,12 @@ json ModelConfig::to_json() const {
     j["use_cache"] = true;
     return j;
   }
-  std::string arch = model_type == "qwen2" ? "Qwen2ForCausalLM" : model_type == "llama" ? "LlamaForCausalLM" : "MistralForCausalLM";
+  std::string arch = model_type == "qwen2"          ? "Qwen2ForCausalLM"
+                     : model_type == "llama"        ? "LlamaForCausalLM"
+                     : model_type == "qwen3"        ? "Qwen3ForCausalLM"
+                     : model_type == "qwen3_5_text" ? "Qwen3_5ForCausalLM"
+                     : model_type == "qwen3_next"   ? "Qwen3NextForCausalLM"
+                                                    : "MistralForCausalLM";
   j["architectures"] = {arch};
   j["model_type"] = model_type;
   j["vocab_size"] = vocab_size;
@@ -259,6 +291,10 @@ json ModelConfig::to_json() const {
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
   j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", rope_theta}};
+  if (rotary_dim > 0) {
+    j["partial_rotary_factor"] = double(rotary_dim) / head_dim;
+    j["rope_parameters"]["partial_rotary_factor"] = double(rotary_dim) / head_dim;
+  }
   j["tie_word_embeddings"] = tie_word_embeddings;
   if (model_type != "qwen2") j["attention_bias"] = attention_bias;
   j["max_position_embeddings"] = max_position_embeddings;

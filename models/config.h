@@ -1,5 +1,7 @@
 // Model hyper-parameters, read from / written to a Hugging Face `config.json`.
 // Supported model_type: "qwen2" (q/k/v bias), "llama" and "mistral" (bias from `attention_bias`),
+// "qwen3" (q/k norms), "qwen3_5_text" / "qwen3_5" (its text_config) / "qwen3_next" with dense MLPs
+// (Gated DeltaNet + gated attention hybrids: q/k norms, output gate, partial rotary, zero-centred norms),
 // and "rwkv7" (also "rwkv7_fla"): RWKV-7 in the fla-hub layout (models/rwkv7.h), sized by
 // hidden_size, num_hidden_layers, head_dim, intermediate_size and the *_low_rank_dim fields.
 // Per-layer mixer comes from `layer_types` when present ("full_attention", "sliding_attention", or
@@ -40,6 +42,13 @@ struct ModelConfig {
   // and output gate; LayerNorm eps (GroupNorm eps = head_dim * norm_eps)
   int rwkv_decay_rank = 0, rwkv_a_rank = 0, rwkv_v_rank = 0, rwkv_gate_rank = 0;
   double norm_eps = 1e-5;
+  // Qwen3 / Qwen3.5 / Qwen3-Next attention: per-head q/k RMSNorm, a sigmoid output gate (q_proj
+  // doubled per head: [q | gate]), RoPE on the first rotary_dim dims only (0 = all), and RMSNorms
+  // whose weight is zero-centred (scale 1 + w). weight_prefix: where the text model's tensors live
+  // in the checkpoint (Qwen3.5's multimodal files: "model.language_model." instead of "model.").
+  bool qk_norm = false, attn_output_gate = false, zero_centered_norm = false;
+  int rotary_dim = 0;
+  std::string weight_prefix;
   int max_position_embeddings = 32768;
   int bos_token_id = -1, eos_token_id = -1;
 
@@ -47,6 +56,7 @@ struct ModelConfig {
   bool is_linear(int layer) const { return !layer_linear.empty() && layer_linear[layer]; }
   bool any_linear() const;
   bool is_rwkv7() const { return model_type == "rwkv7"; }
+  int rotary() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   // "full_attention" | "sliding_attention" | "linear_attention" (Gated DeltaNet) | "rwkv7"
   std::string layer_type(int layer) const;
   bool any_sliding() const;

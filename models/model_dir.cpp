@@ -16,13 +16,15 @@ ModelConfig load_model_config(const std::string& dir) {
 
 void load_weights(LanguageModel& model, const std::string& dir) {
   SafeTensorsSet set(dir);
+  const std::string& prefix = model.config().weight_prefix;  // e.g. Qwen3.5's "model.language_model."
   for (const ParamSpec& s : model.param_specs()) {
     const SafeTensorsFile* f = nullptr;
-    const TensorInfo* ti = set.find(s.name, &f);
-    if (!ti) fail(dir, "missing tensor '" + s.name + "' required by config.json");
+    const std::string name = !prefix.empty() && s.name.rfind("model.", 0) == 0 ? prefix + s.name.substr(6) : s.name;
+    const TensorInfo* ti = set.find(name, &f);
+    if (!ti) fail(dir, "missing tensor '" + name + "' required by config.json");
     if (ti->shape != s.shape)
-      fail(f->path() + ": tensor '" + s.name + "'", "shape " + shape_str(ti->shape) + " does not match config.json, which implies " + shape_str(s.shape));
-    f->read_f32(s.name, model.params() + s.offset, size_t(shape_numel(s.shape)));
+      fail(f->path() + ": tensor '" + name + "'", "shape " + shape_str(ti->shape) + " does not match config.json, which implies " + shape_str(s.shape));
+    f->read_f32(name, model.params() + s.offset, size_t(shape_numel(s.shape)));
   }
   model.upload_params();
 }

@@ -30,13 +30,18 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : Language
       add_param(g + "norm.weight", {cfg_.linear_value_head_dim});
       add_param(g + "out_proj.weight", {C, Vd});
     } else {
-      add_param(p + "self_attn.q_proj.weight", {qd, C});
-      if (cfg_.attention_bias) add_param(p + "self_attn.q_proj.bias", {qd});
+      const int64_t qrows = qd * (cfg_.attn_output_gate ? 2 : 1);  // Qwen3.5: [q | gate] per head
+      add_param(p + "self_attn.q_proj.weight", {qrows, C});
+      if (cfg_.attention_bias) add_param(p + "self_attn.q_proj.bias", {qrows});
       add_param(p + "self_attn.k_proj.weight", {kvd, C});
       if (cfg_.attention_bias) add_param(p + "self_attn.k_proj.bias", {kvd});
       add_param(p + "self_attn.v_proj.weight", {kvd, C});
       if (cfg_.attention_bias) add_param(p + "self_attn.v_proj.bias", {kvd});
       add_param(p + "self_attn.o_proj.weight", {C, qd});
+      if (cfg_.qk_norm) {
+        add_param(p + "self_attn.q_norm.weight", {cfg_.head_dim});
+        add_param(p + "self_attn.k_norm.weight", {cfg_.head_dim});
+      }
     }
     add_param(p + "post_attention_layernorm.weight", {C});
     add_param(p + "mlp.gate_proj.weight", {F, C});
@@ -46,6 +51,43 @@ Transformer::Transformer(const ModelConfig& cfg, const OpsTable* ops) : Language
   off_norm_ = add_param("model.norm.weight", {C});
   off_lm_head_ = cfg_.tie_word_embeddings ? off_embed_ : add_param("lm_head.weight", {V, C});
   finish_params(ops);
+  if (cfg_.zero_centered_norm) {  // every RMSNorm but the GDN gated norm scales by 1 + w
+    size_t eff = 0;
+    for (const ParamSpec& sp : specs_) {
+      const bool norm = sp.name.find("layernorm.weight") != std::string::npos || sp.name == "model.norm.weight" ||
+                        sp.name.find("q_norm.weight") != std::string::npos ||
+                        sp.name.find("k_norm.weight") != std::string::npos;
+      if (!norm) continue;
+      const size_t n = size_t(shape_numel(sp.shape));
+      norm_map_.push_back({sp.offset, eff, n});
+      eff += n;
+    }
+  }
+}
+
+// Zero-centred RMSNorms (Qwen3.5) run with weight 1 + w: the effective weights live in norm_eff_,
+// refreshed from the parameters at the start of every forward; gradients still land on w.
+void Transformer::refresh_norms() const {
+  if (norm_map_.empty()) return;
+  const NormSlot& last = norm_map_.back();
+  fit(norm_eff_, last.eff + last.n);
+  size_t mx = 0;
+  for (const NormSlot& ns : norm_map_) mx = std::max(mx, ns.n);
+  if (norm_ones_.size() != mx || norm_ones_.mem() != ops_->mem) {
+    fit(norm_ones_, mx);
+    std::vector<float> ones(mx, 1.0f);
+    norm_ones_.upload(ones.data(), mx);
+  }
+  const float* P = const_cast<Transformer*>(this)->backend_params();
+  for (const NormSlot& ns : norm_map_) ops_->add(norm_eff_.data() + ns.eff, P + ns.off, norm_ones_.data(), ns.n);
+}
+
+const float* Transformer::nw(const float* w) const {
+  if (norm_map_.empty()) return w;
+  const size_t off = size_t(w - const_cast<Transformer*>(this)->backend_params());
+  for (const NormSlot& ns : norm_map_)
+    if (ns.off == off) return norm_eff_.data() + ns.eff;
+  return w;
 }
 
 void Transformer::check_backend(const OpsTable& ops) const {
@@ -80,13 +122,15 @@ Transformer::LayerParams Transformer::layer(float* base, int l) const {
     w.gnorm = p, p += cfg_.linear_value_head_dim;
     w.wout = p, p += C * Vd;
   } else {
-    w.wq = p, p += qd * C;
-    w.bq = bias ? p : nullptr, p += bias ? qd : 0;
+    const size_t qrows = qd * (cfg_.attn_output_gate ? 2 : 1);
+    w.wq = p, p += qrows * C;
+    w.bq = bias ? p : nullptr, p += bias ? qrows : 0;
     w.wk = p, p += kvd * C;
     w.bk = bias ? p : nullptr, p += bias ? kvd : 0;
     w.wv = p, p += kvd * C;
     w.bv = bias ? p : nullptr, p += bias ? kvd : 0;
     w.wo = p, p += C * qd;
+    if (cfg_.qk_norm) w.qn = p, p += cfg_.head_dim, w.kn = p, p += cfg_.head_dim;
   }
   w.ln2 = p, p += C;  // the MLP half is the same for every layer kind
   w.wg = p, p += F * C;
@@ -109,7 +153,8 @@ void Transformer::init_random(uint64_t seed, float std) {
     for (size_t i = 0; i < n; ++i) {
       if (is_alog) p[i] = std::log(1.0f + 15.0f * float(rng.uniform()));  // A in [1, 16), as Qwen3-Next inits
       else if (is_dtb) p[i] = 1.0f;
-      else p[i] = is_norm ? 1.0f : is_bias ? 0.0f : rng.normal() * (is_out ? out_std : std);
+      else p[i] = is_norm ? (cfg_.zero_centered_norm && s.name.find("linear_attn.norm") == std::string::npos ? 0.0f : 1.0f)
+                  : is_bias ? 0.0f : rng.normal() * (is_out ? out_std : std);
     }
   }
   upload_params();
@@ -125,13 +170,33 @@ AttnShape Transformer::attn_shape(int B, int Tq, int Tk, int l) const {
 
 // q[N,Hq*D], k,v[N,Hkv*D] = projections of h[N,C]; RoPE applied to q and k at positions pos[N].
 void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k,
-                              float* v) const {
-  const int C = cfg_.hidden_size, D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
-  ops_->linear_fwd(q, h, w.wq, w.bq, N, C, Hq * D);
+                              float* v, float* gate, float* scratch) const {
+  const int C = cfg_.hidden_size, D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, R = cfg_.rotary();
+  const size_t rq = size_t(N) * Hq, rk = size_t(N) * Hkv;
+  if (cfg_.attn_output_gate) {  // q_proj rows per head: [q (D) | gate (D)]
+    ops_->linear_fwd(scratch, h, w.wq, w.bq, N, C, 2 * Hq * D);
+    ops_->strided_copy(q, D, scratch, 2 * size_t(D), rq, D);
+    ops_->strided_copy(gate, D, scratch + D, 2 * size_t(D), rq, D);
+  } else {
+    ops_->linear_fwd(q, h, w.wq, w.bq, N, C, Hq * D);
+  }
   ops_->linear_fwd(k, h, w.wk, w.bk, N, C, Hkv * D);
   ops_->linear_fwd(v, h, w.wv, w.bv, N, C, Hkv * D);
-  ops_->rope_fwd(q, q, pos, N, Hq, D, cfg_.rope_theta);
-  ops_->rope_fwd(k, k, pos, N, Hkv, D, cfg_.rope_theta);
+  const float eps = float(cfg_.rms_norm_eps);
+  if (cfg_.qk_norm) {  // RMSNorm over each head's D (rstd in scratch, not kept)
+    ops_->rmsnorm_fwd(q, scratch, q, nw(w.qn), int(rq), D, eps);
+    ops_->rmsnorm_fwd(k, scratch, k, nw(w.kn), int(rk), D, eps);
+  }
+  if (R == D) {
+    ops_->rope_fwd(q, q, pos, N, Hq, D, cfg_.rope_theta);
+    ops_->rope_fwd(k, k, pos, N, Hkv, D, cfg_.rope_theta);
+    return;
+  }
+  for (auto [x, H, rows] : {std::tuple{q, Hq, rq}, std::tuple{k, Hkv, rk}}) {  // rotate the first R dims only
+    ops_->strided_copy(scratch, R, x, D, rows, R);
+    ops_->rope_fwd(scratch, scratch, pos, N, H, R, cfg_.rope_theta);
+    ops_->strided_copy(x, D, scratch, R, rows, R);
+  }
 }
 
 // out[N,C] = down(silu(gate h2) * up h2); g,u,a [N,F] kept for backward.
@@ -148,6 +213,10 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   const int N = B * T, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size, L = cfg_.num_layers;
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
   check_ids(ids, targets, N, "forward");
+  if (cfg_.qk_norm || cfg_.attn_output_gate || cfg_.rotary_dim)
+    fail("train", cfg_.model_type + " attention layers (q/k norms, output gate, partial rotary) run for inference only in "
+                  "this version; training them is not supported yet");
+  refresh_norms();
   B_ = B, T_ = T;
   Activations& A = act_;
   if (A.N != N || A.res.mem() != ops_->mem) {  // batches of varying length reuse the same memory
@@ -179,7 +248,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   float* P = backend_params();
   ops_->embedding_fwd(A.res.data(), A.ids.data(), P + off_embed_, N, C);
   for (int l = 0; l < L; ++l) layer_forward(l, recompute_ ? 0 : l, true);
-  ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, P + off_norm_, N, C,
+  ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, nw(P + off_norm_), N, C,
                     cfg_.rms_norm_eps);
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
   return reduce_loss(A.loss.to_vector(), targets, weights, N);
@@ -202,17 +271,17 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
   LayerActs t = layer_acts(slot);
   const float* x = A.res.data() + size_t(l) * N * C;
   float* tmp = A.tmp.data();
-  ops_->rmsnorm_fwd(t.h1, t.rstd1, x, w.ln1, N, C, cfg_.rms_norm_eps);
+  ops_->rmsnorm_fwd(t.h1, t.rstd1, x, nw(w.ln1), N, C, cfg_.rms_norm_eps);
   if (cfg_.is_linear(l)) {
     A.gdn_state.zero();  // each training sequence starts from an empty state
     gdn_forward(w, gdn_acts(slot), t.h1, B_, T_, nullptr, A.gdn_state.data(), tmp);
   } else {
-    project_qkv(w, t.h1, N, A.pos.data(), t.q, t.k, t.v);
+    project_qkv(w, t.h1, N, A.pos.data(), t.q, t.k, t.v, nullptr, nullptr);
     ops_->attention_fwd(t.att, t.lse, t.q, t.k, t.v, attn_shape(B_, T_, T_, l));
     ops_->linear_fwd(tmp, t.att, w.wo, nullptr, N, qd, C);
   }
   ops_->add(t.xmid, x, tmp, size_t(N) * C);
-  ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, w.ln2, N, C, cfg_.rms_norm_eps);
+  ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, nw(w.ln2), N, C, cfg_.rms_norm_eps);
   mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp);
   if (write_out) ops_->add(A.res.data() + size_t(l + 1) * N * C, t.xmid, tmp, size_t(N) * C);
 }
@@ -307,7 +376,7 @@ void Transformer::backward(float loss_scale) {
     ops_->linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
                      lm_head(P), rows, C, V);
   }
-  ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, P + off_norm_, A.rstdf.data(), N, C);
+  ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, nw(P + off_norm_), A.rstdf.data(), N, C);
   for (int l = L - 1; l >= 0; --l) {
     const int slot = recompute_ ? 0 : l;
     if (recompute_) layer_forward(l, slot, false);
@@ -322,11 +391,11 @@ void Transformer::backward(float loss_scale) {
     ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F);
     ops_->linear_bwd(dtmp, gw.wu, nullptr, dF3, h2, w.wu, N, C, F);
     ops_->add(dh, dh, dtmp, size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp, gw.ln2, dh, xmid, w.ln2, t.rstd2, N, C);
+    ops_->rmsnorm_bwd(dtmp, gw.ln2, dh, xmid, nw(w.ln2), t.rstd2, N, C);
     ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(xmid)
     if (cfg_.is_linear(l)) {
       gdn_backward(w, gw, gdn_acts(slot), h1, dx, dh, dtmp);
-      ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, w.ln1, t.rstd1, N, C);
+      ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, nw(w.ln1), t.rstd1, N, C);
       ops_->add(dx, dx, dtmp, size_t(N) * C);
       continue;
     }
@@ -340,7 +409,7 @@ void Transformer::backward(float loss_scale) {
     ops_->add(dh, dh, dtmp, size_t(N) * C);
     ops_->linear_bwd(dtmp, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd));
     ops_->add(dh, dh, dtmp, size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, w.ln1, t.rstd1, N, C);
+    ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, nw(w.ln1), t.rstd1, N, C);
     ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(x) of layer l
   }
   ops_->embedding_bwd(G + off_embed_, dx, A.ids.data(), N, C);
@@ -435,26 +504,28 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   Buffer<float> q(&mem, size_t(n) * qd), knew(&mem, size_t(n) * kvd), vnew(&mem, size_t(n) * kvd),
       att(&mem, size_t(n) * qd), lse(&mem, size_t(n) * cfg_.num_heads);
   Buffer<float> g(&mem, size_t(n) * F), u(&mem, size_t(n) * F), a(&mem, size_t(n) * F), kw(&mem), vw(&mem);
-  Buffer<float> gdn_scratch(&mem);
+  Buffer<float> gdn_scratch(&mem), gate(&mem, cfg_.attn_output_gate ? size_t(n) * qd : 0),
+      qscratch(&mem, cfg_.attn_output_gate || cfg_.qk_norm || cfg_.rotary_dim ? 2 * size_t(n) * qd : 0);
+  refresh_norms();
   ops_->embedding_fwd(x.data(), dids.data(), P + off_embed_, n, C);
   for (int l = 0; l < L; ++l) {
     LayerParams w = layer(P, l);
     LayerKVCache& c = caches[l];
     SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
     if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
-    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), w.ln1, n, C, cfg_.rms_norm_eps);
+    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln1), n, C, cfg_.rms_norm_eps);
     if (cfg_.is_linear(l)) {  // constant-size state: conv inputs + recurrent matrix
       gdn_scratch.resize(size_t(n) * gdn_floats_per_token());
       gdn_forward(w, carve_gdn(gdn_scratch.data(), n), h.data(), 1, n, c.conv_state.data(),
                   c.rec_state.data(), tmp.data());
       c.n_seen += n;
       ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
-      ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), w.ln2, n, C, cfg_.rms_norm_eps);
+      ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
       mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data());
       ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
       continue;
     }
-    project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data());
+    project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data(), gate.data(), qscratch.data());
     const float *K, *Vv;
     int Tk;
     if (c.window == 0) {  // full: append, attend over the whole cache
@@ -480,15 +551,19 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
     }
     c.n_seen += n;
     ops_->attention_fwd(att.data(), lse.data(), q.data(), K, Vv, attn_shape(1, n, Tk, l));
+    if (cfg_.attn_output_gate) {  // att *= sigmoid(gate)
+      ops_->act_fwd(gate.data(), gate.data(), size_t(n) * qd, 1);
+      ops_->mul(att.data(), att.data(), gate.data(), size_t(n) * qd);
+    }
     ops_->linear_fwd(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C);
     ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
-    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), w.ln2, n, C, cfg_.rms_norm_eps);
+    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
     mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data());
     ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
   }
   const int first = all_logits ? 0 : n - 1, rows = n - first;
   Buffer<float> logits(&mem, size_t(rows) * V);
-  ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, P + off_norm_, rows, C, cfg_.rms_norm_eps);
+  ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, nw(P + off_norm_), rows, C, cfg_.rms_norm_eps);
   ops_->linear_fwd(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V);
   logits.download(logits_out, size_t(rows) * V);
 }

@@ -31,7 +31,7 @@ class Transformer : public LanguageModel {
 
  private:
   struct LayerParams {  // pointers into a flat buffer (params or grads)
-    float *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *ln2, *wg, *wu, *wd;
+    float *ln1, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *qn, *kn, *ln2, *wg, *wu, *wd;  // qn, kn: q/k norms (Qwen3)
     // linear_attention (Gated DeltaNet, Qwen3.5 names): in_proj_qkv rows [q | k | v], conv1d [2Kd+Vd, K]
     float *qkv, *wz, *wb, *wa, *conv, *dt_bias, *A_log, *gnorm, *wout;
   };
@@ -79,7 +79,20 @@ class Transformer : public LanguageModel {
   const float* lm_head(const float* base) const { return base + off_lm_head_; }
   AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;
   // Shared helpers of both paths.
-  void project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k, float* v) const;
+  // q[N,Hq*D], k,v[N,Hkv*D] from h[N,C]: projections, q/k norms, RoPE (partial when rotary_dim);
+  // with the output gate also gate[N,Hq*D] (pre-sigmoid). scratch: [N, 2*Hq*D] when the config
+  // has q/k norms, a gate or partial rotary (else unused).
+  void project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k, float* v,
+                   float* gate, float* scratch) const;
+  // Zero-centred norms: effective weights (1 + w), see refresh_norms(); nw(w) maps a norm weight
+  // in the backend parameters to the weight the op should use.
+  struct NormSlot {
+    size_t off, eff, n;
+  };
+  void refresh_norms() const;
+  const float* nw(const float* w) const;
+  std::vector<NormSlot> norm_map_;
+  mutable Buffer<float> norm_eff_, norm_ones_;
   void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out) const;
 
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;

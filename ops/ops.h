@@ -163,6 +163,11 @@ struct OpsTable {
   void (*rwkv7_out_bwd)(float* dyn, float* dr, float* dkmod, float* dv, float* drk, float* dg, const float* dout,
                         const float* yn, const float* r, const float* kmod, const float* v, const float* rk,
                         const float* g, int N, int H, int D);
+  // ---- layout helpers (Qwen3/Qwen3.5 attention: the q/gate split, partial rotary) ----
+  // rows x width floats: dst[r * dst_stride + i] = src[r * src_stride + i]
+  void (*strided_copy)(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width);
+  // out[n] = a[n] * b[n]; out may alias a or b
+  void (*mul)(float* out, const float* a, const float* b, size_t n);
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h

@@ -2,7 +2,10 @@
 // receptive field, snapshot/restore and save/load bitwise, constant SWA state size.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+
+#include "core/error.h"
 
 #include "infer/session.h"
 #include "model_fixtures.h"
@@ -189,4 +192,43 @@ TEST(Model, SaveLoadIsBitwise) {
   auto ids = random_ids(30, c.vocab_size, 11);
   EXPECT_EQ(prefill_in_pieces(*l.model, ids, 30), prefill_in_pieces(m, ids, 30));
   EXPECT_EQ(l.tokenizer->to_json(), tok.to_json());
+}
+
+// Qwen3.5-style layers (GDN + gated attention with q/k norms, partial rotary, zero-centred norms):
+// the config parses from transformers' form and round-trips, the parameter layout is Qwen3.5's,
+// streaming in pieces equals one shot, and training these attention layers fails with a clear
+// error (inference only for now). Logit parity with transformers: tests/parity/hf_logits.py.
+TEST(Model, Qwen35HybridStreamsAndRefusesTraining) {
+  json j = {{"model_type", "qwen3_5_text"}, {"vocab_size", 31}, {"hidden_size", 32}, {"intermediate_size", 48},
+            {"num_hidden_layers", 4}, {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"head_dim", 16},
+            {"layer_types", {"linear_attention", "full_attention", "linear_attention", "full_attention"}},
+            {"linear_num_key_heads", 1}, {"linear_num_value_heads", 2}, {"linear_key_head_dim", 8},
+            {"linear_value_head_dim", 8}, {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", 10000.0},
+                                                               {"partial_rotary_factor", 0.25}, {"mrope_section", {1, 1, 0}}}},
+            {"tie_word_embeddings", true}};
+  ModelConfig c = ModelConfig::from_json(j, "cfg");
+  EXPECT_TRUE(c.qk_norm && c.attn_output_gate && c.zero_centered_norm);
+  EXPECT_EQ(c.rotary(), 4);
+  EXPECT_EQ(ModelConfig::from_json(c.to_json(), "round trip").to_json(), c.to_json());
+  Transformer m(c);
+  m.init_random(5, 0.2f);
+  ASSERT_NE(m.find_param("model.layers.1.self_attn.q_norm.weight"), nullptr);
+  EXPECT_EQ(m.find_param("model.layers.1.self_attn.q_proj.weight")->shape, (Shape{2 * 2 * 16, 32}));
+  EXPECT_EQ(m.params()[m.find_param("model.norm.weight")->offset], 0.0f);  // zero-centred: 1 + 0
+  for (size_t i = 0; i < m.num_params(); ++i) m.params()[i] += 0.05f * float((i * 7919) % 13) / 13.0f;
+  auto ids = random_ids(50, c.vocab_size, 3);
+  std::vector<float> one = prefill_in_pieces(m, ids, 50);
+  for (float v : one) ASSERT_TRUE(std::isfinite(v));
+  for (int piece : {1, 7}) EXPECT_CLOSE(prefill_in_pieces(m, ids, piece), one, 1e-5, 1e-4) << "piece " << piece;
+  std::vector<int32_t> tg(ids.size(), 1);
+  std::vector<float> w(ids.size(), 1.0f);
+  try {
+    m.forward(ids.data(), tg.data(), w.data(), 1, int(ids.size()));
+    FAIL() << "training a gated-attention layer should be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("inference only"), std::string::npos) << e.what();
+  }
+  json moe = j;
+  moe["model_type"] = "qwen3_next", moe["num_experts"] = 8;
+  EXPECT_THROW(ModelConfig::from_json(moe, "cfg"), Error);
 }

@@ -173,6 +173,15 @@ __global__ void add_k(float* out, const float* a, const float* b, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     out[i] = a[i] + b[i];
 }
+__global__ void mul_k(float* out, const float* a, const float* b, size_t n) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = a[i] * b[i];
+}
+__global__ void strided_copy_k(float* dst, size_t ds, const float* src, size_t ss, size_t rows, size_t width) {
+  const size_t n = rows * width;
+  for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x)
+    dst[(e / width) * ds + e % width] = src[(e / width) * ss + e % width];
+}
 __global__ void scale_k(float* x, size_t n, float s) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) x[i] *= s;
 }
@@ -346,6 +355,15 @@ void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32
 void add(float* out, const float* a, const float* b, size_t n) {
   add_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(out, a, b, n);
   SR_CUDA_LAUNCHED("add");
+}
+void mul(float* out, const float* a, const float* b, size_t n) {
+  if (n) mul_k<<<blocks_for(n, 256), 256, 0, stream()>>>(out, a, b, n);
+  SR_CUDA_LAUNCHED("mul");
+}
+void strided_copy(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width) {
+  if (rows * width)
+    strided_copy_k<<<blocks_for(rows * width, 256), 256, 0, stream()>>>(dst, dst_stride, src, src_stride, rows, width);
+  SR_CUDA_LAUNCHED("strided_copy");
 }
 void scale(float* x, size_t n, float s) {
   scale_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, n, s);

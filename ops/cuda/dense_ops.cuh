@@ -20,6 +20,8 @@ void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targe
 void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N, int V);
 void add(float* out, const float* a, const float* b, size_t n);
 void scale(float* x, size_t n, float s);
+void mul(float* out, const float* a, const float* b, size_t n);
+void strided_copy(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width);
 double sum_squares(const float* x, size_t n);
 void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
 // Gated DeltaNet layer pieces (gated_deltanet.cu)

@@ -60,6 +60,8 @@ const OpsTable& ops_cuda() {
       .rwkv7_prep_bwd = o::rwkv7_prep_bwd,
       .rwkv7_out_fwd = o::rwkv7_out_fwd,
       .rwkv7_out_bwd = o::rwkv7_out_bwd,
+      .strided_copy = o::strided_copy,
+      .mul = o::mul,
   };
   return t;
 }
@@ -107,7 +109,7 @@ SR_TIMED(embedding_fwd) SR_TIMED(embedding_bwd) SR_TIMED(rmsnorm_fwd) SR_TIMED(r
 SR_TIMED(linear_bwd) SR_TIMED(rope_fwd) SR_TIMED(rope_bwd) SR_TIMED(attention_fwd) SR_TIMED(attention_bwd)
 SR_TIMED(swiglu_fwd) SR_TIMED(swiglu_bwd) SR_TIMED(xent_fwd) SR_TIMED(xent_bwd) SR_TIMED(add) SR_TIMED(scale)
 SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_conv_bwd) SR_TIMED(l2norm_fwd) SR_TIMED(l2norm_bwd) SR_TIMED(gdn_gates_fwd) SR_TIMED(gdn_gates_bwd) SR_TIMED(gated_rmsnorm_fwd) SR_TIMED(gated_rmsnorm_bwd) SR_TIMED(delta_rule_fwd) SR_TIMED(delta_rule_bwd)
-SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd)
+SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd) SR_TIMED(strided_copy) SR_TIMED(mul)
 #undef SR_TIMED
 }  // namespace
 
@@ -177,6 +179,8 @@ const OpsTable& ops_cuda_profiled() {
       .rwkv7_prep_bwd = timed_rwkv7_prep_bwd,
       .rwkv7_out_fwd = timed_rwkv7_out_fwd,
       .rwkv7_out_bwd = timed_rwkv7_out_bwd,
+      .strided_copy = timed_strided_copy,
+      .mul = timed_mul,
   };
   return t;
 }

@@ -59,6 +59,8 @@ const OpsTable& ops_ref() {
       .rwkv7_prep_bwd = ref::rwkv7_prep_bwd<float>,
       .rwkv7_out_fwd = ref::rwkv7_out_fwd<float>,
       .rwkv7_out_bwd = ref::rwkv7_out_bwd<float>,
+      .strided_copy = ref::strided_copy<float>,
+      .mul = ref::mul<float>,
   };
   return t;
 }

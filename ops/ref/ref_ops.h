@@ -247,6 +247,17 @@ void add(T* out, const T* a, const T* b, size_t n) {
 }
 
 template <class T>
+void mul(T* out, const T* a, const T* b, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = a[i] * b[i];
+}
+
+template <class T>
+void strided_copy(T* dst, size_t dst_stride, const T* src, size_t src_stride, size_t rows, size_t width) {
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t i = 0; i < width; ++i) dst[r * dst_stride + i] = src[r * src_stride + i];
+}
+
+template <class T>
 void scale(T* x, size_t n, float s) {
   for (size_t i = 0; i < n; ++i) x[i] *= T(s);
 }
