@@ -1,6 +1,8 @@
 #include "models/model_dir.h"
 
 #include <filesystem>
+#include <iostream>
+#include <set>
 
 #include "core/error.h"
 #include "models/safetensors.h"
@@ -17,6 +19,7 @@ ModelConfig load_model_config(const std::string& dir) {
 void load_weights(LanguageModel& model, const std::string& dir) {
   SafeTensorsSet set(dir);
   const std::string& prefix = model.config().weight_prefix;  // e.g. Qwen3.5's "model.language_model."
+  std::set<std::string> used;
   for (const ParamSpec& s : model.param_specs()) {
     const SafeTensorsFile* f = nullptr;
     const std::string name = !prefix.empty() && s.name.rfind("model.", 0) == 0 ? prefix + s.name.substr(6) : s.name;
@@ -25,8 +28,20 @@ void load_weights(LanguageModel& model, const std::string& dir) {
     if (ti->shape != s.shape)
       fail(f->path() + ": tensor '" + name + "'", "shape " + shape_str(ti->shape) + " does not match config.json, which implies " + shape_str(s.shape));
     f->read_f32(name, model.params() + s.offset, size_t(shape_numel(s.shape)));
+    used.insert(name);
   }
   model.upload_params();
+  // Tensors the architecture does not use: a vision tower or multi-token-prediction head is
+  // expected in Qwen3.5 files; anything else may be a layout we do not understand, so say so.
+  size_t skipped = 0;
+  std::string example;
+  for (const std::string& n : set.names()) {
+    if (used.count(n) || n.rfind("model.visual.", 0) == 0 || n.rfind("mtp.", 0) == 0) continue;
+    if (skipped++ == 0) example = n;
+  }
+  if (skipped)
+    std::cerr << "warning: " << dir << ": " << skipped << " tensor(s) in the checkpoint are not used by this "
+              << model.config().model_type << " model (e.g. '" << example << "')\n";
 }
 
 LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer) {
