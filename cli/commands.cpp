@@ -15,6 +15,8 @@
 #include "core/utf8.h"
 #include "data/synthetic.h"
 #include "data/text_mix.h"
+#include "models/bpe_tokenizer.h"
+#include "models/rwkv_world_tokenizer.h"
 #include "data/toy_tasks.h"
 #include "infer/session.h"
 #include "models/model_dir.h"
@@ -203,10 +205,12 @@ int cmd_info(int argc, char** argv) {
     for (int id = 0; id < m.tokenizer->vocab_size(); ++id)
       if (m.tokenizer->is_special(id)) specials.push_back(m.tokenizer->decode({id}));
     const json tj = m.tokenizer->to_json();
-    const bool byte_level = dynamic_cast<const ByteTokenizer*>(m.tokenizer.get()) != nullptr;
-    r["tokenizer"] = {{"kind", byte_level ? "byte-level (256 byte symbols, no merges)"
-                                          : tj.value("/model/type"_json_pointer, std::string("unknown"))},
-                      {"special_tokens", specials}};
+    std::string kind = tj.value("/model/type"_json_pointer, std::string("unknown"));
+    if (dynamic_cast<const ByteTokenizer*>(m.tokenizer.get())) kind = "byte-level (256 byte symbols, no merges)";
+    if (auto* b = dynamic_cast<const BpeTokenizer*>(m.tokenizer.get())) kind = b->kind();
+    if (dynamic_cast<const RwkvWorldTokenizer*>(m.tokenizer.get()))
+      kind = "RWKV World (greedy longest byte match, " + std::to_string(m.tokenizer->vocab_size()) + " ids)";
+    r["tokenizer"] = {{"kind", kind}, {"special_tokens", specials}};
   }
   if (m.model->on_device()) {
     cuda::MemoryStats ms = cuda::memory_stats();

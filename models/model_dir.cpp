@@ -56,6 +56,7 @@ LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer, const
   m.model = make_model(cfg);
   load_weights(*m.model, dir);
   std::string tok = join_path(dir, "tokenizer.json");
+  if (!path_exists(tok) && path_exists(join_path(dir, kRwkvWorldVocab))) tok = join_path(dir, kRwkvWorldVocab);
   if (path_exists(tok)) {
     m.tokenizer = Tokenizer::load(tok);
     if (m.tokenizer->vocab_size() > cfg.vocab_size)

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/bpe_tokenizer.h"
+#include "models/rwkv_world_tokenizer.h"
 
 namespace sr {
 
@@ -116,11 +117,16 @@ json ByteTokenizer::to_json() const {
 
 std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   std::string file = is_directory(path) ? join_path(path, "tokenizer.json") : path;
+  if (is_directory(path) && !path_exists(file) && path_exists(join_path(path, kRwkvWorldVocab)))
+    file = join_path(path, kRwkvWorldVocab);
+  if (file.size() > 4 && file.compare(file.size() - 4, 4, ".txt") == 0) return RwkvWorldTokenizer::from_vocab_file(file);
   json j = load_json_file(file);
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail(file + ": field 'model'", "missing or not an object");
   const json& m = j["model"];
   std::string type = json_str_or(m, "type", "", file + ": field 'model'");
-  if (type != "BPE") fail(file + ": field 'model.type'", "unsupported tokenizer model '" + type + "' (supported: BPE)");
+  if (type == "RWKVWorld") return RwkvWorldTokenizer::from_json(j, file);
+  if (type != "BPE")
+    fail(file + ": field 'model.type'", "unsupported tokenizer model '" + type + "' (supported: BPE, RWKVWorld)");
   if (!m.contains("vocab") || !m["vocab"].is_object()) fail(file + ": field 'model.vocab'", "missing or not an object");
   bool merges = m.contains("merges") && m["merges"].is_array() && !m["merges"].empty();
   const json& vocab = m["vocab"];

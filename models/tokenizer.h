@@ -31,7 +31,8 @@ class Tokenizer {
   // True when count(a + b) == count(a) + count(b) for text without special tokens (byte-level).
   virtual bool counts_are_additive() const { return false; }
 
-  // Loads `path` (a tokenizer.json, or a directory holding one).
+  // Loads `path`: a tokenizer.json (byte-level BPE, or our RWKVWorld form), an RWKV World
+  // vocabulary .txt, or a directory holding tokenizer.json (else rwkv_vocab_v20230424.txt).
   static std::unique_ptr<Tokenizer> load(const std::string& path);
 };
 
@@ -54,6 +55,8 @@ class ByteTokenizer : public Tokenizer {
  private:
   std::vector<std::string> specials_;
 };
+
+inline constexpr const char* kRwkvWorldVocab = "rwkv_vocab_v20230424.txt";
 
 // GPT-2 byte -> printable unicode symbol (UTF-8), as used by byte-level BPE vocabularies.
 std::string byte_level_symbol(unsigned char b);

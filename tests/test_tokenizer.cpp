@@ -4,6 +4,9 @@
 // 10.8 MB of mixed text (fixture written on the GPU machine by tests/parity/tokenizer_parity.py).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -11,6 +14,7 @@
 #include "core/utf8.h"
 #include "data/text_mix.h"
 #include "models/bpe_tokenizer.h"
+#include "models/rwkv_world_tokenizer.h"
 
 using namespace sr;
 
@@ -183,4 +187,52 @@ TEST(BpeParity, QwenMatchesHuggingFaceOnTenMegabytes) {
   // Known ids of the Qwen2/3 vocabulary.
   EXPECT_EQ(tok->encode("Hello world!"), (std::vector<int32_t>{9707, 1879, 0}));
   EXPECT_EQ(tok->encode("<|im_start|>user"), (std::vector<int32_t>{151644, 872}));
+}
+
+// RWKV World: the vocabulary file format (str and bytes literals with their escapes), greedy
+// longest match over bytes, the end-of-text token, errors naming the line, and the tokenizer.json
+// form we save it in. Parity with BlinkDL's reference on the real vocabulary: docs/RESULTS.md.
+TEST(RwkvWorld, VocabularyFormatAndGreedyLongestMatch) {
+  const std::string dir = [] {
+    auto p = std::filesystem::temp_directory_path() / ("smoothread_world_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(p);
+    return p.string();
+  }();
+  std::string vocab;
+  for (int b = 0; b < 256; ++b) {  // ids 1..256: single bytes, as the real file has them
+    char lit[16];
+    if (b < 128) std::snprintf(lit, sizeof lit, "'\\x%02x'", b);
+    else std::snprintf(lit, sizeof lit, "b'\\x%02x'", b);
+    vocab += std::to_string(b + 1) + " " + lit + " 1\n";
+  }
+  vocab += "257 'ab' 2\n258 'abc' 3\n259 \"it's\" 4\n260 'a\\\\b' 3\n261 '\\xa0' 2\n262 '\\u2028x' 4\n263 b'\\xe4\\xb8' 2\n";
+  vocab += "264 '中文' 6\n";
+  write_file_atomic(dir + "/" + kRwkvWorldVocab, vocab);
+  auto tok = Tokenizer::load(dir);  // a directory holding the vocabulary file
+  EXPECT_EQ(tok->vocab_size(), 265);
+  EXPECT_EQ(tok->encode("abcab"), (std::vector<int32_t>{258, 257}));
+  EXPECT_EQ(tok->encode("it's a\\b"), (std::vector<int32_t>{259, ' ' + 1, 260}));
+  EXPECT_EQ(tok->encode("\xc2\xa0"), (std::vector<int32_t>{261}));            // \xa0 in a str is U+00A0
+  EXPECT_EQ(tok->encode("\xe2\x80\xa8x"), (std::vector<int32_t>{262}));       // \u2028
+  EXPECT_EQ(tok->encode("中文中"), (std::vector<int32_t>{264, 263, 0xad + 1}));  // longest, then bytes
+  EXPECT_EQ(tok->encode("x<|endoftext|>"), (std::vector<int32_t>{'x' + 1, 0}));
+  EXPECT_EQ(tok->encode("<|endoftext|>", false).size(), 13u);
+  for (const std::string& s : std::vector<std::string>{"abc it's 中文 \xf0\x9f\x98\x80", std::string("\0\x01 z", 4)})
+    EXPECT_EQ(tok->decode(tok->encode(s)), s);
+  // our tokenizer.json form loads back to the same tokenizer
+  write_file_atomic(dir + "/tokenizer.json", tok->to_json().dump());
+  auto back = Tokenizer::load(dir + "/tokenizer.json");
+  EXPECT_EQ(back->encode("abcab it's 中文"), tok->encode("abcab it's 中文"));
+  for (auto [text, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"1 'a' 2\n", "line 1: token is 1 bytes"}, {"1 'a' 1\n1 'b' 1\n", "line 2: id 1 appears twice"},
+           {"x 'a' 1\n", "line 1: bad id"}, {"1 'a\\q' 2\n", "line 1: cannot parse"}}) {
+    write_file_atomic(dir + "/bad.txt", text);
+    try {
+      Tokenizer::load(dir + "/bad.txt");
+      ADD_FAILURE() << "no error for " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
