@@ -82,7 +82,17 @@ int cmd_generate(int argc, char** argv) {
   s.prefill(ids);
   auto t1 = std::chrono::steady_clock::now();
   int eos = m.model->config().eos_token_id;
-  std::vector<int32_t> out = s.generate(int(max_tokens), eos);
+  // Text mode streams each token as it is decoded (never half a UTF-8 character); --json prints
+  // once at the end.
+  std::vector<int32_t> out;
+  Utf8StreamDecoder stream(*m.tokenizer);
+  for (long long i = 0; i < max_tokens; ++i) {
+    const int32_t id = s.sample();  // as Session::generate: the stop token is returned, not fed
+    out.push_back(id);
+    if (id == eos) break;
+    s.prefill({id});
+    if (!a.has("--json")) std::cout << make_valid_utf8(stream.push({id})) << std::flush;
+  }
   auto t2 = std::chrono::steady_clock::now();
   bool hit_eos = !out.empty() && out.back() == eos;
   std::vector<int32_t> text_ids = out;
@@ -95,7 +105,7 @@ int cmd_generate(int argc, char** argv) {
               {"decode_tokens_per_s", dc > 0 ? out.size() / dc : 0.0}};
     std::cout << r.dump() << "\n";
   } else {
-    std::cout << text << "\n";
+    std::cout << make_valid_utf8(stream.flush()) << "\n";
   }
   return 0;
 }
