@@ -14,7 +14,7 @@ size_t LanguageModel::add_param(const std::string& name, const Shape& shape) {
 
 void LanguageModel::finish_params(const OpsTable* ops) {
   size_t total = specs_.empty() ? 0 : specs_.back().offset + size_t(shape_numel(specs_.back().shape));
-  params_.assign(total, 0.0f);
+  params_.resize(total);  // uninitialized: init_random() or the loader writes every element
   ops_ = &ops_cpu();
   set_ops(ops ? ops : &ops_cpu());
 }
@@ -26,8 +26,7 @@ void LanguageModel::set_ops(const OpsTable* ops) {
   drop_activations();
   dparams_ = Buffer<float>(ops->mem, on_device() ? params_.size() : 0);
   upload_params();
-  grads_ = Buffer<float>(ops->mem, params_.size());
-  grads_.zero();
+  grads_ = Buffer<float>(ops->mem);  // allocated by grads() on first use
 }
 
 void LanguageModel::upload_params() {

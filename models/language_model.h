@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/rng.h"
@@ -19,6 +20,26 @@
 #include "ops/ops.h"
 
 namespace sr {
+
+// std::allocator without value-initialization on resize (vector<T, NoInitAllocator<T>>).
+template <class T>
+struct NoInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = NoInitAllocator<U>;
+  };
+  NoInitAllocator() = default;
+  template <class U>
+  NoInitAllocator(const NoInitAllocator<U>&) {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
 
 struct ParamSpec {
   std::string name;  // Hugging Face tensor name, e.g. model.layers.0.self_attn.q_proj.weight
@@ -61,11 +82,18 @@ class LanguageModel {
   void upload_params();              // host params() -> backend (no-op on the CPU)
   void sync_params_to_host() const;  // backend -> host params() (no-op on the CPU)
   float* backend_params() { return on_device() ? dparams_.data() : params_.data(); }
-  float* grads() { return grads_.data(); }  // backend memory
+  // Gradients (backend memory), allocated on first use: an inference-only model never pays for them.
+  float* grads() {
+    if (grads_.size() != params_.size()) grads_.resize(params_.size()), grads_.zero();
+    return grads_.data();
+  }
   const std::vector<ParamSpec>& param_specs() const { return specs_; }
   const ParamSpec* find_param(const std::string& name) const;
   virtual void init_random(uint64_t seed, float std = 0.02f) = 0;
-  void zero_grad() { grads_.zero(); }
+  void zero_grad() {
+    grads();
+    grads_.zero();
+  }
 
   // ---- training ----
   // ids, targets, weights: [B,T]. targets < 0 or weight 0 -> no loss. Returns
@@ -114,7 +142,9 @@ class LanguageModel {
   ModelConfig cfg_;
   const OpsTable* ops_;
   std::vector<ParamSpec> specs_;
-  mutable std::vector<float> params_;  // host copy (the backend's own when it is the CPU)
+  // host copy (the backend's own when it is the CPU); not zero-filled on allocation (every element
+  // is written by init_random() or the loader), so a large checkpoint loads in one pass
+  mutable std::vector<float, NoInitAllocator<float>> params_;
   Buffer<float> dparams_, grads_;      // device parameters (device backends only); gradients
   double weight_sum_ = 0;
   bool recompute_ = false;

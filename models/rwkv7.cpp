@@ -254,7 +254,7 @@ void Rwkv7::backward(float loss_scale) {
   fit(W.scratch, size_t(N) * (24 * size_t(C) + rw + ra + rv + rg + F));
   upload_loss_grad(W.g, A.host_weights, loss_scale);
   W.dvfirst.zero();
-  float *P = backend_params(), *G = grads_.data();
+  float *P = backend_params(), *G = grads();
   float *dx = W.dx.data(), *dh = W.dh.data(), *dtmp = W.dtmp.data();
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
     const int rows = std::min(A.logit_rows, N - r0);

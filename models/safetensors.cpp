@@ -1,5 +1,6 @@
 #include "models/safetensors.h"
 
+#include <algorithm>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -128,11 +129,16 @@ void SafeTensorsFile::read_f32(const std::string& name, float* out, size_t numel
   if (size_t(shape_numel(ti.shape)) != numel) fail(path_ + ": tensor '" + name + "'", "element count mismatch");
   const unsigned char* p = data_ + ti.begin;
   if (ti.dtype == "F32") {
-    std::memcpy(out, p, numel * 4);
+    const size_t chunk = size_t(1) << 22;  // parallel copy: page faults of a fresh buffer are the cost
+#pragma omp parallel for schedule(static) if (numel > chunk)
+    for (int64_t c = 0; c < int64_t((numel + chunk - 1) / chunk); ++c)
+      std::memcpy(out + size_t(c) * chunk, p + size_t(c) * chunk * 4, std::min(chunk, numel - size_t(c) * chunk) * 4);
   } else {
-    bool bf = ti.dtype == "BF16";
-    for (size_t i = 0; i < numel; ++i) {
-      uint16_t h = uint16_t(p[2 * i] | (p[2 * i + 1] << 8));
+    const bool bf = ti.dtype == "BF16";
+    const int64_t n = int64_t(numel);
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t h = uint16_t(p[2 * i] | (p[2 * i + 1] << 8));
       out[i] = bf ? bf16_to_f32(h) : f16_to_f32(h);
     }
   }

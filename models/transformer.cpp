@@ -364,7 +364,7 @@ void Transformer::backward(float loss_scale) {
   fit(W.dtmp, size_t(N) * C), fit(W.dF1, size_t(N) * F), fit(W.dF2, size_t(N) * F), fit(W.dF3, size_t(N) * F);
   fit(W.dq, size_t(N) * qd), fit(W.dk, size_t(N) * kvd), fit(W.dv, size_t(N) * kvd), fit(W.datt, size_t(N) * qd);
   upload_loss_grad(W.g, A.host_weights, loss_scale);
-  float *P = backend_params(), *G = grads_.data();
+  float *P = backend_params(), *G = grads();
   float *dx = W.dx.data(), *dh = W.dh.data(), *dtmp = W.dtmp.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
         *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
   // LM head + cross-entropy, chunk by chunk (logits recomputed when they were not kept whole).
