@@ -204,6 +204,25 @@ static void BM_model_decode(benchmark::State& st) {
 }
 BENCHMARK(BM_model_decode)->Arg(0)->Arg(256)->UseRealTime()->MinTime(1.0);
 
+// RWKV-7's wkv forward alone (4 heads x 64, one sequence): arg 1 = chunk; chunk 1 is the token
+// scan, 64 the chunked DPLR form (same op, ops/cpu/generalized_delta_rule.cpp).
+static void BM_gdr_fwd(benchmark::State& st) {
+  const int L = int(st.range(0)), H = 4, D = 64;
+  GdrShape s;
+  s.B = 1, s.T = L, s.H = H, s.Dk = D, s.Dv = D, s.chunk = int(st.range(1));
+  const size_t n = size_t(L) * H * D;
+  auto r = randv(n, 1), k = randv(n, 2), v = randv(n, 3), kk = randv(n, 4);
+  std::vector<float> w(n), a(n), b(n), y(n), state(size_t(H) * D * D);
+  for (size_t i = 0; i < n; ++i) w[i] = 0.6f + 0.39f * float(i % 97) / 97.0f, a[i] = -0.1f * kk[i], b[i] = 0.05f * kk[i];
+  for (auto _ : st) {
+    std::fill(state.begin(), state.end(), 0.0f);
+    cpu::gdr_fwd(y.data(), state.data(), r.data(), w.data(), a.data(), b.data(), k.data(), v.data(), s);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["tokens/s"] = benchmark::Counter(L, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_gdr_fwd)->ArgsProduct({{4096, 65536}, {1, 64}})->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+
 // Byte-level BPE encode on one core with the real Qwen vocabulary (third_party/, fetched by
 // scripts/setup.sh), MB/s of UTF-8 input: kind 0 = English prose (the pseudo-essay haystack of the
 // synthetic tasks, 4 MB), 1 = the multilingual text_mix corpus (4 MB; code, CJK, emoji, ...).
