@@ -170,7 +170,7 @@ AttnShape Transformer::attn_shape(int B, int Tq, int Tk, int l) const {
 
 // q[N,Hq*D], k,v[N,Hkv*D] = projections of h[N,C]; RoPE applied to q and k at positions pos[N].
 void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k,
-                              float* v, float* gate, float* scratch) const {
+                              float* v, float* gate, float* scratch, const QxActs* keep) const {
   const int C = cfg_.hidden_size, D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, R = cfg_.rotary();
   const size_t rq = size_t(N) * Hq, rk = size_t(N) * Hkv;
   if (cfg_.attn_output_gate) {  // q_proj rows per head: [q (D) | gate (D)]
@@ -183,9 +183,13 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
   ops_->linear_fwd(k, h, w.wk, w.bk, N, C, Hkv * D);
   ops_->linear_fwd(v, h, w.wv, w.bv, N, C, Hkv * D);
   const float eps = float(cfg_.rms_norm_eps);
-  if (cfg_.qk_norm) {  // RMSNorm over each head's D (rstd in scratch, not kept)
-    ops_->rmsnorm_fwd(q, scratch, q, nw(w.qn), int(rq), D, eps);
-    ops_->rmsnorm_fwd(k, scratch, k, nw(w.kn), int(rk), D, eps);
+  if (cfg_.qk_norm) {  // RMSNorm over each head's D; training keeps the inputs and rstd
+    if (keep) {
+      ops_->strided_copy(keep->qpre, 1, q, 1, 1, rq * D);
+      ops_->strided_copy(keep->kpre, 1, k, 1, 1, rk * D);
+    }
+    ops_->rmsnorm_fwd(q, keep ? keep->rq : scratch, q, nw(w.qn), int(rq), D, eps);
+    ops_->rmsnorm_fwd(k, keep ? keep->rk : scratch, k, nw(w.kn), int(rk), D, eps);
   }
   if (R == D) {
     ops_->rope_fwd(q, q, pos, N, Hq, D, cfg_.rope_theta);
@@ -213,9 +217,6 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   const int N = B * T, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size, L = cfg_.num_layers;
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
   check_ids(ids, targets, N, "forward");
-  if (cfg_.qk_norm || cfg_.attn_output_gate || cfg_.rotary_dim)
-    fail("train", cfg_.model_type + " attention layers (q/k norms, output gate, partial rotary) run for inference only in "
-                  "this version; training them is not supported yet");
   refresh_norms();
   B_ = B, T_ = T;
   Activations& A = act_;
@@ -232,6 +233,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
     fit(A.hf, size_t(N) * C), fit(A.rstdf, N), fit(A.logits, size_t(A.logit_rows) * V);
     fit(A.lse_x, N), fit(A.loss, N), fit(A.pos, N), fit(A.ids, N), fit(A.targets, N);
     fit(A.tmp, size_t(N) * C);
+    fit(A.qx, S * N * qx_floats_per_token());
     if (cfg_.any_linear()) {
       fit(A.gdn, S * N * gdn_floats_per_token());
       fit(A.gdn_state, size_t(B) * cfg_.linear_num_value_heads * cfg_.linear_key_head_dim * cfg_.linear_value_head_dim);
@@ -264,6 +266,23 @@ Transformer::LayerActs Transformer::layer_acts(int slot) {
           A.a.data() + o * F};
 }
 
+size_t Transformer::qx_floats_per_token() const {
+  const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
+  return (cfg_.attn_output_gate ? 2 * qd : 0) + (cfg_.qk_norm ? qd + kvd + cfg_.num_heads + cfg_.num_kv_heads : 0);
+}
+
+Transformer::QxActs Transformer::qx_acts(int slot) {
+  const size_t N = act_.N, qd = size_t(cfg_.num_heads) * cfg_.head_dim;
+  const size_t kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
+  float* p = act_.qx.data() + size_t(slot) * N * qx_floats_per_token();
+  auto take = [&](bool on, size_t n) { float* q = on ? p : nullptr; p += on ? N * n : 0; return q; };
+  QxActs x{};
+  x.gate = take(cfg_.attn_output_gate, qd), x.attg = take(cfg_.attn_output_gate, qd);
+  x.qpre = take(cfg_.qk_norm, qd), x.kpre = take(cfg_.qk_norm, kvd);
+  x.rq = take(cfg_.qk_norm, cfg_.num_heads), x.rk = take(cfg_.qk_norm, cfg_.num_kv_heads);
+  return x;
+}
+
 void Transformer::layer_forward(int l, int slot, bool write_out) {
   Activations& A = act_;
   const int N = A.N, C = cfg_.hidden_size, qd = cfg_.num_heads * cfg_.head_dim;
@@ -276,9 +295,17 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
     A.gdn_state.zero();  // each training sequence starts from an empty state
     gdn_forward(w, gdn_acts(slot), t.h1, B_, T_, nullptr, A.gdn_state.data(), tmp);
   } else {
-    project_qkv(w, t.h1, N, A.pos.data(), t.q, t.k, t.v, nullptr, nullptr);
+    const QxActs x2 = qx_acts(slot);
+    fit(work_.qx, size_t(N) * 2 * qd);  // projection scratch
+    project_qkv(w, t.h1, N, A.pos.data(), t.q, t.k, t.v, x2.gate, work_.qx.data(), &x2);
     ops_->attention_fwd(t.att, t.lse, t.q, t.k, t.v, attn_shape(B_, T_, T_, l));
-    ops_->linear_fwd(tmp, t.att, w.wo, nullptr, N, qd, C);
+    const float* o_in = t.att;
+    if (cfg_.attn_output_gate) {  // attg = att * sigmoid(gate)
+      ops_->act_fwd(x2.attg, x2.gate, size_t(N) * qd, 1);
+      ops_->mul(x2.attg, x2.attg, t.att, size_t(N) * qd);
+      o_in = x2.attg;
+    }
+    ops_->linear_fwd(tmp, o_in, w.wo, nullptr, N, qd, C);
   }
   ops_->add(t.xmid, x, tmp, size_t(N) * C);
   ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, nw(w.ln2), N, C, cfg_.rms_norm_eps);
@@ -399,12 +426,47 @@ void Transformer::backward(float loss_scale) {
       ops_->add(dx, dx, dtmp, size_t(N) * C);
       continue;
     }
-    // xmid = x + o_proj(att)
-    ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C);
+    // xmid = x + o_proj(att), att gated by sigmoid(gate) for Qwen3.5
+    const QxActs x2 = qx_acts(slot);
+    const int Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, D = cfg_.head_dim, R = cfg_.rotary();
+    const size_t nq = size_t(N) * qd;
+    float *dgate = nullptr, *dqg = nullptr;
+    if (cfg_.attn_output_gate || cfg_.qk_norm || R != D) {
+      fit(W.qx, 3 * nq);
+      dgate = W.qx.data(), dqg = dgate + nq;  // dqg: [N, Hq, 2D] (q | gate rows of q_proj)
+    }
+    if (cfg_.attn_output_gate) {
+      ops_->linear_bwd(dgate, gw.wo, nullptr, dx, x2.attg, w.wo, N, int(qd), C);  // d attg
+      ops_->act_fwd(datt, x2.gate, nq, 1);                                         // sigmoid(gate)
+      ops_->mul(dqg, dgate, att, nq);                                               // d attg * att
+      ops_->mul(datt, datt, dgate, nq);                                             // d att
+      ops_->act_bwd(dgate, dqg, x2.gate, nq, 1);                                    // d gate (pre-sigmoid)
+    } else {
+      ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C);
+    }
     ops_->attention_bwd(dq, dk, dv, datt, q, k, v, att, t.lse, attn_shape(B, T, T, l));
-    ops_->rope_bwd(dq, dq, A.pos.data(), N, cfg_.num_heads, cfg_.head_dim, cfg_.rope_theta);
-    ops_->rope_bwd(dk, dk, A.pos.data(), N, cfg_.num_kv_heads, cfg_.head_dim, cfg_.rope_theta);
-    ops_->linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd));
+    for (auto [g, H, rows] : {std::tuple{dq, Hq, size_t(N) * Hq}, std::tuple{dk, Hkv, size_t(N) * Hkv}}) {
+      if (R == D) {
+        ops_->rope_bwd(g, g, A.pos.data(), N, H, D, cfg_.rope_theta);
+      } else {  // only the first R dims were rotated
+        ops_->strided_copy(dqg, R, g, D, rows, R);
+        ops_->rope_bwd(dqg, dqg, A.pos.data(), N, H, R, cfg_.rope_theta);
+        ops_->strided_copy(g, D, dqg, R, rows, R);
+      }
+    }
+    if (cfg_.qk_norm) {  // through the per-head RMSNorms (via scratch: the op's dx must not alias dout)
+      ops_->rmsnorm_bwd(dqg, gw.qn, dq, x2.qpre, nw(w.qn), x2.rq, N * Hq, D);
+      ops_->strided_copy(dq, 1, dqg, 1, 1, nq);
+      ops_->rmsnorm_bwd(dqg, gw.kn, dk, x2.kpre, nw(w.kn), x2.rk, N * Hkv, D);
+      ops_->strided_copy(dk, 1, dqg, 1, 1, size_t(N) * Hkv * D);
+    }
+    if (cfg_.attn_output_gate) {  // q_proj rows per head are [q | gate]
+      ops_->strided_copy(dqg, 2 * size_t(D), dq, D, size_t(N) * Hq, D);
+      ops_->strided_copy(dqg + D, 2 * size_t(D), dgate, D, size_t(N) * Hq, D);
+      ops_->linear_bwd(dh, gw.wq, gw.bq, dqg, h1, w.wq, N, C, int(2 * qd));
+    } else {
+      ops_->linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd));
+    }
     ops_->linear_bwd(dtmp, gw.wk, gw.bk, dk, h1, w.wk, N, C, int(kvd));
     ops_->add(dh, dh, dtmp, size_t(N) * C);
     ops_->linear_bwd(dtmp, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd));

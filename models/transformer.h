@@ -46,6 +46,7 @@ class Transformer : public LanguageModel {
     Buffer<float> h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, a;  // per layer, concatenated
     Buffer<float> hf, rstdf, logits, lse_x, loss, tmp;
     Buffer<float> gdn;         // linear_attention activations, one GdnActs block per slot
+    Buffer<float> qx;          // Qwen3/3.5 attention extras, one QxActs block per slot
     Buffer<float> gdn_state;   // zero initial states [B, Hv, Dk, Dv] (a training sequence starts empty)
     Buffer<int32_t> ids, targets, pos;
     std::vector<int32_t> host_targets;
@@ -55,6 +56,7 @@ class Transformer : public LanguageModel {
   struct Workspace {  // backward temporaries, backend memory
     Buffer<float> g, dlogits, dx, dh, dtmp, dF1, dF2, dF3, dq, dk, dv, datt;
     Buffer<float> gdn, gdn_state;  // linear_attention layers
+    Buffer<float> qx;              // Qwen3/3.5 attention backward temporaries
   };
   LayerParams layer(float* base, int l) const;
   // LM head + cross-entropy over rows [r0, r0+rows) of the final hidden state into A.logits.
@@ -64,6 +66,13 @@ class Transformer : public LanguageModel {
     float *h1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *h2, *rstd2, *g, *u, *a;
   };
   LayerActs layer_acts(int slot);
+  // Qwen3/3.5 attention extras of one slot: gate (pre-sigmoid) and attg (gated output) [N, Hq*D]
+  // with the output gate; q/k before their norms and the norms' rstd with q/k norms (else null).
+  struct QxActs {
+    float *gate, *attg, *qpre, *kpre, *rq, *rk;
+  };
+  size_t qx_floats_per_token() const;
+  QxActs qx_acts(int slot);
   // Layer l of the training forward: reads res[l], fills the slot's activations and (when
   // write_out) res[l+1].
   void layer_forward(int l, int slot, bool write_out);
@@ -83,7 +92,7 @@ class Transformer : public LanguageModel {
   // with the output gate also gate[N,Hq*D] (pre-sigmoid). scratch: [N, 2*Hq*D] when the config
   // has q/k norms, a gate or partial rotary (else unused).
   void project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k, float* v,
-                   float* gate, float* scratch) const;
+                   float* gate, float* scratch, const QxActs* keep = nullptr) const;
   // Zero-centred norms: effective weights (1 + w), see refresh_norms(); nw(w) maps a norm weight
   // in the backend parameters to the weight the op should use.
   struct NormSlot {

@@ -613,13 +613,20 @@ TEST(Cuda, ModelLogitsAndTrainingStepMatchCpu) {
   std::vector<ModelConfig> configs;
   for (std::string layers : {"fs", "ss", "lf", "ls"}) configs.push_back(tiny_config(layers, 9));  // l = Gated DeltaNet
   configs.push_back(tiny_rwkv7_config(3));
+  configs.push_back(ModelConfig::from_json(  // Qwen3.5: GDN + gated attention, q/k norms, partial rotary
+      {{"model_type", "qwen3_5_text"}, {"vocab_size", 23}, {"hidden_size", 16}, {"intermediate_size", 24},
+       {"num_hidden_layers", 2}, {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"head_dim", 8},
+       {"layer_types", {"linear_attention", "full_attention"}}, {"linear_num_key_heads", 1},
+       {"linear_num_value_heads", 2}, {"linear_key_head_dim", 4}, {"linear_value_head_dim", 3},
+       {"partial_rotary_factor", 0.5}, {"rope_theta", 10000.0}, {"eos_token_id", 0}},
+      "qwen3.5 test config"));
   for (const ModelConfig& c : configs) {
     SCOPED_TRACE("layers=" + c.to_json()["layer_types"].dump());
     auto cpu_p = make_model(c), gpu_p = make_model(c);
     LanguageModel &cpu_m = *cpu_p, &gpu_m = *gpu_p;
     cpu_m.init_random(3, 0.1f);
     gpu_m.init_random(3, 0.1f);
-    if (c.is_rwkv7()) {  // its init zeroes the output projections: noise keeps every path alive
+    if (c.is_rwkv7() || c.zero_centered_norm) {  // inits with zeros (output projections, norms): add noise
       Rng nr(4);
       for (size_t i = 0; i < cpu_m.num_params(); ++i) cpu_m.params()[i] = gpu_m.params()[i] += 0.2f * float(nr.normal());
       cpu_m.upload_params(), gpu_m.upload_params();
