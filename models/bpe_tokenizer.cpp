@@ -60,9 +60,11 @@ uint32_t decode_cp(const std::string& s, size_t& i) {  // valid UTF-8 assumed
   i += size_t(n);
   return cp;
 }
-bool is_ascii(std::string_view s) {
+// True when NFC cannot change s: every code point is below U+0300 (no combining marks, no Hangul
+// jamo; Latin-1 and Latin Extended-A/B are NFC-stable), i.e. no UTF-8 lead byte >= 0xCC.
+bool nfc_stable(std::string_view s) {
   for (unsigned char c : s)
-    if (c >= 0x80) return false;
+    if (c >= 0xcc) return false;
   return true;
 }
 constexpr const char* kGpt2Regex =
@@ -291,7 +293,7 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
 void BpeTokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
   std::string norm;
-  if (nfc_ && !is_ascii(text)) {
+  if (nfc_ && !nfc_stable(text)) {
     utf8proc_uint8_t* p = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(std::string(text).c_str()));
     if (!p) fail("tokenizer", "NFC normalization failed (invalid UTF-8?)");
     norm = reinterpret_cast<char*>(p);
