@@ -21,12 +21,13 @@ commands:
   train      --config train.json [--resume] [--quiet]      train a model (JSON line per logged step)
   generate   --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
              [--seed S] [--json]                         generate text
-  tokenize   --tokenizer FILE|DIR [--decode]             stdin text -> JSON ids (or ids -> text)
+  tokenize   --tokenizer FILE|DIR [--decode] [--jsonl]   stdin text -> JSON ids (or ids -> text); BPE
+             tokenizer.json, RWKV World rwkv_vocab_*.txt, or smoothread's byte-level
   info       --model DIR [--json]                        architecture, parameters, layer types
   convert    --model DIR --out NEW --window W [--swa-layers all|0,2,4-7]   run attention with a window
              (or --window W on read/eval/longbench/generate/score/info, without a copy)
-  score      --model DIR (--text T | --file F) [--json] [--logits-out F.npy]   per-token log-probs
-  gen        --task copy|recall --count N --seed S --out FILE.jsonl   toy training data
+  score      --model DIR (--text T | --file F | --ids F.json) [--json] [--logits-out F.npy]   per-token log-probs
+  gen        --task copy|recall|text_mix --count N --seed S --out FILE.jsonl   toy data, tokenizer corpus
 )";
 
 int main(int argc, char** argv) {
