@@ -49,4 +49,18 @@ std::string make_valid_utf8(const std::string& s) {
   return out;
 }
 
+void append_utf8(std::string& s, uint32_t cp) {
+  if (cp < 0x80) {
+    s.push_back(char(cp));
+  } else if (cp < 0x800) {
+    s.push_back(char(0xc0 | (cp >> 6))), s.push_back(char(0x80 | (cp & 0x3f)));
+  } else if (cp < 0x10000) {
+    s.push_back(char(0xe0 | (cp >> 12))), s.push_back(char(0x80 | ((cp >> 6) & 0x3f)));
+    s.push_back(char(0x80 | (cp & 0x3f)));
+  } else {
+    s.push_back(char(0xf0 | (cp >> 18))), s.push_back(char(0x80 | ((cp >> 12) & 0x3f)));
+    s.push_back(char(0x80 | ((cp >> 6) & 0x3f))), s.push_back(char(0x80 | (cp & 0x3f)));
+  }
+}
+
 }  // namespace sr

@@ -1,5 +1,6 @@
 // UTF-8 validation and repair (documents, questions, and model output that goes into JSON).
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace sr {
@@ -10,4 +11,6 @@ int utf8_len_at(const std::string& s, size_t i);
 size_t find_invalid_utf8(const std::string& s);
 // Replaces every invalid byte with U+FFFD.
 std::string make_valid_utf8(const std::string& s);
+// Appends code point cp (<= U+10FFFF) encoded as UTF-8.
+void append_utf8(std::string& s, uint32_t cp);
 }  // namespace sr

@@ -3,24 +3,11 @@
 #include <cctype>
 
 #include "core/rng.h"
+#include "core/utf8.h"
 
 namespace sr {
 
 namespace {
-void put_cp(std::string& s, uint32_t cp) {
-  if (cp < 0x80) {
-    s.push_back(char(cp));
-  } else if (cp < 0x800) {
-    s.push_back(char(0xc0 | (cp >> 6))), s.push_back(char(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    s.push_back(char(0xe0 | (cp >> 12))), s.push_back(char(0x80 | ((cp >> 6) & 0x3f)));
-    s.push_back(char(0x80 | (cp & 0x3f)));
-  } else {
-    s.push_back(char(0xf0 | (cp >> 18))), s.push_back(char(0x80 | ((cp >> 12) & 0x3f)));
-    s.push_back(char(0x80 | ((cp >> 6) & 0x3f))), s.push_back(char(0x80 | (cp & 0x3f)));
-  }
-}
-
 const char* const kWords[] = {
     "the", "of", "and", "to", "in", "is", "was", "that", "for", "it", "with", "as", "his", "on", "be", "at", "by",
     "had", "not", "are", "but", "from", "or", "have", "an", "they", "which", "one", "you", "were", "her", "all",
@@ -101,8 +88,8 @@ std::vector<std::string> make_text_mix(uint64_t seed, int count, int doc_bytes) 
         const Range sc = pick(kScripts);
         const int n = 2 + int(r.below(30));
         for (int i = 0; i < n; ++i) {
-          put_cp(s, sc.lo + uint32_t(r.below(sc.hi - sc.lo + 1)));
-          if (sc.lo == 0x0905 && r.below(3) == 0) put_cp(s, 0x093e + uint32_t(r.below(8)));  // Devanagari vowel sign
+          append_utf8(s, sc.lo + uint32_t(r.below(sc.hi - sc.lo + 1)));
+          if (sc.lo == 0x0905 && r.below(3) == 0) append_utf8(s, 0x093e + uint32_t(r.below(8)));  // Devanagari vowel sign
           if (r.below(15) == 0) s += sc.lo == 0x4e00 ? (r.below(2) ? "，" : "。") : " ";
         }
         s += r.below(2) ? "" : "\n";
@@ -111,15 +98,15 @@ std::vector<std::string> make_text_mix(uint64_t seed, int count, int doc_bytes) 
         for (int i = 0; i < n; ++i) s += pick(kEmoji), s += r.below(2) ? "" : " ";
       } else if (kind < 88) {  // whitespace runs, exotic spaces included
         const int n = 1 + int(r.below(r.below(4) == 0 ? 60 : 6));
-        for (int i = 0; i < n; ++i) put_cp(s, pick(kSpaces));
+        for (int i = 0; i < n; ++i) append_utf8(s, pick(kSpaces));
       } else if (kind < 93) {  // decomposed letters (NFC composes them) and letter-like numbers
         const int n = 1 + int(r.below(6));
         for (int i = 0; i < n; ++i) {
           if (r.below(2)) {
             s.push_back("aeiouAEIOUnc"[r.below(12)]);
-            put_cp(s, 0x0300 + uint32_t(r.below(0x0c)));  // a combining accent
+            append_utf8(s, 0x0300 + uint32_t(r.below(0x0c)));  // a combining accent
           } else {
-            put_cp(s, pick(kNumLike));
+            append_utf8(s, pick(kNumLike));
           }
         }
         s += " ";

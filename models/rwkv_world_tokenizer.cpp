@@ -4,25 +4,12 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace sr {
 
 namespace {
 constexpr const char* kEndOfText = "<|endoftext|>";
-
-void put_utf8(std::string& s, uint32_t cp) {
-  if (cp < 0x80) {
-    s.push_back(char(cp));
-  } else if (cp < 0x800) {
-    s.push_back(char(0xc0 | (cp >> 6))), s.push_back(char(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    s.push_back(char(0xe0 | (cp >> 12))), s.push_back(char(0x80 | ((cp >> 6) & 0x3f)));
-    s.push_back(char(0x80 | (cp & 0x3f)));
-  } else {
-    s.push_back(char(0xf0 | (cp >> 18))), s.push_back(char(0x80 | ((cp >> 12) & 0x3f)));
-    s.push_back(char(0x80 | ((cp >> 6) & 0x3f))), s.push_back(char(0x80 | (cp & 0x3f)));
-  }
-}
 
 // A Python str or bytes literal as repr() writes it ('...', "...", b'...'): the token's bytes.
 // In a str, \xHH, \uHHHH and \UHHHHHHHH are code points (UTF-8 encoded); in bytes, \xHH is a byte.
@@ -66,14 +53,14 @@ bool parse_py_literal(const std::string& lit, std::string& out) {
         if (!hex(i, 2, v)) return false;
         i += 2;
         if (bytes) out.push_back(char(v));
-        else put_utf8(out, v);
+        else append_utf8(out, v);
         break;
       case 'u':
       case 'U': {
         const int n = e == 'u' ? 4 : 8;
         if (bytes || !hex(i, n, v) || v > 0x10ffff) return false;
         i += size_t(n);
-        put_utf8(out, v);
+        append_utf8(out, v);
         break;
       }
       default: return false;

@@ -3,34 +3,23 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "models/bpe_tokenizer.h"
 #include "models/rwkv_world_tokenizer.h"
 
 namespace sr {
 
-static std::string utf8(uint32_t cp) {
-  std::string s;
-  if (cp < 0x80) {
-    s.push_back(char(cp));
-  } else if (cp < 0x800) {
-    s.push_back(char(0xc0 | (cp >> 6)));
-    s.push_back(char(0x80 | (cp & 0x3f)));
-  } else {
-    s.push_back(char(0xe0 | (cp >> 12)));
-    s.push_back(char(0x80 | ((cp >> 6) & 0x3f)));
-    s.push_back(char(0x80 | (cp & 0x3f)));
-  }
-  return s;
-}
-
 std::string byte_level_symbol(unsigned char b) {
   // Printable bytes keep their own code point; the rest map to 256, 257, ... in byte order.
   auto printable = [](int c) { return (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255); };
-  if (printable(b)) return utf8(b);
-  int n = 0;
-  for (int c = 0; c < b; ++c)
-    if (!printable(c)) ++n;
-  return utf8(256 + n);
+  uint32_t cp = b;
+  if (!printable(b)) {
+    cp = 256;
+    for (int c = 0; c < b; ++c) cp += !printable(c);
+  }
+  std::string s;
+  append_utf8(s, cp);
+  return s;
 }
 
 ByteTokenizer::ByteTokenizer(std::vector<std::string> specials) : specials_(std::move(specials)) {

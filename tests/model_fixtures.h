@@ -4,7 +4,14 @@
 #include <filesystem>
 #include <string>
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "models/config.h"
+#include "models/language_model.h"
 
 namespace sr::test {
 
@@ -43,6 +50,30 @@ inline ModelConfig tiny_rwkv7_config(int layers = 3) {
   c.layer_sliding.assign(layers, false);
   c.eos_token_id = 0;
   return c;
+}
+
+// Central differences in fp32 of m.forward()'s loss on about `per_tensor` entries of every tensor,
+// against `analytic` (d loss / d params); returns how many entries were checked.
+inline int expect_grads_match_fd(LanguageModel& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& tg,
+                                 const std::vector<float>& w, int B, int T, const std::vector<float>& analytic,
+                                 float eps, size_t per_tensor) {
+  int checked = 0;
+  for (const ParamSpec& s : m.param_specs()) {
+    const size_t n = size_t(shape_numel(s.shape));
+    for (size_t k = 0; k < n; k += std::max<size_t>(1, n / per_tensor)) {
+      float* p = m.params() + s.offset + k;
+      const float x0 = *p;
+      *p = x0 + eps;
+      const double fp = m.forward(ids.data(), tg.data(), w.data(), B, T);
+      *p = x0 - eps;
+      const double fm = m.forward(ids.data(), tg.data(), w.data(), B, T);
+      *p = x0;
+      const double num = (fp - fm) / (2 * eps), an = analytic[s.offset + k];
+      EXPECT_NEAR(an, num, 2e-3 + 2e-2 * std::fabs(num)) << s.name << "[" << k << "]";
+      ++checked;
+    }
+  }
+  return checked;
 }
 
 inline std::string temp_dir(const std::string& name) {

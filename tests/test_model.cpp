@@ -71,22 +71,7 @@ void check_model_gradients(const ModelConfig& c, bool perturb = false) {
   mr.backward();
   EXPECT_EQ(0, std::memcmp(mr.grads(), gcpu.data(), gcpu.size() * sizeof(float)));
   // Central differences in fp32 on a spread of parameters (every tensor visited).
-  int checked = 0;
-  for (const ParamSpec& s : m.param_specs()) {
-    size_t n = size_t(shape_numel(s.shape));
-    for (size_t k = 0; k < n; k += std::max<size_t>(1, n / 6)) {
-      float* p = m.params() + s.offset + k;
-      float x0 = *p, eps = 1e-2f;
-      *p = x0 + eps;
-      double fp = m.forward(ids.data(), tg.data(), w.data(), B, T);
-      *p = x0 - eps;
-      double fm = m.forward(ids.data(), tg.data(), w.data(), B, T);
-      *p = x0;
-      double num = (fp - fm) / (2 * eps), an = analytic[s.offset + k];
-      EXPECT_NEAR(an, num, 2e-3 + 2e-2 * std::fabs(num)) << s.name << "[" << k << "]";
-      ++checked;
-    }
-  }
+  const int checked = expect_grads_match_fd(m, ids, tg, w, B, T, analytic, 1e-2f, 6);
   EXPECT_GT(checked, 50);
 }
 }  // namespace

@@ -181,22 +181,7 @@ TEST(Rwkv7Model, GradientMatchesFiniteDifferencesAndBackendsAgree) {
   EXPECT_EQ(mr.forward(ids.data(), tg.data(), w.data(), B, T), mc.forward(ids.data(), tg.data(), w.data(), B, T));
   mr.backward();
   EXPECT_EQ(0, std::memcmp(mr.grads(), gcpu.data(), gcpu.size() * sizeof(float)));
-  int checked = 0;
-  for (const ParamSpec& s : m.param_specs()) {
-    const size_t n = size_t(shape_numel(s.shape));
-    for (size_t k = 0; k < n; k += std::max<size_t>(1, n / 5)) {
-      float* p = m.params() + s.offset + k;
-      const float x0 = *p, eps = 2e-3f;
-      *p = x0 + eps;
-      const double fp = m.forward(ids.data(), tg.data(), w.data(), B, T);
-      *p = x0 - eps;
-      const double fm = m.forward(ids.data(), tg.data(), w.data(), B, T);
-      *p = x0;
-      const double num = (fp - fm) / (2 * eps), an = analytic[s.offset + k];
-      EXPECT_NEAR(an, num, 2e-3 + 2e-2 * std::fabs(num)) << s.name << "[" << k << "]";
-      ++checked;
-    }
-  }
+  const int checked = expect_grads_match_fd(m, ids, tg, w, B, T, analytic, 2e-3f, 5);
   EXPECT_GT(checked, 150);
 }
 

@@ -24,6 +24,19 @@ inline unsigned blocks_for(size_t n, unsigned threads) {
   return unsigned(b < 65535u * 16 ? (b == 0 ? 1 : b) : 65535u * 16);
 }
 
+// Block-wide sum (blockDim a multiple of 32, <= 1024; red: 32 floats of shared memory); every
+// thread gets the total.
+__device__ inline float block_sum(float v, float* red) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) red[warp] = v;
+  __syncthreads();
+  float s = 0.0f;
+  for (int i = 0; i < nw; ++i) s += red[i];
+  return s;
+}
+
 void* device_alloc(size_t bytes);  // caching allocator (memory.cu)
 void device_free(void* p);
 const MemOps& device_mem();

@@ -93,18 +93,6 @@ __global__ void conv_dw_partial_k(float* partial, const float* dpre, const float
   for (int j = 0; j < K; ++j) partial[size_t(chunk) * Cc * K + size_t(c) * K + j] = acc[j];
 }
 
-// Block-wide sum (blockDim a multiple of 32, <= 1024); every thread gets the total.
-__device__ float block_sum(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[warp] = v;
-  __syncthreads();
-  float s = 0.0f;
-  for (int i = 0; i < nw; ++i) s += red[i];
-  return s;
-}
-
 // One block per row (rows of D).
 __global__ void l2norm_fwd_k(float* out, float* rnorm, const float* x, int D) {
   __shared__ float red[32];

@@ -51,17 +51,6 @@ void colsum_add(float* dst, const float* src, int rows, int cols) {
   device_free(partial);
 }
 
-__device__ float block_total(float v, float* red) {  // blockDim a multiple of 32
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[warp] = v;
-  __syncthreads();
-  float s = 0.0f;
-  for (int i = 0; i < nw; ++i) s += red[i];
-  return s;
-}
-
 // ---- LayerNorm per group: one block per (row, group) ----
 __global__ void ln_fwd_k(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, int G,
                          int D, float eps) {
@@ -70,10 +59,10 @@ __global__ void ln_fwd_k(float* out, float* mean, float* rstd, const float* x, c
   const float* xr = x + r * D;
   float s = 0.0f;
   for (int i = threadIdx.x; i < D; i += blockDim.x) s += xr[i];
-  const float m = block_total(s, red) / D;
+  const float m = block_sum(s, red) / D;
   float v = 0.0f;
   for (int i = threadIdx.x; i < D; i += blockDim.x) v += (xr[i] - m) * (xr[i] - m);
-  const float rs = rsqrtf(block_total(v, red) / D + eps);
+  const float rs = rsqrtf(block_sum(v, red) / D + eps);
   if (threadIdx.x == 0) mean[r] = m, rstd[r] = rs;
   for (int i = threadIdx.x; i < D; i += blockDim.x) out[r * D + i] = (xr[i] - m) * rs * w[c0 + i] + b[c0 + i];
 }
@@ -89,8 +78,8 @@ __global__ void ln_bwd_k(float* dx, float* cw, float* cb, const float* dout, con
     s1 += dxh, s2 += dxh * xh;
     cw[r * D + i] = dy * xh, cb[r * D + i] = dy;
   }
-  s1 = block_total(s1, red) / D;
-  s2 = block_total(s2, red) / D;
+  s1 = block_sum(s1, red) / D;
+  s2 = block_sum(s2, red) / D;
   if (dx)
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
       const float xh = (x[r * D + i] - m) * rs;
