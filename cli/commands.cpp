@@ -31,7 +31,7 @@ int cmd_train(int argc, char** argv) {
   const char* usage =
       "smoothread train --config train.json [--resume] [--out DIR] [--data FILE] [--steps N] [--max-seconds S]\n"
       "                 [--device cpu|cuda] [--threads N]\n"
-      "Prints one JSON line per logged step: step, loss, lr, grad_norm, tokens_per_s, elapsed_s.\n"
+      "Prints one JSON line per logged step: step, loss, lr, grad_norm, tokens_per_s, tokens (cumulative), elapsed_s.\n"
       "Writes OUT/checkpoint/ (resumable with --resume) and the final model to OUT/model/.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--config", "--out", "--data", "--steps", "--max-seconds", "--threads", "--device"},
@@ -41,13 +41,13 @@ int cmd_train(int argc, char** argv) {
   json j = load_json_file(path);
   if (a.has("--out")) j["out_dir"] = a.get("--out");
   if (a.has("--data")) j["data"] = a.get("--data");
-  if (a.has("--steps")) j["steps"] = a.get_int("--steps", 0);
+  if (a.has("--steps")) j["steps"] = a.get_int("--steps", 0), j.erase("tokens");  // steps beat a token budget
   if (a.has("--max-seconds")) j["max_seconds"] = a.get_num("--max-seconds", 0);
   if (a.has("--device")) j["device"] = a.get("--device");
   TrainConfig cfg = TrainConfig::from_json(j, path);
   Trainer tr(cfg);
   std::cerr << "training " << tr.model().config().num_parameters() << " parameters ("
-            << tr.model().config().num_layers << " layers) -> " << cfg.out_dir << "\n";
+            << tr.model().config().num_layers << " layers), " << tr.steps() << " steps -> " << cfg.out_dir << "\n";
   tr.run([](const json& line) { std::cout << line.dump() << std::endl; }, a.has("--resume"));
   std::cerr << "saved " << join_path(cfg.out_dir, "model") << " at step " << tr.step() << "\n";
   return 0;
@@ -334,13 +334,15 @@ int cmd_gen(int argc, char** argv) {
       "      [--haystack FILE[,FILE...] (your text instead of the pseudo-essay haystack)]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)] [--values number|word|uuid (niah value type)]\n"
+      "      [--phrasing ruler|varied|heldout (passkey/niah sentences: RULER's, a training pool of\n"
+      "       paraphrases and keys, or a disjoint held-out pool)]\n"
       "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
       "  text_mix (multilingual text for tokenizer checks; lines {\"text\": ...}): [--doc-bytes B (4096)]\n"
       "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
                          "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack", "--values",
-                         "--doc-bytes"}, {});
+                         "--doc-bytes", "--phrasing"}, {});
   std::string task = a.get("--task");
   int count = int(a.get_int("--count", 100));
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
@@ -367,6 +369,7 @@ int cmd_gen(int argc, char** argv) {
     o.values = a.get_or("--values", "");
     if (!o.values.empty() && o.values != "number" && o.values != "word" && o.values != "uuid")
       fail("--values", "expected number, word or uuid");
+    o.phrasing = a.get_or("--phrasing", "ruler");
     if (a.has("--haystack")) {  // FILE[,FILE...]
       std::string list = a.get("--haystack");
       for (size_t b = 0, e; b <= list.size(); b = e + 1) {

@@ -97,6 +97,58 @@ std::string join_keys(const std::vector<std::string>& k) {  // "a", "a and b", "
   return s + "and " + k.back();
 }
 
+// Phrasings (--phrasing): "ruler" keeps RULER's exact sentences; "varied" draws each sample's needle,
+// question and key from a training pool; "heldout" from a disjoint pool (generalization checks:
+// a model trained on "varied" never saw these sentences, value names or keys).
+struct Phrasing {
+  std::vector<std::string> needles, questions, instructions, names, passkey_needles, passkey_questions;
+  std::vector<std::string> key_first, key_second;  // key = first + " " + second (or a name alone)
+};
+const Phrasing& phrasing_pool(const std::string& which) {
+  static const Phrasing varied = {
+      {"One of the special magic {T}s for {K} is: {V}.", "The special magic {T} for {K} is {V}.",
+       "The secret {T} for {K} is {V}.", "Remember that the {T} of {K} is {V}.", "{K} has the {T} {V}.",
+       "Note: the {T} assigned to {K} is {V}.", "The {T} for {K}: {V}.", "Important: {K} -> {V} ({T})."},
+      {"What is the special magic {T} for {K} mentioned in the provided text?", "What is the {T} for {K}?",
+       "Which {T} belongs to {K}?", "Find the {T} of {K}.", "Tell me the {T} assigned to {K}.",
+       "What {T} was given for {K}?"},
+      {"A special magic {T} is hidden within the following text. Make sure to memorize it.",
+       "Read the text below and look for the {T} of {K}.", "The answer is somewhere in this document.", ""},
+      {"number", "code", "passcode", "id", "secret number"},
+      {"The pass key is {V}. Remember it. {V} is the pass key.", "The password is {V}.",
+       "The pass key is {V}.", "Remember the pass key: {V}."},
+      {"What is the pass key?", "What is the password?", "Which pass key is hidden in the text?",
+       "What is the pass key?"},  // question i asks about needle i
+      {"ancient", "brave", "calm", "dusty", "eager", "fancy", "gentle", "hollow", "icy", "jolly", "kind", "lively",
+       "mighty", "narrow", "odd", "proud", "quiet", "rapid", "silent", "tiny", "urban", "vast", "wild", "young",
+       "north", "south", "old", "new", "red", "green", "Alice", "Bruno", "Chen", "Dana", "Emil", "Farah"},
+      {"apple", "bridge", "castle", "desert", "engine", "forest", "garden", "harbor", "island", "jungle", "kettle",
+       "lantern", "meadow", "needle", "orchard", "pillow", "quarry", "river", "saddle", "tunnel", "valley",
+       "wagon", "yard", "zebra", "office", "account", "project", "locker", "server", "vault"}};
+  static const Phrasing heldout = {
+      {"{K}'s {T} is {V}.", "For {K}, the {T} is {V}.", "Write this down: {K} uses {T} {V}.",
+       "It was agreed that the {T} of {K} would be {V}."},
+      {"What {T} does {K} use?", "Give the {T} for {K}.", "What was the {T} of {K} in the text?"},
+      {"Answer from the text.", ""},
+      {"pin", "serial number", "ticket number"},
+      {"Your access code is {V}. Keep it safe.", "The entry code is {V}."},
+      {"What is the access code?", "What is the entry code?"},
+      {"Professor", "Captain", "Doctor", "Agent", "Aunt", "Uncle"},
+      {"Moreau", "Okafor", "Lindqvist", "Tanaka", "Alvarez", "Novak", "Haddad", "Kowalski"}};
+  if (which == "varied") return varied;
+  if (which == "heldout") return heldout;
+  fail("--phrasing", "unknown phrasing '" + which + "' (valid: ruler, varied, heldout)");
+}
+std::string fill(std::string t, const std::string& k, const std::string& v, const std::string& type) {
+  auto put = [&](const std::string& from, const std::string& to) {
+    for (size_t p; (p = t.find(from)) != std::string::npos;) t.replace(p, from.size(), to);
+  };
+  put("{K}", k), put("{V}", v), put("{T}", type);
+  return t;
+}
+template <class T>
+const T& one_of(const std::vector<T>& v, Rng& r) { return v[r.below(v.size())]; }
+
 Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   Spec s;
   if (task == "qa_hop") {  // two-hop QA: "P works for C." + "C is based in X." -> where does P work?
@@ -162,7 +214,14 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
     s.instruction = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                     "I will quiz you about the important information there.";
     s.question = "What is the pass key?";
-    s.needles.push_back({"The pass key is " + k + ". Remember it. " + k + " is the pass key.", k, 0});
+    std::string needle = "The pass key is " + k + ". Remember it. " + k + " is the pass key.";
+    if (o.phrasing != "ruler") {
+      const Phrasing& p = phrasing_pool(o.phrasing);
+      size_t i = r.below(p.passkey_needles.size());
+      needle = fill(p.passkey_needles[i], "", k, "");
+      s.question = p.passkey_questions[i];
+    }
+    s.needles.push_back({needle, k, 0});
     s.answers = {k};
     s.target = "the pass key";
     return s;
@@ -179,9 +238,15 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   const bool uuid = type == "uuid";
   s.uuid_values = uuid;
   s.value_type = type;
+  const Phrasing* phr = o.phrasing == "ruler" ? nullptr : &phrasing_pool(o.phrasing);
+  auto phrased_key = [&](Rng& g) {
+    if (!phr) return random_key(g);
+    return one_of(phr->key_first, g) + " " + one_of(phr->key_second, g);
+  };
+  const std::string name = phr ? one_of(phr->names, r) : type;  // what the value is called
   std::vector<std::string> keys;
   while (int(keys.size()) < k) {
-    std::string key = s.uuid_keys ? random_uuid(r) : random_key(r);
+    std::string key = s.uuid_keys ? random_uuid(r) : phrased_key(r);
     if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   }
   std::vector<std::string> queried(keys.begin(), keys.begin() + q);
@@ -194,7 +259,9 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
         ans = int(s.answers.size());
         s.answers.push_back(value);
       }
-      s.needles.push_back({"One of the special magic " + type + "s for " + keys[i] + " is: " + value + ".", value, ans});
+      std::string text = phr ? fill(one_of(phr->needles, r), keys[i], value, name)
+                             : "One of the special magic " + type + "s for " + keys[i] + " is: " + value + ".";
+      s.needles.push_back({text, value, ans});
     }
   for (size_t i = s.needles.size(); i > 1; --i) std::swap(s.needles[i - 1], s.needles[r.below(i)]);
   std::string query = join_keys(queried);
@@ -203,6 +270,11 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
                     "I will quiz you about the " + type + " afterwards.";
     s.question = "What is the special magic " + type + " for " + query + " mentioned in the provided text?";
     s.target = "the " + type + " for " + query;
+    if (phr) {
+      s.instruction = fill(one_of(phr->instructions, r), query, "", name);
+      s.question = fill(one_of(phr->questions, r), query, "", name);
+      s.target = "the " + name + " for " + query;
+    }
   } else {
     s.instruction = "Some special magic " + type + "s are hidden within the following text. Make sure to memorize it. "
                     "I will quiz you about the " + type + "s afterwards.";
@@ -352,6 +424,7 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
   }
   if (o.tokens < 64) fail("--tokens", "must be at least 64");
   if (o.depth > 1) fail("--depth", "must be in [0, 1]");
+  if (o.phrasing != "ruler") phrasing_pool(o.phrasing);  // validates the name
   std::vector<json> out;
   const std::vector<std::string> user = load_haystack(o.haystack_files);
   for (int i = 0; i < o.count; ++i) {
@@ -427,7 +500,7 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     out.push_back({{"id", o.task + "-" + std::to_string(o.tokens) + "-" + std::to_string(o.seed) + "-" + std::to_string(i)},
                    {"task", o.task},
                    {"context", context},
-                   {"input", s.instruction + " " + s.question},
+                   {"input", s.instruction.empty() ? s.question : s.instruction + " " + s.question},
                    {"target", s.target},
                    {"answers", s.answers},
                    {"length", count_tokens(context, tok, false)},

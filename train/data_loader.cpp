@@ -78,6 +78,12 @@ DataLoader::DataLoader(std::vector<Sample> samples, int batch_size, int seq_len,
   shuffle();
 }
 
+double DataLoader::mean_trained_tokens() const {
+  double sum = 0;
+  for (auto& s : samples_) sum += double(std::min(int(s.ids.size()) - 1, seq_len_));
+  return samples_.empty() ? 0.0 : sum / double(samples_.size());
+}
+
 void DataLoader::shuffle() {
   epoch_rng_ = rng_.state();
   order_.resize(samples_.size());

@@ -49,6 +49,8 @@ class DataLoader {
   Cursor cursor() const { return {epoch_, index_, epoch_rng_}; }
   void set_cursor(const Cursor& c);
   size_t size() const { return samples_.size(); }
+  // Mean tokens a sample contributes to a batch (its length - 1, capped at seq_len).
+  double mean_trained_tokens() const;
 
  private:
   void shuffle();

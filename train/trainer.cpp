@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 
@@ -26,6 +27,8 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& w) {
   c.batch_size = int(json_int_or(j, "batch_size", c.batch_size, w));
   c.grad_accum = int(json_int_or(j, "grad_accum", c.grad_accum, w));
   c.steps = json_int_or(j, "steps", c.steps, w);
+  c.tokens = json_int_or(j, "tokens", 0, w);
+  if (j.contains("tokens") && c.tokens <= 0) fail(w + ": field 'tokens'", "must be positive");
   c.warmup_steps = json_int_or(j, "warmup_steps", c.warmup_steps, w);
   c.log_every = json_int_or(j, "log_every", c.log_every, w);
   c.checkpoint_every = json_int_or(j, "checkpoint_every", c.checkpoint_every, w);
@@ -84,6 +87,10 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
   opt_->set_decay_mask(decay_mask);
   loader_ = std::make_unique<DataLoader>(load_jsonl_samples(cfg_.data, tok_.get(), cfg_.prompt_weight, cfg_.chunk_weight), cfg_.batch_size,
                                          cfg_.seq_len, cfg_.seed, cfg_.group_by_length);
+  if (cfg_.tokens > 0) {
+    double per_step = double(cfg_.batch_size) * cfg_.grad_accum * loader_->mean_trained_tokens();
+    cfg_.steps = std::max<int64_t>(1, int64_t(std::ceil(double(cfg_.tokens) / per_step)));
+  }
 }
 
 void Trainer::save_checkpoint(const std::string& dir) {
@@ -97,6 +104,7 @@ void Trainer::save_checkpoint(const std::string& dir) {
                     {{"adamw.m", Tensor::borrow(m.data(), {int64_t(n)})}, {"adamw.v", Tensor::borrow(v.data(), {int64_t(n)})}});
   auto cur = loader_->cursor();
   json st = {{"step", step_},
+             {"tokens_seen", tokens_seen_},
              {"adamw_t", opt_->t()},
              {"data_epoch", cur.epoch},
              {"data_index", cur.index},
@@ -124,6 +132,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
   opt_->set_moments(m, v);
   opt_->set_t(json_int(st, "adamw_t", sp));
   step_ = json_int(st, "step", sp);
+  tokens_seen_ = json_int_or(st, "tokens_seen", 0, sp);  // absent in older checkpoints
   DataLoader::Cursor c;
   c.epoch = json_int(st, "data_epoch", sp);
   c.index = json_int(st, "data_index", sp);
@@ -148,6 +157,7 @@ void Trainer::run(const std::function<void(const json&)>& on_log, bool resume, i
       loss += model_->forward(b.inputs.data(), b.targets.data(), b.weights.data(), b.B, b.T) / cfg_.grad_accum;
       model_->backward(1.0f / float(cfg_.grad_accum));
       tokens_since_log += b.tokens;
+      tokens_seen_ += b.tokens;
     }
     double norm = clip_grad_norm(model_->grads(), model_->num_params(), cfg_.grad_clip, model_->ops());
     float lr = lr_at(step_, cfg_.warmup_steps, cfg_.steps, cfg_.lr, cfg_.min_lr);
@@ -159,7 +169,8 @@ void Trainer::run(const std::function<void(const json&)>& on_log, bool resume, i
     if (step_ % cfg_.log_every == 0 || step_ == cfg_.steps || stopped_early) {
       double dt = std::chrono::duration<double>(clock::now() - tlog).count();
       on_log({{"step", step_}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-              {"tokens_per_s", dt > 0 ? double(tokens_since_log) / dt : 0.0}, {"elapsed_s", elapsed}});
+              {"tokens_per_s", dt > 0 ? double(tokens_since_log) / dt : 0.0}, {"tokens", tokens_seen_},
+              {"elapsed_s", elapsed}});
       tlog = clock::now();
       tokens_since_log = 0;
     }

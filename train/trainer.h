@@ -8,6 +8,9 @@
 //   "checkpoint_every", "group_by_length" (default false; less padding for mixed lengths), "max_seconds" (stop early, with a checkpoint, after this wall time)
 //   "device": "cpu" (default) | "cuda" | "ref"   backend the model trains on (`--device` overrides)
 //   "recompute": false   activation recomputation per layer (long sequences in less memory)
+//   "tokens": N          a token budget instead of "steps": steps = ceil(N / (batch_size * grad_accum *
+//                        the data's mean trained tokens per sample)), so runs on different data
+//                        (EMR trajectories vs one-pass samples) train on the same number of tokens
 // Checkpoint = out_dir/checkpoint/: the model directory files + optimizer.safetensors (AdamW m, v)
 // + trainer_state.json (step, data cursor, RNG); replaced atomically (write aside, then rename).
 // The final model goes to out_dir/model/. Resuming continues bit-for-bit on CPU.
@@ -28,7 +31,7 @@ struct TrainConfig {
   json model_config;  // HF config fields (when not init_from)
   std::string init_from, tokenizer = "byte", data, out_dir, device = "cpu";
   int seq_len = 256, batch_size = 8, grad_accum = 1;
-  int64_t steps = 1000, warmup_steps = 50, log_every = 10, checkpoint_every = 0;
+  int64_t steps = 1000, tokens = 0, warmup_steps = 50, log_every = 10, checkpoint_every = 0;
   float lr = 1e-3f, min_lr = 1e-4f, weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, grad_clip = 1.0f;
   float prompt_weight = 0.0f, chunk_weight = 0.0f;
   bool group_by_length = false, recompute = false;
@@ -47,6 +50,7 @@ class Trainer {
   void run(const std::function<void(const json&)>& on_log, bool resume = false, int64_t stop_after = 0);
   LanguageModel& model() { return *model_; }
   int64_t step() const { return step_; }
+  int64_t steps() const { return cfg_.steps; }  // after a "tokens" budget is resolved
   void save_checkpoint(const std::string& dir);
   void load_checkpoint(const std::string& dir);
 
@@ -57,6 +61,7 @@ class Trainer {
   std::unique_ptr<AdamW> opt_;
   std::unique_ptr<DataLoader> loader_;
   int64_t step_ = 0;
+  int64_t tokens_seen_ = 0;  // training tokens (unpadded) over all steps, resumed from the checkpoint
 };
 
 }  // namespace sr

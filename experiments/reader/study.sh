@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# The small-scale replication of Smooth Reading (issue 10): data, training, evaluation, tables.
+#
+#   bash experiments/reader/study.sh data            # training data (EMR trajectories + one-pass samples)
+#   bash experiments/reader/study.sh train NAME      # NAME = emr_swa | or_swa | or_full (configs/NAME.json)
+#   bash experiments/reader/study.sh evalsets        # held-out evaluation records
+#   bash experiments/reader/study.sh eval NAME MODE  # NIAH by length (MODE = emr | or)
+#   bash experiments/reader/study.sh grid NAME       # window x chunk grid and early stop on/off (EMR)
+#   bash experiments/reader/study.sh heldout NAME    # unseen phrasings, keys and haystack text (EMR)
+#   python3 experiments/reader/tables.py             # docs/RESULTS.md tables + plots from runs/reader
+#
+# Every stage is resumable: finished outputs are kept, a training run continues from its checkpoint,
+# predictions from their last complete line. Each output directory gets meta.json (commit, config,
+# seed, hardware). Environment: SR (the smoothread binary), DEVICE (cuda | cpu), JOBS (parallel
+# evaluation processes), TOKENS (training token budget per model), N (records per task x length).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SR=${SR:-./build/smoothread}
+OUT=${OUT:-runs/reader}
+DEVICE=${DEVICE:-cuda}
+JOBS=${JOBS:-8}
+N=${N:-1000}
+TOKENS=${TOKENS:-60000000}
+HAYSTACK_DIR=${HAYSTACK_DIR:-/usr/share/common-licenses}
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+mkdir -p "$OUT"
+
+meta() {  # meta.json for an output directory: commit, what ran, hardware
+  local dir=$1; shift
+  local gpu; gpu=$( (nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true) | head -1)
+  python3 - "$dir/meta.json" "$COMMIT" "$gpu" "$*" <<'EOF'
+import json, os, platform, sys, time
+path, commit, gpu, what = sys.argv[1:5]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+json.dump({"commit": commit, "what": what, "gpu": gpu or None, "cpu": cpu, "cpu_threads": os.cpu_count(),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, open(path, "w"), indent=2)
+EOF
+}
+
+licenses() {  # English haystack text for training (Debian base-files): a comma-separated list
+  local l=""
+  for f in GPL-3 GPL-2 LGPL-2.1 GFDL-1.3 MPL-2.0 Apache-2.0 Artistic MPL-1.1; do
+    [ -f "$HAYSTACK_DIR/$f" ] && l="$l${l:+,}$HAYSTACK_DIR/$f"
+  done
+  echo "$l"
+}
+
+stage_data() {
+  local d=$OUT/data
+  [ -f "$d/emr.jsonl" ] && [ -f "$d/or.jsonl" ] && { echo "data: kept $d"; return; }
+  mkdir -p "$d/parts"
+  local lic; lic=$(licenses)
+  [ -n "$lic" ] || { echo "error: no haystack text in $HAYSTACK_DIR" >&2; exit 2; }
+  # part = task | phrasing | extra gen flags; the same seed gives the same records for both formats.
+  local parts=(
+    "passkey|varied|"
+    "niah_single_1|varied|"
+    "niah_single_2|varied|"
+    "niah_single_2|varied|--haystack $lic"
+    "niah_single_2|ruler|"
+    "niah_single_3|varied|"
+    "niah_multikey_1|varied|"
+    "niah_multikey_1|varied|--haystack $lic"
+    "niah_single_2|varied|--values word"
+  )
+  local jobs=() seed=1000 i=0
+  for p in "${parts[@]}"; do
+    IFS='|' read -r task phr extra <<<"$p"
+    for len in 512 1024 2048 4096; do
+      seed=$((seed + 1)); i=$((i + 1))
+      for fmt in trajectory or; do
+        jobs+=("$SR gen --task $task --phrasing $phr $extra --tokens $len --count $N --seed $seed --format $fmt --chunk-tokens 128:512 --out $d/parts/$fmt-$(printf %03d $i).jsonl")
+      done
+    done
+  done
+  printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} sh -c '{}'
+  cat "$d"/parts/trajectory-*.jsonl > "$d/emr.jsonl.tmp" && mv "$d/emr.jsonl.tmp" "$d/emr.jsonl"
+  cat "$d"/parts/or-*.jsonl > "$d/or.jsonl.tmp" && mv "$d/or.jsonl.tmp" "$d/or.jsonl"
+  rm -rf "$d/parts"
+  meta "$d" "data N=$N parts=${#parts[@]} lengths=512,1024,2048,4096 chunks=128:512 haystack=$lic"
+  wc -l "$d/emr.jsonl" "$d/or.jsonl"
+}
+
+stage_train() {
+  local name=$1 cfg=$HERE/configs/$1.json run=$OUT/$1
+  [ -f "$run/model/config.json" ] && { echo "train $name: kept $run/model"; return; }
+  mkdir -p "$run"
+  local resume=""; [ -f "$run/checkpoint/trainer_state.json" ] && resume=--resume
+  python3 - "$cfg" "$run/train.json" "$OUT" "$TOKENS" "$DEVICE" <<'EOF'
+import json, sys
+cfg, out, root, tokens, device = sys.argv[1:6]
+j = json.load(open(cfg))
+j["data"] = j["data"].replace("runs/reader", root); j["out_dir"] = j["out_dir"].replace("runs/reader", root)
+j["tokens"] = int(tokens); j.pop("steps", None); j["device"] = device
+json.dump(j, open(out, "w"), indent=2)
+EOF
+  meta "$run" "train $name tokens=$TOKENS device=$DEVICE"
+  $SR train --config "$run/train.json" $resume | tee -a "$run/log.jsonl"
+  write_reader_config "$run/model"
+}
+
+write_reader_config() {  # the model's smoothread.json: chunk 384 tokens (W/2 < 384 + summary < W)
+  cat > "$1/smoothread.json" <<'EOF'
+{"protocol": "smoothread-v1", "chunk_tokens": 384, "max_summary_tokens": 96, "max_answer_tokens": 48}
+EOF
+}
+
+heldout_haystack() {  # prose the models never saw: this repository's own docs, tables and code removed
+  local f=$OUT/eval/heldout_haystack.txt
+  [ -f "$f" ] && { echo "$f"; return; }
+  mkdir -p "$OUT/eval"
+  python3 - "$f" README.md docs/MODEL_FORMAT.md docs/RESULTS.md docs/PERF.md <<'EOF'
+import re, sys
+out, files = sys.argv[1], sys.argv[2:]
+keep, code = [], False
+for f in files:
+    for line in open(f, encoding="utf-8"):
+        if line.startswith("```"): code = not code; continue
+        if code or line.startswith("|") or line.startswith("#") or not line.strip(): continue
+        keep.append(re.sub(r"[`*]", "", line.strip()))
+open(out, "w", encoding="utf-8").write("\n".join(keep) + "\n")
+EOF
+  echo "$f"
+}
+
+LENGTHS=${LENGTHS:-4096 8192 16384 32768 65536 131072 262144}
+PER_LENGTH=${PER_LENGTH:-20}
+
+stage_evalsets() {
+  local d=$OUT/eval; mkdir -p "$d"
+  local hay; hay=$(heldout_haystack)
+  for len in $LENGTHS; do  # NIAH by length: RULER niah_single_2 sentences, held-out seeds, 5 depths
+    [ -f "$d/niah-$len.jsonl" ] || $SR gen --task niah_single_2 --tokens "$len" --count "$PER_LENGTH" --seed $((90000 + len % 9973)) \
+      --depth-grid 5 --out "$d/niah-$len.jsonl"
+  done
+  for len in 4096 16384 65536; do  # unseen phrasings + keys, unseen haystack text
+    [ -f "$d/heldout-$len.jsonl" ] || $SR gen --task niah_single_2 --phrasing heldout --haystack "$hay" --tokens "$len" \
+      --count "$PER_LENGTH" --seed $((70000 + len % 9973)) --out "$d/heldout-$len.jsonl"
+    [ -f "$d/heldout-passkey-$len.jsonl" ] || $SR gen --task passkey --phrasing heldout --tokens "$len" \
+      --count "$PER_LENGTH" --seed $((71000 + len % 9973)) --out "$d/heldout-passkey-$len.jsonl"
+  done
+  [ -f "$d/grid-16384.jsonl" ] || $SR gen --task niah_single_2 --tokens 16384 --count "$PER_LENGTH" --seed 80001 --depth-grid 5 \
+    --out "$d/grid-16384.jsonl"
+  meta "$d" "evalsets lengths=$LENGTHS per_length=$PER_LENGTH"
+}
+
+# run_evals OUTDIR "label|model|data|extra flags" ...: one eval process per job, JOBS at a time.
+run_evals() {
+  local od=$1; shift
+  mkdir -p "$od"
+  printf '%s\n' "$@" | while IFS='|' read -r label model data extra; do
+    echo "$SR eval --model $model --data $data --pred $od/$label.pred.jsonl --device $DEVICE --json $extra > $od/$label.score.json 2> $od/$label.log"
+  done | xargs -P "$JOBS" -I{} sh -c '{}'
+}
+
+stage_eval() {
+  local name=$1 mode=$2 od=$OUT/results/$1-$2 jobs=()
+  for len in $LENGTHS; do jobs+=("niah-$len|$OUT/$name/model|$OUT/eval/niah-$len.jsonl|--mode $mode --force"); done
+  mkdir -p "$od"; meta "$od" "eval $name $mode"
+  run_evals "$od" "${jobs[@]}"
+}
+
+stage_grid() {
+  local name=$1 od=$OUT/results/$1-grid jobs=()
+  for c in 128 256 384 512 768 1024 2048; do
+    jobs+=("C$c|$OUT/$name/model|$OUT/eval/grid-16384.jsonl|--mode emr --chunk-tokens $c --force")
+  done
+  for len in 16384 65536; do
+    jobs+=("nostop-$len|$OUT/$name/model|$OUT/eval/niah-$len.jsonl|--mode emr --no-early-stop --force")
+  done
+  mkdir -p "$od"; meta "$od" "grid $name"
+  run_evals "$od" "${jobs[@]}"
+}
+
+stage_heldout() {
+  local name=$1 od=$OUT/results/$1-heldout jobs=()
+  for len in 4096 16384 65536; do
+    jobs+=("heldout-$len|$OUT/$name/model|$OUT/eval/heldout-$len.jsonl|--mode emr")
+    jobs+=("heldout-passkey-$len|$OUT/$name/model|$OUT/eval/heldout-passkey-$len.jsonl|--mode emr")
+  done
+  mkdir -p "$od"; meta "$od" "heldout $name"
+  run_evals "$od" "${jobs[@]}"
+}
+
+case ${1:-} in
+  data) stage_data ;;
+  train) stage_train "$2" ;;
+  evalsets) stage_evalsets ;;
+  eval) stage_eval "$2" "$3" ;;
+  grid) stage_grid "$2" ;;
+  heldout) stage_heldout "$2" ;;
+  all)
+    stage_data
+    for m in emr_swa or_swa or_full; do stage_train $m; done
+    stage_evalsets
+    stage_eval emr_swa emr; stage_eval or_swa or; stage_eval or_full or
+    stage_grid emr_swa; stage_heldout emr_swa ;;
+  *) sed -n 2,17p "$0"; exit 2 ;;
+esac
