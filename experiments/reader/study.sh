@@ -12,7 +12,8 @@
 # Every stage is resumable: finished outputs are kept, a training run continues from its checkpoint,
 # predictions from their last complete line. Each output directory gets meta.json (commit, config,
 # seed, hardware). Environment: SR (the smoothread binary), DEVICE (cuda | cpu), JOBS (parallel
-# evaluation processes), TOKENS (training token budget per model), N (records per task x length).
+# evaluation processes), TOKENS (training token budget per model), MAX_SECONDS (wall-time cap per
+# training run), N (records per task x length).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SR=${SR:-./build/smoothread}
@@ -86,12 +87,13 @@ stage_train() {
   [ -f "$run/model/config.json" ] && { echo "train $name: kept $run/model"; return; }
   mkdir -p "$run"
   local resume=""; [ -f "$run/checkpoint/trainer_state.json" ] && resume=--resume
-  python3 - "$cfg" "$run/train.json" "$OUT" "$TOKENS" "$DEVICE" <<'EOF'
+  python3 - "$cfg" "$run/train.json" "$OUT" "$TOKENS" "$DEVICE" "${MAX_SECONDS:-0}" <<'EOF'
 import json, sys
-cfg, out, root, tokens, device = sys.argv[1:6]
+cfg, out, root, tokens, device, max_s = sys.argv[1:7]
 j = json.load(open(cfg))
 j["data"] = j["data"].replace("runs/reader", root); j["out_dir"] = j["out_dir"].replace("runs/reader", root)
 j["tokens"] = int(tokens); j.pop("steps", None); j["device"] = device
+if float(max_s) > 0: j["max_seconds"] = float(max_s)  # a wall-time cap (the run stops early, resumable)
 json.dump(j, open(out, "w"), indent=2)
 EOF
   meta "$run" "train $name tokens=$TOKENS device=$DEVICE"
