@@ -336,7 +336,7 @@ int cmd_gen(int argc, char** argv) {
       "      [--chains N --hops H (vt)] [--values number|word|uuid (niah value type)]\n"
       "      [--phrasing ruler|varied|heldout (passkey/niah sentences: RULER's, a training pool of\n"
       "       paraphrases and keys, or a disjoint held-out pool)]\n"
-      "  toy tasks (copy, recall): [--min-len A] [--max-len B]\n"
+      "  toy tasks (copy, recall, repeat): [--min-len A] [--max-len B]\n"
       "  text_mix (multilingual text for tokenizer checks; lines {\"text\": ...}): [--doc-bytes B (4096)]\n"
       "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
@@ -348,7 +348,7 @@ int cmd_gen(int argc, char** argv) {
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
   if (count <= 0) fail("--count", "must be positive");
   std::string out;
-  if (task == "copy" || task == "recall") {
+  if (task == "copy" || task == "recall" || task == "repeat") {
     ToyTaskOptions o;
     o.task = task, o.count = count, o.seed = seed;
     o.min_len = int(a.get_int("--min-len", o.min_len));

@@ -13,7 +13,7 @@
 # predictions from their last complete line. Each output directory gets meta.json (commit, config,
 # seed, hardware). Environment: SR (the smoothread binary), DEVICE (cuda | cpu), JOBS (parallel
 # evaluation processes), TOKENS (training token budget per model), MAX_SECONDS (wall-time cap per
-# training run), N (records per task x length).
+# training run), N (records per task x length), REPEAT (dense copying samples in each mix).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SR=${SR:-./build/smoothread}
@@ -21,6 +21,7 @@ OUT=${OUT:-runs/reader}
 DEVICE=${DEVICE:-cuda}
 JOBS=${JOBS:-8}
 N=${N:-1000}
+REPEAT=${REPEAT:-40000}
 TOKENS=${TOKENS:-60000000}
 HAYSTACK_DIR=${HAYSTACK_DIR:-/usr/share/common-licenses}
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -74,11 +75,16 @@ stage_data() {
       done
     done
   done
+  # Dense copying ("repeat": a sentence of random words and numbers, a gap, the sentence again) in
+  # both mixes: a model trained from scratch needs induction heads before it can copy a needle.
+  for k in 1 2 3 4; do
+    jobs+=("$SR gen --task repeat --count $((REPEAT / 4)) --seed $((500 + k)) --min-len 16 --max-len 400 --out $d/parts/repeat-$k.jsonl")
+  done
   printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} sh -c '{}'
-  cat "$d"/parts/trajectory-*.jsonl > "$d/emr.jsonl.tmp" && mv "$d/emr.jsonl.tmp" "$d/emr.jsonl"
-  cat "$d"/parts/or-*.jsonl > "$d/or.jsonl.tmp" && mv "$d/or.jsonl.tmp" "$d/or.jsonl"
+  cat "$d"/parts/trajectory-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/emr.jsonl.tmp" && mv "$d/emr.jsonl.tmp" "$d/emr.jsonl"
+  cat "$d"/parts/or-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/or.jsonl.tmp" && mv "$d/or.jsonl.tmp" "$d/or.jsonl"
   rm -rf "$d/parts"
-  meta "$d" "data N=$N parts=${#parts[@]} lengths=512,1024,2048,4096 chunks=128:512 haystack=$lic"
+  meta "$d" "data N=$N repeat=$REPEAT parts=${#parts[@]} lengths=512,1024,2048,4096 chunks=128:512 haystack=$lic"
   wc -l "$d/emr.jsonl" "$d/or.jsonl"
 }
 
