@@ -152,13 +152,28 @@ stage_evalsets() {
   meta "$d" "evalsets lengths=$LENGTHS per_length=$PER_LENGTH"
 }
 
-# run_evals OUTDIR "label|model|data|extra flags" ...: one eval process per job, JOBS at a time.
+# run_evals OUTDIR "label|model|data|extra flags" ...: each data file is cut into shards of SHARD
+# records, one eval process per shard, JOBS at a time; then the shards' predictions are joined in
+# order and scored (OUTDIR/label.pred.jsonl, OUTDIR/label.score.json).
+SHARD=${SHARD:-2}
 run_evals() {
   local od=$1; shift
-  mkdir -p "$od"
-  printf '%s\n' "$@" | while IFS='|' read -r label model data extra; do
-    echo "$SR eval --model $model --data $data --pred $od/$label.pred.jsonl --device $DEVICE --json $extra > $od/$label.score.json 2> $od/$label.log"
+  mkdir -p "$od/shards"
+  local job label model data extra
+  for job in "$@"; do
+    IFS='|' read -r label model data extra <<<"$job"
+    [ -f "$od/$label.score.json" ] && continue
+    split -l "$SHARD" -d -a 4 --additional-suffix=.jsonl "$data" "$od/shards/$label-"
+    for f in "$od/shards/$label"-[0-9][0-9][0-9][0-9].jsonl; do
+      echo "$SR eval --model $model --data $f --pred ${f%.jsonl}.pred.jsonl --device $DEVICE --json $extra > /dev/null 2>> $od/$label.log"
+    done
   done | xargs -P "$JOBS" -I{} sh -c '{}'
+  for job in "$@"; do
+    IFS='|' read -r label model data extra <<<"$job"
+    [ -f "$od/$label.score.json" ] && continue
+    cat "$od/shards/$label"-[0-9][0-9][0-9][0-9].pred.jsonl > "$od/$label.pred.jsonl"
+    $SR eval --score-only --pred "$od/$label.pred.jsonl" --json > "$od/$label.score.json.tmp" && mv "$od/$label.score.json.tmp" "$od/$label.score.json"
+  done
 }
 
 stage_eval() {
