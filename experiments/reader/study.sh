@@ -3,6 +3,8 @@
 #
 #   bash experiments/reader/study.sh data            # training data (EMR trajectories + one-pass samples)
 #   bash experiments/reader/study.sh train NAME      # NAME = emr_swa | or_swa | or_full (configs/NAME.json)
+#                                                    # copy_base: dense copying only (induction heads), then
+#                                                    # or_swa_ft | or_full_ft: one-pass SFT from that base
 #   bash experiments/reader/study.sh evalsets        # held-out evaluation records
 #   bash experiments/reader/study.sh eval NAME MODE  # NIAH by length (MODE = emr | or)
 #   bash experiments/reader/study.sh grid NAME       # window x chunk grid and early stop on/off (EMR)
@@ -49,7 +51,7 @@ licenses() {  # English haystack text for training (Debian base-files): a comma-
 
 stage_data() {
   local d=$OUT/data
-  [ -f "$d/emr.jsonl" ] && [ -f "$d/or.jsonl" ] && { echo "data: kept $d"; return; }
+  [ -f "$d/emr.jsonl" ] && [ -f "$d/or.jsonl" ] && [ -f "$d/repeat.jsonl" ] && { echo "data: kept $d"; return; }
   mkdir -p "$d/parts"
   local lic; lic=$(licenses)
   [ -n "$lic" ] || { echo "error: no haystack text in $HAYSTACK_DIR" >&2; exit 2; }
@@ -83,6 +85,7 @@ stage_data() {
   printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} sh -c '{}'
   cat "$d"/parts/trajectory-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/emr.jsonl.tmp" && mv "$d/emr.jsonl.tmp" "$d/emr.jsonl"
   cat "$d"/parts/or-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/or.jsonl.tmp" && mv "$d/or.jsonl.tmp" "$d/or.jsonl"
+  cat "$d"/parts/repeat-*.jsonl > "$d/repeat.jsonl.tmp" && mv "$d/repeat.jsonl.tmp" "$d/repeat.jsonl"
   rm -rf "$d/parts"
   meta "$d" "data N=$N repeat=$REPEAT parts=${#parts[@]} lengths=512,1024,2048,4096 chunks=128:512 haystack=$lic"
   wc -l "$d/emr.jsonl" "$d/or.jsonl"
@@ -98,11 +101,15 @@ import json, sys
 cfg, out, root, tokens, device, max_s = sys.argv[1:7]
 j = json.load(open(cfg))
 j["data"] = j["data"].replace("runs/reader", root); j["out_dir"] = j["out_dir"].replace("runs/reader", root)
+if "init_from" in j: j["init_from"] = j["init_from"].replace("runs/reader", root)
 j["tokens"] = int(tokens); j.pop("steps", None); j["device"] = device
 if float(max_s) > 0: j["max_seconds"] = float(max_s)  # a wall-time cap (the run stops early, resumable)
 json.dump(j, open(out, "w"), indent=2)
 EOF
   meta "$run" "train $name tokens=$TOKENS device=$DEVICE"
+  if [ "$name" = or_swa_ft ] && [ ! -f "$OUT/copy_base/model_swa/config.json" ]; then  # the base, as an SWA model
+    $SR convert --model "$OUT/copy_base/model" --out "$OUT/copy_base/model_swa" --window 1024
+  fi
   $SR train --config "$run/train.json" $resume | tee -a "$run/log.jsonl"
   write_reader_config "$run/model"
 }
