@@ -2,6 +2,8 @@
 // post-processing), CI summary, and the synthetic generator's determinism and length accuracy.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "core/error.h"
 #include "data/synthetic.h"
 #include "eval/metrics.h"
@@ -114,4 +116,38 @@ TEST(Eval, TrajectoriesAreValid) {
       EXPECT_TRUE(C >= 64 && C <= 256);
     }
   }
+}
+
+// --phrasing: "ruler" is RULER's sentences; "varied" and "heldout" draw needles, questions and keys
+// from two disjoint pools, deterministically, and the needle always carries the answer.
+TEST(Eval, PhrasingPoolsAreDeterministicAndDisjoint) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  auto shapes = [&](const std::string& phrasing, const std::string& task) {
+    SyntheticOptions o;
+    o.task = task, o.count = 60, o.seed = 9, o.tokens = 600, o.phrasing = phrasing;
+    auto recs = make_synthetic(o, tok);
+    EXPECT_EQ(json(recs).dump(), json(make_synthetic(o, tok)).dump());
+    std::set<std::string> needles;  // the needle sentence with its value blanked
+    for (auto& r : recs) {
+      const std::string ctx = r["context"], ans = r["answers"][0];
+      auto ev = r["evidence"][0];
+      EXPECT_EQ(ctx.substr(ev[0].get<size_t>(), ev[1].get<size_t>() - ev[0].get<size_t>()), ans);
+      size_t b = ctx.rfind(". ", ev[0].get<size_t>()), e = ctx.find('.', ev[1].get<size_t>());
+      std::string s = ctx.substr(b == std::string::npos ? 0 : b + 2, e - (b == std::string::npos ? 0 : b + 2));
+      for (size_t p; (p = s.find(ans)) != std::string::npos;) s.replace(p, ans.size(), "V");
+      needles.insert(s);
+      EXPECT_EQ(r["input"].get<std::string>().front() == ' ', false);
+    }
+    return needles;
+  };
+  for (std::string task : {"niah_single_2", "passkey"}) {
+    auto ruler = shapes("ruler", task), varied = shapes("varied", task), held = shapes("heldout", task);
+    EXPECT_GT(varied.size(), task == "passkey" ? 2u : 10u) << task;  // niah keys differ too
+    for (auto& s : held) EXPECT_EQ(varied.count(s), 0u) << task << ": " << s;
+    for (auto& s : ruler)  // RULER's own sentences
+      EXPECT_TRUE(s.find("The pass key is V") != std::string::npos || s.find("special magic numbers for") != std::string::npos) << s;
+  }
+  SyntheticOptions bad;
+  bad.task = "passkey", bad.phrasing = "poetic";
+  EXPECT_THROW(make_synthetic(bad, tok), Error);
 }

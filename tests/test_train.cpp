@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
+#include "core/error.h"
 #include "data/toy_tasks.h"
 #include "infer/session.h"
 #include "model_fixtures.h"
@@ -129,4 +131,53 @@ TEST(Train, TinyModelLearnsCopyTask) {
   std::cerr << "held-out loss " << held_out << ", exact copies " << exact << "/100, " << secs << " s\n";
   EXPECT_LT(held_out, 0.25);
   EXPECT_GE(exact, 80);
+}
+
+// "tokens" in train.json: steps = ceil(tokens / (batch * accum * mean trained tokens per sample));
+// the log carries the cumulative token count, and a resumed run continues it.
+TEST(Train, TokenBudgetSetsStepsAndTheLogCountsTokens) {
+  std::string dir = temp_dir("budget");
+  std::string data = write_task(dir, "copy", 50, 4, 3, 8);
+  json j = small_train_json(data, dir + "/run");
+  j.erase("steps");
+  j["tokens"] = 1000, j["batch_size"] = 4, j["grad_accum"] = 2, j["checkpoint_every"] = 2;
+  double mean = 0;  // copy samples: prompt + completion + eos, minus one (inputs), capped at seq_len
+  ToyTaskOptions o;
+  o.task = "copy", o.count = 50, o.seed = 4, o.min_len = 3, o.max_len = 8;
+  for (auto& s : make_toy_task(o))
+    mean += std::min(24.0, double(s["prompt"].get<std::string>().size() + s["completion"].get<std::string>().size()));
+  mean /= 50;
+  Trainer t(TrainConfig::from_json(j, "test"));
+  EXPECT_EQ(t.steps(), int64_t(std::ceil(1000.0 / (4 * 2 * mean))));
+  std::vector<json> log;
+  t.run([&](const json& l) { log.push_back(l); }, false, 3);  // interrupted after 3 steps
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_GT(log[0]["tokens"].get<int64_t>(), 0);
+  EXPECT_LT(log[0]["tokens"].get<int64_t>(), log[1]["tokens"].get<int64_t>());  // cumulative
+  EXPECT_LT(log[1]["tokens"].get<int64_t>(), log[2]["tokens"].get<int64_t>());
+  EXPECT_LE(log[2]["tokens"].get<int64_t>(), 3 * 2 * 4 * 24);
+  Trainer resumed(TrainConfig::from_json(j, "test"));
+  std::vector<json> log2;
+  resumed.run([&](const json& l) { log2.push_back(l); }, true);
+  ASSERT_FALSE(log2.empty());
+  EXPECT_GT(log2.front()["tokens"].get<int64_t>(), log[2]["tokens"].get<int64_t>());  // continues the count
+  EXPECT_GE(log2.back()["tokens"].get<int64_t>(), 1000 - 2 * 4 * 24);
+  json bad = j;
+  bad["tokens"] = 0;
+  EXPECT_THROW(TrainConfig::from_json(bad, "test"), Error);
+}
+
+// The toy "repeat" task: the completion is the prompt's first sentence, after a gap.
+TEST(Train, RepeatTaskCompletionIsTheFirstSentence) {
+  ToyTaskOptions o;
+  o.task = "repeat", o.count = 200, o.seed = 7, o.min_len = 16, o.max_len = 100;
+  auto a = make_toy_task(o);
+  EXPECT_EQ(json(a).dump(), json(make_toy_task(o)).dump());
+  for (auto& s : a) {
+    std::string p = s["prompt"], c = s["completion"];
+    ASSERT_EQ(p.substr(0, c.size()), c);
+    EXPECT_GE(int(c.size()), 16 + 1);
+    EXPECT_LE(int(c.size()), 100 + 10 + 1);
+    EXPECT_NE(p.find("\nRepeat the first sentence: ", c.size()), std::string::npos);
+  }
 }
