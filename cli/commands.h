@@ -13,4 +13,5 @@ int cmd_chunk(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_longbench(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 }  // namespace sr::cli

@@ -27,7 +27,9 @@ commands:
   convert    --model DIR --out NEW --window W [--swa-layers all|0,2,4-7]   run attention with a window
              (or --window W on read/eval/longbench/generate/score/info, without a copy)
   score      --model DIR (--text T | --file F | --ids F.json) [--json] [--logits-out F.npy]   per-token log-probs
-  gen        --task copy|recall|text_mix --count N --seed S --out FILE.jsonl   toy data, tokenizer corpus
+  gen        --task T --count N --seed S --out FILE.jsonl   synthetic tasks, trajectories, toy data
+  bench      (--model DIR | --config FILE) [-p 512] [-n 128] [--read 4k,64k --mode emr,or] [--train 4k]
+             [--device cuda] [--format md|csv|json]   prefill/decode/reading/training speed and memory
 )";
 
 int main(int argc, char** argv) {
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return sr::cli::cmd_eval(argc, argv);
     if (cmd == "longbench") return sr::cli::cmd_longbench(argc, argv);
     if (cmd == "convert") return sr::cli::cmd_convert(argc, argv);
+    if (cmd == "bench") return sr::cli::cmd_bench(argc, argv);
     std::cerr << "error: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const sr::Error& e) {

@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/io.h"
 #include "data/synthetic.h"
+#include "eval/bench.h"
 #include "model_fixtures.h"
 #include "reading/chunker.h"
 #include "train/trainer.h"
@@ -502,4 +504,63 @@ TEST(DefaultModel, AnswersHeldOutNeedleQuestions) {
     EXPECT_NE(o["answer"].get<std::string>().find(answers[i]), std::string::npos) << line.substr(0, 300);
     EXPECT_TRUE(o["stopped_early"].get<bool>() || i == 2);
   }
+}
+
+// `smoothread bench`: every requested test runs reps times, rates are tokens / seconds, EMR
+// reading of an all-SWA model keeps the same state size at any length, and the CLI's formats parse.
+TEST(Bench, RunsEveryTestAndReportsTheEnvironment) {
+  auto m = make_model(test::tiny_config("ss", 16));
+  m->init_random(2);
+  BenchOptions o;
+  o.prompt_sizes = {40}, o.gen_sizes = {6}, o.depths = {0, 20}, o.read_sizes = {100, 400}, o.train_sizes = {24};
+  o.chunk_tokens = 32, o.summary_tokens = 3, o.query_tokens = 5, o.answer_tokens = 2, o.reps = 2, o.warmup = 0;
+  auto rows = run_bench(*m, o);
+  std::vector<std::string> names;
+  for (auto& r : rows) {
+    names.push_back(r.test);
+    ASSERT_EQ(r.seconds.size(), 2u) << r.test;
+    EXPECT_GT(r.tokens_per_s, 0) << r.test;
+    EXPECT_NEAR(r.tokens_per_s, r.tokens / r.seconds[0] / 2 + r.tokens / r.seconds[1] / 2, 1e-6 * r.tokens_per_s);
+    EXPECT_GT(r.peak_rss_bytes, 0u);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"pp40", "tg6", "tg6@d20", "read-emr 100", "read-or 100", "read-emr 400",
+                                             "read-or 400", "train 24"}));
+  EXPECT_EQ(rows[3].extra["rounds"].get<int>(), 4);  // ceil(100 / 32)
+  EXPECT_EQ(rows[5].extra["rounds"].get<int>(), 13);
+  EXPECT_EQ(rows[3].extra["state_bytes"], rows[5].extra["state_bytes"]);  // SWA: constant memory
+  json env = bench_environment(*m);
+  for (const char* k : {"commit", "build_type", "cpu", "threads", "device", "model"}) EXPECT_TRUE(env.contains(k)) << k;
+  std::string md = format_bench(env, rows, "md"), csv = format_bench(env, rows, "csv");
+  EXPECT_NE(md.find("| qwen2 0M | cpu | read-emr 400 |"), std::string::npos) << md;
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + long(rows.size()));
+  EXPECT_EQ(json::parse(format_bench(env, rows, "json"))["results"].size(), rows.size());
+  o.prompt_sizes = {0};
+  EXPECT_THROW(run_bench(*m, o), Error);
+  o.prompt_sizes = {4}, o.read_modes = {"emr", "skim"};
+  EXPECT_THROW(run_bench(*m, o), Error);
+}
+
+TEST(BenchCli, ConfigShapesAndFormats) {
+  std::string d = test::temp_dir("benchcli");
+  write_file_atomic(d + "/config.json", json{{"model_type", "qwen2"}, {"hidden_size", 32}, {"intermediate_size", 48},
+                                             {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                             {"num_key_value_heads", 2}, {"use_sliding_window", true},
+                                             {"sliding_window", 64}, {"max_window_layers", 0}}
+                                            .dump());
+  CliRun r = run("bench --config " + d + "/config.json -p 64 -n 4 --read 1k --mode emr --train 32 --reps 2 --warmup 0 "
+                 "--format json --threads 1",
+                 d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["results"].size(), 4u);
+  EXPECT_EQ(j["results"][2]["test"], "read-emr 1024");
+  EXPECT_EQ(j["environment"]["threads"], 1);
+  r = run("bench --config " + d + "/config.json -p 4x --reps 1", d);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("-p"), std::string::npos) << r.err;
+  r = run("bench -p 4", d);
+  EXPECT_EQ(r.code, 2);
+  r = run("bench --config " + d + "/config.json -p 16 --reps 1 --format csv --out " + d + "/b.csv", d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_file(d + "/b.csv").rfind("commit,build_type", 0), 0u);
 }

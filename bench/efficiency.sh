@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The paper's efficiency comparison with `smoothread bench` (issue 11): Smooth Reading (EMR) with
+# sliding-window attention vs one-pass (OR) reading with full attention, same model shape, same
+# run; then training tokens/s. One command per device:
+#   bash bench/efficiency.sh cpu              # the default model's shape (9.5M), 4k and 16k
+#   bash bench/efficiency.sh cuda             # Qwen2.5-3B shape, bf16 GEMMs, 4k..256k (GPU machine)
+# Output: runs/efficiency-DEVICE.md (markdown tables with commit, build, CPU/GPU, threads).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=${1:-cpu}
+SR=${SR:-./build/smoothread}
+OUT=runs/efficiency-$DEV.md
+mkdir -p runs
+tmp=$(mktemp -d)
+if [ "$DEV" = cpu ]; then
+  M=models/smoothread-reader-10m
+  READ=${READ:-4k,16k}; TRAIN=${TRAIN:-1k,4k}; REPS=${REPS:-2}; CHUNK=${CHUNK:-384}  # W = 1024
+  swa=(--model $M); full=(--model $M --window 0)
+else
+  python3 - "$tmp" <<'PY'
+import json, sys
+base = {"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008,
+        "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2, "rope_theta": 1e6,
+        "tie_word_embeddings": True}
+json.dump(dict(base, use_sliding_window=True, sliding_window=4096, max_window_layers=0), open(sys.argv[1] + "/swa.json", "w"))
+json.dump(dict(base, use_sliding_window=False), open(sys.argv[1] + "/full.json", "w"))
+PY
+  READ=${READ:-4k,16k,64k,128k,256k}; TRAIN=${TRAIN:-4k,64k}; REPS=${REPS:-2}; CHUNK=${CHUNK:-2048}  # W = 4096
+  swa=(--config $tmp/swa.json --device cuda); full=(--config $tmp/full.json --device cuda)
+fi
+common=(--reps "$REPS" --warmup 1 --chunk-tokens "$CHUNK" --summary-tokens ${SUMMARY:-64})
+{
+  echo "## SWA + EMR vs full attention + OR ($DEV)"
+  echo
+  $SR bench "${swa[@]}" --read "$READ" --mode emr "${common[@]}"
+  echo
+  $SR bench "${full[@]}" --read "$READ" --mode or "${common[@]}"
+  echo
+  echo "## Training (one sequence per step)"
+  echo
+  $SR bench "${swa[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute}
+  echo
+  $SR bench "${full[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute}
+} > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+rm -rf "$tmp"
+cat "$OUT"

@@ -1,0 +1,20 @@
+# Build-time step: writes OUT (smoothread_version.h) with the commit (short hash, "-dirty" when
+# tracked files differ from it) and the build type; rewrites the file only when that changes.
+execute_process(COMMAND git -C "${SRC}" rev-parse --short HEAD OUTPUT_VARIABLE commit
+                OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR commit STREQUAL "")
+  set(commit "unknown")
+else()
+  execute_process(COMMAND git -C "${SRC}" status --porcelain --untracked-files=no OUTPUT_VARIABLE dirty ERROR_QUIET)
+  if(NOT dirty STREQUAL "")
+    set(commit "${commit}-dirty")
+  endif()
+endif()
+set(content "#pragma once\n#define SMOOTHREAD_GIT_COMMIT \"${commit}\"\n#define SMOOTHREAD_BUILD_TYPE \"${BUILD_TYPE}\"\n")
+set(old "")
+if(EXISTS "${OUT}")
+  file(READ "${OUT}" old)
+endif()
+if(NOT old STREQUAL content)
+  file(WRITE "${OUT}" "${content}")
+endif()
