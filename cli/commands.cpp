@@ -335,14 +335,15 @@ int cmd_gen(int argc, char** argv) {
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)] [--values number|word|uuid (niah value type)]\n"
       "      [--phrasing ruler|varied|heldout (passkey/niah sentences: RULER's, a training pool of\n"
-      "       paraphrases and keys, or a disjoint held-out pool)]\n"
+      "       paraphrases and keys, or a disjoint held-out pool)] [--number-noise P (after each haystack\n"
+      "       sentence, with probability P, a keyless sentence with numbers: distractors for a reader)]\n"
       "  toy tasks (copy, recall, repeat): [--min-len A] [--max-len B]\n"
       "  text_mix (multilingual text for tokenizer checks; lines {\"text\": ...}): [--doc-bytes B (4096)]\n"
       "Same seed -> same bytes out.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
                          "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack", "--values",
-                         "--doc-bytes", "--phrasing"}, {});
+                         "--doc-bytes", "--phrasing", "--number-noise"}, {});
   std::string task = a.get("--task");
   int count = int(a.get_int("--count", 100));
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
@@ -370,6 +371,8 @@ int cmd_gen(int argc, char** argv) {
     if (!o.values.empty() && o.values != "number" && o.values != "word" && o.values != "uuid")
       fail("--values", "expected number, word or uuid");
     o.phrasing = a.get_or("--phrasing", "ruler");
+    o.number_noise = a.get_num("--number-noise", 0.0);
+    if (o.number_noise < 0 || o.number_noise > 1) fail("--number-noise", "must be in [0, 1]");
     if (a.has("--haystack")) {  // FILE[,FILE...]
       std::string list = a.get("--haystack");
       for (size_t b = 0, e; b <= list.size(); b = e + 1) {

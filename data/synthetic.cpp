@@ -46,6 +46,27 @@ std::string essay_sentence(Rng& r) {
   return s + (r.below(8) == 0 ? "?" : ".");
 }
 
+// A sentence with numbers but no key (--number-noise): distractors shaped like needle values
+// (1-9 digits, dates, versions), so a reader must match the asked key, not copy any number.
+std::string number_sentence(Rng& r) {
+  auto num = [&](int lo, int hi) {  // a number of lo..hi digits
+    int n = lo + int(r.below(uint64_t(hi - lo + 1)));
+    std::string d(1, char('1' + r.below(9)));
+    while (int(d.size()) < n) d.push_back(char('0' + r.below(10)));
+    return d;
+  };
+  switch (r.below(8)) {
+    case 0: return "In " + std::to_string(1900 + r.below(126)) + " the count reached " + num(2, 7) + ".";
+    case 1: return "Version " + num(1, 1) + "." + num(1, 2) + " was released on day " + num(1, 3) + ".";
+    case 2: return "The invoice number was " + num(5, 8) + ".";
+    case 3: return "It cost " + num(2, 6) + " dollars and took " + num(1, 2) + " hours.";
+    case 4: return "Room " + num(3, 4) + " is on floor " + num(1, 2) + ".";
+    case 5: return "Call " + num(3, 3) + "-" + num(4, 4) + " for details.";
+    case 6: return "The total came to " + num(6, 9) + ".";
+    default: return "Order " + num(7, 7) + " shipped.";
+  }
+}
+
 struct Needle {
   std::string text, value;  // sentence inserted in the haystack; the value it carries
   int answer = -1;          // index of the evidence it provides (answers / clues order), else -1 (distractor)
@@ -451,6 +472,7 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
       } else {
         t = (s.essay ? essay_sentence(r) : std::string(kNoise)) + " ";
       }
+      if (o.number_noise > 0 && !s.needle_haystack && r.uniform_double() < o.number_noise) t += number_sentence(r) + " ";
       have += count_tokens(t, tok, false);
       sents.push_back(std::move(t));
     }

@@ -28,6 +28,7 @@ struct SyntheticOptions {
   double depth = -1;   // fixed needle depth in [0,1]; < 0 = uniform random per sample
   int depth_grid = 0;  // > 0: sample i puts its needles at depth (i mod G) / (G - 1) (RULER/NIAH grids)
   int vt_chains = 1, vt_hops = 4;
+  double number_noise = 0;  // probability that a haystack sentence is followed by a keyless number sentence
   std::string phrasing = "ruler";  // passkey / niah sentences: "ruler" | "varied" (training pool) | "heldout"
   std::string values;  // niah value type override: "number" | "word" | "uuid" ("" = the task's own)
   // User haystack texts (--haystack FILE...): replace the essay generator for essay-haystack tasks;

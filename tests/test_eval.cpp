@@ -151,3 +151,26 @@ TEST(Eval, PhrasingPoolsAreDeterministicAndDisjoint) {
   bad.task = "passkey", bad.phrasing = "poetic";
   EXPECT_THROW(make_synthetic(bad, tok), Error);
 }
+
+// --number-noise: keyless number sentences join the haystack; the needle and its evidence span
+// stay exact, the length stays on target, and 0 changes nothing.
+TEST(Eval, NumberNoiseAddsKeylessNumbersOnly) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  SyntheticOptions o;
+  o.task = "niah_single_2", o.count = 20, o.seed = 4, o.tokens = 2000;
+  const std::string plain = json(make_synthetic(o, tok)).dump();
+  o.number_noise = 0;
+  EXPECT_EQ(json(make_synthetic(o, tok)).dump(), plain);
+  o.number_noise = 0.5;
+  auto recs = make_synthetic(o, tok);
+  for (auto& r : recs) {
+    const std::string ctx = r["context"], ans = r["answers"][0];
+    auto ev = r["evidence"][0];
+    EXPECT_EQ(ctx.substr(ev[0].get<size_t>(), ev[1].get<size_t>() - ev[0].get<size_t>()), ans);
+    int digits = 0;
+    for (char c : ctx) digits += c >= '0' && c <= '9';
+    EXPECT_GT(digits, int(ans.size()) + 20);  // many more numbers than the needle's
+    EXPECT_EQ(ctx.find("special magic"), ctx.rfind("special magic"));  // still one keyed sentence
+    EXPECT_LE(std::abs(r["length"].get<int>() - 2000), 20);
+  }
+}

@@ -15,7 +15,8 @@
 # predictions from their last complete line. Each output directory gets meta.json (commit, config,
 # seed, hardware). Environment: SR (the smoothread binary), DEVICE (cuda | cpu), JOBS (parallel
 # evaluation processes), TOKENS (training token budget per model), MAX_SECONDS (wall-time cap per
-# training run), N (records per task x length), REPEAT (dense copying samples in each mix).
+# training run), N (records per task x length), REPEAT (dense copying samples in each mix), MIX (v1:
+# the shipped model's data; v2: plus number distractors and more distractor needles).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SR=${SR:-./build/smoothread}
@@ -67,6 +68,16 @@ stage_data() {
     "niah_multikey_1|varied|--haystack $lic"
     "niah_single_2|varied|--values word"
   )
+  if [ "${MIX:-v1}" = v2 ]; then  # v1 trained the shipped model; v2 adds distractors (numbers, other keys)
+    parts+=(
+      "niah_single_2|varied|--number-noise 0.3"
+      "niah_single_2|varied|--haystack $lic --number-noise 0.3"
+      "passkey|varied|--number-noise 0.3"
+      "niah_multikey_1|varied|--number-noise 0.3"
+      "niah_multikey_1|ruler|"
+      "niah_multikey_2|varied|"
+    )
+  fi
   local jobs=() seed=1000 i=0
   for p in "${parts[@]}"; do
     IFS='|' read -r task phr extra <<<"$p"
@@ -87,7 +98,7 @@ stage_data() {
   cat "$d"/parts/or-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/or.jsonl.tmp" && mv "$d/or.jsonl.tmp" "$d/or.jsonl"
   cat "$d"/parts/repeat-*.jsonl > "$d/repeat.jsonl.tmp" && mv "$d/repeat.jsonl.tmp" "$d/repeat.jsonl"
   rm -rf "$d/parts"
-  meta "$d" "data N=$N repeat=$REPEAT parts=${#parts[@]} lengths=512,1024,2048,4096 chunks=128:512 haystack=$lic"
+  meta "$d" "data MIX=${MIX:-v1} N=$N repeat=$REPEAT parts=${#parts[@]} lengths=512,1024,2048,4096 chunks=128:512 haystack=$lic"
   wc -l "$d/emr.jsonl" "$d/or.jsonl"
 }
 
