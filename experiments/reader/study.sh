@@ -25,7 +25,7 @@ DEVICE=${DEVICE:-cuda}
 JOBS=${JOBS:-8}
 N=${N:-1000}
 REPEAT=${REPEAT:-40000}
-TOKENS=${TOKENS:-60000000}
+TOKENS=${TOKENS:-200000000}
 HAYSTACK_DIR=${HAYSTACK_DIR:-/usr/share/common-licenses}
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 mkdir -p "$OUT"
@@ -132,6 +132,7 @@ EOF
 }
 
 heldout_haystack() {  # prose the models never saw: this repository's own docs, tables and code removed
+  # (the docs as they are at the commit that runs the study, recorded in eval/meta.json)
   local f=$OUT/eval/heldout_haystack.txt
   [ -f "$f" ] && { echo "$f"; return; }
   mkdir -p "$OUT/eval"
