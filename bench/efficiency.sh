@@ -4,17 +4,16 @@
 # run; then training tokens/s. One command per device:
 #   bash bench/efficiency.sh cpu              # the default model's shape (9.5M), 4k and 16k
 #   bash bench/efficiency.sh cuda             # Qwen2.5-3B shape, bf16 GEMMs, 4k..256k (GPU machine)
-# Output: runs/efficiency-DEVICE.md (markdown tables with commit, build, CPU/GPU, threads).
+# Output: runs/efficiency-DEVICE/ (the bench JSON files and report.md: one table with commit, build,
+# CPU/GPU, threads) and docs/figures/efficiency-DEVICE.svg (reading time by document length).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=${1:-cpu}
 SR=${SR:-./build/smoothread}
-OUT=runs/efficiency-$DEV.md
-mkdir -p runs
 tmp=$(mktemp -d)
 if [ "$DEV" = cpu ]; then
   M=models/smoothread-reader-10m
-  READ=${READ:-4k,16k}; TRAIN=${TRAIN:-1k,4k}; REPS=${REPS:-2}; CHUNK=${CHUNK:-384}  # W = 1024
+  READ=${READ:-4k,16k,32k}; TRAIN=${TRAIN:-1k,4k}; REPS=${REPS:-2}; CHUNK=${CHUNK:-384}  # W = 1024
   swa=(--model $M); full=(--model $M --window 0)
 else
   python3 - "$tmp" <<'PY'
@@ -28,20 +27,12 @@ PY
   READ=${READ:-4k,16k,64k,128k,256k}; TRAIN=${TRAIN:-4k,64k}; REPS=${REPS:-2}; CHUNK=${CHUNK:-2048}  # W = 4096
   swa=(--config $tmp/swa.json --device cuda); full=(--config $tmp/full.json --device cuda)
 fi
-common=(--reps "$REPS" --warmup 1 --chunk-tokens "$CHUNK" --summary-tokens ${SUMMARY:-64})
-{
-  echo "## SWA + EMR vs full attention + OR ($DEV)"
-  echo
-  $SR bench "${swa[@]}" --read "$READ" --mode emr "${common[@]}"
-  echo
-  $SR bench "${full[@]}" --read "$READ" --mode or "${common[@]}"
-  echo
-  echo "## Training (one sequence per step)"
-  echo
-  $SR bench "${swa[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute}
-  echo
-  $SR bench "${full[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute}
-} > "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
+common=(--reps "$REPS" --warmup "${WARMUP:-1}" --chunk-tokens "$CHUNK" --summary-tokens ${SUMMARY:-64} --format json)
+D=runs/efficiency-$DEV
+mkdir -p "$D"
+$SR bench "${swa[@]}" --read "$READ" --mode emr "${common[@]}" --out "$D/emr.json"
+$SR bench "${full[@]}" --read "$READ" --mode or "${common[@]}" --out "$D/or.json"
+$SR bench "${swa[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute} --out "$D/train_swa.json"
+$SR bench "${full[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute} --out "$D/train_full.json"
 rm -rf "$tmp"
-cat "$OUT"
+python3 bench/efficiency_report.py "$D" --svg "docs/figures/efficiency-$DEV.svg" | tee "$D/report.md"

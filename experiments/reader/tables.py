@@ -109,30 +109,10 @@ def train_table(d):
 
 
 def svg(series, path):
-    W, H, L, B = 560, 300, 60, 50
-    xs = list(range(len(LENGTHS)))
-    colors = ["#1b7837", "#d6604d", "#4393c3"]
-    px = lambda i: L + i * (W - L - 20) / (len(LENGTHS) - 1)
-    py = lambda v: H - B - v * (H - B - 20) / 100
-    s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H + 40),
-         '<rect width="100%" height="100%" fill="white"/>']
-    for v in range(0, 101, 25):
-        s.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (L, py(v), W - 20, py(v)))
-        s.append('<text x="%d" y="%.1f" text-anchor="end">%d</text>' % (L - 6, py(v) + 4, v))
-    for i, n in zip(xs, LENGTHS):
-        s.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (px(i), H - B + 18, k(n)))
-    s.append('<text x="%d" y="%d" text-anchor="middle">document length (tokens); trained on 512-4k</text>' % ((W + L) // 2, H - B + 36))
-    s.append('<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">NIAH accuracy (%%)</text>' % (H // 2, H // 2))
-    for c, (name, pts) in zip(colors, series.items()):
-        p = [(px(i), py(v)) for i, v in zip(xs, pts) if v is not None]
-        s.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (c, " ".join("%.1f,%.1f" % q for q in p)))
-        s += ['<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (a, b, c) for a, b in p]
-    for j, (c, name) in enumerate(zip(colors, series)):
-        s.append('<rect x="%d" y="%d" width="12" height="3" fill="%s"/><text x="%d" y="%d">%s</text>' % (
-            L, H + 2 + 14 * j, c, L + 18, H + 7 + 14 * j, name))
-    s.append("</svg>")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    open(path, "w").write("\n".join(s) + "\n")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    from svg_plot import line_plot
+    line_plot(path, [k(n) for n in LENGTHS], series, "NIAH accuracy (%)",
+              "document length (tokens); trained on 512-4k", ymax=100)
 
 
 def main():

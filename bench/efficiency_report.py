@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""The efficiency table and plot from bench/efficiency.sh's JSON files (smoothread bench --format json).
+
+    python3 bench/efficiency_report.py runs/efficiency-cpu [--svg docs/figures/efficiency-cpu.svg]
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from svg_plot import line_plot  # noqa: E402
+
+
+def load(d, name):
+    j = json.load(open(os.path.join(d, name + ".json")))
+    return j["environment"], {r["test"].split()[-1]: r for r in j["results"]}
+
+
+def size(n):
+    n = int(n)
+    return "%dk" % (n // 1024) if n % 1024 == 0 else str(n)
+
+
+def main():
+    args = sys.argv[1:]
+    out_svg = None
+    if "--svg" in args:
+        i = args.index("--svg")
+        out_svg = args[i + 1]
+        del args[i:i + 2]
+    d = args[0]
+    env, emr = load(d, "emr")
+    _, one = load(d, "or")
+    mib = lambda b: "%.0f MiB" % (b / 2**20) if b else "—"
+    mem = lambda r: mib(r["peak_device_bytes"] or r["peak_rss_bytes"])
+    print("commit %s (%s), %s, %s threads%s; model %s, %.1fM parameters; mean ± std over %d repetitions\n" % (
+        env["commit"], env["build_type"], env["cpu"], env["threads"], ", GPU " + env["gpu"] if env["gpu"] else "",
+        env["model"]["model_type"], env["model"]["params"] / 1e6, emr[next(iter(emr))]["reps"]))
+    print("| document | SWA + EMR: time (s) | memory | rounds | full attention + OR: time (s) | memory | EMR speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    lengths = sorted(set(emr) & set(one), key=int)
+    for n in lengths:
+        e, o = emr[n], one[n]
+        print("| %s | %.2f ± %.2f | %s | %d | %.2f ± %.2f | %s | %.2fx |" % (
+            size(n), e["mean_s"], e["std_s"], mem(e), e["extra"]["rounds"], o["mean_s"], o["std_s"], mem(o),
+            o["mean_s"] / e["mean_s"]))
+    if os.path.exists(os.path.join(d, "train_swa.json")):
+        _, ts = load(d, "train_swa")
+        _, tf = load(d, "train_full")
+        print("\n| training, one sequence per step | SWA tokens/s | full attention tokens/s | SWA / full |")
+        print("|---|---:|---:|---:|")
+        for n in sorted(set(ts) & set(tf), key=int):
+            print("| %s | %.0f ± %.0f | %.0f ± %.0f | %.2fx |" % (size(n), ts[n]["tokens_per_s"], ts[n]["tokens_per_s_std"],
+                                                             tf[n]["tokens_per_s"], tf[n]["tokens_per_s_std"],
+                                                             ts[n]["tokens_per_s"] / tf[n]["tokens_per_s"]))
+    if out_svg:
+        line_plot(out_svg, [size(n) for n in lengths],
+                  {"SWA + EMR (Smooth Reading)": [emr[n]["mean_s"] for n in lengths],
+                   "full attention + one pass": [one[n]["mean_s"] for n in lengths]},
+                  "reading time (s), log scale", "document length (tokens)", log_y=True)
+
+
+if __name__ == "__main__":
+    main()
