@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-from svg_plot import line_plot  # noqa: E402
+from svg_plot import line_plot, pop_option, size_label as size  # noqa: E402
 
 
 def load(d, name):
@@ -16,18 +16,9 @@ def load(d, name):
     return j["environment"], {r["test"].split()[-1]: r for r in j["results"]}
 
 
-def size(n):
-    n = int(n)
-    return "%dk" % (n // 1024) if n % 1024 == 0 else str(n)
-
-
 def main():
     args = sys.argv[1:]
-    out_svg = None
-    if "--svg" in args:
-        i = args.index("--svg")
-        out_svg = args[i + 1]
-        del args[i:i + 2]
+    out_svg = pop_option(args, "--svg")
     d = args[0]
     env, emr = load(d, "emr")
     _, one = load(d, "or")

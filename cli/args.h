@@ -78,6 +78,17 @@ inline bool wants_help(int argc, char** argv, const char* usage) {
 }
 
 // Applies --threads N (0 = OpenMP default).
+// "a,b,,c" -> {"a", "b", "c"} (empty items dropped).
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t b = 0, e; b <= s.size(); b = e + 1) {
+    e = s.find(',', b);
+    if (e == std::string::npos) e = s.size();
+    if (e > b) out.push_back(s.substr(b, e - b));
+  }
+  return out;
+}
+
 inline void set_threads(const Args& a) {
   long long t = a.get_int("--threads", 0);
   if (t < 0) fail("--threads", "must be >= 0");

@@ -13,13 +13,10 @@ namespace {
 std::vector<int> size_list(const Args& a, const std::string& flag) {
   std::vector<int> out;
   if (!a.has(flag)) return out;
-  std::string list = a.get(flag);
-  for (size_t b = 0, e; b <= list.size(); b = e + 1) {
-    e = list.find(',', b);
-    if (e == std::string::npos) e = list.size();
-    std::string item = list.substr(b, e - b);
+  const std::string list = a.get(flag);
+  for (std::string item : split_list(list)) {
     long long mult = 1;
-    if (!item.empty() && (item.back() == 'k' || item.back() == 'K')) mult = 1024, item.pop_back();
+    if (item.back() == 'k' || item.back() == 'K') mult = 1024, item.pop_back();
     try {
       size_t pos;
       long long v = std::stoll(item, &pos);
@@ -29,6 +26,7 @@ std::vector<int> size_list(const Args& a, const std::string& flag) {
       fail(flag, "expected sizes like 512,4k,64k, got '" + list + "'");
     }
   }
+  if (out.empty()) fail(flag, "expected sizes like 512,4k,64k, got '" + list + "'");
   return out;
 }
 }  // namespace
@@ -79,15 +77,7 @@ int cmd_bench(int argc, char** argv) {
   o.train_sizes = size_list(a, "--train");
   if (o.prompt_sizes.empty() && o.gen_sizes.empty() && o.read_sizes.empty() && o.train_sizes.empty())
     o.prompt_sizes = {512}, o.gen_sizes = {128};
-  if (a.has("--mode")) {
-    o.read_modes.clear();
-    std::string m = a.get("--mode");
-    for (size_t b = 0, e; b <= m.size(); b = e + 1) {
-      e = m.find(',', b);
-      if (e == std::string::npos) e = m.size();
-      o.read_modes.push_back(m.substr(b, e - b));
-    }
-  }
+  if (a.has("--mode")) o.read_modes = split_list(a.get("--mode"));
   o.reps = int(a.get_int("--reps", o.reps));
   o.warmup = int(a.get_int("--warmup", o.warmup));
   o.chunk_tokens = int(a.get_int("--chunk-tokens", o.chunk_tokens));

@@ -373,14 +373,7 @@ int cmd_gen(int argc, char** argv) {
     o.phrasing = a.get_or("--phrasing", "ruler");
     o.number_noise = a.get_num("--number-noise", 0.0);
     if (o.number_noise < 0 || o.number_noise > 1) fail("--number-noise", "must be in [0, 1]");
-    if (a.has("--haystack")) {  // FILE[,FILE...]
-      std::string list = a.get("--haystack");
-      for (size_t b = 0, e; b <= list.size(); b = e + 1) {
-        e = list.find(',', b);
-        if (e == std::string::npos) e = list.size();
-        if (e > b) o.haystack_files.push_back(list.substr(b, e - b));
-      }
-    }
+    if (a.has("--haystack")) o.haystack_files = split_list(a.get("--haystack"));  // FILE[,FILE...]
     if (o.depth_grid < 0) fail("--depth-grid", "must be >= 0");
     o.vt_chains = int(a.get_int("--chains", 1));
     o.vt_hops = int(a.get_int("--hops", 4));

@@ -10,14 +10,6 @@
 namespace sr::cli {
 
 namespace {
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, ',');)
-    if (!t.empty()) out.push_back(t);
-  return out;
-}
-
 // --tasks: a comma list, or all | en | zh (default: every task whose data file is in --data-dir).
 std::vector<std::string> task_list(const Args& a, const std::string& data_dir, bool e) {
   std::string spec = a.get_or("--tasks", "");

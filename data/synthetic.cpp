@@ -125,6 +125,11 @@ struct Phrasing {
   std::vector<std::string> needles, questions, instructions, names, passkey_needles, passkey_questions;
   std::vector<std::string> key_first, key_second;  // key = first + " " + second (or a name alone)
 };
+std::vector<std::string> concat(std::initializer_list<std::vector<std::string>> parts) {
+  std::vector<std::string> out;
+  for (auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
 const Phrasing& phrasing_pool(const std::string& which) {
   static const Phrasing varied = {
       {"One of the special magic {T}s for {K} is: {V}.", "The special magic {T} for {K} is {V}.",
@@ -140,12 +145,10 @@ const Phrasing& phrasing_pool(const std::string& which) {
        "The pass key is {V}.", "Remember the pass key: {V}."},
       {"What is the pass key?", "What is the password?", "Which pass key is hidden in the text?",
        "What is the pass key?"},  // question i asks about needle i
-      {"ancient", "brave", "calm", "dusty", "eager", "fancy", "gentle", "hollow", "icy", "jolly", "kind", "lively",
-       "mighty", "narrow", "odd", "proud", "quiet", "rapid", "silent", "tiny", "urban", "vast", "wild", "young",
-       "north", "south", "old", "new", "red", "green", "Alice", "Bruno", "Chen", "Dana", "Emil", "Farah"},
-      {"apple", "bridge", "castle", "desert", "engine", "forest", "garden", "harbor", "island", "jungle", "kettle",
-       "lantern", "meadow", "needle", "orchard", "pillow", "quarry", "river", "saddle", "tunnel", "valley",
-       "wagon", "yard", "zebra", "office", "account", "project", "locker", "server", "vault"}};
+      // keys: RULER's adjectives + a few more + six names, then RULER's nouns + a few more
+      concat({kAdjectives, {"north", "south", "old", "new", "red", "green"},
+              std::vector<std::string>(kPeople.begin(), kPeople.begin() + 6)}),
+      concat({kNouns, {"office", "account", "project", "locker", "server", "vault"}})};
   static const Phrasing heldout = {
       {"{K}'s {T} is {V}.", "For {K}, the {T} is {V}.", "Write this down: {K} uses {T} {V}.",
        "It was agreed that the {T} of {K} would be {V}."},

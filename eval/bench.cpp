@@ -89,6 +89,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
   if (o.warmup < 0) fail("--warmup", "must be >= 0");
   if (o.chunk_tokens < 1 || o.summary_tokens < 0 || o.query_tokens < 0 || o.answer_tokens < 1)
     fail("--chunk-tokens/--summary-tokens", "need chunk >= 1, summary >= 0, answer >= 1");
+  if (!o.read_sizes.empty() && o.read_modes.empty()) fail("--mode", "needs emr and/or or");
   for (auto& m : o.read_modes)
     if (m != "emr" && m != "or") fail("--mode", "expected emr and/or or, got '" + m + "'");
   const int V = model.config().vocab_size;

@@ -1,5 +1,22 @@
-"""A dependency-free SVG line plot (the project's figures: docs/figures/*.svg)."""
+"""A dependency-free SVG line plot (the project's figures: docs/figures/*.svg), and the two small
+helpers the figure scripts share."""
 import os
+
+
+def size_label(n):
+    """4096 -> "4k" (multiples of 1024), else the number."""
+    n = int(n)
+    return "%dk" % (n // 1024) if n % 1024 == 0 else str(n)
+
+
+def pop_option(args, flag):
+    """Removes `flag VALUE` from the argument list and returns VALUE (None when absent)."""
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    value = args[i + 1]
+    del args[i:i + 2]
+    return value
 
 
 def line_plot(path, xlabels, series, ylabel, xlabel, ymax=None, log_y=False):

@@ -11,6 +11,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from svg_plot import line_plot, pop_option, size_label as k  # noqa: E402
+
 LENGTHS = [4096, 8192, 16384, 32768, 65536, 131072, 262144]
 TRAIN_LEN = 4096
 
@@ -28,10 +31,6 @@ def cell(r, extra=""):
     if r["n"] != 10:
         s += " (n=%d)" % r["n"]
     return s + extra
-
-
-def k(n):
-    return "%dk" % (n // 1024)
 
 
 def niah_table(d):
@@ -109,19 +108,13 @@ def train_table(d):
 
 
 def svg(series, path):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
-    from svg_plot import line_plot
     line_plot(path, [k(n) for n in LENGTHS], series, "NIAH accuracy (%)",
               "document length (tokens); trained on 512-4k", ymax=100)
 
 
 def main():
     args = sys.argv[1:]
-    out_svg = None
-    if "--svg" in args:
-        i = args.index("--svg")
-        out_svg = args[i + 1]
-        del args[i:i + 2]
+    out_svg = pop_option(args, "--svg")
     d = args[0] if args else "experiments/reader/results"
     t, series = niah_table(d)
     print("### NIAH by length\n\n" + t + "\n")
