@@ -37,7 +37,7 @@ int cmd_bench(int argc, char** argv) {
       "                 [-p 512,4k] [-n 128] [-d 0,4k] [--read 4k,64k --mode emr,or] [--train 1k,4k]\n"
       "                 [--reps 3] [--warmup 1] [--chunk-tokens 512] [--summary-tokens 64] [--query-tokens 64]\n"
       "                 [--answer-tokens 16] [--recompute] [--seed S] [--format md|csv|json] [--out FILE]\n"
-      "                 [--window W [--swa-layers SPEC]]\n"
+      "                 [--prefill-batch 8192] [--window W [--swa-layers SPEC]]\n"
       "Speed and peak memory, mean +- std over --reps after --warmup runs, with the commit, build type,\n"
       "CPU/GPU and threads in every output:\n"
       "  -p P          prefill P tokens                      -n N [-d D]   decode N tokens after D tokens\n"
@@ -45,13 +45,14 @@ int cmd_bench(int argc, char** argv) {
       "                round (chunk C, summary S, one action token), or = one pass; both with the query\n"
       "                first and an answer of --answer-tokens\n"
       "  --train T     one training step (forward, backward, clipping, AdamW) on a T-token sequence\n"
-      "--config FILE: a config.json (or a train.json's \"model\") of any shape, randomly initialized,\n"
+      "--prefill-batch B: the longest piece one forward pass takes (longer inputs are prefilled in pieces\n"
+      "into the cache, as `read` does). --config FILE: a config.json (or a train.json's \"model\") of any shape, randomly initialized,\n"
       "so large shapes are timed without weights. Sizes take k = 1024. Default: -p 512 -n 128.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2,
          {"--model", "--config", "--device", "--threads", "-p", "-n", "-d", "--read", "--mode", "--train", "--reps",
           "--warmup", "--chunk-tokens", "--summary-tokens", "--query-tokens", "--answer-tokens", "--seed", "--format",
-          "--out", "--window", "--swa-layers"},
+          "--out", "--window", "--swa-layers", "--prefill-batch"},
          {"--recompute"});
   set_threads(a);
   if (a.has("--model") == a.has("--config")) fail("--model/--config", "give exactly one of them");
@@ -84,6 +85,7 @@ int cmd_bench(int argc, char** argv) {
   o.summary_tokens = int(a.get_int("--summary-tokens", o.summary_tokens));
   o.query_tokens = int(a.get_int("--query-tokens", o.query_tokens));
   o.answer_tokens = int(a.get_int("--answer-tokens", o.answer_tokens));
+  o.prefill_batch = int(a.get_int("--prefill-batch", o.prefill_batch));
   o.seed = uint64_t(a.get_int("--seed", 1));
   const std::string format = a.get_or("--format", "md");
   if (format != "md" && format != "csv" && format != "json") fail("--format", "expected md, csv or json");

@@ -89,6 +89,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
   if (o.warmup < 0) fail("--warmup", "must be >= 0");
   if (o.chunk_tokens < 1 || o.summary_tokens < 0 || o.query_tokens < 0 || o.answer_tokens < 1)
     fail("--chunk-tokens/--summary-tokens", "need chunk >= 1, summary >= 0, answer >= 1");
+  if (o.prefill_batch < 1) fail("--prefill-batch", "must be >= 1");
   if (!o.read_sizes.empty() && o.read_modes.empty()) fail("--mode", "needs emr and/or or");
   for (auto& m : o.read_modes)
     if (m != "emr" && m != "or") fail("--mode", "expected emr and/or or, got '" + m + "'");
@@ -104,8 +105,10 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
     auto ids = random_ids(rng, P, V);
     out.push_back(measure("pp" + std::to_string(P), P, o, model, [&](json& x) {
       Session s(model);
+      s.set_prefill_batch(o.prefill_batch);
       s.prefill(ids);
       x["state_bytes"] = s.state_bytes();
+      x["prefill_batch"] = o.prefill_batch;
     }));
   }
   for (int d : o.depths)
@@ -114,6 +117,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
       note(name);
       auto ctx = random_ids(rng, std::max(d, 1), V);
       Session base(model);
+      base.set_prefill_batch(o.prefill_batch);
       base.prefill(ctx);
       const Session::State start = base.snapshot();
       out.push_back(measure(name, N, o, model, [&](json&) {
@@ -128,6 +132,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
       note(name);
       out.push_back(measure(name, L, o, model, [&](json& x) {
         Session s(model);
+        s.set_prefill_batch(o.prefill_batch);
         s.prefill(query);
         int rounds = 0;
         if (mode == "or") {
@@ -145,6 +150,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
         x["rounds"] = rounds;
         x["state_bytes"] = s.state_bytes();
         if (mode == "emr") x["chunk_tokens"] = o.chunk_tokens, x["summary_tokens"] = o.summary_tokens;
+        else x["prefill_batch"] = o.prefill_batch;
       }));
     }
   }

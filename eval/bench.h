@@ -32,6 +32,7 @@ struct BenchOptions {
   std::vector<int> train_sizes;       // train sequence lengths (batch 1)
   int chunk_tokens = 512, summary_tokens = 64, query_tokens = 64, answer_tokens = 16;
   int reps = 3, warmup = 1;
+  int prefill_batch = 8192;           // longest piece one forward pass takes (Session::set_prefill_batch)
   uint64_t seed = 1;
 };
 

@@ -1,5 +1,6 @@
 #include "infer/session.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -16,15 +17,20 @@ Session::Session(const LanguageModel& model, SamplingParams sampling)
 const std::vector<float>& Session::prefill(const std::vector<int32_t>& ids, std::vector<float>* all_logits) {
   if (ids.empty()) return state_.logits;
   const int V = model_.config().vocab_size, n = int(ids.size());
-  if (all_logits) {
-    all_logits->resize(size_t(n) * V);
-    model_.forward_cached(ids.data(), n, state_.caches, all_logits->data(), true);
-    state_.logits.assign(all_logits->end() - V, all_logits->end());
-  } else {
-    state_.logits.resize(V);
-    model_.forward_cached(ids.data(), n, state_.caches, state_.logits.data(), false);
+  if (all_logits) all_logits->resize(size_t(n) * V);
+  state_.logits.resize(V);
+  for (int b = 0; b < n; b += prefill_batch_) {  // piece [b, e): one forward into the caches
+    const int e = std::min(n, b + prefill_batch_);
+    if (all_logits) model_.forward_cached(ids.data() + b, e - b, state_.caches, all_logits->data() + size_t(b) * V, true);
+    else model_.forward_cached(ids.data() + b, e - b, state_.caches, state_.logits.data(), false);
   }
+  if (all_logits) state_.logits.assign(all_logits->end() - V, all_logits->end());
   return state_.logits;
+}
+
+void Session::set_prefill_batch(int tokens) {
+  if (tokens < 1) fail("prefill batch", "must be >= 1 token, got " + std::to_string(tokens));
+  prefill_batch_ = tokens;
 }
 
 int32_t Session::sample() {

@@ -25,6 +25,8 @@ class Session {
   explicit Session(const LanguageModel& model, SamplingParams sampling = {});
 
   // Feeds tokens; returns the logits after the last one. all_logits (optional) gets [n, V].
+  // Long inputs go through the model in pieces of at most prefill_batch() tokens (chunked prefill
+  // into the existing cache), so activation memory stays bounded by the piece, not the input.
   const std::vector<float>& prefill(const std::vector<int32_t>& ids, std::vector<float>* all_logits = nullptr);
   // Picks the next token from the current logits (does not feed it).
   int32_t sample();
@@ -36,6 +38,9 @@ class Session {
   int64_t position() const { return state_.caches.empty() ? 0 : state_.caches[0].n_seen; }
   const std::vector<float>& logits() const { return state_.logits; }
   size_t state_bytes() const;  // bytes held by the caches
+  static constexpr int kDefaultPrefillBatch = 8192;
+  int prefill_batch() const { return prefill_batch_; }
+  void set_prefill_batch(int tokens);  // >= 1
 
   State snapshot() const { return state_; }
   void restore(const State& s);
@@ -47,6 +52,7 @@ class Session {
   SamplingParams sampling_;
   Rng rng_;
   State state_;
+  int prefill_batch_ = kDefaultPrefillBatch;
 };
 
 }  // namespace sr

@@ -278,9 +278,10 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
   for (const char* mode : {"fp32", "bf16"}) {
     cuda::set_gemm_precision(mode);
     const bool fp32 = std::string(mode) == "fp32";
-    // shapes on both sides of the 64 threshold where bf16 mode switches to converted operands
-    for (int N : {1, 63, 65, 130})
-      for (auto [I, O] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 65}, {130, 17}, {96, 200}}) {
+    // shapes on both sides of the GEMV limit (8 rows) and of the 64 threshold where bf16 mode
+    // switches to converted operands; I % 4 != 0 takes the GEMV's scalar path
+    for (int N : {1, 3, 8, 9, 63, 65, 130})
+      for (auto [I, O] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 65}, {130, 17}, {96, 200}, {2048, 37}}) {
         SCOPED_TRACE(std::string(mode) + " N=" + std::to_string(N) + " I=" + std::to_string(I) + " O=" + std::to_string(O));
         auto x = randn(size_t(N) * I, 1), W = randn(size_t(O) * I, 2), b = randn(O, 3), g = randn(size_t(N) * O, 4);
         std::vector<float> y(size_t(N) * O), dx(size_t(N) * I), dW(size_t(O) * I, 0.0f), db(O, 0.5f);
@@ -313,6 +314,22 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
       }
   }
   cuda::set_gemm_precision("bf16");
+}
+
+TEST(Cuda, GemvHandlesUnalignedRows) {  // decode's GEMV: float4 path only on 16-byte aligned rows
+  SKIP_WITHOUT_GPU();
+  for (int shift : {0, 1, 2})
+    for (int N : {1, 2, 5, 8}) {
+      const int I = 260, O = 45;
+      SCOPED_TRACE("shift=" + std::to_string(shift) + " N=" + std::to_string(N));
+      auto x = randn(size_t(N) * I + shift, 5), W = randn(size_t(O) * I + shift, 6);
+      std::vector<float> y(size_t(N) * O);
+      ref::linear_fwd<float>(y.data(), x.data() + shift, W.data() + shift, nullptr, N, I, O);
+      auto x_ = up(x), W_ = up(W);
+      Buffer<float> y_(gpu().mem, size_t(N) * O);
+      gpu().linear_fwd(y_.data(), x_.data() + shift, W_.data() + shift, nullptr, N, I, O);
+      EXPECT_REL(down(y_), y, 1e-5);
+    }
 }
 
 TEST(Cuda, RopeAndCrossEntropyMatchReference) {

@@ -115,6 +115,17 @@ TEST(Model, PrefillChunkedEqualsOneShotEqualsDecode) {
     m.forward(ids.data(), tg.data(), w.data(), 1, int(ids.size()));
     std::vector<float> train_logits = m.last_logits();
     EXPECT_CLOSE(train_logits, one, 1e-5, 1e-4);
+    // Session's own chunked prefill (pieces of prefill_batch tokens) gives the same logits.
+    Session batched(m);
+    batched.set_prefill_batch(16);
+    std::vector<float> batched_all;
+    batched.prefill(ids, &batched_all);
+    EXPECT_CLOSE(batched_all, one, 1e-5, 1e-4);
+    Session batched_last(m);
+    batched_last.set_prefill_batch(33);
+    EXPECT_CLOSE(batched_last.prefill(ids), std::vector<float>(one.end() - m.config().vocab_size, one.end()), 1e-5, 1e-4);
+    EXPECT_EQ(batched_last.position(), int64_t(ids.size()));
+    EXPECT_THROW(batched_last.set_prefill_batch(0), Error);
     // Token-by-token decode: greedy decoding after a prefix follows the one-shot argmax.
     Session s(m);
     s.prefill(std::vector<int32_t>(ids.begin(), ids.begin() + 100));

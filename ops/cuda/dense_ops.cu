@@ -266,6 +266,69 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
                           ldc, b.mode == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF : b.compute, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
 }
+
+// ---- GEMV: out[N,O] = x[N,I] W[O,I]^T (+ b) for N <= kGemvMaxRows (decode, action tokens) ----
+// One warp per output row streams W's row once (float4 loads when rows are 16-byte aligned) and
+// dots it with all N input rows (small, cache-resident); fp32 products, fp32 warp-tree sums in a
+// fixed order, so the result is deterministic and more exact than the bf16 GEMM path.
+constexpr int kGemvMaxRows = 8;
+template <int NR, bool kVec>
+__global__ void gemv_k(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ W,
+                       const float* __restrict__ b, int I, int O) {
+  const int row = int((blockIdx.x * size_t(blockDim.x) + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+  if (row >= O) return;
+  const float* w = W + size_t(row) * I;
+  float acc[NR];
+#pragma unroll
+  for (int r = 0; r < NR; ++r) acc[r] = 0.0f;
+  if (kVec) {
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    const int I4 = I >> 2;
+#pragma unroll 4
+    for (int i = lane; i < I4; i += 32) {
+      const float4 a = __ldcs(w4 + i);  // streamed once: do not keep W in cache
+#pragma unroll
+      for (int r = 0; r < NR; ++r) {
+        const float4 c = __ldg(reinterpret_cast<const float4*>(x + size_t(r) * I) + i);
+        acc[r] += a.x * c.x + a.y * c.y + a.z * c.z + a.w * c.w;
+      }
+    }
+  } else {
+    for (int i = lane; i < I; i += 32) {
+      const float a = __ldcs(w + i);
+#pragma unroll
+      for (int r = 0; r < NR; ++r) acc[r] += a * __ldg(x + size_t(r) * I + i);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < NR; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane == 0) {
+    const float bias = b ? b[row] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < NR; ++r) out[size_t(r) * O + row] = acc[r] + bias;
+  }
+}
+template <int NR>
+void gemv_rows(float* out, const float* x, const float* W, const float* b, int I, int O) {
+  const int threads = 256, blocks = int((size_t(O) * 32 + threads - 1) / threads);
+  const bool vec = I % 4 == 0 && (reinterpret_cast<uintptr_t>(W) & 15) == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  if (vec) gemv_k<NR, true><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  else gemv_k<NR, false><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  SR_CUDA_LAUNCHED("gemv");
+}
+void gemv(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
+  if (N <= 0 || O <= 0) return;
+  switch (N) {
+    case 1: return gemv_rows<1>(out, x, W, b, I, O);
+    case 2: return gemv_rows<2>(out, x, W, b, I, O);
+    case 3: return gemv_rows<3>(out, x, W, b, I, O);
+    case 4: return gemv_rows<4>(out, x, W, b, I, O);
+    case 5: return gemv_rows<5>(out, x, W, b, I, O);
+    case 6: return gemv_rows<6>(out, x, W, b, I, O);
+    case 7: return gemv_rows<7>(out, x, W, b, I, O);
+    default: return gemv_rows<8>(out, x, W, b, I, O);
+  }
+}
 }  // namespace
 
 void set_gemm_precision(const std::string& mode) {
@@ -311,6 +374,10 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
 }
 // out[N,O] = x[N,I] W[O,I]^T (+ b): column-major out^T[O,N] = W^T' x^T
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
+  if (N <= kGemvMaxRows) {  // decode: bandwidth-bound, one pass over W in fp32
+    gemv(out, x, W, b, N, I, O);
+    return;
+  }
   gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, out, O);
   if (b) {
     bias_add_k<<<blocks_for(size_t(N) * O, kThreads), kThreads, 0, stream()>>>(out, b, size_t(N), O);
