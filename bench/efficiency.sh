@@ -4,6 +4,8 @@
 # run; then training tokens/s. One command per device:
 #   bash bench/efficiency.sh cpu              # the default model's shape (9.5M), 4k and 16k
 #   bash bench/efficiency.sh cuda             # Qwen2.5-3B shape, bf16 GEMMs, 4k..256k (GPU machine)
+# Each bench (emr, or, train_swa, train_full) is skipped when its JSON exists (delete
+# runs/efficiency-DEVICE to rerun); ONLY=emr,or runs just those; the report comes once all four exist.
 # Output: runs/efficiency-DEVICE/ (the bench JSON files and report.md: one table with commit, build,
 # CPU/GPU, threads) and docs/figures/efficiency-DEVICE.svg (reading time by document length).
 set -euo pipefail
@@ -30,9 +32,16 @@ fi
 common=(--reps "$REPS" --warmup "${WARMUP:-1}" --chunk-tokens "$CHUNK" --summary-tokens ${SUMMARY:-64} --format json)
 D=runs/efficiency-$DEV
 mkdir -p "$D"
-$SR bench "${swa[@]}" --read "$READ" --mode emr "${common[@]}" --out "$D/emr.json"
-$SR bench "${full[@]}" --read "$READ" --mode or "${common[@]}" --out "$D/or.json"
-$SR bench "${swa[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute} --out "$D/train_swa.json"
-$SR bench "${full[@]}" --train "$TRAIN" "${common[@]}" ${RECOMPUTE:+--recompute} --out "$D/train_full.json"
+run() {  # run NAME ARGS...: one bench into $D/NAME.json; a finished one is kept (resumable)
+  local name=$1; shift
+  [ -s "$D/$name.json" ] && { echo "efficiency: kept $D/$name.json"; return; }
+  [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]] && return
+  $SR bench "$@" "${common[@]}" --out "$D/$name.json"
+}
+run emr "${swa[@]}" --read "$READ" --mode emr
+run or "${full[@]}" --read "$READ" --mode or
+run train_swa "${swa[@]}" --train "$TRAIN" ${RECOMPUTE:+--recompute}
+run train_full "${full[@]}" --train "$TRAIN" ${RECOMPUTE:+--recompute}
 rm -rf "$tmp"
+for f in emr or train_swa train_full; do [ -s "$D/$f.json" ] || { echo "efficiency: $D/$f.json not run yet (ONLY=${ONLY:-})"; exit 0; }; done
 python3 bench/efficiency_report.py "$D" --svg "docs/figures/efficiency-$DEV.svg" | tee "$D/report.md"
