@@ -12,8 +12,13 @@ from svg_plot import line_plot, pop_option, size_label as size  # noqa: E402
 
 
 def load(d, name):
+    """(environment, {size: result}) from NAME.json, plus NAME_long.json when there is one."""
     j = json.load(open(os.path.join(d, name + ".json")))
-    return j["environment"], {r["test"].split()[-1]: r for r in j["results"]}
+    rows = {r["test"].split()[-1]: r for r in j["results"]}
+    long_path = os.path.join(d, name + "_long.json")
+    if os.path.exists(long_path):
+        rows.update({r["test"].split()[-1]: r for r in json.load(open(long_path))["results"]})
+    return j["environment"], rows
 
 
 def main():
@@ -24,16 +29,16 @@ def main():
     _, one = load(d, "or")
     mib = lambda b: "%.0f MiB" % (b / 2**20) if b else "—"
     mem = lambda r: mib(r["peak_device_bytes"] or r["peak_rss_bytes"])
-    print("commit %s (%s), %s, %s threads%s; model %s, %.1fM parameters; mean ± std over %d repetitions\n" % (
+    print("commit %s (%s), %s, %s threads%s; model %s, %.1fM parameters; time = mean ± std over the runs\n" % (
         env["commit"], env["build_type"], env["cpu"], env["threads"], ", GPU " + env["gpu"] if env["gpu"] else "",
-        env["model"]["model_type"], env["model"]["params"] / 1e6, emr[next(iter(emr))]["reps"]))
-    print("| document | SWA + EMR: time (s) | memory | rounds | full attention + OR: time (s) | memory | EMR speed-up |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+        env["model"]["model_type"], env["model"]["params"] / 1e6))
+    print("| document | runs | SWA + EMR: time (s) | memory | rounds | full attention + OR: time (s) | memory | EMR speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     lengths = sorted(set(emr) & set(one), key=int)
     for n in lengths:
         e, o = emr[n], one[n]
-        print("| %s | %.2f ± %.2f | %s | %d | %.2f ± %.2f | %s | %.2fx |" % (
-            size(n), e["mean_s"], e["std_s"], mem(e), e["extra"]["rounds"], o["mean_s"], o["std_s"], mem(o),
+        print("| %s | %d | %.2f ± %.2f | %s | %d | %.2f ± %.2f | %s | %.2fx |" % (
+            size(n), len(e["seconds"]), e["mean_s"], e["std_s"], mem(e), e["extra"]["rounds"], o["mean_s"], o["std_s"], mem(o),
             o["mean_s"] / e["mean_s"]))
     if os.path.exists(os.path.join(d, "train_swa.json")):
         _, ts = load(d, "train_swa")

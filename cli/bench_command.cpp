@@ -89,8 +89,14 @@ int cmd_bench(int argc, char** argv) {
   o.seed = uint64_t(a.get_int("--seed", 1));
   const std::string format = a.get_or("--format", "md");
   if (format != "md" && format != "csv" && format != "json") fail("--format", "expected md, csv or json");
-  auto rows = run_bench(*model, o, [](const std::string& t) { std::cerr << "bench: " << t << "\n"; });
-  std::string text = format_bench(bench_environment(*model), rows, format);
+  const json env = bench_environment(*model);
+  auto rows = run_bench(
+      *model, o, [](const std::string& t) { std::cerr << "bench: " << t << "\n"; },
+      [&](const std::vector<BenchResult>& so_far) {  // keep what is measured if the run is cut short
+        std::cerr << "bench: " << so_far.back().test << ": " << so_far.back().mean_s << " s\n";
+        if (a.has("--out")) write_file_atomic(a.get("--out"), format_bench(env, so_far, format));
+      });
+  std::string text = format_bench(env, rows, format);
   if (a.has("--out")) write_file_atomic(a.get("--out"), text);
   else std::cout << text;
   return 0;

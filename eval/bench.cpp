@@ -82,7 +82,8 @@ void check_sizes(const std::vector<int>& v, const char* flag, int min) {
 }  // namespace
 
 std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
-                                   const std::function<void(const std::string&)>& progress) {
+                                   const std::function<void(const std::string&)>& progress,
+                                   const std::function<void(const std::vector<BenchResult>&)>& done) {
   check_sizes(o.prompt_sizes, "-p", 1), check_sizes(o.gen_sizes, "-n", 1), check_sizes(o.depths, "-d", 0);
   check_sizes(o.read_sizes, "--read", 1), check_sizes(o.train_sizes, "--train", 2);
   if (o.reps < 1) fail("--reps", "must be >= 1");
@@ -99,11 +100,15 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
   auto note = [&](const std::string& s) {
     if (progress) progress(s);
   };
+  auto add = [&](BenchResult r) {
+    out.push_back(std::move(r));
+    if (done) done(out);
+  };
 
   for (int P : o.prompt_sizes) {  // prefill
     note("pp" + std::to_string(P));
     auto ids = random_ids(rng, P, V);
-    out.push_back(measure("pp" + std::to_string(P), P, o, model, [&](json& x) {
+    add(measure("pp" + std::to_string(P), P, o, model, [&](json& x) {
       Session s(model);
       s.set_prefill_batch(o.prefill_batch);
       s.prefill(ids);
@@ -120,7 +125,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
       base.set_prefill_batch(o.prefill_batch);
       base.prefill(ctx);
       const Session::State start = base.snapshot();
-      out.push_back(measure(name, N, o, model, [&](json&) {
+      add(measure(name, N, o, model, [&](json&) {
         base.restore(start);
         for (int i = 0; i < N; ++i) base.decode();
       }));
@@ -130,7 +135,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
     for (const std::string& mode : o.read_modes) {
       std::string name = "read-" + mode + " " + std::to_string(L);
       note(name);
-      out.push_back(measure(name, L, o, model, [&](json& x) {
+      add(measure(name, L, o, model, [&](json& x) {
         Session s(model);
         s.set_prefill_batch(o.prefill_batch);
         s.prefill(query);
@@ -161,7 +166,7 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
       auto ids = random_ids(rng, T + 1, V);
       std::vector<int32_t> in(ids.begin(), ids.end() - 1), tg(ids.begin() + 1, ids.end());
       std::vector<float> w(size_t(T), 1.0f);
-      out.push_back(measure("train " + std::to_string(T), T, o, model, [&](json& x) {
+      add(measure("train " + std::to_string(T), T, o, model, [&](json& x) {
         model.zero_grad();
         x["loss"] = model.forward(in.data(), tg.data(), w.data(), 1, T);
         model.backward();

@@ -47,9 +47,12 @@ struct BenchResult {
 };
 
 // Runs every requested test on `model` (on whatever backend its ops are); `progress` (optional)
-// gets a line before each test. Errors (bad sizes) throw sr::Error naming the option.
+// gets a line before each test; `done` (optional) gets the results so far after each test (the CLI
+// rewrites --out with them, so a run cut short keeps what it measured). Errors (bad sizes) throw
+// sr::Error naming the option.
 std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
-                                   const std::function<void(const std::string&)>& progress = {});
+                                   const std::function<void(const std::string&)>& progress = {},
+                                   const std::function<void(const std::vector<BenchResult>&)>& done = {});
 
 // Commit (build time), build type, CPU model, GPU (when the model is on one), threads, model shape.
 json bench_environment(const LanguageModel& model);

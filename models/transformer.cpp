@@ -140,20 +140,31 @@ Transformer::LayerParams Transformer::layer(float* base, int l) const {
 }
 
 void Transformer::init_random(uint64_t seed, float std) {
-  Rng rng(seed);
   const float out_std = std / std::sqrt(2.0f * cfg_.num_layers);  // residual-branch outputs (GPT-2 style)
-  for (auto& s : specs_) {
+  // Each tensor is filled in blocks of 2^16 elements, each from its own stream (seed, tensor,
+  // block): the values do not depend on the thread count, and a 3B model initializes on all cores.
+  constexpr size_t kBlock = size_t(1) << 16;
+  struct Block { size_t spec, begin, end; };
+  std::vector<Block> blocks;
+  for (size_t t = 0; t < specs_.size(); ++t) {
+    const size_t n = size_t(shape_numel(specs_[t].shape));
+    for (size_t b = 0; b < n; b += kBlock) blocks.push_back({t, b, std::min(n, b + kBlock)});
+  }
+#pragma omp parallel for schedule(dynamic, 8)
+  for (int64_t i = 0; i < int64_t(blocks.size()); ++i) {
+    const Block& blk = blocks[size_t(i)];
+    const auto& s = specs_[blk.spec];
+    Rng rng(seed + 0x9e3779b97f4a7c15ULL * (blk.spec + 1) + 0xd1b54a32d192ed03ULL * (blk.begin / kBlock + 1));
     float* p = params_.data() + s.offset;
-    size_t n = size_t(shape_numel(s.shape));
     bool is_norm = s.name.find("norm") != std::string::npos;
     bool is_bias = s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0;
     bool is_out = s.name.find("o_proj") != std::string::npos || s.name.find("down_proj") != std::string::npos ||
                   s.name.find("out_proj") != std::string::npos;
     const bool is_alog = s.name.find("A_log") != std::string::npos, is_dtb = s.name.find("dt_bias") != std::string::npos;
-    for (size_t i = 0; i < n; ++i) {
-      if (is_alog) p[i] = std::log(1.0f + 15.0f * float(rng.uniform()));  // A in [1, 16), as Qwen3-Next inits
-      else if (is_dtb) p[i] = 1.0f;
-      else p[i] = is_norm ? (cfg_.zero_centered_norm && s.name.find("linear_attn.norm") == std::string::npos ? 0.0f : 1.0f)
+    for (size_t j = blk.begin; j < blk.end; ++j) {
+      if (is_alog) p[j] = std::log(1.0f + 15.0f * float(rng.uniform()));  // A in [1, 16), as Qwen3-Next inits
+      else if (is_dtb) p[j] = 1.0f;
+      else p[j] = is_norm ? (cfg_.zero_centered_norm && s.name.find("linear_attn.norm") == std::string::npos ? 0.0f : 1.0f)
                   : is_bias ? 0.0f : rng.normal() * (is_out ? out_std : std);
     }
   }
