@@ -32,14 +32,19 @@ def main():
     print("commit %s (%s), %s, %s threads%s; model %s, %.1fM parameters; time = mean ± std over the runs\n" % (
         env["commit"], env["build_type"], env["cpu"], env["threads"], ", GPU " + env["gpu"] if env["gpu"] else "",
         env["model"]["model_type"], env["model"]["params"] / 1e6))
-    print("| document | runs | SWA + EMR: time (s) | memory | rounds | full attention + OR: time (s) | memory | EMR speed-up |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    bare = load(d, "emr_nosummary")[1] if os.path.exists(os.path.join(d, "emr_nosummary.json")) else {}
+    state = lambda r: mib(r["extra"].get("state_bytes", 0))
+    print("| document | runs | SWA + EMR: time (s) | rounds | state | peak memory | full attention + OR: time (s) | "
+          "state (KV cache) | peak memory | EMR speed-up | EMR without summaries: time (s) | its speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lengths = sorted(set(emr) & set(one), key=int)
     for n in lengths:
         e, o = emr[n], one[n]
-        print("| %s | %d | %.2f ± %.2f | %s | %d | %.2f ± %.2f | %s | %.2fx |" % (
-            size(n), len(e["seconds"]), e["mean_s"], e["std_s"], mem(e), e["extra"]["rounds"], o["mean_s"], o["std_s"], mem(o),
-            o["mean_s"] / e["mean_s"]))
+        b = bare.get(n)
+        print("| %s | %d | %.2f ± %.2f | %d | %s | %s | %.2f ± %.2f | %s | %s | %.2fx | %s | %s |" % (
+            size(n), len(e["seconds"]), e["mean_s"], e["std_s"], e["extra"]["rounds"], state(e), mem(e),
+            o["mean_s"], o["std_s"], state(o), mem(o), o["mean_s"] / e["mean_s"],
+            "%.2f" % b["mean_s"] if b else "—", "%.2fx" % (o["mean_s"] / b["mean_s"]) if b else "—"))
     if os.path.exists(os.path.join(d, "train_swa.json")):
         _, ts = load(d, "train_swa")
         _, tf = load(d, "train_full")
@@ -51,8 +56,10 @@ def main():
                                                              ts[n]["tokens_per_s"] / tf[n]["tokens_per_s"]))
     if out_svg:
         line_plot(out_svg, [size(n) for n in lengths],
-                  {"SWA + EMR (Smooth Reading)": [emr[n]["mean_s"] for n in lengths],
-                   "full attention + one pass": [one[n]["mean_s"] for n in lengths]},
+                  dict([("SWA + EMR (Smooth Reading)", [emr[n]["mean_s"] for n in lengths]),
+                        ("full attention + one pass", [one[n]["mean_s"] for n in lengths])] +
+                       ([("SWA + EMR, no summaries", [bare[n]["mean_s"] for n in lengths])]
+                        if all(n in bare for n in lengths) else [])),
                   "reading time (s), log scale", "document length (tokens)", log_y=True)
 
 
