@@ -2,7 +2,8 @@
 # The small-scale replication of Smooth Reading (issue 10): data, training, evaluation, tables.
 #
 #   bash experiments/reader/study.sh data            # training data (EMR trajectories + one-pass samples)
-#   bash experiments/reader/study.sh train NAME      # NAME = emr_swa | or_swa | or_full (configs/NAME.json)
+#   bash experiments/reader/study.sh train NAME      # NAME = emr_swa | or_swa | or_full (configs/NAME.json);
+#                                                    # NAME-sN (emr_swa-s2): the same config, training seed N
 #                                                    # copy_base: dense copying only (induction heads), then
 #                                                    # or_swa_ft | or_full_ft: one-pass SFT from that base
 #   bash experiments/reader/study.sh evalsets        # held-out evaluation records
@@ -102,16 +103,20 @@ stage_data() {
   wc -l "$d/emr.jsonl" "$d/or.jsonl"
 }
 
-stage_train() {
-  local name=$1 cfg=$HERE/configs/$1.json run=$OUT/$1
+stage_train() {  # NAME or NAME-sSEED (another training seed of the same config: emr_swa-s2)
+  local name=$1 base=$1 seed=""
+  if [[ $name =~ ^(.+)-s([0-9]+)$ ]]; then base=${BASH_REMATCH[1]} seed=${BASH_REMATCH[2]}; fi
+  local cfg=$HERE/configs/$base.json run=$OUT/$name
+  [ -f "$cfg" ] || { echo "error: no config $cfg" >&2; exit 2; }
   [ -f "$run/model/config.json" ] && { echo "train $name: kept $run/model"; return; }
   mkdir -p "$run"
   local resume=""; [ -f "$run/checkpoint/trainer_state.json" ] && resume=--resume
-  python3 - "$cfg" "$run/train.json" "$OUT" "$TOKENS" "$DEVICE" "${MAX_SECONDS:-0}" <<'EOF'
+  python3 - "$cfg" "$run/train.json" "$OUT" "$TOKENS" "$DEVICE" "${MAX_SECONDS:-0}" "$run" "$seed" <<'EOF'
 import json, sys
-cfg, out, root, tokens, device, max_s = sys.argv[1:7]
+cfg, out, root, tokens, device, max_s, run, seed = sys.argv[1:9]
 j = json.load(open(cfg))
-j["data"] = j["data"].replace("runs/reader", root); j["out_dir"] = j["out_dir"].replace("runs/reader", root)
+j["data"] = j["data"].replace("runs/reader", root); j["out_dir"] = run
+if seed: j["seed"] = int(seed)
 if "init_from" in j: j["init_from"] = j["init_from"].replace("runs/reader", root)
 j["tokens"] = int(tokens); j.pop("steps", None); j["device"] = device
 if float(max_s) > 0: j["max_seconds"] = float(max_s)  # a wall-time cap (the run stops early, resumable)
