@@ -6,10 +6,11 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "eval/bench.h"
 
 static const char* kUsage = R"(smoothread: recurrent-LM engine for Smooth Reading
 
-usage: smoothread <command> [options]   (smoothread <command> --help for its options)
+usage: smoothread <command> [options]   (smoothread <command> --help for its options; --version)
 
 commands:
   read       --model DIR (--doc FILE | stdin) --question Q [--mode emr|nmr|or|or-context-first] [--json]
@@ -38,6 +39,10 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string cmd = argv[1];
+  if (cmd == "--version") {
+    std::cout << "smoothread " << sr::build_version() << "\n";
+    return 0;
+  }
   try {
     if (cmd == "train") return sr::cli::cmd_train(argc, argv);
     if (cmd == "generate") return sr::cli::cmd_generate(argc, argv);

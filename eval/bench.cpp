@@ -178,6 +178,8 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
   return out;
 }
 
+std::string build_version() { return std::string(SMOOTHREAD_GIT_COMMIT) + " (" + SMOOTHREAD_BUILD_TYPE + ")"; }
+
 json bench_environment(const LanguageModel& model) {
   std::string cpu = "unknown";
   std::ifstream f("/proc/cpuinfo");

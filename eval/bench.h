@@ -55,6 +55,10 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
                                    const std::function<void(const std::vector<BenchResult>&)>& done = {});
 
 // Commit (build time), build type, CPU model, GPU (when the model is on one), threads, model shape.
+// "COMMIT (BUILD_TYPE)" of this build: the commit is the short hash at build time, "-dirty" when
+// the tree had changes (`smoothread --version`).
+std::string build_version();
+
 json bench_environment(const LanguageModel& model);
 
 // The results as a markdown table (with the environment above it), CSV (environment in every

@@ -564,3 +564,40 @@ TEST(BenchCli, ConfigShapesAndFormats) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(read_file(d + "/b.csv").rfind("commit,build_type", 0), 0u);
 }
+
+// Every mixer family benches through --config (issue 11: extend as each mixer lands): Gated
+// DeltaNet + SWA hybrid, RWKV-7, and all-SWA; their EMR reading state does not grow with the
+// document, and every output names the build `smoothread --version` prints.
+TEST(BenchCli, EveryMixerFamilyReadsInConstantState) {
+  std::string d = test::temp_dir("benchmixers");
+  json base = {{"hidden_size", 32}, {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 2},
+               {"num_key_value_heads", 1}, {"use_sliding_window", true}, {"sliding_window", 64}, {"max_window_layers", 0}};
+  std::vector<std::pair<std::string, json>> families = {
+      {"swa", {{"model_type", "qwen2"}}},
+      {"gdn", {{"model_type", "qwen2"}, {"layer_types", {"linear_attention", "sliding_attention"}},
+               {"linear_num_key_heads", 1}, {"linear_num_value_heads", 2}, {"linear_key_head_dim", 16},
+               {"linear_value_head_dim", 16}}},
+      {"rwkv7", {{"model_type", "rwkv7"}, {"head_dim", 16}, {"decay_low_rank_dim", 8}, {"a_low_rank_dim", 8},
+                 {"v_low_rank_dim", 8}, {"gate_low_rank_dim", 8}}}};
+  CliRun v = run("--version", d);
+  ASSERT_EQ(v.code, 0) << v.err;
+  ASSERT_EQ(v.out.rfind("smoothread ", 0), 0u) << v.out;
+  const std::string commit = v.out.substr(11, v.out.find(' ', 11) - 11);
+  for (auto& [name, extra] : families) {
+    SCOPED_TRACE(name);
+    json cfg = base;
+    cfg.update(extra);
+    write_file_atomic(d + "/" + name + ".json", cfg.dump());
+    CliRun r = run("bench --config " + d + "/" + name + ".json --read 256,1k --mode emr,or --chunk-tokens 64 "
+                   "--summary-tokens 4 --answer-tokens 2 --train 64 --reps 1 --warmup 0 --format json --threads 1",
+                   d);
+    ASSERT_EQ(r.code, 0) << r.err;
+    json j = json::parse(r.out);
+    EXPECT_EQ(j["environment"]["commit"], commit);
+    EXPECT_EQ(j["environment"]["model"]["model_type"], name == "rwkv7" ? "rwkv7" : "qwen2");
+    ASSERT_EQ(j["results"].size(), 5u);  // emr 256, or 256, emr 1k, or 1k, train 64
+    EXPECT_EQ(j["results"][0]["extra"]["state_bytes"], j["results"][2]["extra"]["state_bytes"]);
+    EXPECT_EQ(j["results"][2]["extra"]["rounds"], 16);
+    for (auto& x : j["results"]) EXPECT_GT(x["mean_s"].get<double>(), 0.0);
+  }
+}

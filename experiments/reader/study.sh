@@ -34,11 +34,12 @@ mkdir -p "$OUT"
 meta() {  # meta.json for an output directory: commit, what ran, hardware
   local dir=$1; shift
   local gpu; gpu=$( (nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true) | head -1)
-  python3 - "$dir/meta.json" "$COMMIT" "$gpu" "$*" <<'EOF'
+  local binary; binary=$($SR --version 2>/dev/null || echo unknown)
+  python3 - "$dir/meta.json" "$COMMIT" "$gpu" "$*" "$binary" <<'EOF'
 import json, os, platform, sys, time
-path, commit, gpu, what = sys.argv[1:5]
+path, commit, gpu, what, binary = sys.argv[1:6]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-json.dump({"commit": commit, "what": what, "gpu": gpu or None, "cpu": cpu, "cpu_threads": os.cpu_count(),
+json.dump({"commit": commit, "binary": binary, "what": what, "gpu": gpu or None, "cpu": cpu, "cpu_threads": os.cpu_count(),
            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, open(path, "w"), indent=2)
 EOF
 }
