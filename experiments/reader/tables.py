@@ -93,8 +93,9 @@ def heldout_table(d):
 
 def train_table(d):
     out = ["| model | data | tokens | steps | wall s | tokens/s | last 20 logged losses (mean) |", "|---|---|---|---|---|---|---|"]
-    for name, data in [("emr_swa", "EMR trajectories + repeat"), ("or_swa", "one-pass samples + repeat"),
-                       ("or_full", "one-pass samples + repeat")]:
+    for name, data in [("emr_swa", "EMR trajectories + repeat"), ("emr_swa-s2", "the same, seed 2"),
+                       ("emr_swa-s3", "the same, seed 3"), ("emr_swa_v2", "EMR trajectories, mix v2 + repeat"),
+                       ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat")]:
         p = os.path.join(d, "train", name + ".log.jsonl")
         if not os.path.exists(p):
             continue
@@ -104,6 +105,54 @@ def train_table(d):
         out.append("| %s | %s | %.0fM | %d | %.0f | %.0fk | %.3f |" % (
             name, data, last["tokens"] / 1e6, last["step"], last["elapsed_s"], last["tokens"] / last["elapsed_s"] / 1e3,
             sum(tail) / len(tail)))
+    return "\n".join(out)
+
+
+def seeds_table(d):
+    """EMR-SWA trained with three seeds: accuracy per seed, mean with a t-interval over the seeds,
+    and all documents pooled with a Wilson interval."""
+    import math
+    seeds = [("1 (shipped)", "emr_swa-emr"), ("2", "emr_swa-s2-emr"), ("3", "emr_swa-s3-emr")]
+    out = ["| length | " + " | ".join("seed " + s for s, _ in seeds) +
+           " | mean ± 95% CI over seeds (t, 2 dof) | pooled documents: accuracy [95% Wilson CI] |",
+           "|---|" + "---|" * (len(seeds) + 2)]
+    for n in LENGTHS:
+        rs = [row(os.path.join(d, sub, "niah-%d.score.json" % n)) for _, sub in seeds]
+        if any(r is None for r in rs):
+            continue
+        sc = [r["score"] for r in rs]
+        m = sum(sc) / len(sc)
+        sd = math.sqrt(sum((x - m) ** 2 for x in sc) / (len(sc) - 1))
+        half = 4.303 * sd / math.sqrt(len(sc))  # t_{0.975, 2}
+        N = sum(r["n"] for r in rs)
+        p = sum(r["score"] * r["n"] / 100 for r in rs) / N
+        z = 1.96
+        c = (p + z * z / (2 * N)) / (1 + z * z / N)
+        h = z * math.sqrt(p * (1 - p) / N + z * z / (4 * N * N)) / (1 + z * z / N)
+        out.append("| %s | %s | %.1f ± %.1f | %.1f%% [%.1f, %.1f] (n=%d) |" % (
+            k(n), " | ".join("%.0f" % x for x in sc), m, half, 100 * p, 100 * max(0, c - h), 100 * min(1, c + h), N))
+    return "\n".join(out)
+
+
+def mix_table(d):
+    """The shipped model (data mix v1) against the same recipe on mix v2 (number distractors, more
+    distractor needles), on the same evaluation files."""
+    out = ["| test (EMR, C=384) | v1 (shipped) | v2 |", "|---|---|---|"]
+    tests = [("NIAH niah_single_2 4k / 16k / 64k (RULER sentences)", "emr_swa-emr", "emr_swa_v2-emr", "niah-%d",
+              [4096, 16384, 65536]),
+             ("niah_single_2, held-out sentences + this repository's docs as haystack, 4k / 16k / 64k",
+              "emr_swa-heldout-rerun", "emr_swa_v2-heldout", "heldout-%d", [4096, 16384, 65536]),
+             ("passkey, held-out sentences, 4k / 16k / 64k", "emr_swa-heldout-rerun", "emr_swa_v2-heldout",
+              "heldout-passkey-%d", [4096, 16384, 65536])]
+    for label, a, b, pat, ns in tests:
+        cells = []
+        for sub in (a, b):
+            cells.append(" / ".join(cell(row(os.path.join(d, sub, (pat % n) + ".score.json"))) for n in ns))
+        out.append("| %s | %s | %s |" % (label, cells[0], cells[1]))
+    for label, f in [("niah_single_2, held-out sentences, default haystack, 16k (CPU)", "heldout-lic-16384"),
+                     ("niah_multikey_1, 4k, 20 documents, chance 25% (CPU)", "multikey-4096")]:
+        cells = [cell(row(os.path.join(d, "generalization-cpu", "%s-%s.score.json" % (f, v)))) for v in ("v1", "v2")]
+        out.append("| %s | %s | %s |" % (label, cells[0], cells[1]))
     return "\n".join(out)
 
 
@@ -120,7 +169,9 @@ def main():
     print("### NIAH by length\n\n" + t + "\n")
     print("### Window x chunk (W = 1024, 16k-token documents)\n\n" + grid_table(d) + "\n")
     print("### Early stop\n\n" + early_stop_table(d) + "\n")
+    print("### Training seeds (EMR-SWA, NIAH by length)\n\n" + seeds_table(d) + "\n")
     print("### Generalization of the EMR model\n\n" + heldout_table(d) + "\n")
+    print("### Data mix v1 (shipped) vs v2\n\n" + mix_table(d) + "\n")
     print("### Training runs\n\n" + train_table(d))
     if out_svg:
         svg(series, out_svg)
