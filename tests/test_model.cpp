@@ -108,7 +108,11 @@ TEST(Model, PrefillChunkedEqualsOneShotEqualsDecode) {
     m.init_random(4, 0.2f);
     auto ids = random_ids(150, m.config().vocab_size, 5);
     std::vector<float> one = prefill_in_pieces(m, ids, int(ids.size()));
-    for (int piece : {1, 7, 64}) EXPECT_CLOSE(prefill_in_pieces(m, ids, piece), one, 1e-5, 1e-4) << "piece " << piece;
+    // Gated DeltaNet layers run their chunked WY form (64-token chunks) on long pieces and the
+    // token recurrence on short ones: the same math with another rounding order, which the LM head
+    // (std 0.2 weights) turns into absolute logit differences of a few 1e-5.
+    const double atol = layers.find('l') != std::string::npos ? 5e-5 : 1e-5;
+    for (int piece : {1, 7, 64}) EXPECT_CLOSE(prefill_in_pieces(m, ids, piece), one, atol, 1e-4) << "piece " << piece;
     // The training forward (B=1) gives the same logits.
     std::vector<int32_t> tg(ids.size(), -1);
     std::vector<float> w(ids.size(), 0.f);
@@ -120,10 +124,10 @@ TEST(Model, PrefillChunkedEqualsOneShotEqualsDecode) {
     batched.set_prefill_batch(16);
     std::vector<float> batched_all;
     batched.prefill(ids, &batched_all);
-    EXPECT_CLOSE(batched_all, one, 1e-5, 1e-4);
+    EXPECT_CLOSE(batched_all, one, atol, 1e-4);
     Session batched_last(m);
     batched_last.set_prefill_batch(33);
-    EXPECT_CLOSE(batched_last.prefill(ids), std::vector<float>(one.end() - m.config().vocab_size, one.end()), 1e-5, 1e-4);
+    EXPECT_CLOSE(batched_last.prefill(ids), std::vector<float>(one.end() - m.config().vocab_size, one.end()), atol, 1e-4);
     EXPECT_EQ(batched_last.position(), int64_t(ids.size()));
     EXPECT_THROW(batched_last.set_prefill_batch(0), Error);
     // Token-by-token decode: greedy decoding after a prefix follows the one-shot argmax.
