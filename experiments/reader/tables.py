@@ -39,7 +39,8 @@ def niah_table(d):
         "|---|---|" + "---|" * len(LENGTHS)]
     rows = [("SWA W=1024", "EMR (Smooth Reading), C=384", "emr_swa-emr"),
             ("SWA W=1024", "one-pass (OR)", "or_swa-or"),
-            ("full attention", "one-pass (OR)", "or_full-or")]
+            ("full attention", "one-pass (OR)", "or_full-or"),
+            ("Gated DeltaNet, 6 layers (10.8M)", "EMR (Smooth Reading), C=384", "emr_gdn-emr")]
     series = {}
     for name, mode, sub in rows:
         cells, pts = [], []
@@ -95,6 +96,7 @@ def train_table(d):
     out = ["| model | data | tokens | steps | wall s | tokens/s | last 20 logged losses (mean) |", "|---|---|---|---|---|---|---|"]
     for name, data in [("emr_swa", "EMR trajectories + repeat"), ("emr_swa-s2", "the same, seed 2"),
                        ("emr_swa-s3", "the same, seed 3"), ("emr_swa_v2", "EMR trajectories, mix v2 + repeat"),
+                       ("emr_gdn", "EMR trajectories + repeat (Gated DeltaNet)"),
                        ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat")]:
         p = os.path.join(d, "train", name + ".log.jsonl")
         if not os.path.exists(p):
