@@ -605,6 +605,17 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
       c.k.append(knew.data(), size_t(n) * kvd);
       c.v.append(vnew.data(), size_t(n) * kvd);
       K = c.k.data(), Vv = c.v.data(), Tk = int(pos0 + n);
+    } else if (n == 1) {  // window W, one token (decode): into the ring, then attend over the ring in
+      // place. The query sees the last min(pos0 + 1, W) positions, which is exactly what the ring
+      // holds; their order in the ring does not matter to a single query (RoPE is in the keys).
+      const int W = c.window;
+      if (c.k.size() != size_t(W) * kvd) {
+        c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);
+        c.k.zero(), c.v.zero();
+      }
+      ring_write(mem, c.k.data(), knew.data(), pos0, 1, W, kvd);
+      ring_write(mem, c.v.data(), vnew.data(), pos0, 1, W, kvd);
+      K = c.k.data(), Vv = c.v.data(), Tk = int(std::min<int64_t>(pos0 + 1, W));
     } else {  // window W: gather the cached keys still visible to the first query, then the new ones
       const int W = c.window;
       const int m = int(std::min<int64_t>(pos0, W - 1));
