@@ -1,4 +1,5 @@
 #include "cli/commands.h"
+#include "models/rwkv7_convert.h"
 
 #include <omp.h>
 
@@ -159,9 +160,37 @@ int cmd_convert(int argc, char** argv) {
       "Writes a copy of DIR whose config.json runs the attention layers with a W-token sliding window\n"
       "(W = 0: full attention), like the paper's SWA-3B-4k from Qwen2.5-3B; every other config field,\n"
       "the weights and the tokenizer are kept as they are. The same change works without a copy:\n"
-      "--window W [--swa-layers ...] on read, eval, longbench, generate, score and info.\n";
+      "--window W [--swa-layers ...] on read, eval, longbench, generate, score and info.\n"
+      "\n"
+      "smoothread convert --from rwkv7-pth FILE.pth --out NEW_DIR [--tokenizer rwkv_vocab_v20230424.txt]\n"
+      "Converts BlinkDL's RWKV-7 (x070) checkpoint to an fla-hub-layout model directory. The .pth (a\n"
+      "torch.save zip) is read without executing anything: only tensors and the globals that rebuild them\n"
+      "are accepted; the shapes give the config.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--out", "--window", "--swa-layers"}, {"--json"});
+  // `--from KIND FILE`: the file follows the kind (taken out before the flags are parsed)
+  std::vector<char*> args(argv, argv + argc);
+  std::string from_file;
+  for (size_t i = 2; i + 2 < args.size(); ++i)
+    if (std::string(args[i]) == "--from" && args[i + 2][0] != '-') {
+      from_file = args[i + 2];
+      args.erase(args.begin() + long(i) + 2);
+      break;
+    }
+  Args a(int(args.size()), args.data(), 2, {"--model", "--out", "--window", "--swa-layers", "--from", "--tokenizer"},
+         {"--json"});
+  if (a.has("--from")) {
+    const std::string kind = a.get("--from");
+    if (kind != "rwkv7-pth") fail("--from", "expected rwkv7-pth, got '" + kind + "'");
+    if (from_file.empty()) fail("--from rwkv7-pth", "needs the .pth file: convert --from rwkv7-pth FILE.pth --out DIR");
+    const std::string pth = from_file;
+    ModelConfig c = convert_rwkv7_pth(pth, a.get("--out"), a.get_or("--tokenizer", ""));
+    json r = {{"out", a.get("--out")}, {"architecture", "rwkv7"}, {"layers", c.num_layers}, {"hidden_size", c.hidden_size},
+              {"head_dim", c.head_dim}, {"vocab_size", c.vocab_size}, {"parameters", c.num_parameters()}};
+    if (a.has("--json")) std::cout << r.dump() << "\n";
+    else std::cout << "wrote " << a.get("--out") << ": RWKV-7, " << c.num_layers << " layers x " << c.hidden_size << ", "
+                   << c.num_parameters() << " parameters\n";
+    return 0;
+  }
   LoadOptions o;
   o.window = int(a.get_int("--window", -1));
   if (o.window < 0) fail("--window", "is required and must be >= 0 (0 = full attention)");

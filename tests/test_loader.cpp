@@ -5,11 +5,16 @@
 
 #include <cstdio>
 #include <cstring>
+#include <cmath>
 #include <fstream>
+#include <iterator>
 
 #include "core/error.h"
 #include "model_fixtures.h"
+#include "core/rng.h"
 #include "models/model_dir.h"
+#include "models/rwkv7_convert.h"
+#include "models/torch_checkpoint.h"
 #include "models/transformer.h"
 #include "models/safetensors.h"
 #include "ops/cuda/cuda_backend.h"
@@ -249,3 +254,91 @@ TEST(Loader, CorruptedBytesNeverCrash) {
   }
   EXPECT_GT(errors, 100);
 }
+
+// ---- BlinkDL RWKV-7 .pth checkpoints (tests/data/rwkv7_pth, made by tests/parity/make_rwkv7_pth.py) ----
+namespace {
+const std::string kPthDir = std::string(SMOOTHREAD_SOURCE_DIR) + "/tests/data/rwkv7_pth";
+}
+
+// The converted directory holds exactly the expected fla-layout tensors, bit for bit (bf16-stored
+// matrices widened exactly, LoRAs transposed, [1,1,C] vectors flattened, layer 0's unused v-LoRA
+// dropped), and loads as a model that runs.
+TEST(RwkvPth, ConvertsToTheFlaLayoutBitwise) {
+  const std::string out = temp_dir("pth") + "/model";
+  ModelConfig c = convert_rwkv7_pth(kPthDir + "/tiny.pth", out);
+  EXPECT_EQ(c.model_type, "rwkv7");
+  EXPECT_EQ(c.num_layers, 2);
+  EXPECT_EQ(c.hidden_size, 32);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.vocab_size, 50);
+  SafeTensorsFile got(out + "/model.safetensors"), want(kPthDir + "/expected.safetensors");
+  std::vector<std::string> names;
+  for (auto& [n, info] : want.tensors()) names.push_back(n);
+  ASSERT_EQ(got.tensors().size(), want.tensors().size());
+  for (const std::string& n : names) {
+    ASSERT_TRUE(got.has(n)) << n;
+    Tensor a = got.load(n), b = want.load(n);
+    ASSERT_EQ(a.shape(), b.shape()) << n;
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float))) << n;
+  }
+  LoadedModel m = load_model_dir(out, false);
+  std::vector<int32_t> ids = {1, 5, 9, 2};
+  std::vector<float> logits(size_t(4) * 50);
+  std::vector<LayerKVCache> caches = m.model->empty_caches();
+  m.model->forward_cached(ids.data(), 4, caches, logits.data(), true);
+  for (float x : logits) EXPECT_TRUE(std::isfinite(x));
+  EXPECT_THROW(convert_rwkv7_pth(kPthDir + "/tiny.pth", out), Error);  // never overwrites
+}
+
+// A pickle that calls os.system is refused at its GLOBAL, before anything could run; truncated and
+// byte-flipped archives fail with an sr::Error naming the file, never a crash (ASan build too).
+TEST(RwkvPth, RefusesCodeAndSurvivesCorruption) {
+  const std::string d = temp_dir("pthbad");
+  try {
+    convert_rwkv7_pth(kPthDir + "/evil.pth", d + "/evil");
+    FAIL() << "evil.pth was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("os system"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nothing was executed"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::ifstream(d + "/evil/config.json").good());
+  std::ifstream f(kPthDir + "/tiny.pth", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto write = [&](const std::string& path, const std::string& b) { std::ofstream(path, std::ios::binary) << b; };
+  write(d + "/half.pth", bytes.substr(0, bytes.size() / 2));
+  EXPECT_THROW(read_torch_checkpoint(d + "/half.pth"), Error);
+  Rng rng(5);
+  int accepted = 0;
+  for (int trial = 0; trial < 200; ++trial) {  // flip bytes anywhere, mostly in data.pkl near the start
+    std::string b = bytes;
+    for (int k = 0; k < 3; ++k) {
+      const size_t at = trial % 2 ? size_t(rng.below(std::min<uint64_t>(b.size(), 4096))) : size_t(rng.below(b.size()));
+      b[at] = char(rng.below(256));
+    }
+    write(d + "/flip.pth", b);
+    try {
+      read_torch_checkpoint(d + "/flip.pth");
+      ++accepted;  // a flip inside tensor data leaves a valid checkpoint
+    } catch (const Error&) {
+    }
+  }
+  EXPECT_LT(accepted, 200);
+}
+
+#ifdef SMOOTHREAD_CLI
+TEST(RwkvPth, CliConvertsAndRefuses) {
+  const std::string d = temp_dir("pthcli"), cli = SMOOTHREAD_CLI, err = d + "/err.txt";
+  int rc = std::system((cli + " convert --from rwkv7-pth " + kPthDir + "/tiny.pth --out " + d + "/m --json > " + d +
+                        "/out.json 2> " + err).c_str());
+  ASSERT_EQ(WEXITSTATUS(rc), 0) << read_file(err);
+  EXPECT_EQ(json::parse(read_file(d + "/out.json"))["layers"], 2);
+  rc = std::system((cli + " info --model " + d + "/m > /dev/null 2> " + err).c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 0) << read_file(err);
+  rc = std::system((cli + " convert --from rwkv7-pth " + kPthDir + "/evil.pth --out " + d + "/e 2> " + err).c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  EXPECT_NE(read_file(err).find("refusing"), std::string::npos) << read_file(err);
+  rc = std::system((cli + " convert --from rwkv7-pth --out " + d + "/x 2> " + err).c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  EXPECT_NE(read_file(err).find("needs the .pth file"), std::string::npos) << read_file(err);
+}
+#endif
