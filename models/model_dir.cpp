@@ -80,25 +80,38 @@ void save_model_dir(const LanguageModel& model, const Tokenizer* tokenizer, cons
   if (tokenizer) write_file_atomic(join_path(dir, "tokenizer.json"), tokenizer->to_json().dump(2) + "\n");
 }
 
-ModelConfig convert_model_dir(const std::string& dir, const std::string& out, const LoadOptions& opt) {
+void write_new_dir(const std::string& out, const std::function<void(const std::string& tmp)>& fill) {
   namespace fs = std::filesystem;
-  ModelConfig cfg = load_model_config(dir);
-  if (opt.window >= 0) cfg.set_window(opt.window, opt.swa_layers, "--window/--swa-layers");
   if (path_exists(out)) fail(out, "already exists (convert writes a new directory)");
-  json j = load_json_file(join_path(dir, "config.json"));
-  ModelConfig::set_window_json(j, cfg);
   const std::string tmp = out + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
   make_dirs(tmp);
-  for (auto& e : fs::directory_iterator(dir)) {
-    if (!e.is_regular_file() || e.path().filename() == "config.json") continue;
-    fs::copy_file(e.path(), fs::path(tmp) / e.path().filename(), ec);
-    if (ec) fail(e.path().string(), "cannot copy: " + ec.message());
+  try {
+    fill(tmp);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
   }
-  write_file_atomic(join_path(tmp, "config.json"), j.dump(2) + "\n");
   fs::rename(tmp, out, ec);
   if (ec) fail(out, "cannot move " + tmp + " into place: " + ec.message());
+}
+
+ModelConfig convert_model_dir(const std::string& dir, const std::string& out, const LoadOptions& opt) {
+  namespace fs = std::filesystem;
+  ModelConfig cfg = load_model_config(dir);
+  if (opt.window >= 0) cfg.set_window(opt.window, opt.swa_layers, "--window/--swa-layers");
+  json j = load_json_file(join_path(dir, "config.json"));
+  ModelConfig::set_window_json(j, cfg);
+  write_new_dir(out, [&](const std::string& tmp) {
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir)) {
+      if (!e.is_regular_file() || e.path().filename() == "config.json") continue;
+      fs::copy_file(e.path(), fs::path(tmp) / e.path().filename(), ec);
+      if (ec) fail(e.path().string(), "cannot copy: " + ec.message());
+    }
+    write_file_atomic(join_path(tmp, "config.json"), j.dump(2) + "\n");
+  });
   return cfg;
 }
 

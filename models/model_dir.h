@@ -4,6 +4,7 @@
 //   tokenizer.json                (models/tokenizer.h)
 //   smoothread.json               optional reading config (reading runtime)
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,9 @@ LoadedModel load_model_dir(const std::string& dir, bool require_tokenizer, const
 ModelConfig convert_model_dir(const std::string& dir, const std::string& out, const LoadOptions& opt);
 // Reads weights from `dir` into an existing model whose config matches.
 void load_weights(LanguageModel& model, const std::string& dir);
+// Creates the new directory `out` (which must not exist) atomically: `fill` writes its files into
+// a temporary sibling, which is renamed to `out` only when fill returns (removed if it throws).
+void write_new_dir(const std::string& out, const std::function<void(const std::string& tmp)>& fill);
 // Writes config.json, model.safetensors and tokenizer.json (when given) into `dir`, each atomically.
 void save_model_dir(const LanguageModel& model, const Tokenizer* tokenizer, const std::string& dir);
 

@@ -27,11 +27,8 @@ struct Pth {
     return x.shape[d];
   }
 };
-}  // namespace
-
-ModelConfig convert_rwkv7_pth(const std::string& pth, const std::string& out_dir, const std::string& tokenizer) {
-  namespace fs = std::filesystem;
-  if (path_exists(out_dir)) fail(out_dir, "already exists (convert writes a new directory)");
+// The model, its config from the shapes, every parameter from the .pth.
+std::unique_ptr<LanguageModel> model_from_pth(const std::string& pth) {
   Pth w{pth, {}};
   for (auto& [name, tensor] : read_torch_checkpoint(pth)) w.t.emplace(name, std::move(tensor));
   int L = 0;
@@ -45,8 +42,7 @@ ModelConfig convert_rwkv7_pth(const std::string& pth, const std::string& out_dir
              {"decay_low_rank_dim", w.dim("blocks.0.att.w1", 1)}, {"a_low_rank_dim", w.dim("blocks.0.att.a1", 1)},
              {"v_low_rank_dim", L > 1 ? w.dim("blocks.1.att.v1", 1) : 16}, {"gate_low_rank_dim", w.dim("blocks.0.att.g1", 1)},
              {"tie_word_embeddings", false}, {"norm_eps", 1e-5}, {"hidden_act", "sqrelu"}};
-  ModelConfig cfg = ModelConfig::from_json(cj, pth);
-  auto model = make_model(cfg);
+  auto model = make_model(ModelConfig::from_json(cj, pth));
   std::map<std::string, bool> used;
   // ours <- theirs, copied or transposed ([in, out] -> [out, in]); element counts must match.
   auto put = [&](const std::string& ours, const std::string& theirs, bool transpose = false) {
@@ -95,23 +91,28 @@ ModelConfig convert_rwkv7_pth(const std::string& pth, const std::string& out_dir
   for (auto& [name, tensor] : w.t)
     if (!used.count(name) && !(name.rfind("blocks.0.att.v", 0) == 0))
       fail(pth + ": tensor '" + name + "'", "is not part of RWKV-7 x070 (no place for it in the model)");
-  model->upload_params();
+  return model;
+}
+}  // namespace
 
-  const std::string tmp = out_dir + ".tmp";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  save_model_dir(*model, nullptr, tmp);
-  if (!tokenizer.empty()) {
-    std::string src = tokenizer;
-    if (fs::is_directory(src)) src = path_exists(join_path(src, "tokenizer.json")) ? join_path(src, "tokenizer.json")
-                                                                                 : join_path(src, kRwkvWorldVocab);
-    if (!path_exists(src)) fail(tokenizer, "no tokenizer.json or " + std::string(kRwkvWorldVocab) + " there");
-    const std::string name = fs::path(src).extension() == ".json" ? "tokenizer.json" : kRwkvWorldVocab;
-    fs::copy_file(src, fs::path(tmp) / name, ec);
-    if (ec) fail(src, "cannot copy: " + ec.message());
-  }
-  fs::rename(tmp, out_dir, ec);
-  if (ec) fail(out_dir, "cannot move " + tmp + " into place: " + ec.message());
+ModelConfig convert_rwkv7_pth(const std::string& pth, const std::string& out_dir, const std::string& tokenizer) {
+  namespace fs = std::filesystem;
+  ModelConfig cfg;
+  write_new_dir(out_dir, [&](const std::string& tmp) {
+    auto model = model_from_pth(pth);
+    cfg = model->config();
+    save_model_dir(*model, nullptr, tmp);
+    if (!tokenizer.empty()) {
+      std::string src = tokenizer;
+      if (fs::is_directory(src)) src = path_exists(join_path(src, "tokenizer.json")) ? join_path(src, "tokenizer.json")
+                                                                                   : join_path(src, kRwkvWorldVocab);
+      if (!path_exists(src)) fail(tokenizer, "no tokenizer.json or " + std::string(kRwkvWorldVocab) + " there");
+      const std::string name = fs::path(src).extension() == ".json" ? "tokenizer.json" : kRwkvWorldVocab;
+      std::error_code ec;
+      fs::copy_file(src, fs::path(tmp) / name, ec);
+      if (ec) fail(src, "cannot copy: " + ec.message());
+    }
+  });
   return cfg;
 }
 

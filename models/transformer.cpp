@@ -605,33 +605,30 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
       c.k.append(knew.data(), size_t(n) * kvd);
       c.v.append(vnew.data(), size_t(n) * kvd);
       K = c.k.data(), Vv = c.v.data(), Tk = int(pos0 + n);
-    } else if (n == 1) {  // window W, one token (decode): into the ring, then attend over the ring in
-      // place. The query sees the last min(pos0 + 1, W) positions, which is exactly what the ring
-      // holds; their order in the ring does not matter to a single query (RoPE is in the keys).
+    } else {  // window W: the cache is a ring of W rows, allocated once
       const int W = c.window;
       if (c.k.size() != size_t(W) * kvd) {
         c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);
         c.k.zero(), c.v.zero();
       }
-      ring_write(mem, c.k.data(), knew.data(), pos0, 1, W, kvd);
-      ring_write(mem, c.v.data(), vnew.data(), pos0, 1, W, kvd);
-      K = c.k.data(), Vv = c.v.data(), Tk = int(std::min<int64_t>(pos0 + 1, W));
-    } else {  // window W: gather the cached keys still visible to the first query, then the new ones
-      const int W = c.window;
-      const int m = int(std::min<int64_t>(pos0, W - 1));
-      kw.resize(size_t(m + n) * kvd), vw.resize(size_t(m + n) * kvd);
-      if (c.k.size() != size_t(W) * kvd) {  // the ring: W rows, allocated once
-        c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);
-        c.k.zero(), c.v.zero();
+      if (n == 1) {  // decode: into the ring, then attend over the ring in place. The query sees the
+        // last min(pos0 + 1, W) positions, exactly what the ring holds; their order in the ring
+        // does not matter to a single query (RoPE is in the keys).
+        ring_write(mem, c.k.data(), knew.data(), pos0, 1, W, kvd);
+        ring_write(mem, c.v.data(), vnew.data(), pos0, 1, W, kvd);
+        K = c.k.data(), Vv = c.v.data(), Tk = int(std::min<int64_t>(pos0 + 1, W));
+      } else {  // gather the cached keys still visible to the first query, then the new ones
+        const int m = int(std::min<int64_t>(pos0, W - 1));
+        kw.resize(size_t(m + n) * kvd), vw.resize(size_t(m + n) * kvd);
+        ring_read(mem, kw.data(), c.k.data(), pos0 - m, m, W, kvd);
+        ring_read(mem, vw.data(), c.v.data(), pos0 - m, m, W, kvd);
+        mem.copy(kw.data() + size_t(m) * kvd, knew.data(), size_t(n) * kvd * sizeof(float));
+        mem.copy(vw.data() + size_t(m) * kvd, vnew.data(), size_t(n) * kvd * sizeof(float));
+        const int keep = std::min(n, W);  // only the last W new rows survive in the ring
+        ring_write(mem, c.k.data(), knew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
+        ring_write(mem, c.v.data(), vnew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
+        K = kw.data(), Vv = vw.data(), Tk = m + n;
       }
-      ring_read(mem, kw.data(), c.k.data(), pos0 - m, m, W, kvd);
-      ring_read(mem, vw.data(), c.v.data(), pos0 - m, m, W, kvd);
-      mem.copy(kw.data() + size_t(m) * kvd, knew.data(), size_t(n) * kvd * sizeof(float));
-      mem.copy(vw.data() + size_t(m) * kvd, vnew.data(), size_t(n) * kvd * sizeof(float));
-      const int keep = std::min(n, W);  // only the last W new rows survive in the ring
-      ring_write(mem, c.k.data(), knew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
-      ring_write(mem, c.v.data(), vnew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
-      K = kw.data(), Vv = vw.data(), Tk = m + n;
     }
     c.n_seen += n;
     ops_->attention_fwd(att.data(), lse.data(), q.data(), K, Vv, attn_shape(1, n, Tk, l));
