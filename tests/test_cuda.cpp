@@ -625,6 +625,102 @@ TEST(Cuda, Rwkv7OpsMatchReference) {
 }
 
 // ---------------------------------------------------------------- whole model
+// The chunked delta-rule scans (ops/cuda/delta_rule_chunked.cu; T >= 128): RWKV-7's rule and
+// Gated DeltaNet's (GQA, odd head dims, chunk sizes 7 / 16 / 64, lengths around chunk multiples),
+// forward and backward against the CPU reference, bitwise repeatable, the same with every head
+// in its own scratch group; GDN's scalar form with fast-forgetting heads (g = -5 per token: the
+// chunk's decay reaches e^-320) and with gates of both signs, and RWKV-7's per-channel form past its split-exponential range
+// (log w = -5 per token), where the call takes the token kernels.
+TEST(Cuda, ChunkedDeltaRulesMatchReference) {
+  SKIP_WITHOUT_GPU();
+  struct Case { int B, T, Hk, Hv, Dk, Dv, chunk; bool gdn; float gmin; };
+  for (Case c : std::vector<Case>{{1, 128, 1, 1, 64, 64, 64, false, 0}, {2, 193, 3, 3, 33, 20, 16, false, 0},
+                                  {1, 257, 2, 2, 128, 128, 64, false, 0}, {1, 200, 1, 1, 7, 5, 7, false, 0},
+                                  {2, 191, 1, 3, 64, 48, 64, true, 0}, {1, 320, 2, 4, 128, 128, 64, true, 0},
+                                  {1, 129, 1, 1, 16, 16, 16, true, 0}, {1, 300, 1, 2, 32, 32, 64, true, -5.0f},
+                                  {1, 200, 1, 1, 16, 16, 64, false, -5.0f}, {1, 150, 1, 1, 16, 16, 64, true, 0.3f}}) {
+    SCOPED_TRACE(std::string(c.gdn ? "gdn" : "gdr") + " B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
+                 " H=" + std::to_string(c.Hk) + "/" + std::to_string(c.Hv) + " D=" + std::to_string(c.Dk) + "/" +
+                 std::to_string(c.Dv) + " C=" + std::to_string(c.chunk) + " gmin=" + std::to_string(c.gmin));
+    const size_t nk = size_t(c.B) * c.T * c.Hk * c.Dk, nkv = size_t(c.B) * c.T * c.Hv * c.Dk,
+                 nv = size_t(c.B) * c.T * c.Hv * c.Dv, ng = size_t(c.B) * c.T * c.Hv, ns = size_t(c.B) * c.Hv * c.Dk * c.Dv;
+    auto st0 = randn(ns, 7, 0.3), dy = randn(nv, 8), dsin = randn(ns, 9, 0.3), v = randn(nv, 3);
+    std::vector<std::vector<float>> in, want;  // inputs (host), reference gradients
+    std::vector<float> y(nv), st = st0, gs(ns);
+    DeltaShape ds;
+    GdrShape gsh;
+    if (c.gdn) {
+      ds.B = c.B, ds.T = c.T, ds.Hk = c.Hk, ds.Hv = c.Hv, ds.Dk = c.Dk, ds.Dv = c.Dv, ds.chunk = c.chunk;
+      ds.scale = 1.0f / std::sqrt(float(c.Dk));
+      auto q = randn(nk, 11), k = randn(nk, 12), a = randn(ng, 17), b = randn(ng, 18);
+      std::vector<float> rn(size_t(c.B) * c.T * c.Hk), gl(ng), beta(ng);
+      ref::l2norm_fwd(q.data(), rn.data(), q.data(), int(rn.size()), c.Dk);
+      ref::l2norm_fwd(k.data(), rn.data(), k.data(), int(rn.size()), c.Dk);
+      for (size_t i = 0; i < ng; ++i)  // gmin > 0: log gates of both signs (0.3 x normal)
+        gl[i] = c.gmin > 0 ? c.gmin * a[i] : c.gmin < 0 ? c.gmin : -0.5f * ref::dr_sigmoid(a[i]),
+        beta[i] = ref::dr_sigmoid(b[i]);
+      in = {q, k, v, gl, beta};
+      ref::delta_rule_fwd(y.data(), st.data(), q.data(), k.data(), v.data(), gl.data(), beta.data(), ds);
+      want = {std::vector<float>(nk), std::vector<float>(nk), std::vector<float>(nv), std::vector<float>(ng),
+              std::vector<float>(ng)};
+      ref::delta_rule_bwd(want[0].data(), want[1].data(), want[2].data(), want[3].data(), want[4].data(), gs.data(),
+                          dy.data(), dsin.data(), q.data(), k.data(), v.data(), gl.data(), beta.data(), st0.data(), ds);
+    } else {
+      gsh.B = c.B, gsh.T = c.T, gsh.H = c.Hv, gsh.Dk = c.Dk, gsh.Dv = c.Dv, gsh.chunk = c.chunk;
+      auto r = randn(nkv, 1), k = randn(nkv, 2, 0.3), kk = randn(nkv, 4), wl = randn(nkv, 5), iclr = randn(nkv, 6);
+      std::vector<float> rn(size_t(c.B) * c.T * c.Hv), w(nkv), a(nkv), b(nkv);
+      ref::l2norm_fwd(kk.data(), rn.data(), kk.data(), int(rn.size()), c.Dk);
+      for (size_t i = 0; i < nkv; ++i)
+        w[i] = c.gmin ? std::exp(c.gmin) : std::exp(-0.6065306f * ref::dr_sigmoid(wl[i])), a[i] = -kk[i],
+        b[i] = kk[i] * ref::dr_sigmoid(iclr[i]);
+      in = {r, w, a, b, k, v};
+      ref::gdr_fwd(y.data(), st.data(), r.data(), w.data(), a.data(), b.data(), k.data(), v.data(), gsh);
+      want.assign(5, std::vector<float>(nkv));
+      want.push_back(std::vector<float>(nv));
+      ref::gdr_bwd(want[0].data(), want[1].data(), want[2].data(), want[3].data(), want[4].data(), want[5].data(),
+                   gs.data(), dy.data(), dsin.data(), r.data(), w.data(), a.data(), b.data(), k.data(), v.data(),
+                   st0.data(), gsh);
+    }
+    std::vector<Buffer<float>> D;
+    for (auto& x : in) D.push_back(up(x));
+    auto Ddy = up(dy), Ddsin = up(dsin), Dst0 = up(st0);
+    auto run = [&] {  // -> outputs, final state, gradients..., d initial state
+      std::vector<std::vector<float>> res;
+      Buffer<float> Y(gpu().mem, nv);
+      auto S = up(st0);
+      std::vector<Buffer<float>> G;
+      for (auto& x : want) G.emplace_back(gpu().mem, x.size());
+      Buffer<float> Gs(gpu().mem, ns);
+      if (c.gdn) {
+        gpu().delta_rule_fwd(Y.data(), S.data(), D[0].data(), D[1].data(), D[2].data(), D[3].data(), D[4].data(), ds);
+        gpu().delta_rule_bwd(G[0].data(), G[1].data(), G[2].data(), G[3].data(), G[4].data(), Gs.data(), Ddy.data(),
+                             Ddsin.data(), D[0].data(), D[1].data(), D[2].data(), D[3].data(), D[4].data(), Dst0.data(),
+                             ds);
+      } else {
+        gpu().gdr_fwd(Y.data(), S.data(), D[0].data(), D[1].data(), D[2].data(), D[3].data(), D[4].data(), D[5].data(),
+                      gsh);
+        gpu().gdr_bwd(G[0].data(), G[1].data(), G[2].data(), G[3].data(), G[4].data(), G[5].data(), Gs.data(),
+                      Ddy.data(), Ddsin.data(), D[0].data(), D[1].data(), D[2].data(), D[3].data(), D[4].data(),
+                      D[5].data(), Dst0.data(), gsh);
+      }
+      res.push_back(down(Y)), res.push_back(down(S));
+      for (auto& x : G) res.push_back(down(x));
+      res.push_back(down(Gs));
+      return res;
+    };
+    const auto got = run();
+    EXPECT_REL(got[0], y, 1e-4) << "y";
+    EXPECT_REL(got[1], st, 1e-4) << "final state";
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_REL(got[2 + i], want[i], 1e-4) << "gradient " << i;
+    EXPECT_REL(got.back(), gs, 1e-4) << "d initial state";
+    EXPECT_TRUE(run() == got) << "not bitwise repeatable";
+    setenv("SMOOTHREAD_DELTA_SCRATCH_MIB", "1", 1);  // every head in its own group
+    const auto grouped = run();
+    unsetenv("SMOOTHREAD_DELTA_SCRATCH_MIB");
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_REL(grouped[i], got[i], 1e-6) << "head groups, result " << i;
+  }
+}
+
 TEST(Cuda, ModelLogitsAndTrainingStepMatchCpu) {
   SKIP_WITHOUT_GPU();
   std::vector<ModelConfig> configs;

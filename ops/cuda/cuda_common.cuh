@@ -37,6 +37,10 @@ __device__ inline float block_sum(float v, float* red) {
   return s;
 }
 
+// Row-major batched C[m,n] = op(A) op(B) + beta C, exact fp32 (dense_ops.cu); s* = batch strides.
+void gemm_rm_batched(bool ta, bool tb, int m, int n, int k, const float* A, long long sA, const float* B, long long sB,
+                     float beta, float* C, long long sC, int batch);
+
 void* device_alloc(size_t bytes);  // caching allocator (memory.cu)
 void device_free(void* p);
 const MemOps& device_mem();

@@ -350,6 +350,19 @@ void from_bf16(float* dst, const void* src, size_t n) {
   SR_CUDA_LAUNCHED("from_bf16");
 }
 
+// Row-major batched C[m,n] = op(A) op(B) + beta C in exact fp32 (CUBLAS_COMPUTE_32F, no bf16 or
+// TF32): the chunked delta-rule scans keep their state arithmetic in fp32 (standard 3).
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
+void gemm_rm_batched(bool ta, bool tb, int m, int n, int k, const float* A, long long sA, const float* B, long long sB,
+                     float beta, float* C, long long sC, int batch) {
+  if (!batch || !m || !n) return;
+  const float alpha = 1.0f;
+  check_blas(cublasGemmStridedBatchedEx(blas().h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+                                        k, &alpha, B, CUDA_R_32F, tb ? k : n, sB, A, CUDA_R_32F, ta ? m : k, sA, &beta,
+                                        C, CUDA_R_32F, n, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "GemmStridedBatchedEx (fp32)");
+}
+
 namespace ops {
 
 void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C) {

@@ -21,6 +21,7 @@
 
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/dense_ops.cuh"
+#include "ops/cuda/delta_rule_chunked.h"
 
 namespace sr::cuda::ops {
 
@@ -678,6 +679,7 @@ void delta_rule_fwd(float* out, float* state, const float* q, const float* k, co
                     const float* beta, const DeltaShape& s) {
   if (s.Hv % s.Hk) fail("delta_rule (cuda)", "value heads must be a multiple of key heads");
   if (s.B * s.Hv == 0) return;
+  if (delta_chunked_enabled() && delta_rule_fwd_chunked(out, state, q, k, v, g, beta, s)) return;
   const dim3 grid(s.B * s.Hv, (s.Dv + 31) / 32);
   if (s.Dk <= 32) {
     dr_fwd_reg_k<32><<<grid, 128, 0, stream()>>>(out, state, q, k, v, g, beta, s);
@@ -729,6 +731,10 @@ void delta_rule_bwd_reg(float* dq, float* dk, float* dv, float* dg, float* dbeta
 void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0, const float* dout,
                     const float* dstate_in, const float* q, const float* k, const float* v, const float* g,
                     const float* beta, const float* state0, const DeltaShape& s) {
+  if (s.Hv % s.Hk) fail("delta_rule (cuda)", "value heads must be a multiple of key heads");
+  if (delta_chunked_enabled() &&
+      delta_rule_bwd_chunked(dq, dk, dv, dg, dbeta, dstate0, dout, dstate_in, q, k, v, g, beta, state0, s))
+    return;
   if (s.Dk <= 128) {
     delta_rule_bwd_reg(dq, dk, dv, dg, dbeta, dstate0, dout, dstate_in, q, k, v, g, beta, state0, s);
     return;

@@ -18,6 +18,7 @@
 
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/dense_ops.cuh"
+#include "ops/cuda/delta_rule_chunked.h"
 
 namespace sr::cuda::ops {
 
@@ -690,6 +691,7 @@ void rwkv7_out_bwd(float* dyn, float* dr, float* dkmod, float* dv, float* drk, f
 void gdr_fwd(float* y, float* state, const float* r, const float* w, const float* a, const float* b, const float* k,
              const float* v, const GdrShape& s) {
   if (s.B * s.H == 0 || s.T == 0) return;
+  if (delta_chunked_enabled() && gdr_fwd_chunked(y, state, r, w, a, b, k, v, s)) return;
   const dim3 grid(s.B * s.H, (s.Dv + 31) / 32);
   if (s.Dk <= 32) gdr_fwd_reg_k<32><<<grid, 128, 0, stream()>>>(y, state, r, w, a, b, k, v, s);
   else if (s.Dk <= 64) gdr_fwd_reg_k<64><<<grid, 128, 0, stream()>>>(y, state, r, w, a, b, k, v, s);
@@ -706,6 +708,8 @@ void gdr_bwd(float* dr, float* dw, float* da, float* db, float* dk, float* dv, f
              const float* dstate_in, const float* r, const float* w, const float* a, const float* b, const float* k,
              const float* v, const float* state0, const GdrShape& s) {
   if (s.B * s.H == 0 || s.T == 0) return;
+  if (delta_chunked_enabled() && gdr_bwd_chunked(dr, dw, da, db, dk, dv, dstate0, dy, dstate_in, r, w, a, b, k, v, state0, s))
+    return;
   if (s.Dk <= 128) {  // registers
     const int G = (s.Dv + 31) / 32, nseg = (s.T + kTb - 1) / kTb, R = s.Dk <= 32 ? 8 : s.Dk <= 64 ? 16 : 32;
     const size_t blocks = size_t(s.B) * s.H * G, n = size_t(s.B) * s.T * s.H * s.Dk;
