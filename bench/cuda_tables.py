@@ -3,6 +3,35 @@
 import json, sys
 
 
+def chunked_tables(jpath):
+    """The delta-rule scans, chunked (1) against the token kernels (0), from `run_cuda.sh ... chunked`."""
+    rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
+    mx = {(r["L"], r["chunked"]): r for r in rows if r.get("bench") == "mixer"}
+    print("| L | attention fwd+bwd | window 4096 fwd+bwd | GDN chunked | GDN token | speed-up | "
+          "RWKV-7 chunked | RWKV-7 token | speed-up | GDN fwd chunked / token | RWKV-7 fwd chunked / token |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for L in sorted({k[0] for k in mx}):
+        c, t = mx.get((L, 1)), mx.get((L, 0))
+        if not c or not t:
+            continue
+        win = f"{c['attn_w4096_fwdbwd_ms']:.2f}" if "attn_w4096_fwdbwd_ms" in c else "-"
+        print(f"| {L} | {c['attn_w0_fwdbwd_ms']:.2f} | {win} | {c['delta_rule_fwdbwd_ms']:.2f} | "
+              f"{t['delta_rule_fwdbwd_ms']:.2f} | {t['delta_rule_fwdbwd_ms'] / c['delta_rule_fwdbwd_ms']:.1f}x | "
+              f"{c['rwkv7_wkv_fwdbwd_ms']:.2f} | {t['rwkv7_wkv_fwdbwd_ms']:.2f} | "
+              f"{t['rwkv7_wkv_fwdbwd_ms'] / c['rwkv7_wkv_fwdbwd_ms']:.1f}x | "
+              f"{c['delta_rule_fwd_ms']:.2f} / {t['delta_rule_fwd_ms']:.2f} | "
+              f"{c['rwkv7_wkv_fwd_ms']:.2f} / {t['rwkv7_wkv_fwd_ms']:.2f} |")
+    md = [r for r in rows if r.get("bench") == "model"]
+    if md:
+        print("\n| model | L | recompute | scan | train tok/s | MFU | peak GiB | prefill tok/s | decode tok/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in md:
+            dec = f"{r['decode_tokens_per_s']:.0f}" if r["decode_tokens_per_s"] else "-"
+            print(f"| {r['preset']} | {r['L']} | {'yes' if r['recompute'] else 'no'} | "
+                  f"{'chunked' if r['chunked'] else 'token'} | {r['train_tokens_per_s']:.0f} | "
+                  f"{100 * r['train_mfu']:.1f}% | {r['train_peak_gib']:.1f} | {r['prefill_tokens_per_s']:.0f} | {dec} |")
+
+
 def main(jpath, gpu_path):
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
     print(open(gpu_path).read().strip().replace("\n", ", "))
@@ -46,4 +75,7 @@ def main(jpath, gpu_path):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] == "--chunked":
+        chunked_tables(sys.argv[2])
+    else:
+        main(*sys.argv[1:3])

@@ -3,7 +3,9 @@
 # (bench_cuda and the PyTorch baselines, same card, same run) and the docs/PERF.md tables.
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
-#   what: tests attention gemm mixer model (default: all five)
+#   what: tests attention gemm mixer model chunked (default: the first five)
+#     chunked = the delta-rule scans, chunked against the token kernels (SMOOTHREAD_DELTA_CHUNKED=0)
+#     in the same run: the mixer at 4k/16k/64k and the 0.5b-gdn / 0.5b-rwkv7 models at 4k and 64k
 #   env PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out)
 # Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
 set -uo pipefail
@@ -49,4 +51,22 @@ if [[ " $WHAT " == *" model "* ]]; then
     done
   done
 fi
-python3 bench/cuda_tables.py "$J" "$OUTD/gpu.txt" | tee "$OUTD/tables.md"
+if [[ " $WHAT " == *" chunked "* ]]; then
+  JC="$OUTD/chunked.jsonl"
+  for L in 4096 16384 65536; do
+    for E in 1 0; do
+      SMOOTHREAD_DELTA_CHUNKED=$E timeout 100 "$BIN/bench_cuda" mixer --L $L --heads 16 --dim 64 --reps 3 |
+        sed "s/{/{\"chunked\":$E,/" | tee -a "$JC"
+    done
+  done
+  for P in 0.5b-gdn 0.5b-rwkv7; do
+    for E in 1 0; do
+      SMOOTHREAD_DELTA_CHUNKED=$E timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 3 --decode 32 |
+        sed "s/{/{\"chunked\":$E,/" | tee -a "$JC"
+      SMOOTHREAD_DELTA_CHUNKED=$E timeout 150 "$BIN/bench_cuda" model --preset $P --L 65536 --steps 1 --recompute 1 \
+        --decode 0 | sed "s/{/{\"chunked\":$E,/" | tee -a "$JC"
+    done
+  done
+  python3 bench/cuda_tables.py --chunked "$JC" | tee "$OUTD/chunked.md"
+fi
+[[ -s "$J" ]] && python3 bench/cuda_tables.py "$J" "$OUTD/gpu.txt" | tee "$OUTD/tables.md"
