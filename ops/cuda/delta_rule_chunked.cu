@@ -569,12 +569,28 @@ bool scan_bwd(const Grads& out, float* dstate0, const float* dy, const float* ds
 }  // namespace
 
 bool delta_chunked_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("SMOOTHREAD_DELTA_CHUNKED");
-    return !(e && std::string(e) == "0");
-  }();
-  return on;
+  static const char* e = std::getenv("SMOOTHREAD_DELTA_CHUNKED");
+  return !(e && std::string(e) == "0");
 }
+
+namespace {
+// Auto mode: the token kernels run one block per (sequence, head, 32 state columns) and walk the
+// tokens in order, so once they have a block for every SM they are throughput-bound and cheaper
+// than the scan's extra traffic (measured on the H200: 16 sequences x 6 heads of 64, 192 blocks,
+// trained at 363k tok/s with the token kernels and 248k with the scan; one sequence x 8 heads of
+// 128, 32 blocks, at 8.5k and 20.4k). SMOOTHREAD_DELTA_CHUNKED=1 forces the scan.
+bool chunked_pays(int BH, int Dv) {
+  static const char* e = std::getenv("SMOOTHREAD_DELTA_CHUNKED");
+  if (e && std::string(e) == "1") return true;
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    SR_CUDA(cudaGetDevice(&dev));
+    SR_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return size_t(BH) * ((Dv + 31) / 32) < size_t(sms);
+}
+}  // namespace
 
 namespace {
 bool chunked_shape_ok(int T, int Dk, int Dv) { return T >= kDeltaChunkMinTokens && Dk <= 128 && Dv <= 128; }
@@ -582,7 +598,7 @@ bool chunked_shape_ok(int T, int Dk, int Dv) { return T >= kDeltaChunkMinTokens 
 
 bool gdr_fwd_chunked(float* y, float* state, const float* r, const float* w, const float* a, const float* b,
                      const float* k, const float* v, const GdrShape& s) {
-  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.H) return false;
+  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.H || !chunked_pays(s.B * s.H, s.Dv)) return false;
   Rows R;
   R.r = r, R.w = w, R.a = a, R.b = b, R.k = k, R.v = v;
   return scan_fwd(y, state, R, geometry(s.B, s.T, s.H, s.Dk, s.Dv, s.chunk));
@@ -591,7 +607,7 @@ bool gdr_fwd_chunked(float* y, float* state, const float* r, const float* w, con
 bool gdr_bwd_chunked(float* dr, float* dw, float* da, float* db, float* dk, float* dv, float* dstate0, const float* dy,
                      const float* dstate_in, const float* r, const float* w, const float* a, const float* b,
                      const float* k, const float* v, const float* state0, const GdrShape& s) {
-  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.H) return false;
+  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.H || !chunked_pays(s.B * s.H, s.Dv)) return false;
   Rows R;
   R.r = r, R.w = w, R.a = a, R.b = b, R.k = k, R.v = v;
   Grads out;
@@ -601,7 +617,7 @@ bool gdr_bwd_chunked(float* dr, float* dw, float* da, float* db, float* dk, floa
 
 bool delta_rule_fwd_chunked(float* out, float* state, const float* q, const float* k, const float* v, const float* g,
                             const float* beta, const DeltaShape& s) {
-  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.Hv) return false;
+  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.Hv || !chunked_pays(s.B * s.Hv, s.Dv)) return false;
   Rows R;
   R.gdn = true, R.q = q, R.k = k, R.v = v, R.g = g, R.beta = beta, R.scale = s.scale, R.Hk = s.Hk;
   return scan_fwd(out, state, R, geometry(s.B, s.T, s.Hv, s.Dk, s.Dv, s.chunk));
@@ -610,7 +626,7 @@ bool delta_rule_fwd_chunked(float* out, float* state, const float* q, const floa
 bool delta_rule_bwd_chunked(float* dq, float* dk, float* dv, float* dg, float* dbeta, float* dstate0,
                             const float* dout, const float* dstate_in, const float* q, const float* k, const float* v,
                             const float* g, const float* beta, const float* state0, const DeltaShape& s) {
-  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.Hv) return false;
+  if (!chunked_shape_ok(s.T, s.Dk, s.Dv) || !s.B || !s.Hv || !chunked_pays(s.B * s.Hv, s.Dv)) return false;
   Rows R;
   R.gdn = true, R.q = q, R.k = k, R.v = v, R.g = g, R.beta = beta, R.scale = s.scale, R.Hk = s.Hk;
   const size_t nh = size_t(s.B) * s.T * s.Hv * s.Dk;
