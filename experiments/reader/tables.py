@@ -40,7 +40,10 @@ def niah_table(d):
     rows = [("SWA W=1024", "EMR (Smooth Reading), C=384", "emr_swa-emr"),
             ("SWA W=1024", "one-pass (OR)", "or_swa-or"),
             ("full attention", "one-pass (OR)", "or_full-or"),
-            ("Gated DeltaNet, 6 layers (10.8M)", "EMR (Smooth Reading), C=384", "emr_gdn-emr")]
+            ("Gated DeltaNet, 6 layers (10.8M)", "EMR (Smooth Reading), C=384", "emr_gdn-emr"),
+            ("RWKV-7, 6 layers (10.6M), 63M tokens", "EMR (Smooth Reading), C=384", "emr_rwkv7-emr"),
+            ("RWKV-7, the same, first run (47M tokens)", "EMR (Smooth Reading), C=384", "emr_rwkv7-run1-emr"),
+            ("RWKV-7, 6 layers (10.6M), 64M tokens", "one-pass (OR)", "or_rwkv7-or")]
     series = {}
     for name, mode, sub in rows:
         cells, pts = [], []
@@ -97,6 +100,10 @@ def train_table(d):
     for name, data in [("emr_swa", "EMR trajectories + repeat"), ("emr_swa-s2", "the same, seed 2"),
                        ("emr_swa-s3", "the same, seed 3"), ("emr_swa_v2", "EMR trajectories, mix v2 + repeat"),
                        ("emr_gdn", "EMR trajectories + repeat (Gated DeltaNet)"),
+                       ("emr_gdn-scan", "the same, rerun with the GPU scan (slower at this shape)"),
+                       ("emr_rwkv7", "EMR trajectories + repeat (RWKV-7; GPU scan forced)"),
+                       ("emr_rwkv7-run1", "the same, token kernels, 390 s cap"),
+                       ("or_rwkv7", "one-pass samples + repeat (RWKV-7; GPU scan forced)"),
                        ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat")]:
         p = os.path.join(d, "train", name + ".log.jsonl")
         if not os.path.exists(p):
