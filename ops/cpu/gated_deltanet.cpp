@@ -78,11 +78,6 @@ class GatedDeltaRows final : public GdrSource {
   Grad d_;
 };
 
-GdrHeadShape head_shape(const DeltaShape& s) {
-  GdrHeadShape h;
-  h.T = s.T, h.Dk = s.Dk, h.Dv = s.Dv, h.chunk = s.chunk;
-  return h;
-}
 }  // namespace
 
 void delta_rule_fwd(float* out, float* state, const float* q, const float* k, const float* v, const float* g,
@@ -92,7 +87,7 @@ void delta_rule_fwd(float* out, float* state, const float* q, const float* k, co
   for (int b = 0; b < s.B; ++b)
     for (int h = 0; h < s.Hv; ++h) {
       GatedDeltaRows src(s, b, h, h / ratio, {q, k, v, g, beta}, out, nullptr, {});
-      gdr_scan_fwd(state + (size_t(b) * s.Hv + h) * s.Dk * s.Dv, src, head_shape(s));
+      gdr_scan_fwd(state + (size_t(b) * s.Hv + h) * s.Dk * s.Dv, src, GdrHeadShape::of(s));
     }
 }
 
@@ -111,7 +106,7 @@ void delta_rule_bwd(float* dq, float* dk, float* dv, float* dg, float* dbeta, fl
       for (int h = kh * ratio; h < (kh + 1) * ratio; ++h) {
         GatedDeltaRows src(s, b, h, kh, {q, k, v, g, beta}, nullptr, dout, {dq, dk, dv, dg, dbeta});
         const size_t so = (size_t(b) * s.Hv + h) * S;
-        gdr_scan_bwd(dstate0 + so, dstate_in ? dstate_in + so : nullptr, state0 + so, src, head_shape(s));
+        gdr_scan_bwd(dstate0 + so, dstate_in ? dstate_in + so : nullptr, state0 + so, src, GdrHeadShape::of(s));
       }
     }
 }

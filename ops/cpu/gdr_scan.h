@@ -30,6 +30,11 @@ class GdrSource {
 struct GdrHeadShape {
   int T = 1, Dk = 1, Dv = 1;
   int chunk = 64;  // at most this many tokens per chunk (capped at 64)
+  // One head of any op shape with T, Dk, Dv and chunk (GdrShape, DeltaShape).
+  template <class Shape>
+  static GdrHeadShape of(const Shape& s) {
+    return GdrHeadShape{s.T, s.Dk, s.Dv, s.chunk};
+  }
 };
 
 // Forward over T tokens: H [Dk, Dv] in place (initial -> final); y through src.store_y.

@@ -323,11 +323,6 @@ class GdrTensors final : public GdrSource {
   Grad g_;
 };
 
-GdrHeadShape head_shape(const GdrShape& s) {
-  GdrHeadShape h;
-  h.T = s.T, h.Dk = s.Dk, h.Dv = s.Dv, h.chunk = s.chunk;
-  return h;
-}
 }  // namespace
 
 void gdr_fwd(float* y, float* state, const float* r, const float* w, const float* a, const float* b, const float* k,
@@ -336,7 +331,7 @@ void gdr_fwd(float* y, float* state, const float* r, const float* w, const float
   for (int bb = 0; bb < s.B; ++bb)
     for (int h = 0; h < s.H; ++h) {
       GdrTensors src(s, bb, h, {r, w, a, b, k, v}, y, nullptr, {});
-      gdr_scan_fwd(state + (size_t(bb) * s.H + h) * s.Dk * s.Dv, src, head_shape(s));
+      gdr_scan_fwd(state + (size_t(bb) * s.H + h) * s.Dk * s.Dv, src, GdrHeadShape::of(s));
     }
 }
 
@@ -349,7 +344,7 @@ void gdr_bwd(float* dr, float* dw, float* da, float* db, float* dk, float* dv, f
     for (int h = 0; h < s.H; ++h) {
       GdrTensors src(s, bb, h, {r, w, a, b, k, v}, nullptr, dy, {dr, dw, da, db, dk, dv});
       const size_t so = (size_t(bb) * s.H + h) * S;
-      gdr_scan_bwd(dstate0 + so, dstate_in ? dstate_in + so : nullptr, state0 + so, src, head_shape(s));
+      gdr_scan_bwd(dstate0 + so, dstate_in ? dstate_in + so : nullptr, state0 + so, src, GdrHeadShape::of(s));
     }
 }
 
