@@ -360,10 +360,10 @@ int cmd_gen(int argc, char** argv) {
       "smoothread gen --task T --count N --seed S --out FILE.jsonl\n"
       "  synthetic tasks (passkey, niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, qa_hop):\n"
       "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1 | --depth-grid G]\n"
-      "      [--haystack FILE[,FILE...] (your text instead of the pseudo-essay haystack)]\n"
+      "      [--haystack FILE[,FILE...] (your text instead of the task's filler)]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
-      "      [--chains N --hops H (vt)] [--values number|word|uuid (niah value type)]\n"
-      "      [--phrasing ruler|varied|heldout (passkey/niah sentences: RULER's, a training pool of\n"
+      "      [--chains N --hops H (vt)] [--values number|word|uuid|mixed (niah value type)]\n"
+      "      [--phrasing ruler|varied|wide|heldout (passkey/niah sentences: RULER's, training pools of\n"
       "       paraphrases and keys, or a disjoint held-out pool)] [--number-noise P (after each haystack\n"
       "       sentence, with probability P, a keyless sentence with numbers: distractors for a reader)]\n"
       "  toy tasks (copy, recall, repeat): [--min-len A] [--max-len B]\n"
@@ -397,8 +397,8 @@ int cmd_gen(int argc, char** argv) {
     o.depth = a.get_num("--depth", -1);
     o.depth_grid = int(a.get_int("--depth-grid", 0));
     o.values = a.get_or("--values", "");
-    if (!o.values.empty() && o.values != "number" && o.values != "word" && o.values != "uuid")
-      fail("--values", "expected number, word or uuid");
+    if (!o.values.empty() && o.values != "number" && o.values != "word" && o.values != "uuid" && o.values != "mixed")
+      fail("--values", "expected number, word, uuid or mixed");
     o.phrasing = a.get_or("--phrasing", "ruler");
     o.number_noise = a.get_num("--number-noise", 0.0);
     if (o.number_noise < 0 || o.number_noise > 1) fail("--number-noise", "must be in [0, 1]");

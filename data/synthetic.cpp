@@ -67,6 +67,27 @@ std::string number_sentence(Rng& r) {
   }
 }
 
+// --values mixed: numbers of 3-10 digits, letter-digit codes ("QX-4821", "7KF2M9"), word pairs
+// and uuids, so a reader learns to copy whatever follows the key, not a 7-digit shape.
+std::string mixed_value(Rng& r) {
+  const uint64_t kind = r.below(10);
+  if (kind < 5) {
+    int n = 3 + int(r.below(8));
+    std::string d(1, char('1' + r.below(9)));
+    while (int(d.size()) < n) d.push_back(char('0' + r.below(10)));
+    return d;
+  }
+  if (kind < 8) {
+    const char* alnum = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    std::string c;
+    int n = 5 + int(r.below(4));
+    for (int i = 0; i < n; ++i) c.push_back(alnum[r.below(32)]);
+    if (kind == 7) c.insert(2, "-");
+    return c;
+  }
+  return kind == 8 ? random_key(r) : random_uuid(r);
+}
+
 struct Needle {
   std::string text, value;  // sentence inserted in the haystack; the value it carries
   int answer = -1;          // index of the evidence it provides (answers / clues order), else -1 (distractor)
@@ -81,6 +102,7 @@ struct Spec {
   bool uuid_keys = false, uuid_values = false;
   std::string value_type = "number";
   std::string random_value(Rng& r) const {
+    if (value_type == "mixed") return mixed_value(r);
     return value_type == "uuid" ? random_uuid(r) : value_type == "word" ? random_key(r) : random_number(r);
   }
   std::vector<std::string> keys;  // keys in use (distractors must not reuse them)
@@ -159,9 +181,39 @@ const Phrasing& phrasing_pool(const std::string& which) {
       {"What is the access code?", "What is the entry code?"},
       {"Professor", "Captain", "Doctor", "Agent", "Aunt", "Uncle"},
       {"Moreau", "Okafor", "Lindqvist", "Tanaka", "Alvarez", "Novak", "Haddad", "Kowalski"}};
+  // "wide": the "varied" pool and many more sentences, value names and key forms (people, places,
+  // companies, projects), still disjoint from "heldout" (no titles, no possessive needles).
+  static const Phrasing wide = {
+      concat({varied.needles,
+              {"The {T} of {K} is {V}.", "{K} was given the {T} {V}.", "Keep in mind: {K} goes with {T} {V}.",
+               "According to the records, the {T} belonging to {K} is {V}.", "The {T} that {K} received is {V}.",
+               "{K}: {T} = {V}.", "Do not forget the {T} for {K}. It is {V}.", "By the way, {K} has {V} as its {T}.",
+               "The correct {T} for {K} happens to be {V}.", "{K} is associated with the {T} {V}.",
+               "If anyone asks, the {T} of {K} is {V}.", "Here is the {T} for {K}: {V}.",
+               "Attention please: the {T} for {K} has been set to {V}.", "{V} is the {T} for {K}."}}),
+      concat({varied.questions,
+              {"Look up the {T} of {K}.", "Which {T} is associated with {K}?", "Please report the {T} for {K}.",
+               "According to the text, what is the {T} of {K}?", "What was the {T} mentioned for {K}?",
+               "Can you recall the {T} for {K}?", "{K} has a {T} somewhere in the text. What is it?",
+               "Question: what {T} goes with {K}?"}}),
+      concat({varied.instructions,
+              {"Answer the question using the document.", "Some information in the text is relevant to the question.",
+               "Find the requested value in the text below.", "Read carefully; most of the text is irrelevant."}}),
+      concat({varied.names, {"reference number", "account number", "registration code", "identifier", "combination",
+                             "magic number", "lucky number", "license number", "key", "password"}}),
+      concat({varied.passkey_needles,
+              {"The secret password is {V}.", "Password: {V}. Do not share it.", "The key to get in is {V}.",
+               "Use the pass key {V} to enter."}}),
+      concat({varied.passkey_questions,
+              {"What is the secret password?", "What is the password?", "What is the key to get in?",
+               "Which pass key opens the door?"}}),
+      concat({varied.key_first, std::vector<std::string>(kPeople.begin() + 6, kPeople.end()), kCities,
+              {"project", "team", "room", "station", "blue", "golden", "silver", "hidden", "first", "last"}}),
+      concat({varied.key_second, kCompanies, {"house", "group", "lab", "door", "garage", "box", "key", "file"}})};
   if (which == "varied") return varied;
+  if (which == "wide") return wide;
   if (which == "heldout") return heldout;
-  fail("--phrasing", "unknown phrasing '" + which + "' (valid: ruler, varied, heldout)");
+  fail("--phrasing", "unknown phrasing '" + which + "' (valid: ruler, varied, wide, heldout)");
 }
 std::string fill(std::string t, const std::string& k, const std::string& v, const std::string& type) {
   auto put = [&](const std::string& from, const std::string& to) {
@@ -262,6 +314,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   const bool uuid = type == "uuid";
   s.uuid_values = uuid;
   s.value_type = type;
+  if (type == "mixed") type = "code";  // how RULER's sentences name a mixed value
   const Phrasing* phr = o.phrasing == "ruler" ? nullptr : &phrasing_pool(o.phrasing);
   auto phrased_key = [&](Rng& g) {
     if (!phr) return random_key(g);
@@ -469,8 +522,8 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
         std::string key;
         do key = s.uuid_keys ? random_uuid(r) : random_key(r);
         while (std::find(s.keys.begin(), s.keys.end(), key) != s.keys.end());
-        t = "One of the special magic " + s.value_type + "s for " + key + " is: " + s.random_value(r) + ". ";
-      } else if (s.essay && !user.empty()) {
+        t = "One of the special magic " + std::string(s.value_type == "mixed" ? "code" : s.value_type) + "s for " + key + " is: " + s.random_value(r) + ". ";
+      } else if (!user.empty()) {  // the user's text replaces the task's own filler
         t = user[user_at++ % user.size()] + " ";
       } else {
         t = (s.essay ? essay_sentence(r) : std::string(kNoise)) + " ";
@@ -503,14 +556,21 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     size_t last_needle_end = 0, last_needle = 0;
     for (size_t n = 0; n < at.size(); ++n)
       if (at[n] + s.needles[n].text.size() + 1 > last_needle_end) last_needle_end = at[n] + s.needles[n].text.size() + 1, last_needle = n;
-    while (int(count_tokens(context, tok, false)) > o.tokens && context.size() > last_needle_end) context.pop_back();
+    // Whole UTF-8 characters only: the character that ends at byte `end` starts at char_start(end).
+    auto char_start = [&](size_t end) {
+      size_t b = end - 1;
+      while (b > 0 && (static_cast<unsigned char>(context[b]) & 0xC0) == 0x80) --b;
+      return b;
+    };
+    while (int(count_tokens(context, tok, false)) > o.tokens && context.size() > last_needle_end)
+      context.resize(std::max(char_start(context.size()), last_needle_end));
     while (int(count_tokens(context, tok, false)) > o.tokens && at[last_needle] > 0) {
-      size_t cut = at[last_needle] - 1;
+      size_t cut = char_start(at[last_needle]);
       bool inside = false;
-      for (size_t n = 0; n < at.size(); ++n) inside |= n != last_needle && cut >= at[n] && cut < at[n] + s.needles[n].text.size() + 1;
+      for (size_t n = 0; n < at.size(); ++n) inside |= n != last_needle && cut < at[n] + s.needles[n].text.size() + 1 && at[last_needle] > at[n];
       if (inside) break;
-      context.erase(cut, 1);
-      --at[last_needle];
+      context.erase(cut, at[last_needle] - cut);
+      at[last_needle] = cut;
     }
     json evidence = json::array();
     std::vector<double> answer_depths;

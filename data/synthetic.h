@@ -29,9 +29,13 @@ struct SyntheticOptions {
   int depth_grid = 0;  // > 0: sample i puts its needles at depth (i mod G) / (G - 1) (RULER/NIAH grids)
   int vt_chains = 1, vt_hops = 4;
   double number_noise = 0;  // probability that a haystack sentence is followed by a keyless number sentence
-  std::string phrasing = "ruler";  // passkey / niah sentences: "ruler" | "varied" (training pool) | "heldout"
-  std::string values;  // niah value type override: "number" | "word" | "uuid" ("" = the task's own)
-  // User haystack texts (--haystack FILE...): replace the essay generator for essay-haystack tasks;
+  // passkey / niah sentences: "ruler" | "varied" | "wide" (training pools; wide contains varied) | "heldout"
+  std::string phrasing = "ruler";
+  // niah value type override: "number" | "word" | "uuid" | "mixed" (3-10 digits, codes, words, uuids);
+  // "" = the task's own
+  std::string values;
+  // User haystack texts (--haystack FILE...): replace the task's filler (essay or noise) for every
+  // needle task except niah_multikey_2/3, whose haystack is needles;
   // sentences are taken in order from a random starting point, cycling through the files.
   std::vector<std::string> haystack_files;  // variable tracking: chains (1 asked, the rest distract), hops
 };

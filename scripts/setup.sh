@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of smoothread from Debian 12 packages.
 # Idempotent: packages already present are skipped; safe to run on a fresh machine.
+#   scripts/setup.sh            build, test and run
+#   scripts/setup.sh --study    plus the haystack texts of the reading study (issue 10)
 set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
@@ -14,6 +16,10 @@ PKGS=(
   python3-jieba            # jieba 0.42.1's dictionary + HMM tables: LongBench's Chinese metrics (eval/jieba.cpp reads them)
   python3-levenshtein      # test oracle only: python-Levenshtein's ratio for the code-similarity option
 )
+# --study: also the text the reading study's haystacks come from (experiments/reader/haystacks.sh)
+if [ "${1:-}" = --study ]; then
+  PKGS+=(fortunes jargon-text debian-policy gnu-standards vim-runtime developers-reference)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,7 @@
 #include "eval/metrics.h"
 #include "model_fixtures.h"
 #include "core/io.h"
+#include "core/utf8.h"
 #include "reading/chunker.h"
 
 using namespace sr;
@@ -118,8 +119,8 @@ TEST(Eval, TrajectoriesAreValid) {
   }
 }
 
-// --phrasing: "ruler" is RULER's sentences; "varied" and "heldout" draw needles, questions and keys
-// from two disjoint pools, deterministically, and the needle always carries the answer.
+// --phrasing: "ruler" is RULER's sentences; "varied"/"wide" and "heldout" draw needles, questions
+// and keys from disjoint pools, deterministically, and the needle always carries the answer.
 TEST(Eval, PhrasingPoolsAreDeterministicAndDisjoint) {
   ByteTokenizer tok(ByteTokenizer::default_specials());
   auto shapes = [&](const std::string& phrasing, const std::string& task) {
@@ -142,8 +143,10 @@ TEST(Eval, PhrasingPoolsAreDeterministicAndDisjoint) {
   };
   for (std::string task : {"niah_single_2", "passkey"}) {
     auto ruler = shapes("ruler", task), varied = shapes("varied", task), held = shapes("heldout", task);
+    auto wide = shapes("wide", task);
     EXPECT_GT(varied.size(), task == "passkey" ? 2u : 10u) << task;  // niah keys differ too
-    for (auto& s : held) EXPECT_EQ(varied.count(s), 0u) << task << ": " << s;
+    EXPECT_GT(wide.size(), task == "passkey" ? 4u : 30u) << task;
+    for (auto& s : held) EXPECT_EQ(varied.count(s) + wide.count(s), 0u) << task << ": " << s;
     for (auto& s : ruler)  // RULER's own sentences
       EXPECT_TRUE(s.find("The pass key is V") != std::string::npos || s.find("special magic numbers for") != std::string::npos) << s;
   }
@@ -173,4 +176,34 @@ TEST(Eval, NumberNoiseAddsKeylessNumbersOnly) {
     EXPECT_EQ(ctx.find("special magic"), ctx.rfind("special magic"));  // still one keyed sentence
     EXPECT_LE(std::abs(r["length"].get<int>() - 2000), 20);
   }
+}
+
+// A user haystack with multi-byte characters, used by every needle task (passkey too), and
+// --values mixed: contexts stay valid UTF-8 at the target length (trimming never splits a
+// character) and the evidence span is the answer.
+TEST(Eval, UserHaystackAndMixedValuesKeepUtf8AndEvidence) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  const std::string dir = test::temp_dir("haystack");
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "Caf\u00e9 n\u00b0" + std::to_string(i) + " \u2014 na\u00efve \u65e5\u672c\u8a9e line. \U0001F600\n";
+  write_file_atomic(dir + "/h.txt", text);
+  std::set<std::string> kinds;
+  for (std::string task : {"passkey", "niah_single_2", "niah_multikey_1"}) {
+    SyntheticOptions o;
+    o.task = task, o.count = 40, o.seed = 3, o.tokens = 700, o.phrasing = "wide", o.haystack_files = {dir + "/h.txt"};
+    if (task != "passkey") o.values = "mixed";
+    for (auto& r : make_synthetic(o, tok)) {
+      const std::string ctx = r["context"], ans = r["answers"][0];
+      EXPECT_EQ(find_invalid_utf8(ctx), std::string::npos) << task;
+      EXPECT_NE(ctx.find("\u65e5\u672c"), std::string::npos) << task;  // the user's text, not the filler
+      auto ev = r["evidence"][0];
+      EXPECT_EQ(ctx.substr(ev[0].get<size_t>(), ev[1].get<size_t>() - ev[0].get<size_t>()), ans) << task;
+      EXPECT_LE(r["length"].get<int>(), 700);
+      EXPECT_GE(r["length"].get<int>(), 690);
+      EXPECT_NO_THROW((void)json(make_trajectory(r, tok, 64, 128, 1)).dump());
+      if (task != "passkey")
+        kinds.insert(ans.find('-') != std::string::npos ? "dash" : ans.find_first_not_of("0123456789") == std::string::npos ? "digits" : "code");
+    }
+  }
+  EXPECT_EQ(kinds.size(), 3u);  // digits, codes and dashed values (word pairs, uuids, QX-1234)
 }

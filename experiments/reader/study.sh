@@ -17,7 +17,8 @@
 # seed, hardware). Environment: SR (the smoothread binary), DEVICE (cuda | cpu), JOBS (parallel
 # evaluation processes), TOKENS (training token budget per model), MAX_SECONDS (wall-time cap per
 # training run), N (records per task x length), REPEAT (dense copying samples in each mix), MIX (v1:
-# the shipped model's data; v2: plus number distractors and more distractor needles).
+# the first shipped model's data; v2: plus number distractors and more distractor needles; v3: the
+# wide phrasing pool, mixed value types and the many kinds of text of haystacks.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SR=${SR:-./build/smoothread}
@@ -28,6 +29,7 @@ N=${N:-1000}
 REPEAT=${REPEAT:-40000}
 TOKENS=${TOKENS:-200000000}
 HAYSTACK_DIR=${HAYSTACK_DIR:-/usr/share/common-licenses}
+HAYSTACKS=${HAYSTACKS:-$OUT/haystacks}  # MIX=v3 and the held-out text tests: experiments/reader/haystacks.sh
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 mkdir -p "$OUT"
 
@@ -70,6 +72,26 @@ stage_data() {
     "niah_multikey_1|varied|--haystack $lic"
     "niah_single_2|varied|--values word"
   )
+  if [ "${MIX:-v1}" = v3 ]; then  # v3: the wide phrasing pool over many kinds of text (haystacks.sh)
+    local hs=$HAYSTACKS/train
+    [ -f "$hs/fortunes.txt" ] || { echo "error: no $hs/fortunes.txt; run experiments/reader/haystacks.sh" >&2; exit 2; }
+    local all; all=$(ls "$hs"/*.txt | paste -sd,)
+    parts=(
+      "passkey|wide|"
+      "passkey|wide|--haystack $all"
+      "niah_single_1|wide|"
+      "niah_single_2|wide|"
+      "niah_single_2|wide|--haystack $all"
+      "niah_single_2|wide|--haystack $all --values mixed"
+      "niah_single_2|wide|--haystack $all --number-noise 0.2"
+      "niah_single_2|ruler|"
+      "niah_single_3|wide|--haystack $all"
+      "niah_multikey_1|wide|"
+      "niah_multikey_1|wide|--haystack $all"
+      "niah_multikey_1|wide|--haystack $all --values mixed"
+    )
+    lic=$all
+  fi
   if [ "${MIX:-v1}" = v2 ]; then  # v1 trained the shipped model; v2 adds distractors (numbers, other keys)
     parts+=(
       "niah_single_2|varied|--number-noise 0.3"
@@ -172,6 +194,16 @@ stage_evalsets() {
     [ -f "$d/heldout-passkey-$len.jsonl" ] || $SR gen --task passkey --phrasing heldout --tokens "$len" \
       --count "$PER_LENGTH" --seed $((71000 + len % 9973)) --out "$d/heldout-passkey-$len.jsonl"
   done
+  local other=$HAYSTACKS/heldout/developers-reference.txt  # another held-out text (haystacks.sh)
+  if [ -f "$other" ]; then
+    for len in 4096 16384 65536; do  # unseen phrasings + keys over a manual no model trained on
+      [ -f "$d/heldtext-$len.jsonl" ] || $SR gen --task niah_single_2 --phrasing heldout --haystack "$other" --tokens "$len" \
+        --count "$PER_LENGTH" --seed $((72000 + len % 9973)) --out "$d/heldtext-$len.jsonl"
+    done
+    # the same with 3 distractor needles of other keys (chance 25%): does the reader match the key?
+    [ -f "$d/heldkey-4096.jsonl" ] || $SR gen --task niah_multikey_1 --phrasing heldout --haystack "$other" --tokens 4096 \
+      --count "$PER_LENGTH" --seed 73001 --out "$d/heldkey-4096.jsonl"
+  fi
   [ -f "$d/grid-16384.jsonl" ] || $SR gen --task niah_single_2 --tokens 16384 --count "$PER_LENGTH" --seed 80001 --depth-grid 5 \
     --out "$d/grid-16384.jsonl"
   meta "$d" "evalsets lengths=$LENGTHS per_length=$PER_LENGTH"
@@ -225,7 +257,9 @@ stage_heldout() {
   for len in 4096 16384 65536; do
     jobs+=("heldout-$len|$OUT/$name/model|$OUT/eval/heldout-$len.jsonl|--mode emr")
     jobs+=("heldout-passkey-$len|$OUT/$name/model|$OUT/eval/heldout-passkey-$len.jsonl|--mode emr")
+    [ -f "$OUT/eval/heldtext-$len.jsonl" ] && jobs+=("heldtext-$len|$OUT/$name/model|$OUT/eval/heldtext-$len.jsonl|--mode emr")
   done
+  [ -f "$OUT/eval/heldkey-4096.jsonl" ] && jobs+=("heldkey-4096|$OUT/$name/model|$OUT/eval/heldkey-4096.jsonl|--mode emr")
   mkdir -p "$od"; meta "$od" "heldout $name"
   run_evals "$od" "${jobs[@]}"
 }

@@ -63,29 +63,41 @@ struct Packed {  // [Z, C, Dk] unless noted
   float* V;                                          // [Z, C, Dv]
 };
 
+// Whether channel i of chunk c of head (b, h) leaves the chunked forms' range: per channel, a
+// split exponential past e^+-40 (or a NaN / non-positive decay); scalar, a relative factor
+// e^{gamma_t - gamma_s} (s <= t) or e^{gamma_t} past e^40 (growing decays, g > 0, which Gated
+// DeltaNet's gates never produce). g (optional) receives the cumulative log decays [C] (stride Dk).
+__device__ inline bool out_of_range(const Rows& R, const Geo& G, int b, int h, int c, int i, float* g) {
+  float acc = 0.0f, lowest = 0.0f;
+  bool bad = false;
+  for (int tt = 0; tt < G.C; ++tt) {
+    const int t = c * G.C + tt;
+    float lw = 0.0f;
+    if (t < G.T) lw = R.gdn ? R.g[gate_at(G, b, t, h)] : logf(R.w[key_row(R, G, b, t, h) + i]);
+    acc += lw;
+    if (R.gdn ? !(acc - lowest <= kMaxLogDecay) : !(fabsf(acc) <= kMaxLogDecay)) bad = true;
+    lowest = fminf(lowest, acc);
+    if (g) g[size_t(tt) * G.Dk] = acc;
+  }
+  return bad;
+}
+
+// Every chunk of every head at once (grid B*H*N, Dk threads; G.bh0 = 0): raises *overflow when
+// any chunk is out of range, before anything is written, so a call either runs the scan for all
+// heads or leaves them all to the token kernels.
+__global__ void range_check_k(int* overflow, Rows R, Geo G) {
+  const int z = blockIdx.x, bh = z / G.N, c = z % G.N, i = threadIdx.x;
+  if (i < G.Dk && out_of_range(R, G, bh / G.H, bh % G.H, c, i, nullptr)) atomicExch(overflow, 1);
+}
+
 // One block per chunk z; thread i < Dk walks channel i over the chunk's tokens, thread j < Dv
-// copies value column j. Raises *overflow when the per-channel form's split exponentials would
-// leave [-40, 40] (or a decay is NaN / not positive), or when growing scalar decays (g > 0, which
-// Gated DeltaNet's gates never produce) would push a relative factor past e^40.
-__global__ void pack_k(Packed P, int* overflow, Rows R, Geo G) {
+// copies value column j (inputs already range-checked).
+__global__ void pack_k(Packed P, Rows R, Geo G) {
   const int z = blockIdx.x, hl = z / G.N, c = z % G.N, bhg = G.bh0 + hl, b = bhg / G.H, h = bhg % G.H;
   const int i = threadIdx.x, C = G.C, Dk = G.Dk;
   if (i < Dk) {
-    float acc = 0.0f, lowest = 0.0f;  // lowest: min of the cumulative decay so far (and 0)
-    bool bad = false;
-    for (int tt = 0; tt < C; ++tt) {  // cumulative log decay
-      const int t = c * C + tt;
-      float lw = 0.0f;
-      if (t < G.T) lw = R.gdn ? R.g[gate_at(G, b, t, h)] : logf(R.w[key_row(R, G, b, t, h) + i]);
-      acc += lw;
-      // per channel: every split exponential within range; scalar: every relative factor
-      // e^{gamma_t - gamma_s} (s <= t) and e^{gamma_t} too (decays <= 1 always pass)
-      if (R.gdn ? !(acc - lowest <= kMaxLogDecay) : !(fabsf(acc) <= kMaxLogDecay)) bad = true;
-      lowest = fminf(lowest, acc);
-      P.g[(size_t(z) * C + tt) * Dk + i] = acc;
-    }
-    if (bad) atomicExch(overflow, 1);
-    const float gn = acc;
+    out_of_range(R, G, b, h, c, i, P.g + size_t(z) * C * Dk + i);
+    const float gn = P.g[(size_t(z) * C + C - 1) * Dk + i];
     float prev = 0.0f;
     for (int tt = 0; tt < C; ++tt) {
       const int t = c * C + tt;
@@ -417,18 +429,14 @@ struct Batched {
   }
 };
 
-// Packs the rows and checks the decay range (false: out of range, nothing else done), then runs
-// the forward: Hs = chunk-start states, Hend = end states, U; Y = outputs when want_y.
-bool forward_chunks(const Rows& R, const Geo& G, const float* H0, Scratch& w, bool want_y, int* flag) {
+// Packs the rows and runs the forward: Hs = chunk-start states, Hend = end states, U; Y =
+// outputs when want_y.
+void forward_chunks(const Rows& R, const Geo& G, const float* H0, Scratch& w, bool want_y) {
   const int C = G.C, Dk = G.Dk, Dv = G.Dv, Z = G.Z();
   const long long CK = C * Dk, CV = C * Dv, CC = C * C, S = Dk * Dv;
   const Packed& P = w.P;
-  SR_CUDA(cudaMemsetAsync(flag, 0, sizeof(int), stream()));
-  pack_k<<<Z, (std::max(Dk, Dv) + 31) / 32 * 32, 0, stream()>>>(P, flag, R, G);
+  pack_k<<<Z, (std::max(Dk, Dv) + 31) / 32 * 32, 0, stream()>>>(P, R, G);
   SR_CUDA_LAUNCHED("delta rule (chunked): pack");
-  int overflow = 0;
-  SR_CUDA(cudaMemcpy(&overflow, flag, sizeof(int), cudaMemcpyDeviceToHost));
-  if (overflow) return false;
   const Batched bg{Z};
   bg(false, true, C, C, Dk, P.xa, CK, P.yb, CK, 0.0f, w.Lab, CC);
   bg(false, true, C, C, Dk, P.xa, CK, P.yk, CK, 0.0f, w.Lak, CC);
@@ -452,7 +460,6 @@ bool forward_chunks(const Rows& R, const Geo& G, const float* H0, Scratch& w, bo
     bg(false, false, C, Dv, C, w.Mrb, CC, w.U, CV, 1.0f, w.Y, CV);
     bg(false, false, C, Dv, C, w.Mrk, CC, P.V, CV, 1.0f, w.Y, CV);
   }
-  return true;
 }
 
 // Heads per group: as many as fit in an eighth of the device's memory (at least 1 GiB; heads in
@@ -481,26 +488,28 @@ Geo geometry(int B, int T, int H, int Dk, int Dv, int chunk) {
   return G;
 }
 
-struct Flag {
-  int* p = static_cast<int*>(device_alloc(sizeof(int)));
-  ~Flag() { device_free(p); }
-};
+// One range check over every chunk of every head (one host sync per call).
+bool in_range(const Rows& R, Geo G) {
+  G.bh0 = 0, G.nbh = G.B * G.H;
+  int* flag = static_cast<int*>(device_alloc(sizeof(int)));
+  SR_CUDA(cudaMemsetAsync(flag, 0, sizeof(int), stream()));
+  range_check_k<<<G.Z(), (G.Dk + 31) / 32 * 32, 0, stream()>>>(flag, R, G);
+  SR_CUDA_LAUNCHED("delta rule (chunked): range check");
+  int overflow = 0;
+  SR_CUDA(cudaMemcpy(&overflow, flag, sizeof(int), cudaMemcpyDeviceToHost));
+  device_free(flag);
+  return !overflow;
+}
 
 bool scan_fwd(float* y, float* state, const Rows& R, Geo G) {
   const size_t S = size_t(G.Dk) * G.Dv;
   const int total = G.B * G.H, per = heads_per_group(G, R.gdn, false);
-  Flag flag;
+  if (!in_range(R, G)) return false;
   for (int bh0 = 0; bh0 < total; bh0 += per) {
     G.bh0 = bh0, G.nbh = std::min(per, total - bh0);
     Scratch w;
     w.carve(G, R.gdn, false);
-    if (!forward_chunks(R, G, state + size_t(bh0) * S, w, true, flag.p)) {
-      if (bh0 == 0) return false;  // nothing written yet
-      // later groups: the earlier ones are written; finish this one with the token kernels' math
-      // is not possible here, so refuse loudly (the range check of group 0 covers every head in
-      // practice; see the header)
-      fail("delta rule (cuda)", "a later head group's decays left the chunked range");
-    }
+    forward_chunks(R, G, state + size_t(bh0) * S, w, true);
     rows_k<<<blocks_for(size_t(G.Z()) * G.C * G.Dv, 256), 256, 0, stream()>>>(w.Y, y, G, false);
     SR_CUDA_LAUNCHED("delta rule (chunked): outputs");
     SR_CUDA(cudaMemcpyAsync(state + size_t(bh0) * S, w.Hend, G.nbh * S * sizeof(float), cudaMemcpyDeviceToDevice,
@@ -514,15 +523,12 @@ bool scan_bwd(const Grads& out, float* dstate0, const float* dy, const float* ds
   const int C = G.C, Dk = G.Dk, Dv = G.Dv;
   const long long CK = C * Dk, CV = C * Dv, CC = C * C, S = Dk * Dv;
   const int total = G.B * G.H, per = heads_per_group(G, R.gdn, true);
-  Flag flag;
+  if (!in_range(R, G)) return false;
   for (int bh0 = 0; bh0 < total; bh0 += per) {
     G.bh0 = bh0, G.nbh = std::min(per, total - bh0);
     Scratch w;
     w.carve(G, R.gdn, true);
-    if (!forward_chunks(R, G, state0 + size_t(bh0) * S, w, false, flag.p)) {
-      if (bh0 == 0) return false;
-      fail("delta rule (cuda)", "a later head group's decays left the chunked range");
-    }
+    forward_chunks(R, G, state0 + size_t(bh0) * S, w, false);
     const Batched bg{G.Z()};
     const Packed& P = w.P;
     const ChunkGrads& D = w.D;
