@@ -58,8 +58,8 @@ stage_data() {
   local d=$OUT/data
   [ -f "$d/emr.jsonl" ] && [ -f "$d/or.jsonl" ] && [ -f "$d/repeat.jsonl" ] && { echo "data: kept $d"; return; }
   mkdir -p "$d/parts"
-  local lic; lic=$(licenses)
-  [ -n "$lic" ] || { echo "error: no haystack text in $HAYSTACK_DIR" >&2; exit 2; }
+  local lic=""; [ "${MIX:-v1}" = v3 ] || lic=$(licenses)
+  [ -n "$lic" ] || [ "${MIX:-v1}" = v3 ] || { echo "error: no haystack text in $HAYSTACK_DIR" >&2; exit 2; }
   # part = task | phrasing | extra gen flags; the same seed gives the same records for both formats.
   local parts=(
     "passkey|varied|"
