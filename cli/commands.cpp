@@ -363,7 +363,7 @@ int cmd_gen(int argc, char** argv) {
       "      [--haystack FILE[,FILE...] (your text instead of the task's filler)]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--chains N --hops H (vt)] [--values number|word|uuid|mixed (niah value type)]\n"
-      "      [--phrasing ruler|varied|wide|heldout (passkey/niah sentences: RULER's, training pools of\n"
+      "      [--phrasing ruler|varied|wide|open|heldout (passkey/niah sentences: RULER's, training pools of\n"
       "       paraphrases and keys, or a disjoint held-out pool)] [--number-noise P (after each haystack\n"
       "       sentence, with probability P, a keyless sentence with numbers: distractors for a reader)]\n"
       "  toy tasks (copy, recall, repeat): [--min-len A] [--max-len B]\n"

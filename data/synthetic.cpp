@@ -67,6 +67,21 @@ std::string number_sentence(Rng& r) {
   }
 }
 
+// A pronounceable invented word of 2-3 syllables ("Velmora", "tasik"), capitalized half the time.
+std::string invented_word(Rng& r) {
+  const char* cons = "bdfgklmnprstvz";
+  const char* vow = "aeiou";
+  std::string w;
+  int n = 2 + int(r.below(2));
+  for (int i = 0; i < n; ++i) {
+    w.push_back(cons[r.below(14)]);
+    w.push_back(vow[r.below(5)]);
+    if (r.below(3) == 0) w.push_back(cons[r.below(14)]);
+  }
+  if (r.below(2)) w[0] = char(std::toupper(w[0]));
+  return w;
+}
+
 // --values mixed: numbers of 3-10 digits, letter-digit codes ("QX-4821", "7KF2M9"), word pairs
 // and uuids, so a reader learns to copy whatever follows the key, not a 7-digit shape.
 std::string mixed_value(Rng& r) {
@@ -211,9 +226,9 @@ const Phrasing& phrasing_pool(const std::string& which) {
               {"project", "team", "room", "station", "blue", "golden", "silver", "hidden", "first", "last"}}),
       concat({varied.key_second, kCompanies, {"house", "group", "lab", "door", "garage", "box", "key", "file"}})};
   if (which == "varied") return varied;
-  if (which == "wide") return wide;
+  if (which == "wide" || which == "open") return wide;  // "open" also invents keys (task_spec)
   if (which == "heldout") return heldout;
-  fail("--phrasing", "unknown phrasing '" + which + "' (valid: ruler, varied, wide, heldout)");
+  fail("--phrasing", "unknown phrasing '" + which + "' (valid: ruler, varied, wide, open, heldout)");
 }
 std::string fill(std::string t, const std::string& k, const std::string& v, const std::string& type) {
   auto put = [&](const std::string& from, const std::string& to) {
@@ -316,14 +331,32 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   s.value_type = type;
   if (type == "mixed") type = "code";  // how RULER's sentences name a mixed value
   const Phrasing* phr = o.phrasing == "ruler" ? nullptr : &phrasing_pool(o.phrasing);
+  const bool wide = o.phrasing == "open";  // the wide pool with an open key space
   auto phrased_key = [&](Rng& g) {
     if (!phr) return random_key(g);
-    return one_of(phr->key_first, g) + " " + one_of(phr->key_second, g);
+    if (!wide) return one_of(phr->key_first, g) + " " + one_of(phr->key_second, g);
+    // "open": half of the keys carry an invented word, so the key space is open and a reader has
+    // to compare keys letter by letter instead of recognizing a few hundred known pairs
+    switch (g.below(4)) {
+      case 0: return invented_word(g) + " " + one_of(phr->key_second, g);
+      case 1: return one_of(phr->key_first, g) + " " + invented_word(g);
+      default: return one_of(phr->key_first, g) + " " + one_of(phr->key_second, g);
+    }
+  };
+  // A distractor key that shares a word with the asked key ("Lisbon vault" against "Lisbon garage").
+  auto near_key = [&](const std::string& asked, Rng& g) {
+    size_t sp = asked.find(' ');
+    std::string other = phrased_key(g);
+    size_t osp = other.find(' ');
+    if (sp == std::string::npos || osp == std::string::npos) return other;
+    return g.below(2) ? asked.substr(0, sp) + other.substr(osp) : other.substr(0, osp) + asked.substr(sp);
   };
   const std::string name = phr ? one_of(phr->names, r) : type;  // what the value is called
   std::vector<std::string> keys;
   while (int(keys.size()) < k) {
-    std::string key = s.uuid_keys ? random_uuid(r) : phrased_key(r);
+    std::string key = s.uuid_keys ? random_uuid(r)
+                      : wide && !keys.empty() && r.below(2) ? near_key(keys[0], r)
+                                                            : phrased_key(r);
     if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
   }
   std::vector<std::string> queried(keys.begin(), keys.begin() + q);

@@ -29,7 +29,9 @@ struct SyntheticOptions {
   int depth_grid = 0;  // > 0: sample i puts its needles at depth (i mod G) / (G - 1) (RULER/NIAH grids)
   int vt_chains = 1, vt_hops = 4;
   double number_noise = 0;  // probability that a haystack sentence is followed by a keyless number sentence
-  // passkey / niah sentences: "ruler" | "varied" | "wide" (training pools; wide contains varied) | "heldout"
+  // passkey / niah sentences: "ruler" | "varied" | "wide" (training pools; wide contains varied) |
+  // "open" (wide, half the keys with an invented word, distractor keys sharing a word with the
+  // asked one) | "heldout"
   std::string phrasing = "ruler";
   // niah value type override: "number" | "word" | "uuid" | "mixed" (3-10 digits, codes, words, uuids);
   // "" = the task's own

@@ -143,10 +143,10 @@ TEST(Eval, PhrasingPoolsAreDeterministicAndDisjoint) {
   };
   for (std::string task : {"niah_single_2", "passkey"}) {
     auto ruler = shapes("ruler", task), varied = shapes("varied", task), held = shapes("heldout", task);
-    auto wide = shapes("wide", task);
+    auto wide = shapes("wide", task), open = shapes("open", task);
     EXPECT_GT(varied.size(), task == "passkey" ? 2u : 10u) << task;  // niah keys differ too
     EXPECT_GT(wide.size(), task == "passkey" ? 4u : 30u) << task;
-    for (auto& s : held) EXPECT_EQ(varied.count(s) + wide.count(s), 0u) << task << ": " << s;
+    for (auto& s : held) EXPECT_EQ(varied.count(s) + wide.count(s) + open.count(s), 0u) << task << ": " << s;
     for (auto& s : ruler)  // RULER's own sentences
       EXPECT_TRUE(s.find("The pass key is V") != std::string::npos || s.find("special magic numbers for") != std::string::npos) << s;
   }
@@ -206,4 +206,44 @@ TEST(Eval, UserHaystackAndMixedValuesKeepUtf8AndEvidence) {
     }
   }
   EXPECT_EQ(kinds.size(), 3u);  // digits, codes and dashed values (word pairs, uuids, QX-1234)
+}
+
+// --phrasing open: keys with invented words (an open key space) and distractor keys that share a
+// word with the asked key; the asked key's needle is still the only evidence.
+TEST(Eval, OpenPhrasingInventsKeysAndNearMissDistractors) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  SyntheticOptions o;
+  o.task = "niah_multikey_1", o.count = 200, o.seed = 5, o.tokens = 800, o.phrasing = "open";
+  std::set<std::string> words;
+  int near = 0;
+  for (auto& r : make_synthetic(o, tok)) {
+    const std::string q = r["input"], ctx = r["context"];
+    auto ev = r["evidence"][0];
+    EXPECT_EQ(ctx.substr(ev[0].get<size_t>(), ev[1].get<size_t>() - ev[0].get<size_t>()), r["answers"][0].get<std::string>());
+    // the target names the asked key: "the <name> for <first> <second>"
+    const std::string t = r["target"];
+    size_t f = t.rfind(" for ");
+    ASSERT_NE(f, std::string::npos) << t;
+    const std::string key = t.substr(f + 5);
+    size_t sp = key.rfind(' ');
+    ASSERT_NE(sp, std::string::npos) << key;
+    words.insert(key.substr(0, key.find(' '))), words.insert(key.substr(sp + 1));
+    // a near miss: the first or the last word of the key next to a different word, in a needle
+    const std::string first = key.substr(0, key.find(' ')) + " ", last = " " + key.substr(sp + 1);
+    size_t hits = 0;
+    for (size_t p = ctx.find(first); p != std::string::npos; p = ctx.find(first, p + 1)) hits += ctx.compare(p, key.size(), key) != 0;
+    for (size_t p = ctx.find(last); p != std::string::npos; p = ctx.find(last, p + 1)) hits += p < key.size() - last.size() || ctx.compare(p - (key.size() - last.size()), key.size(), key) != 0;
+    near += hits > 0;
+  }
+  EXPECT_GT(words.size(), 180u);  // about 100 invented words on top of the pools' words
+  EXPECT_GT(near, 80);            // about half of the records have a near-miss distractor
+  SyntheticOptions w = o;
+  w.phrasing = "wide";  // the wide pool alone has no invented keys: fewer distinct words
+  std::set<std::string> wide_words;
+  for (auto& r : make_synthetic(w, tok)) {
+    const std::string t = r["target"];
+    const std::string key = t.substr(t.rfind(" for ") + 5);
+    wide_words.insert(key.substr(0, key.find(' '))), wide_words.insert(key.substr(key.rfind(' ') + 1));
+  }
+  EXPECT_LT(wide_words.size() + 60, words.size());
 }
