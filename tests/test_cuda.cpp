@@ -630,15 +630,17 @@ TEST(Cuda, Rwkv7OpsMatchReference) {
 // forward and backward against the CPU reference, bitwise repeatable, the same with every head
 // in its own scratch group; GDN's scalar form with fast-forgetting heads (g = -5 per token: the
 // chunk's decay reaches e^-320) and with gates of both signs, and RWKV-7's per-channel form past its split-exponential range
-// (log w = -5 per token), where the call takes the token kernels.
+// (log w = -5 per token), where the call takes the token kernels; also when only the last head is
+// out of range and every head has its own scratch group (the check runs before anything is written).
 TEST(Cuda, ChunkedDeltaRulesMatchReference) {
   SKIP_WITHOUT_GPU();
-  struct Case { int B, T, Hk, Hv, Dk, Dv, chunk; bool gdn; float gmin; };
+  struct Case { int B, T, Hk, Hv, Dk, Dv, chunk; bool gdn; float gmin; bool last_head_only = false; };
   for (Case c : std::vector<Case>{{1, 128, 1, 1, 64, 64, 64, false, 0}, {2, 193, 3, 3, 33, 20, 16, false, 0},
                                   {1, 257, 2, 2, 128, 128, 64, false, 0}, {1, 200, 1, 1, 7, 5, 7, false, 0},
                                   {2, 191, 1, 3, 64, 48, 64, true, 0}, {1, 320, 2, 4, 128, 128, 64, true, 0},
                                   {1, 129, 1, 1, 16, 16, 16, true, 0}, {1, 300, 1, 2, 32, 32, 64, true, -5.0f},
-                                  {1, 200, 1, 1, 16, 16, 64, false, -5.0f}, {1, 150, 1, 1, 16, 16, 64, true, 0.3f}}) {
+                                  {1, 200, 1, 1, 16, 16, 64, false, -5.0f}, {1, 150, 1, 1, 16, 16, 64, true, 0.3f},
+                                  {1, 200, 3, 3, 16, 16, 64, false, -5.0f, true}}) {
     SCOPED_TRACE(std::string(c.gdn ? "gdn" : "gdr") + " B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) +
                  " H=" + std::to_string(c.Hk) + "/" + std::to_string(c.Hv) + " D=" + std::to_string(c.Dk) + "/" +
                  std::to_string(c.Dv) + " C=" + std::to_string(c.chunk) + " gmin=" + std::to_string(c.gmin));
@@ -671,7 +673,9 @@ TEST(Cuda, ChunkedDeltaRulesMatchReference) {
       std::vector<float> rn(size_t(c.B) * c.T * c.Hv), w(nkv), a(nkv), b(nkv);
       ref::l2norm_fwd(kk.data(), rn.data(), kk.data(), int(rn.size()), c.Dk);
       for (size_t i = 0; i < nkv; ++i)
-        w[i] = c.gmin ? std::exp(c.gmin) : std::exp(-0.6065306f * ref::dr_sigmoid(wl[i])), a[i] = -kk[i],
+        w[i] = c.gmin && (!c.last_head_only || int(i / c.Dk) % c.Hv == c.Hv - 1) ? std::exp(c.gmin)
+                                                                                 : std::exp(-0.6065306f * ref::dr_sigmoid(wl[i])),
+        a[i] = -kk[i],
         b[i] = kk[i] * ref::dr_sigmoid(iclr[i]);
       in = {r, w, a, b, k, v};
       ref::gdr_fwd(y.data(), st.data(), r.data(), w.data(), a.data(), b.data(), k.data(), v.data(), gsh);
