@@ -506,6 +506,44 @@ TEST(DefaultModel, AnswersHeldOutNeedleQuestions) {
   }
 }
 
+// The default model on text and phrasings it never saw: questions, needle sentences and keys from
+// the held-out pool ("Captain Tanaka's ticket number is ..."), planted in an original text written
+// for this test (tests/data/heldout_prose.txt: a travel diary, a bread recipe, a library's history,
+// notes on debugging, meteors, bees). Measured 17/20 at 4k tokens (docs/RESULTS.md); these six
+// documents (seeds not selected) need 4.
+TEST(DefaultModel, AnswersUnseenPhrasingsOverUnseenText) {
+  const std::string src = SMOOTHREAD_SOURCE_DIR;
+  std::string d = test::temp_dir("default_unseen");
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  std::string batch;
+  std::vector<std::string> answers;
+  for (int i = 0; i < 6; ++i) {
+    SyntheticOptions o;
+    o.task = i == 5 ? "passkey" : "niah_single_2", o.tokens = 3000, o.count = 1, o.seed = 778001 + i;
+    o.phrasing = "heldout", o.haystack_files = {src + "/tests/data/heldout_prose.txt"};
+    json r = make_synthetic(o, tok)[0];
+    answers.push_back(r["answers"][0]);
+    batch += json{{"id", r["id"]}, {"context", r["context"]}, {"input", r["input"]}}.dump() + "\n";
+  }
+  write_file_atomic(d + "/in.jsonl", batch);
+  CliRun r = run("read --model " + src + "/models/smoothread-reader-10m --batch " + d + "/in.jsonl --out " + d +
+                     "/out.jsonl --quiet --threads 2",
+                 d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream lines(read_file(d + "/out.jsonl"));
+  std::string line;
+  int right = 0, n = 0;
+  for (; std::getline(lines, line); ++n) {
+    json o = json::parse(line);
+    ASSERT_LT(size_t(n), answers.size());
+    bool ok = o["answer"].get<std::string>().find(answers[n]) != std::string::npos;
+    right += ok;
+    if (!ok) std::cerr << "missed: want " << answers[n] << ", got " << o["answer"] << "\n";
+  }
+  EXPECT_EQ(n, 6);
+  EXPECT_GE(right, 4);
+}
+
 // `smoothread bench`: every requested test runs reps times, rates are tokens / seconds, EMR
 // reading of an all-SWA model keeps the same state size at any length, and the CLI's formats parse.
 TEST(Bench, RunsEveryTestAndReportsTheEnvironment) {

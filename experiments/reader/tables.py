@@ -37,7 +37,10 @@ def niah_table(d):
     out = ["| model (6 layers, 384 wide, 9.5M params) | mode | " + " | ".join(
         "%s (%dx)" % (k(n), n // TRAIN_LEN) for n in LENGTHS) + " |",
         "|---|---|" + "---|" * len(LENGTHS)]
-    rows = [("SWA W=1024", "EMR (Smooth Reading), C=384", "emr_swa-emr"),
+    rows = [("SWA W=1024, data mix v3 (the default model)", "EMR (Smooth Reading), C=384", "emr_swa_v3-emr"),
+            ("SWA W=1024, mix v3, training seed 2", "EMR (Smooth Reading), C=384", "emr_swa_v3-s2-emr"),
+            ("SWA W=1024, mix v4", "EMR (Smooth Reading), C=384", "emr_swa_v4-emr"),
+            ("SWA W=1024, data mix v1", "EMR (Smooth Reading), C=384", "emr_swa-emr"),
             ("SWA W=1024", "one-pass (OR)", "or_swa-or"),
             ("full attention", "one-pass (OR)", "or_full-or"),
             ("Gated DeltaNet, 6 layers (10.8M)", "EMR (Smooth Reading), C=384", "emr_gdn-emr"),
@@ -51,36 +54,41 @@ def niah_table(d):
             r = row(os.path.join(d, sub, "niah-%d.score.json" % n))
             cells.append(cell(r))
             pts.append(None if r is None else r["score"])
-        series[name + ", " + mode.split(",")[0]] = pts
+        if sub not in ("emr_swa_v3-s2-emr", "emr_swa_v4-emr", "emr_swa-emr"):  # the plot: one line per model family
+            series[name.split(",")[0] + ", " + mode.split(",")[0]] = pts
         out.append("| %s | %s | %s |" % (name, mode, " | ".join(cells)))
     read = []
     for n in LENGTHS:
-        r = row(os.path.join(d, "emr_swa-emr", "niah-%d.score.json" % n))
+        r = row(os.path.join(d, "emr_swa_v3-emr", "niah-%d.score.json" % n))
         read.append("—" if r is None else "%.0f%% / %.0f" % (100 * r["tokens_read"] / n, r["rounds"]))
-    out.append("| SWA W=1024 | EMR: share of the document read / rounds | %s |" % " | ".join(read))
+    out.append("| SWA W=1024, mix v3 | EMR: share of the document read / rounds | %s |" % " | ".join(read))
     return "\n".join(out), series
 
 
 def grid_table(d):
-    out = ["| chunk C (tokens) | C / W | accuracy | share of the document read | rounds |", "|---|---|---|---|---|"]
+    out = ["| chunk C (tokens) | C / W | accuracy, mix v3 (default model) | mix v1 | share of the document read (v3) | rounds (v3) |",
+           "|---|---|---|---|---|---|"]
     for c in [128, 256, 384, 512, 768, 1024, 2048]:
-        r = row(os.path.join(d, "emr_swa-grid", "C%d.score.json" % c))
+        r = row(os.path.join(d, "emr_swa_v3-grid", "C%d.score.json" % c))
+        r1 = row(os.path.join(d, "emr_swa-grid", "C%d.score.json" % c))
         if r is None:
             continue
-        out.append("| %d | %.2f | %s | %.0f%% | %.1f |" % (c, c / 1024, cell(r), 100 * r["tokens_read"] / 16384, r["rounds"]))
+        out.append("| %d | %.2f | %s | %s | %.0f%% | %.1f |" % (c, c / 1024, cell(r), cell(r1), 100 * r["tokens_read"] / 16384,
+                                                             r["rounds"]))
     return "\n".join(out)
 
 
 def early_stop_table(d):
-    out = ["| length | early stop | accuracy | tokens read | rounds | s / sample |", "|---|---|---|---|---|---|"]
-    for n in [16384, 65536]:
-        on = row(os.path.join(d, "emr_swa-emr", "niah-%d.score.json" % n))
-        off = row(os.path.join(d, "emr_swa-grid", "nostop-%d.score.json" % n))
-        for label, r in [("on", on), ("off", off)]:
-            if r is None:
-                continue
-            out.append("| %s | %s | %s | %.0f | %.1f | %.1f |" % (k(n), label, cell(r), r["tokens_read"], r["rounds"],
-                                                                   r["seconds_per_sample"]))
+    out = ["| model | length | early stop | accuracy | tokens read | rounds | s / sample |", "|---|---|---|---|---|---|---|"]
+    for model, emr, grid in [("mix v3 (default)", "emr_swa_v3-emr", "emr_swa_v3-grid"), ("mix v1", "emr_swa-emr", "emr_swa-grid")]:
+        for n in [16384, 65536]:
+            on = row(os.path.join(d, emr, "niah-%d.score.json" % n))
+            off = row(os.path.join(d, grid, "nostop-%d.score.json" % n))
+            for label, r in [("on", on), ("off", off)]:
+                if r is None:
+                    continue
+                out.append("| %s | %s | %s | %s | %.0f | %.1f | %.1f |" % (model, k(n), label, cell(r), r["tokens_read"],
+                                                                           r["rounds"], r["seconds_per_sample"]))
     return "\n".join(out)
 
 
@@ -95,9 +103,46 @@ def heldout_table(d):
     return "\n".join(out)
 
 
+def generalization_table(d):
+    """Every data mix on the same held-out tests: unseen question/needle phrasings and keys over an
+    unseen manual (heldtext), over this repository's docs (heldout), with distractor needles of other
+    keys (heldkey), and unseen pass-key sentences."""
+    mixes = [("v1", "emr_swa-emr", "emr_swa-heldout-rerun", "emr_swa-heldtext-cpu"),
+             ("v2", "emr_swa_v2-emr", "emr_swa_v2-heldout", None),
+             ("v3 (default)", "emr_swa_v3-emr", "emr_swa_v3-heldout", None),
+             ("v3, seed 2", "emr_swa_v3-s2-emr", "emr_swa_v3-s2-heldout", None),
+             ("v4", "emr_swa_v4-emr", "emr_swa_v4-heldout", None)]
+    tests = [("NIAH, RULER sentences, default haystack", "emr", "niah-%d", [4096, 16384, 65536]),
+             ("held-out sentences and keys over an unseen manual (Debian Developer's Reference)", "held", "heldtext-%d",
+              [4096, 16384, 65536]),
+             ("held-out sentences and keys over this repository's docs", "held", "heldout-%d", [4096, 16384, 65536]),
+             ("the unseen manual with 3 distractor needles of other keys (chance 25%)", "held", "heldkey-%d", [4096]),
+             ("passkey, held-out sentences", "held", "heldout-passkey-%d", [4096, 16384, 65536])]
+    out = ["| test (EMR, C=384; 4k / 16k / 64k) | " + " | ".join("mix " + m[0] for m in mixes) + " |",
+           "|---|" + "---|" * len(mixes)]
+    for label, kind, pat, ns in tests:
+        cells = []
+        for _, emr, held, cpu in mixes:
+            sub = emr if kind == "emr" else held
+            cs = []
+            for n in ns:
+                r = row(os.path.join(d, sub, (pat % n) + ".score.json"))
+                if r is None and cpu:
+                    r = row(os.path.join(d, cpu, (pat % n) + ".score.json"))
+                cs.append(cell(r))
+            cells.append(" / ".join(cs))
+        out.append("| %s | %s |" % (label, " | ".join(cells)))
+    prose = {m: cell(row(os.path.join(d, "prose-cpu", "%s-heldprose-4096.score.json" % m))) for m in ("v1", "v3")}
+    out.append("| held-out sentences and keys over an essay written for this test (tests/data/heldout_prose.txt; "
+               "4k only, 20 documents, CPU) | %s | — | %s | — | — |" % (prose["v1"], prose["v3"]))
+    return "\n".join(out)
+
+
 def train_table(d):
     out = ["| model | data | tokens | steps | wall s | tokens/s | last 20 logged losses (mean) |", "|---|---|---|---|---|---|---|"]
-    for name, data in [("emr_swa", "EMR trajectories + repeat"), ("emr_swa-s2", "the same, seed 2"),
+    for name, data in [("emr_swa_v3", "EMR trajectories, mix v3 + repeat (the default model)"),
+                       ("emr_swa_v3-s2", "the same, seed 2"), ("emr_swa_v4", "EMR trajectories, mix v4 + repeat"),
+                       ("emr_swa", "EMR trajectories + repeat"), ("emr_swa-s2", "the same, seed 2"),
                        ("emr_swa-s3", "the same, seed 3"), ("emr_swa_v2", "EMR trajectories, mix v2 + repeat"),
                        ("emr_gdn", "EMR trajectories + repeat (Gated DeltaNet)"),
                        ("emr_gdn-scan", "the same, rerun with the GPU scan (slower at this shape)"),
@@ -121,7 +166,7 @@ def seeds_table(d):
     """EMR-SWA trained with three seeds: accuracy per seed, mean with a t-interval over the seeds,
     and all documents pooled with a Wilson interval."""
     import math
-    seeds = [("1 (shipped)", "emr_swa-emr"), ("2", "emr_swa-s2-emr"), ("3", "emr_swa-s3-emr")]
+    seeds = [("1", "emr_swa-emr"), ("2", "emr_swa-s2-emr"), ("3", "emr_swa-s3-emr")]
     out = ["| length | " + " | ".join("seed " + s for s, _ in seeds) +
            " | mean ± 95% CI over seeds (t, 2 dof) | pooled documents: accuracy [95% Wilson CI] |",
            "|---|" + "---|" * (len(seeds) + 2)]
@@ -144,9 +189,9 @@ def seeds_table(d):
 
 
 def mix_table(d):
-    """The shipped model (data mix v1) against the same recipe on mix v2 (number distractors, more
+    """The first default model (data mix v1) against the same recipe on mix v2 (number distractors, more
     distractor needles), on the same evaluation files."""
-    out = ["| test (EMR, C=384) | v1 (shipped) | v2 |", "|---|---|---|"]
+    out = ["| test (EMR, C=384) | v1 | v2 |", "|---|---|---|"]
     tests = [("NIAH niah_single_2 4k / 16k / 64k (RULER sentences)", "emr_swa-emr", "emr_swa_v2-emr", "niah-%d",
               [4096, 16384, 65536]),
              ("niah_single_2, held-out sentences + this repository's docs as haystack, 4k / 16k / 64k",
@@ -178,9 +223,10 @@ def main():
     print("### NIAH by length\n\n" + t + "\n")
     print("### Window x chunk (W = 1024, 16k-token documents)\n\n" + grid_table(d) + "\n")
     print("### Early stop\n\n" + early_stop_table(d) + "\n")
-    print("### Training seeds (EMR-SWA, NIAH by length)\n\n" + seeds_table(d) + "\n")
-    print("### Generalization of the EMR model\n\n" + heldout_table(d) + "\n")
-    print("### Data mix v1 (shipped) vs v2\n\n" + mix_table(d) + "\n")
+    print("### Training seeds (EMR-SWA, data mix v1, NIAH by length)\n\n" + seeds_table(d) + "\n")
+    print("### Generalization of the first EMR model (data mix v1)\n\n" + heldout_table(d) + "\n")
+    print("### Data mix v1 (first default) vs v2\n\n" + mix_table(d) + "\n")
+    print("### Generalization by data mix\n\n" + generalization_table(d) + "\n")
     print("### Training runs\n\n" + train_table(d))
     if out_svg:
         svg(series, out_svg)
