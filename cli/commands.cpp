@@ -362,6 +362,7 @@ int cmd_gen(int argc, char** argv) {
       "      --tokens N [--tokenizer FILE|DIR (default: byte-level)] [--depth D in 0..1 | --depth-grid G]\n"
       "      [--haystack FILE[,FILE...] (your text instead of the task's filler)]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
+      "      [--reject-distractors (trajectory/nmr: a chunk with another key's needle says so in Reason)]\n"
       "      [--chains N --hops H (vt)] [--values number|word|uuid|mixed (niah value type)]\n"
       "      [--phrasing ruler|varied|wide|open|heldout (passkey/niah sentences: RULER's, training pools of\n"
       "       paraphrases and keys, or a disjoint held-out pool)] [--number-noise P (after each haystack\n"
@@ -372,7 +373,7 @@ int cmd_gen(int argc, char** argv) {
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, {"--task", "--count", "--seed", "--out", "--min-len", "--max-len", "--tokens", "--tokenizer",
                          "--depth", "--depth-grid", "--format", "--chunk-tokens", "--chains", "--hops", "--haystack", "--values",
-                         "--doc-bytes", "--phrasing", "--number-noise"}, {});
+                         "--doc-bytes", "--phrasing", "--number-noise"}, {"--reject-distractors"});
   std::string task = a.get("--task");
   int count = int(a.get_int("--count", 100));
   uint64_t seed = uint64_t(a.get_int("--seed", 0));
@@ -427,7 +428,7 @@ int cmd_gen(int argc, char** argv) {
       if (format == "records") out += recs[i].dump() + "\n";
       else if (format == "or") out += make_or_sample(recs[i], false).dump() + "\n";
       else {
-        json t = make_trajectory(recs[i], *tok, cmin, cmax, seed * 7919 + i);
+        json t = make_trajectory(recs[i], *tok, cmin, cmax, seed * 7919 + i, a.has("--reject-distractors"));
         if (format == "trajectory") out += t.dump() + "\n";
         else
           for (auto& s : make_nmr_samples(t)) out += s.dump() + "\n";

@@ -106,6 +106,7 @@ std::string mixed_value(Rng& r) {
 struct Needle {
   std::string text, value;  // sentence inserted in the haystack; the value it carries
   int answer = -1;          // index of the evidence it provides (answers / clues order), else -1 (distractor)
+  std::string key;          // niah family: the key the value belongs to
 };
 
 struct Spec {
@@ -371,7 +372,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
       }
       std::string text = phr ? fill(one_of(phr->needles, r), keys[i], value, name)
                              : "One of the special magic " + type + "s for " + keys[i] + " is: " + value + ".";
-      s.needles.push_back({text, value, ans});
+      s.needles.push_back({text, value, ans, keys[i]});
     }
   for (size_t i = s.needles.size(); i > 1; --i) std::swap(s.needles[i - 1], s.needles[r.below(i)]);
   std::string query = join_keys(queried);
@@ -625,11 +626,18 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
                    {"depths", answer_depths},
                    {"evidence", evidence}});
     if (!s.clues.empty()) out.back()["clues"] = s.clues;
+    json distractors = json::array();  // needles of other keys: [value begin, value end, key]
+    for (size_t n = 0; n < s.needles.size(); ++n)
+      if (s.needles[n].answer < 0 && !s.needles[n].key.empty()) {
+        size_t p = context.find(s.needles[n].value, at[n]);
+        if (p != std::string::npos && p < context.size()) distractors.push_back({p, p + s.needles[n].value.size(), s.needles[n].key});
+      }
+    if (!distractors.empty()) out.back()["distractors"] = distractors;
   }
   return out;
 }
 
-json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, uint64_t seed) {
+json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, uint64_t seed, bool reject_distractors) {
   Rng r(seed);
   int C = cmin + int(r.below(uint64_t(cmax - cmin + 1)));
   const std::string& ctx = rec["context"].get_ref<const std::string&>();
@@ -676,6 +684,12 @@ json make_trajectory(const json& rec, const Tokenizer& tok, int cmin, int cmax, 
     std::string clues = found.empty() ? "none" : "";
     for (size_t k = 0; k < found.size(); ++k) clues += (k ? "; " : "") + found[k];
     std::string reason = added ? "found it here" : "not in this part";
+    if (!added && reject_distractors && rec.contains("distractors"))  // say why a look-alike fact is not it
+      for (auto& d : rec["distractors"])
+        if (d[1].get<size_t>() <= c.end && d[1].get<size_t>() > c.begin) {
+          reason = "the value here is for " + d[2].get<std::string>() + ", not the one asked";
+          break;
+        }
     sj.push_back("Target: " + target + "\nClues: " + clues + "\nReason: " + reason);
     aj.push_back(done || last ? "STOP" : "READ");
     if (done) {

@@ -43,13 +43,17 @@ struct SyntheticOptions {
 };
 
 // Records: {"id","task","context","input","answers","length","depths","evidence":[[b,e]],"target"}
-// ("target": the short restated goal that trajectories put in their Target line).
+// ("target": the short restated goal that trajectories put in their Target line; niah records with
+// needles of other keys add "distractors": [[value begin, value end, key], ...]).
 std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok);
 std::vector<std::string> synthetic_task_names();
 
 // Trajectory per protocol.md from a record: chunk the context with a chunk size drawn from
 // [cmin, cmax], rule-based summaries, STOP once every evidence span is read (or at the end).
-json make_trajectory(const json& record, const Tokenizer& tok, int cmin, int cmax, uint64_t seed);
+// reject_distractors: a chunk that holds a needle of another key (record "distractors") says so in
+// its Reason ("the value here is for <key>, not the one asked") instead of "not in this part".
+json make_trajectory(const json& record, const Tokenizer& tok, int cmin, int cmax, uint64_t seed,
+                     bool reject_distractors = false);
 
 // Baseline training samples from the same trajectory (reading/protocol.h render_baseline):
 // one OR sample over the whole context, or one NMR sample per round (memory = previous summary).

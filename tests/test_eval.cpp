@@ -247,3 +247,41 @@ TEST(Eval, OpenPhrasingInventsKeysAndNearMissDistractors) {
   }
   EXPECT_LT(wide_words.size() + 60, words.size());
 }
+
+// --reject-distractors: the chunk holding another key's needle says so in its Reason, naming that
+// key; without the flag the trajectory is unchanged ("not in this part"), and records of tasks
+// without distractors carry no "distractors" field.
+TEST(Eval, TrajectoriesCanNameTheDistractorKey) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  SyntheticOptions o;
+  o.task = "niah_multikey_1", o.count = 30, o.seed = 12, o.tokens = 1500, o.phrasing = "wide";
+  int named = 0;
+  for (auto& r : make_synthetic(o, tok)) {
+    ASSERT_TRUE(r.contains("distractors"));
+    ASSERT_EQ(r["distractors"].size(), 3u);
+    const std::string ctx = r["context"];
+    for (auto& d : r["distractors"]) {  // the key sits in the value's sentence, and is not the asked one
+      const size_t b = d[0].get<size_t>(), from = b > 160 ? b - 160 : 0;
+      EXPECT_NE(ctx.substr(from, 320).find(d[2].get<std::string>()), std::string::npos);
+      EXPECT_EQ(r["target"].get<std::string>().find(" for " + d[2].get<std::string>()), std::string::npos);
+    }
+    json plain = make_trajectory(r, tok, 64, 128, 3), rej = make_trajectory(r, tok, 64, 128, 3, true);
+    ASSERT_EQ(plain["chunks"], rej["chunks"]);
+    ASSERT_EQ(plain["actions"], rej["actions"]);
+    for (size_t i = 0; i < plain["summaries"].size(); ++i) {
+      const std::string a = plain["summaries"][i], b = rej["summaries"][i], chunk = rej["chunks"][i];
+      EXPECT_EQ(a.find("not the one asked"), std::string::npos);
+      if (a == b) continue;
+      EXPECT_NE(a.find("Reason: not in this part"), std::string::npos) << a;
+      size_t k = b.find("Reason: the value here is for ");
+      ASSERT_NE(k, std::string::npos) << b;
+      std::string key = b.substr(k + 30, b.find(", not the one asked") - k - 30);
+      const std::string before = i ? rej["chunks"][i - 1].get<std::string>() : "";
+      EXPECT_NE((before + chunk).find(key), std::string::npos) << key;  // the key it names was just read
+      ++named;
+    }
+  }
+  EXPECT_GT(named, 30);
+  o.task = "niah_single_2";
+  for (auto& r : make_synthetic(o, tok)) EXPECT_FALSE(r.contains("distractors"));
+}

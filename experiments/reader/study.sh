@@ -19,7 +19,9 @@
 # training run), N (records per task x length), REPEAT (dense copying samples in each mix), MIX (v1:
 # the first shipped model's data; v2: plus number distractors and more distractor needles; v3: the
 # wide phrasing pool, mixed value types and the many kinds of text of haystacks.sh; v4: v3 with
-# invented keys, near-miss distractor keys and two more distractor-needle parts).
+# invented keys, near-miss distractor keys and two more distractor-needle parts; v5: v3 whose
+# trajectories name the wrong key when a chunk holds another key's fact (--reject-distractors),
+# with two more distractor-needle parts).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SR=${SR:-./build/smoothread}
@@ -59,8 +61,8 @@ stage_data() {
   local d=$OUT/data
   [ -f "$d/emr.jsonl" ] && [ -f "$d/or.jsonl" ] && [ -f "$d/repeat.jsonl" ] && { echo "data: kept $d"; return; }
   mkdir -p "$d/parts"
-  local lic=""; [[ ${MIX:-v1} = v[34] ]] || lic=$(licenses)
-  [ -n "$lic" ] || [[ ${MIX:-v1} = v[34] ]] || { echo "error: no haystack text in $HAYSTACK_DIR" >&2; exit 2; }
+  local lic=""; [[ ${MIX:-v1} = v[345] ]] || lic=$(licenses)
+  [ -n "$lic" ] || [[ ${MIX:-v1} = v[345] ]] || { echo "error: no haystack text in $HAYSTACK_DIR" >&2; exit 2; }
   # part = task | phrasing | extra gen flags; the same seed gives the same records for both formats.
   local parts=(
     "passkey|varied|"
@@ -73,7 +75,7 @@ stage_data() {
     "niah_multikey_1|varied|--haystack $lic"
     "niah_single_2|varied|--values word"
   )
-  if [ "${MIX:-v1}" = v3 ] || [ "${MIX:-v1}" = v4 ]; then  # v3: the wide phrasing pool over many kinds of text (haystacks.sh)
+  if [[ ${MIX:-v1} = v[345] ]]; then  # v3: the wide phrasing pool over many kinds of text (haystacks.sh)
     local hs=$HAYSTACKS/train
     [ -f "$hs/fortunes.txt" ] || { echo "error: no $hs/fortunes.txt; run experiments/reader/haystacks.sh" >&2; exit 2; }
     local all; all=$(ls "$hs"/*.txt | paste -sd,)
@@ -95,6 +97,10 @@ stage_data() {
     if [ "$MIX" = v4 ]; then  # v4: open key space, near-miss distractor keys, more distractor needles
       parts=("${parts[@]/|wide|/|open|}")
       parts+=("niah_multikey_1|open|--haystack $all" "niah_multikey_1|open|--haystack $all --number-noise 0.2")
+    fi
+    if [ "$MIX" = v5 ]; then  # v5: v3 whose Reasons name a wrong key's fact, and more distractor needles
+      parts+=("niah_multikey_1|wide|--haystack $all --number-noise 0.2" "niah_multikey_1|ruler|--haystack $all")
+      parts=("${parts[@]/%/ --reject-distractors}")
     fi
   fi
   if [ "${MIX:-v1}" = v2 ]; then  # v1 trained the shipped model; v2 adds distractors (numbers, other keys)
