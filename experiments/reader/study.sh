@@ -10,6 +10,7 @@
 #   bash experiments/reader/study.sh eval NAME MODE  # NIAH by length (MODE = emr | or)
 #   bash experiments/reader/study.sh grid NAME       # window x chunk grid and early stop on/off (EMR)
 #   bash experiments/reader/study.sh heldout NAME    # unseen phrasings, keys and haystack text (EMR)
+#   bash experiments/reader/study.sh tasks NAME [MODEL_DIR]  # every RULER-style task (EMR), TASK_LENGTHS
 #   python3 experiments/reader/tables.py             # docs/RESULTS.md tables + plots from runs/reader
 #
 # Every stage is resumable: finished outputs are kept, a training run continues from its checkpoint,
@@ -275,6 +276,23 @@ stage_heldout() {
   run_evals "$od" "${jobs[@]}"
 }
 
+# RULER-style task table: every synthetic task at TASK_LENGTHS (held-out seeds, RULER sentences),
+# read by one model (EMR); trained tasks and untrained ones alike, so the table shows both.
+TASKS=${TASKS:-passkey niah_single_1 niah_single_2 niah_single_3 niah_multikey_1 niah_multikey_2 niah_multikey_3 niah_multivalue niah_multiquery vt cwe fwe qa_hop}
+stage_tasks() {
+  local name=$1 model=${2:-$OUT/$1/model} od=$OUT/results/$1-tasks jobs=()
+  mkdir -p "$OUT/eval"
+  for len in ${TASK_LENGTHS:-4096}; do
+    for t in $TASKS; do
+      local f=$OUT/eval/task-$t-$len.jsonl
+      [ -f "$f" ] || $SR gen --task "$t" --tokens "$len" --count "$PER_LENGTH" --seed $((60000 + len % 9973)) --out "$f"
+      jobs+=("$t-$len|$model|$f|--mode emr")
+    done
+  done
+  mkdir -p "$od"; meta "$od" "tasks $name lengths=${TASK_LENGTHS:-4096}"
+  run_evals "$od" "${jobs[@]}"
+}
+
 case ${1:-} in
   data) stage_data ;;
   train) stage_train "$2" ;;
@@ -282,11 +300,12 @@ case ${1:-} in
   eval) stage_eval "$2" "$3" ;;
   grid) stage_grid "$2" ;;
   heldout) stage_heldout "$2" ;;
+  tasks) stage_tasks "$2" "${3:-}" ;;
   all)
     stage_data
     for m in emr_swa or_swa or_full; do stage_train $m; done
     stage_evalsets
     stage_eval emr_swa emr; stage_eval or_swa or; stage_eval or_full or
     stage_grid emr_swa; stage_heldout emr_swa ;;
-  *) sed -n 2,17p "$0"; exit 2 ;;
+  *) sed -n '2,/^set -e/{/^set -e/!p}' "$0"; exit 2 ;;
 esac
