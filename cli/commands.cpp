@@ -363,7 +363,7 @@ int cmd_gen(int argc, char** argv) {
       "      [--haystack FILE[,FILE...] (your text instead of the task's filler)]\n"
       "      [--format records|trajectory|or|nmr] [--chunk-tokens A:B (trajectory/nmr chunk size range)]\n"
       "      [--reject-distractors (trajectory/nmr: a chunk with another key's needle says so in Reason)]\n"
-      "      [--chains N --hops H (vt)] [--values number|word|uuid|mixed (niah value type)]\n"
+      "      [--chains N --hops H (vt)] [--values number|word|uuid|mixed|free (niah value type)]\n"
       "      [--phrasing ruler|varied|wide|open|heldout (passkey/niah sentences: RULER's, training pools of\n"
       "       paraphrases and keys, or a disjoint held-out pool)] [--number-noise P (after each haystack\n"
       "       sentence, with probability P, a keyless sentence with numbers: distractors for a reader)]\n"
@@ -398,8 +398,8 @@ int cmd_gen(int argc, char** argv) {
     o.depth = a.get_num("--depth", -1);
     o.depth_grid = int(a.get_int("--depth-grid", 0));
     o.values = a.get_or("--values", "");
-    if (!o.values.empty() && o.values != "number" && o.values != "word" && o.values != "uuid" && o.values != "mixed")
-      fail("--values", "expected number, word, uuid or mixed");
+    if (!o.values.empty() && o.values != "number" && o.values != "word" && o.values != "uuid" && o.values != "mixed" && o.values != "free")
+      fail("--values", "expected number, word, uuid, mixed or free");
     o.phrasing = a.get_or("--phrasing", "ruler");
     o.number_noise = a.get_num("--number-noise", 0.0);
     if (o.number_noise < 0 || o.number_noise > 1) fail("--number-noise", "must be in [0, 1]");

@@ -103,6 +103,29 @@ std::string mixed_value(Rng& r) {
   return kind == 8 ? random_key(r) : random_uuid(r);
 }
 
+// --values free: plain numbers of 3-8 digits, dashed combinations ("18-24-36"), lowercase
+// passwords ("quietlantern42") and short phrases ("the calm kettle behind the old harbor").
+std::string free_value(Rng& r) {
+  const uint64_t kind = r.below(10);
+  auto digits = [&](int n) {
+    std::string d(1, char('1' + r.below(9)));
+    while (int(d.size()) < n) d.push_back(char('0' + r.below(10)));
+    return d;
+  };
+  if (kind < 3) return digits(3 + int(r.below(6)));
+  if (kind < 5) {
+    std::string c = digits(2);
+    for (int g = 1 + int(r.below(2)); g >= 0; --g) c += "-" + digits(2);
+    return c;
+  }
+  const auto& adj = kAdjectives;
+  const auto& noun = kNouns;
+  if (kind < 7) return adj[r.below(adj.size())] + noun[r.below(noun.size())] + std::to_string(10 + r.below(90));
+  static const char* preps[] = {"behind", "under", "next to", "inside", "beyond"};
+  return "the " + adj[r.below(adj.size())] + " " + noun[r.below(noun.size())] + " " + preps[r.below(5)] + " the " +
+         adj[r.below(adj.size())] + " " + noun[r.below(noun.size())];
+}
+
 struct Needle {
   std::string text, value;  // sentence inserted in the haystack; the value it carries
   int answer = -1;          // index of the evidence it provides (answers / clues order), else -1 (distractor)
@@ -119,6 +142,7 @@ struct Spec {
   std::string value_type = "number";
   std::string random_value(Rng& r) const {
     if (value_type == "mixed") return mixed_value(r);
+    if (value_type == "free") return free_value(r);
     return value_type == "uuid" ? random_uuid(r) : value_type == "word" ? random_key(r) : random_number(r);
   }
   std::vector<std::string> keys;  // keys in use (distractors must not reuse them)
@@ -330,7 +354,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
   const bool uuid = type == "uuid";
   s.uuid_values = uuid;
   s.value_type = type;
-  if (type == "mixed") type = "code";  // how RULER's sentences name a mixed value
+  if (type == "mixed" || type == "free") type = "code";  // how RULER's sentences name such values
   const Phrasing* phr = o.phrasing == "ruler" ? nullptr : &phrasing_pool(o.phrasing);
   const bool wide = o.phrasing == "open";  // the wide pool with an open key space
   auto phrased_key = [&](Rng& g) {
@@ -556,7 +580,7 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
         std::string key;
         do key = s.uuid_keys ? random_uuid(r) : random_key(r);
         while (std::find(s.keys.begin(), s.keys.end(), key) != s.keys.end());
-        t = "One of the special magic " + std::string(s.value_type == "mixed" ? "code" : s.value_type) + "s for " + key + " is: " + s.random_value(r) + ". ";
+        t = "One of the special magic " + std::string(s.value_type == "mixed" || s.value_type == "free" ? "code" : s.value_type) + "s for " + key + " is: " + s.random_value(r) + ". ";
       } else if (!user.empty()) {  // the user's text replaces the task's own filler
         t = user[user_at++ % user.size()] + " ";
       } else {

@@ -33,7 +33,8 @@ struct SyntheticOptions {
   // "open" (wide, half the keys with an invented word, distractor keys sharing a word with the
   // asked one) | "heldout"
   std::string phrasing = "ruler";
-  // niah value type override: "number" | "word" | "uuid" | "mixed" (3-10 digits, codes, words, uuids);
+  // niah value type override: "number" | "word" | "uuid" | "mixed" (3-10 digits, codes, words, uuids) |
+  // "free" (numbers, dashed combinations, lowercase passwords, short phrases);
   // "" = the task's own
   std::string values;
   // User haystack texts (--haystack FILE...): replace the task's filler (essay or noise) for every

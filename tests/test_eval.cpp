@@ -206,6 +206,21 @@ TEST(Eval, UserHaystackAndMixedValuesKeepUtf8AndEvidence) {
     }
   }
   EXPECT_EQ(kinds.size(), 3u);  // digits, codes and dashed values (word pairs, uuids, QX-1234)
+  // --values free: numbers, dashed combinations, lowercase passwords and phrases, each at its
+  // evidence span, in valid UTF-8
+  std::set<std::string> shapes;
+  SyntheticOptions f;
+  f.task = "niah_single_2", f.count = 60, f.seed = 8, f.tokens = 700, f.phrasing = "wide", f.values = "free";
+  f.haystack_files = {dir + "/h.txt"};
+  for (auto& r : make_synthetic(f, tok)) {
+    const std::string ctx = r["context"], ans = r["answers"][0];
+    auto ev = r["evidence"][0];
+    EXPECT_EQ(ctx.substr(ev[0].get<size_t>(), ev[1].get<size_t>() - ev[0].get<size_t>()), ans);
+    EXPECT_EQ(find_invalid_utf8(ctx), std::string::npos);
+    shapes.insert(ans.rfind("the ", 0) == 0 ? "phrase" : ans.find('-') != std::string::npos ? "dashed"
+                  : ans.find_first_not_of("0123456789") == std::string::npos ? "number" : "password");
+  }
+  EXPECT_EQ(shapes.size(), 4u);
 }
 
 // --phrasing open: keys with invented words (an open key space) and distractor keys that share a

@@ -22,7 +22,7 @@
 # wide phrasing pool, mixed value types and the many kinds of text of haystacks.sh; v4: v3 with
 # invented keys, near-miss distractor keys and two more distractor-needle parts; v5: v3 whose
 # trajectories name the wrong key when a chunk holds another key's fact (--reject-distractors),
-# with two more distractor-needle parts).
+# with two more distractor-needle parts and two parts of free-form values: dashes, passwords, phrases).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SR=${SR:-./build/smoothread}
@@ -100,7 +100,8 @@ stage_data() {
       parts+=("niah_multikey_1|open|--haystack $all" "niah_multikey_1|open|--haystack $all --number-noise 0.2")
     fi
     if [ "$MIX" = v5 ]; then  # v5: v3 whose Reasons name a wrong key's fact, and more distractor needles
-      parts+=("niah_multikey_1|wide|--haystack $all --number-noise 0.2" "niah_multikey_1|ruler|--haystack $all")
+      parts+=("niah_multikey_1|wide|--haystack $all --number-noise 0.2" "niah_multikey_1|ruler|--haystack $all"
+              "niah_single_2|wide|--haystack $all --values free" "niah_multikey_1|wide|--haystack $all --values free")
       parts=("${parts[@]/%/ --reject-distractors}")
     fi
   fi
