@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The small-scale replication of Smooth Reading (issue 10): data, training, evaluation, tables.
 #
-#   bash experiments/reader/study.sh data            # training data (EMR trajectories + one-pass samples)
-#   bash experiments/reader/study.sh train NAME      # NAME = emr_swa | or_swa | or_full (configs/NAME.json);
+#   bash experiments/reader/study.sh data            # training data (EMR trajectories, one-pass and NMR samples)
+#   bash experiments/reader/study.sh train NAME      # NAME = emr_swa | or_swa | or_full | nmr_full (configs/NAME.json);
 #                                                    # NAME-sN (emr_swa-s2): the same config, training seed N
 #                                                    # copy_base: dense copying only (induction heads), then
 #                                                    # or_swa_ft | or_full_ft: one-pass SFT from that base
 #   bash experiments/reader/study.sh evalsets        # held-out evaluation records
-#   bash experiments/reader/study.sh eval NAME MODE  # NIAH by length (MODE = emr | or)
+#   bash experiments/reader/study.sh eval NAME MODE  # NIAH by length (MODE = emr | or | nmr)
 #   bash experiments/reader/study.sh grid NAME       # window x chunk grid and early stop on/off (EMR)
 #   bash experiments/reader/study.sh heldout NAME    # unseen phrasings, keys and haystack text (EMR)
 #   bash experiments/reader/study.sh tasks NAME [MODEL_DIR]  # every RULER-style task (EMR), TASK_LENGTHS
@@ -60,7 +60,7 @@ licenses() {  # English haystack text for training (Debian base-files): a comma-
 
 stage_data() {
   local d=$OUT/data
-  [ -f "$d/emr.jsonl" ] && [ -f "$d/or.jsonl" ] && [ -f "$d/repeat.jsonl" ] && { echo "data: kept $d"; return; }
+  [ -f "$d/emr.jsonl" ] && [ -f "$d/or.jsonl" ] && [ -f "$d/nmr.jsonl" ] && [ -f "$d/repeat.jsonl" ] && { echo "data: kept $d"; return; }
   mkdir -p "$d/parts"
   local lic=""; [[ ${MIX:-v1} = v[345] ]] || lic=$(licenses)
   [ -n "$lic" ] || [[ ${MIX:-v1} = v[345] ]] || { echo "error: no haystack text in $HAYSTACK_DIR" >&2; exit 2; }
@@ -120,7 +120,7 @@ stage_data() {
     IFS='|' read -r task phr extra <<<"$p"
     for len in 512 1024 2048 4096; do
       seed=$((seed + 1)); i=$((i + 1))
-      for fmt in trajectory or; do
+      for fmt in trajectory or nmr; do
         jobs+=("$SR gen --task $task --phrasing $phr $extra --tokens $len --count $N --seed $seed --format $fmt --chunk-tokens 128:512 --out $d/parts/$fmt-$(printf %03d $i).jsonl")
       done
     done
@@ -133,10 +133,12 @@ stage_data() {
   printf '%s\n' "${jobs[@]}" | xargs -P "$JOBS" -I{} sh -c '{}'
   cat "$d"/parts/trajectory-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/emr.jsonl.tmp" && mv "$d/emr.jsonl.tmp" "$d/emr.jsonl"
   cat "$d"/parts/or-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/or.jsonl.tmp" && mv "$d/or.jsonl.tmp" "$d/or.jsonl"
+  # NMR: one sample per round of the same trajectories (query, previous summary, one chunk)
+  cat "$d"/parts/nmr-*.jsonl "$d"/parts/repeat-*.jsonl > "$d/nmr.jsonl.tmp" && mv "$d/nmr.jsonl.tmp" "$d/nmr.jsonl"
   cat "$d"/parts/repeat-*.jsonl > "$d/repeat.jsonl.tmp" && mv "$d/repeat.jsonl.tmp" "$d/repeat.jsonl"
   rm -rf "$d/parts"
   meta "$d" "data MIX=${MIX:-v1} N=$N repeat=$REPEAT parts=${#parts[@]} lengths=512,1024,2048,4096 chunks=128:512 haystack=$lic"
-  wc -l "$d/emr.jsonl" "$d/or.jsonl"
+  wc -l "$d/emr.jsonl" "$d/or.jsonl" "$d/nmr.jsonl"
 }
 
 stage_train() {  # NAME or NAME-sSEED (another training seed of the same config: emr_swa-s2)
@@ -304,9 +306,9 @@ case ${1:-} in
   tasks) stage_tasks "$2" "${3:-}" ;;
   all)
     stage_data
-    for m in emr_swa or_swa or_full; do stage_train $m; done
+    for m in emr_swa or_swa or_full nmr_full; do stage_train $m; done
     stage_evalsets
-    stage_eval emr_swa emr; stage_eval or_swa or; stage_eval or_full or
+    stage_eval emr_swa emr; stage_eval or_swa or; stage_eval or_full or; stage_eval nmr_full nmr
     stage_grid emr_swa; stage_heldout emr_swa ;;
   *) sed -n '2,/^set -e/{/^set -e/!p}' "$0"; exit 2 ;;
 esac
