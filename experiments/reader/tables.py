@@ -138,6 +138,30 @@ def generalization_table(d):
     return "\n".join(out)
 
 
+TASKS = ["passkey", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
+         "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_hop"]
+TRAINED = {"passkey", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1"}
+
+
+def tasks_table(d):
+    """Every RULER-style task at 4k (study.sh tasks): the EMR models of data mix v3 and v1."""
+    models = [("mix v3 (default)", "emr_swa_v3-tasks-cpu"), ("mix v1", "emr_swa-tasks-cpu")]
+    out = ["| task (4k tokens, 10 documents, RULER sentences) | in training | " +
+           " | ".join(m for m, _ in models) + " |", "|---|---|" + "---|" * len(models)]
+    sums = [[] for _ in models]
+    for t in TASKS:
+        cells = []
+        for i, (_, sub) in enumerate(models):
+            r = row(os.path.join(d, sub, "%s-4096.score.json" % t))
+            cells.append(cell(r))
+            if r is not None:
+                sums[i].append(r["score"])
+        out.append("| %s | %s | %s |" % (t, "yes" if t in TRAINED else "no", " | ".join(cells)))
+    out.append("| **average over the %d tasks** | | %s |" % (len(TASKS), " | ".join(
+        "%.1f" % (sum(x) / len(x)) if len(x) == len(TASKS) else "—" for x in sums)))
+    return "\n".join(out)
+
+
 def train_table(d):
     out = ["| model | data | tokens | steps | wall s | tokens/s | last 20 logged losses (mean) |", "|---|---|---|---|---|---|---|"]
     for name, data in [("emr_swa_v3", "EMR trajectories, mix v3 + repeat (the default model)"),
@@ -227,6 +251,7 @@ def main():
     print("### Generalization of the first EMR model (data mix v1)\n\n" + heldout_table(d) + "\n")
     print("### Data mix v1 (first default) vs v2\n\n" + mix_table(d) + "\n")
     print("### Generalization by data mix\n\n" + generalization_table(d) + "\n")
+    print("### RULER-style tasks\n\n" + tasks_table(d) + "\n")
     print("### Training runs\n\n" + train_table(d))
     if out_svg:
         svg(series, out_svg)
