@@ -106,9 +106,11 @@ inline LoadedModel load_model(const Args& a, bool require_tokenizer) {
   return load_model_dir(a.get("--model"), require_tokenizer, o);
 }
 
+// ... and --decode-weights fp32|bf16 (the weights decode steps read; inference commands only).
 inline void place_model(const Args& a, LanguageModel& m) {
   const OpsTable& ops = ops_for_device(a.get_or("--device", "cpu"));
   if (&ops != &m.ops()) m.set_ops(&ops);
+  if (a.has("--decode-weights")) m.set_decode_weights(a.get("--decode-weights"));
 }
 
 }  // namespace sr::cli

@@ -33,7 +33,7 @@ std::vector<int> size_list(const Args& a, const std::string& flag) {
 
 int cmd_bench(int argc, char** argv) {
   const char* usage =
-      "smoothread bench (--model DIR | --config FILE) [--device cpu|cuda] [--threads N]\n"
+      "smoothread bench (--model DIR | --config FILE) [--device cpu|cuda] [--threads N] [--decode-weights fp32|bf16]\n"
       "                 [-p 512,4k] [-n 128] [-d 0,4k] [--read 4k,64k --mode emr,or] [--train 1k,4k]\n"
       "                 [--reps 3] [--warmup 1] [--chunk-tokens 512] [--summary-tokens 64] [--query-tokens 64]\n"
       "                 [--answer-tokens 16] [--recompute] [--seed S] [--format md|csv|json] [--out FILE]\n"
@@ -50,7 +50,7 @@ int cmd_bench(int argc, char** argv) {
       "so large shapes are timed without weights. Sizes take k = 1024. Default: -p 512 -n 128.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2,
-         {"--model", "--config", "--device", "--threads", "-p", "-n", "-d", "--read", "--mode", "--train", "--reps",
+         {"--model", "--config", "--device", "--decode-weights", "--threads", "-p", "-n", "-d", "--read", "--mode", "--train", "--reps",
           "--warmup", "--chunk-tokens", "--summary-tokens", "--query-tokens", "--answer-tokens", "--seed", "--format",
           "--out", "--window", "--swa-layers", "--prefill-batch"},
          {"--recompute"});

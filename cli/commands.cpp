@@ -57,10 +57,10 @@ int cmd_train(int argc, char** argv) {
 int cmd_generate(int argc, char** argv) {
   const char* usage =
       "smoothread generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-      "                    [--seed S] [--json] [--device cpu|cuda] [--threads N]\n"
+      "                    [--seed S] [--json] [--device cpu|cuda] [--threads N] [--decode-weights fp32|bf16]\n"
       "Special-token strings in the prompt map to their ids. Stops at --max-tokens (default 64) or eos.\n";
   if (wants_help(argc, argv, usage)) return 0;
-  Args a(argc, argv, 2, {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--threads", "--device",
+  Args a(argc, argv, 2, {"--model", "--prompt", "--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--threads", "--device", "--decode-weights",
           "--window", "--swa-layers"},
          {"--json"});
   set_threads(a);

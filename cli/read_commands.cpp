@@ -117,7 +117,7 @@ int read_batch(const Args& a, const std::string& in, const std::string& out, Loa
 
 // Flags shared by `read` and `eval` (the reading options), plus each command's own.
 static std::set<std::string> with_reading_flags(std::set<std::string> own, bool valued) {
-  if (valued) own.insert({"--model", "--mode", "--chunk-tokens", "--max-summary-tokens", "--max-answer-tokens", "--max-rounds", "--threads", "--device", "--window", "--swa-layers"});
+  if (valued) own.insert({"--model", "--mode", "--chunk-tokens", "--max-summary-tokens", "--max-answer-tokens", "--max-rounds", "--threads", "--device", "--window", "--swa-layers", "--decode-weights"});
   else own.insert({"--json", "--no-early-stop", "--word-estimate", "--force", "--lossy-utf8", "--quiet", "--skip-bad"});
   return own;
 }
@@ -127,9 +127,11 @@ int cmd_read(int argc, char** argv) {
       "smoothread read --model DIR (--doc FILE | stdin) --question TEXT [--mode emr|nmr|or|or-context-first]\n"
       "                [--json] [--trace FILE.jsonl] [--chunk-tokens C] [--max-summary-tokens S]\n"
       "                [--max-answer-tokens A] [--max-rounds R] [--no-early-stop] [--word-estimate] [--force]\n"
-      "                [--lossy-utf8] [--quiet] [--device cpu|cuda] [--threads N]\n"
+      "                [--lossy-utf8] [--quiet] [--device cpu|cuda] [--threads N] [--decode-weights fp32|bf16]\n"
       "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [--skip-bad] [same options]   (resumable)\n"
-      "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n";
+      "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n"
+      "--decode-weights bf16 (CPU, transformer models): decode steps read a bf16 copy of the weights\n"
+      "(half the bytes; outputs within bf16 rounding of fp32). Default fp32.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, with_reading_flags({"--doc", "--question", "--trace", "--batch", "--out"}, true),
          with_reading_flags({}, false));

@@ -273,8 +273,8 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
     auto cities = pick(kCities, 4, r);
     for (int i = 0; i < 4; ++i) {  // pair 0 is asked about; the other pairs distract
       std::string f1 = people[i] + " works for " + companies[i], f2 = companies[i] + " is based in " + cities[i];
-      s.needles.push_back({f1 + ".", f1, i == 0 ? 0 : -1});
-      s.needles.push_back({f2 + ".", f2, i == 0 ? 1 : -1});
+      s.needles.push_back({f1 + ".", f1, i == 0 ? 0 : -1, ""});
+      s.needles.push_back({f2 + ".", f2, i == 0 ? 1 : -1, ""});
     }
     s.clues = {s.needles[0].value, s.needles[1].value};
     s.answers = {cities[0]};
@@ -317,7 +317,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
         ans = int(s.answers.size());
         s.answers.push_back(name);
       }
-      s.needles.push_back({"VAR " + name + " = " + rhs + ".", name, ans});
+      s.needles.push_back({"VAR " + name + " = " + rhs + ".", name, ans, ""});
     }
     s.instruction = "Memorize and track the chain(s) of variable assignment hidden in the following text.";
     s.question = "Question: Find all variables that are assigned the value " + queried_value + " in the text above.";
@@ -337,7 +337,7 @@ Spec task_spec(const std::string& task, Rng& r, const SyntheticOptions& o) {
       needle = fill(p.passkey_needles[i], "", k, "");
       s.question = p.passkey_questions[i];
     }
-    s.needles.push_back({needle, k, 0});
+    s.needles.push_back({needle, k, 0, ""});
     s.answers = {k};
     s.target = "the pass key";
     return s;

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "models/config.h"
@@ -116,6 +117,12 @@ class LanguageModel {
   virtual void forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>& caches, float* logits_out,
                               bool all_logits) const = 0;
   virtual std::vector<LayerKVCache> empty_caches() const = 0;
+  // Weights that forward_cached() reads for decode-size calls (up to 4 tokens): "fp32" (the
+  // parameters themselves) or "bf16" (a rounded copy made now: half the bytes per decoded token,
+  // outputs within bf16 rounding of fp32). An inference setting: backward() drops the copy.
+  virtual void set_decode_weights(const std::string& dtype) {
+    if (dtype != "fp32") fail("--decode-weights", "'" + dtype + "' decode weights are not implemented for this model (fp32 only)");
+  }
 
  protected:
   explicit LanguageModel(const ModelConfig& cfg) : cfg_(cfg), ops_(&ops_cpu()) {}

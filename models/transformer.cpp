@@ -180,19 +180,45 @@ AttnShape Transformer::attn_shape(int B, int Tq, int Tk, int l) const {
 }
 
 // q[N,Hq*D], k,v[N,Hkv*D] = projections of h[N,C]; RoPE applied to q and k at positions pos[N].
+void Transformer::set_decode_weights(const std::string& dtype) {
+  if (dtype == "fp32") {
+    decode_bf16_.clear();
+    return;
+  }
+  if (dtype != "bf16") fail("--decode-weights", "expected fp32 or bf16, got '" + dtype + "'");
+  if (!ops_->linear_fwd_bf16w || ops_->mem != &host_mem())
+    fail("--decode-weights", std::string("bf16 decode weights run on the cpu backend only (this model is on ") +
+                                 ops_->name + ")");
+  const float* P = backend_params();
+  const size_t n = params_.size();
+  decode_bf16_.resize(n);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) decode_bf16_[i] = bf16_round(P[i]);
+}
+
+void Transformer::linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O,
+                         bool cached) const {
+  if (cached && N <= 4 && !decode_bf16_.empty() && ops_->linear_fwd_bf16w) {
+    const float* P = const_cast<Transformer*>(this)->backend_params();
+    ops_->linear_fwd_bf16w(out, x, decode_bf16_.data() + (W - P), b, N, I, O);
+  } else {
+    ops_->linear_fwd(out, x, W, b, N, I, O);
+  }
+}
+
 void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k,
-                              float* v, float* gate, float* scratch, const QxActs* keep) const {
+                              float* v, float* gate, float* scratch, const QxActs* keep, bool cached) const {
   const int C = cfg_.hidden_size, D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, R = cfg_.rotary();
   const size_t rq = size_t(N) * Hq, rk = size_t(N) * Hkv;
   if (cfg_.attn_output_gate) {  // q_proj rows per head: [q (D) | gate (D)]
-    ops_->linear_fwd(scratch, h, w.wq, w.bq, N, C, 2 * Hq * D);
+    linear(scratch, h, w.wq, w.bq, N, C, 2 * Hq * D, cached);
     ops_->strided_copy(q, D, scratch, 2 * size_t(D), rq, D);
     ops_->strided_copy(gate, D, scratch + D, 2 * size_t(D), rq, D);
   } else {
-    ops_->linear_fwd(q, h, w.wq, w.bq, N, C, Hq * D);
+    linear(q, h, w.wq, w.bq, N, C, Hq * D, cached);
   }
-  ops_->linear_fwd(k, h, w.wk, w.bk, N, C, Hkv * D);
-  ops_->linear_fwd(v, h, w.wv, w.bv, N, C, Hkv * D);
+  linear(k, h, w.wk, w.bk, N, C, Hkv * D, cached);
+  linear(v, h, w.wv, w.bv, N, C, Hkv * D, cached);
   const float eps = float(cfg_.rms_norm_eps);
   if (cfg_.qk_norm) {  // RMSNorm over each head's D; training keeps the inputs and rstd
     if (keep) {
@@ -216,12 +242,12 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
 
 // out[N,C] = down(silu(gate h2) * up h2); g,u,a [N,F] kept for backward.
 void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a,
-                              float* out) const {
+                              float* out, bool cached) const {
   const int C = cfg_.hidden_size, F = cfg_.intermediate_size;
-  ops_->linear_fwd(g, h2, w.wg, nullptr, N, C, F);
-  ops_->linear_fwd(u, h2, w.wu, nullptr, N, C, F);
+  linear(g, h2, w.wg, nullptr, N, C, F, cached);
+  linear(u, h2, w.wu, nullptr, N, C, F, cached);
   ops_->swiglu_fwd(a, g, u, N, F);
-  ops_->linear_fwd(out, a, w.wd, nullptr, N, F, C);
+  linear(out, a, w.wd, nullptr, N, F, C, cached);
 }
 
 float Transformer::forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) {
@@ -392,6 +418,7 @@ void Transformer::lm_head_rows(int r0, int rows) {
 }
 
 void Transformer::backward(float loss_scale) {
+  decode_bf16_.clear();  // training changes the weights: decode reads fp32 again
   Activations& A = act_;
   const int N = A.N, B = B_, T = T_, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size,
             L = cfg_.num_layers;
@@ -594,11 +621,12 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
       c.n_seen += n;
       ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
       ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
-      mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data());
+      mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
       ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
       continue;
     }
-    project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data(), gate.data(), qscratch.data());
+    project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data(), gate.data(), qscratch.data(), nullptr,
+                true);
     const float *K, *Vv;
     int Tk;
     if (c.window == 0) {  // full: append, attend over the whole cache
@@ -636,16 +664,16 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
       ops_->act_fwd(gate.data(), gate.data(), size_t(n) * qd, 1);
       ops_->mul(att.data(), att.data(), gate.data(), size_t(n) * qd);
     }
-    ops_->linear_fwd(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C);
+    linear(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C, true);
     ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
     ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
-    mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data());
+    mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
     ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
   }
   const int first = all_logits ? 0 : n - 1, rows = n - first;
   Buffer<float> logits(&mem, size_t(rows) * V);
   ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, nw(P + off_norm_), rows, C, cfg_.rms_norm_eps);
-  ops_->linear_fwd(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V);
+  linear(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V, true);
   logits.download(logits_out, size_t(rows) * V);
 }
 

@@ -24,6 +24,7 @@ class Transformer : public LanguageModel {
   void forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>& caches, float* logits_out,
                       bool all_logits) const override;
   std::vector<LayerKVCache> empty_caches() const override;
+  void set_decode_weights(const std::string& dtype) override;
 
  protected:
   void drop_activations() override { act_ = Activations{}, work_ = Workspace{}; }
@@ -86,13 +87,16 @@ class Transformer : public LanguageModel {
   void gdn_backward(const LayerParams& w, const LayerParams& gw, const GdnActs& t, const float* h, const float* dmix,
                     float* dh, float* dtmp);
   const float* lm_head(const float* base) const { return base + off_lm_head_; }
+  // out[N,O] = x W^T + b; in forward_cached (cached) decode-size calls read the bf16 copy of W
+  void linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O, bool cached) const;
+  std::vector<uint16_t> decode_bf16_;  // bf16 copy of the backend parameters (set_decode_weights), or empty
   AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;
   // Shared helpers of both paths.
   // q[N,Hq*D], k,v[N,Hkv*D] from h[N,C]: projections, q/k norms, RoPE (partial when rotary_dim);
   // with the output gate also gate[N,Hq*D] (pre-sigmoid). scratch: [N, 2*Hq*D] when the config
   // has q/k norms, a gate or partial rotary (else unused).
   void project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k, float* v,
-                   float* gate, float* scratch, const QxActs* keep = nullptr) const;
+                   float* gate, float* scratch, const QxActs* keep = nullptr, bool cached = false) const;
   // Zero-centred norms: effective weights (1 + w), see refresh_norms(); nw(w) maps a norm weight
   // in the backend parameters to the weight the op should use.
   struct NormSlot {
@@ -102,7 +106,8 @@ class Transformer : public LanguageModel {
   const float* nw(const float* w) const;
   std::vector<NormSlot> norm_map_;
   mutable Buffer<float> norm_eff_, norm_ones_;
-  void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out) const;
+  void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out,
+                   bool cached = false) const;
 
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
   std::vector<size_t> layer_off_;  // start of each layer's block

@@ -494,16 +494,23 @@ TEST(DefaultModel, AnswersHeldOutNeedleQuestions) {
     batch += json{{"id", r["id"]}, {"context", r["context"]}, {"input", r["input"]}}.dump() + "\n";
   }
   write_file_atomic(d + "/in.jsonl", batch);
-  CliRun r = run("read --model " + m + " --batch " + d + "/in.jsonl --out " + d + "/out.jsonl --quiet --threads 2", d);
-  ASSERT_EQ(r.code, 0) << r.err;
-  std::istringstream lines(read_file(d + "/out.jsonl"));
-  std::string line;
-  for (size_t i = 0; std::getline(lines, line); ++i) {
-    json o = json::parse(line);
-    ASSERT_LT(i, answers.size());
-    EXPECT_NE(o["answer"].get<std::string>().find(answers[i]), std::string::npos) << line.substr(0, 300);
-    EXPECT_TRUE(o["stopped_early"].get<bool>() || i == 2);
+  for (std::string dw : {"fp32", "bf16"}) {  // bf16 decode weights answer the same
+    SCOPED_TRACE(dw);
+    const std::string out = d + "/out-" + dw + ".jsonl";
+    CliRun r = run("read --model " + m + " --batch " + d + "/in.jsonl --out " + out + " --quiet --threads 2 --decode-weights " + dw, d);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::istringstream lines(read_file(out));
+    std::string line;
+    for (size_t i = 0; std::getline(lines, line); ++i) {
+      json o = json::parse(line);
+      ASSERT_LT(i, answers.size());
+      EXPECT_NE(o["answer"].get<std::string>().find(answers[i]), std::string::npos) << line.substr(0, 300);
+      EXPECT_TRUE(o["stopped_early"].get<bool>() || i == 2);
+    }
   }
+  CliRun bad = run("read --model " + m + " --batch " + d + "/in.jsonl --out " + d + "/x.jsonl --decode-weights fp16", d);
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("--decode-weights"), std::string::npos) << bad.err;
 }
 
 // The default model on text and phrasings it never saw: questions, needle sentences and keys from

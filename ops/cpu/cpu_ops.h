@@ -9,6 +9,7 @@ void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N,
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
                  int C);
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
+void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O);
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
                 int O);
 void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);

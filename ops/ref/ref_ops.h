@@ -63,6 +63,16 @@ void linear_fwd(T* out, const T* x, const T* W, const T* b, int N, int I, int O)
     }
 }
 
+// linear_fwd with bf16-stored weights: each weight widened exactly, then the same loop
+inline void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) {
+  for (int n = 0; n < N; ++n)
+    for (int o = 0; o < O; ++o) {
+      float acc = b ? b[o] : 0.0f;
+      for (int i = 0; i < I; ++i) acc += x[size_t(n) * I + i] * bf16_widen(W[size_t(o) * I + i]);
+      out[size_t(n) * O + o] = acc;
+    }
+}
+
 template <class T>
 void linear_bwd(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, int N, int I, int O) {
   if (dx)
