@@ -29,6 +29,32 @@ void LanguageModel::set_ops(const OpsTable* ops) {
   grads_ = Buffer<float>(ops->mem);  // allocated by grads() on first use
 }
 
+void LanguageModel::set_decode_weights(const std::string& dtype) {
+  if (dtype == "fp32") {
+    decode_bf16_.clear();
+    return;
+  }
+  if (dtype != "bf16") fail("--decode-weights", "expected fp32 or bf16, got '" + dtype + "'");
+  if (!ops_->linear_fwd_bf16w || ops_->mem != &host_mem())
+    fail("--decode-weights", std::string("bf16 decode weights run on the cpu backend only (this model is on ") +
+                                 ops_->name + ")");
+  const float* P = backend_params();
+  const size_t n = params_.size();
+  decode_bf16_.resize(n);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) decode_bf16_[i] = bf16_round(P[i]);
+}
+
+void LanguageModel::linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O,
+                           bool cached) const {
+  if (cached && N <= 4 && !decode_bf16_.empty() && ops_->linear_fwd_bf16w) {
+    const float* P = const_cast<LanguageModel*>(this)->backend_params();
+    ops_->linear_fwd_bf16w(out, x, decode_bf16_.data() + (W - P), b, N, I, O);
+  } else {
+    ops_->linear_fwd(out, x, W, b, N, I, O);
+  }
+}
+
 void LanguageModel::upload_params() {
   if (on_device()) dparams_.upload(params_.data(), params_.size());
 }

@@ -120,9 +120,7 @@ class LanguageModel {
   // Weights that forward_cached() reads for decode-size calls (up to 4 tokens): "fp32" (the
   // parameters themselves) or "bf16" (a rounded copy made now: half the bytes per decoded token,
   // outputs within bf16 rounding of fp32). An inference setting: backward() drops the copy.
-  virtual void set_decode_weights(const std::string& dtype) {
-    if (dtype != "fp32") fail("--decode-weights", "'" + dtype + "' decode weights are not implemented for this model (fp32 only)");
-  }
+  void set_decode_weights(const std::string& dtype);
 
  protected:
   explicit LanguageModel(const ModelConfig& cfg) : cfg_(cfg), ops_(&ops_cpu()) {}
@@ -139,6 +137,10 @@ class LanguageModel {
     if (b.mem() != ops_->mem) b = Buffer<T>(ops_->mem, n);
     else b.resize(n);
   }
+  // out[N,O] = x W^T + b for W in the backend parameters; in forward_cached (cached) calls of up to
+  // 4 rows read the bf16 copy of W when set_decode_weights("bf16") made one.
+  void linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O, bool cached) const;
+  std::vector<uint16_t> decode_bf16_;  // bf16 copy of the backend parameters, or empty
   // Errors for token ids outside the vocabulary (targets may be < 0 = no loss); `where` names the caller.
   void check_ids(const int32_t* ids, const int32_t* targets, int n, const char* where) const;
   // The weighted mean of per-token losses (sets last_weight_sum()).

@@ -149,29 +149,30 @@ void Rwkv7::layer_forward(int l, const Acts& t, const float* x, int B, int T, fl
   const MemOps& mem = *ops_->mem;
   LayerParams w = layer(const_cast<Rwkv7*>(this)->backend_params(), l);
   const size_t NC = size_t(N) * C;
+  const bool cached = prev != nullptr;  // inference streams its token-shift and wkv states
   // ---- time mix ----
   ops_->layernorm_fwd(t.h1, t.m1, t.r1, x, w.ln1_w, w.ln1_b, N, 1, C, eps);
   ops_->token_shift_fwd(t.mix, t.h1, prev, w.mu, B, T, C, 6);
   if (prev) mem.copy(prev, t.h1 + NC - C, size_t(C) * sizeof(float));  // B == 1 when streaming
   const float *xr = t.mix, *xw = t.mix + NC, *xk = t.mix + 2 * NC, *xv = t.mix + 3 * NC, *xa = t.mix + 4 * NC,
               *xg = t.mix + 5 * NC;
-  ops_->linear_fwd(t.r, xr, w.wr, nullptr, N, C, C);
-  ops_->linear_fwd(t.k, xk, w.wk, nullptr, N, C, C);
-  ops_->linear_fwd(t.v, xv, w.wv, nullptr, N, C, C);
-  ops_->linear_fwd(t.whp, xw, w.w1, nullptr, N, C, rw);
+  linear(t.r, xr, w.wr, nullptr, N, C, C, cached);
+  linear(t.k, xk, w.wk, nullptr, N, C, C, cached);
+  linear(t.v, xv, w.wv, nullptr, N, C, C, cached);
+  linear(t.whp, xw, w.w1, nullptr, N, C, rw, cached);
   ops_->act_fwd(t.wha, t.whp, size_t(N) * rw, 0);
-  ops_->linear_fwd(t.wl, t.wha, w.w2, w.w0, N, rw, C);
-  ops_->linear_fwd(t.ah, xa, w.a1, nullptr, N, C, ra);
-  ops_->linear_fwd(t.al, t.ah, w.a2, w.a0, N, ra, C);
+  linear(t.wl, t.wha, w.w2, w.w0, N, rw, C, cached);
+  linear(t.ah, xa, w.a1, nullptr, N, C, ra, cached);
+  linear(t.al, t.ah, w.a2, w.a0, N, ra, C, cached);
   if (l > 0) {
-    ops_->linear_fwd(t.vh, xv, w.v1, nullptr, N, C, rv);
-    ops_->linear_fwd(t.vl, t.vh, w.v2, w.v0, N, rv, C);
+    linear(t.vh, xv, w.v1, nullptr, N, C, rv, cached);
+    linear(t.vl, t.vh, w.v2, w.v0, N, rv, C, cached);
   } else {
     mem.copy(vfirst, t.v, NC * sizeof(float));
   }
-  ops_->linear_fwd(t.gp, xg, w.g1, nullptr, N, C, rg);
+  linear(t.gp, xg, w.g1, nullptr, N, C, rg, cached);
   ops_->act_fwd(t.ga, t.gp, size_t(N) * rg, 1);
-  ops_->linear_fwd(t.g, t.ga, w.g2, nullptr, N, rg, C);
+  linear(t.g, t.ga, w.g2, nullptr, N, rg, C, cached);
   ops_->rwkv7_prep_fwd(t.w, t.kmod, t.vmod, t.alpha, t.beta, t.rnorm, t.k, t.v, t.wl, t.al, t.vl,
                        l > 0 ? vfirst : nullptr, w.kkw, w.ka, N, H, D);
   GdrShape s;
@@ -179,16 +180,16 @@ void Rwkv7::layer_forward(int l, const Acts& t, const float* x, int B, int T, fl
   ops_->gdr_fwd(t.y, state, t.r, t.w, t.alpha, t.beta, t.kmod, t.vmod, s);
   ops_->layernorm_fwd(t.yn, t.gm, t.gr, t.y, w.gn_w, w.gn_b, N, H, D, eps * D);
   ops_->rwkv7_out_fwd(t.o, t.yn, t.r, t.kmod, t.vmod, w.rk, t.g, N, H, D);
-  ops_->linear_fwd(t.xmid, t.o, w.wo, nullptr, N, C, C);
+  linear(t.xmid, t.o, w.wo, nullptr, N, C, C, cached);
   ops_->add(t.xmid, t.xmid, x, NC);
   // ---- channel mix ----
   ops_->layernorm_fwd(t.h2, t.m2, t.r2, t.xmid, w.ln2_w, w.ln2_b, N, 1, C, eps);
   float* prev_ffn = prev ? prev + C : nullptr;
   ops_->token_shift_fwd(t.fx, t.h2, prev_ffn, w.ffn_mu, B, T, C, 1);
   if (prev_ffn) mem.copy(prev_ffn, t.h2 + NC - C, size_t(C) * sizeof(float));
-  ops_->linear_fwd(t.fpre, t.fx, w.fkey, nullptr, N, C, F);
+  linear(t.fpre, t.fx, w.fkey, nullptr, N, C, F, cached);
   ops_->act_fwd(t.fact, t.fpre, size_t(N) * F, 2);
-  ops_->linear_fwd(out, t.fact, w.fval, nullptr, N, F, C);
+  linear(out, t.fact, w.fval, nullptr, N, F, C, cached);
   ops_->add(out, out, t.xmid, NC);
 }
 
@@ -240,6 +241,7 @@ std::vector<float> Rwkv7::last_logits() const {
 }
 
 void Rwkv7::backward(float loss_scale) {
+  decode_bf16_.clear();  // training changes the weights: decode reads fp32 again
   Activations& A = act_;
   const int N = A.N, B = B_, T = T_, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
   const int L = cfg_.num_layers, H = cfg_.num_heads, D = cfg_.head_dim;
@@ -370,7 +372,7 @@ void Rwkv7::forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>&
   Buffer<float> logits(&mem, size_t(rows) * V);
   ops_->layernorm_fwd(e.data(), st.data(), st.data() + n, x.data() + size_t(first) * C, P + off_norm_,
                       P + off_norm_ + C, rows, 1, C, eps);
-  ops_->linear_fwd(logits.data(), e.data(), P + off_lm_head_, nullptr, rows, C, V);
+  linear(logits.data(), e.data(), P + off_lm_head_, nullptr, rows, C, V, true);
   logits.download(logits_out, size_t(rows) * V);
 }
 

@@ -180,32 +180,6 @@ AttnShape Transformer::attn_shape(int B, int Tq, int Tk, int l) const {
 }
 
 // q[N,Hq*D], k,v[N,Hkv*D] = projections of h[N,C]; RoPE applied to q and k at positions pos[N].
-void Transformer::set_decode_weights(const std::string& dtype) {
-  if (dtype == "fp32") {
-    decode_bf16_.clear();
-    return;
-  }
-  if (dtype != "bf16") fail("--decode-weights", "expected fp32 or bf16, got '" + dtype + "'");
-  if (!ops_->linear_fwd_bf16w || ops_->mem != &host_mem())
-    fail("--decode-weights", std::string("bf16 decode weights run on the cpu backend only (this model is on ") +
-                                 ops_->name + ")");
-  const float* P = backend_params();
-  const size_t n = params_.size();
-  decode_bf16_.resize(n);
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) decode_bf16_[i] = bf16_round(P[i]);
-}
-
-void Transformer::linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O,
-                         bool cached) const {
-  if (cached && N <= 4 && !decode_bf16_.empty() && ops_->linear_fwd_bf16w) {
-    const float* P = const_cast<Transformer*>(this)->backend_params();
-    ops_->linear_fwd_bf16w(out, x, decode_bf16_.data() + (W - P), b, N, I, O);
-  } else {
-    ops_->linear_fwd(out, x, W, b, N, I, O);
-  }
-}
-
 void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const int32_t* pos, float* q, float* k,
                               float* v, float* gate, float* scratch, const QxActs* keep, bool cached) const {
   const int C = cfg_.hidden_size, D = cfg_.head_dim, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, R = cfg_.rotary();
@@ -391,9 +365,10 @@ void Transformer::gdn_forward(const LayerParams& w, const GdnActs& t, const floa
                               float* rec_state, float* out) const {
   const GdnDims d(cfg_);
   const int N = B * T, C = cfg_.hidden_size, K = d.K;
-  ops_->linear_fwd(t.qp, h, w.qkv, nullptr, N, C, d.Kd);
-  ops_->linear_fwd(t.kp, h, w.qkv + size_t(d.Kd) * C, nullptr, N, C, d.Kd);
-  ops_->linear_fwd(t.vp, h, w.qkv + size_t(2 * d.Kd) * C, nullptr, N, C, d.Vd);
+  const bool cached = conv_state != nullptr;  // inference streams its states
+  linear(t.qp, h, w.qkv, nullptr, N, C, d.Kd, cached);
+  linear(t.kp, h, w.qkv + size_t(d.Kd) * C, nullptr, N, C, d.Kd, cached);
+  linear(t.vp, h, w.qkv + size_t(2 * d.Kd) * C, nullptr, N, C, d.Vd, cached);
   float* cs = conv_state;  // [2Kd+Vd, K-1] rows: q channels, k channels, v channels
   ops_->causal_conv_fwd(t.qn, cs, t.qp, w.conv, B, T, d.Kd, K);
   ops_->causal_conv_fwd(t.kn, cs ? cs + size_t(d.Kd) * (K - 1) : nullptr, t.kp, w.conv + size_t(d.Kd) * K, B, T, d.Kd, K);
@@ -401,13 +376,13 @@ void Transformer::gdn_forward(const LayerParams& w, const GdnActs& t, const floa
                         d.Vd, K);
   ops_->l2norm_fwd(t.qn, t.rq, t.qn, N * d.Hk, d.Dk);
   ops_->l2norm_fwd(t.kn, t.rk, t.kn, N * d.Hk, d.Dk);
-  ops_->linear_fwd(t.z, h, w.wz, nullptr, N, C, d.Vd);
-  ops_->linear_fwd(t.a, h, w.wa, nullptr, N, C, d.Hv);
-  ops_->linear_fwd(t.b, h, w.wb, nullptr, N, C, d.Hv);
+  linear(t.z, h, w.wz, nullptr, N, C, d.Vd, cached);
+  linear(t.a, h, w.wa, nullptr, N, C, d.Hv, cached);
+  linear(t.b, h, w.wb, nullptr, N, C, d.Hv, cached);
   ops_->gdn_gates_fwd(t.g, t.beta, t.a, t.b, w.A_log, w.dt_bias, N, d.Hv);
   ops_->delta_rule_fwd(t.o, rec_state, t.qn, t.kn, t.vc, t.g, t.beta, d.shape(B, T));
   ops_->gated_rmsnorm_fwd(t.on, t.rstd, t.o, t.z, w.gnorm, N * d.Hv, d.Dv, float(cfg_.rms_norm_eps));
-  ops_->linear_fwd(out, t.on, w.wout, nullptr, N, d.Vd, C);
+  linear(out, t.on, w.wout, nullptr, N, d.Vd, C, cached);
 }
 
 void Transformer::lm_head_rows(int r0, int rows) {

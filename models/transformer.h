@@ -24,7 +24,6 @@ class Transformer : public LanguageModel {
   void forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>& caches, float* logits_out,
                       bool all_logits) const override;
   std::vector<LayerKVCache> empty_caches() const override;
-  void set_decode_weights(const std::string& dtype) override;
 
  protected:
   void drop_activations() override { act_ = Activations{}, work_ = Workspace{}; }
@@ -87,9 +86,6 @@ class Transformer : public LanguageModel {
   void gdn_backward(const LayerParams& w, const LayerParams& gw, const GdnActs& t, const float* h, const float* dmix,
                     float* dh, float* dtmp);
   const float* lm_head(const float* base) const { return base + off_lm_head_; }
-  // out[N,O] = x W^T + b; in forward_cached (cached) decode-size calls read the bf16 copy of W
-  void linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O, bool cached) const;
-  std::vector<uint16_t> decode_bf16_;  // bf16 copy of the backend parameters (set_decode_weights), or empty
   AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;
   // Shared helpers of both paths.
   // q[N,Hq*D], k,v[N,Hkv*D] from h[N,C]: projections, q/k norms, RoPE (partial when rotary_dim);

@@ -257,49 +257,50 @@ TEST(Model, Qwen35HybridStreamsLikeTheTrainingForward) {
   EXPECT_THROW(ModelConfig::from_json(moe, "cfg"), Error);
 }
 
-// --decode-weights bf16: decode-size calls of forward_cached read a bf16 copy of the weights.
-// Logits stay within bf16 rounding of fp32 (and differ, so the copy is used); prefill pieces
-// (more than 4 tokens) stay fp32; switching back, or a training step, restores fp32 bitwise;
-// unknown dtypes and models without the path fail clearly.
+// --decode-weights bf16: decode-size calls of forward_cached read a bf16 copy of the weights, for
+// attention (full, sliding), Gated DeltaNet and RWKV-7 layers. Logits stay within bf16 rounding
+// of fp32 (and differ, so the copy is used); prefill pieces (more than 4 tokens) stay fp32;
+// switching back, or a training step, restores fp32 bitwise; unknown dtypes fail clearly.
 TEST(Model, Bf16DecodeWeightsStayCloseToFp32) {
-  auto m = make_model(tiny_config("fs", 5));
-  m->init_random(3);
-  const int V = m->config().vocab_size;
-  std::vector<int32_t> ids(12);
-  for (int i = 0; i < 12; ++i) ids[i] = (i * 5 + 1) % V;
-  auto run = [&] {  // prefill 8 tokens, then 4 decode steps; every step's logits
-    std::vector<LayerKVCache> caches = m->empty_caches();
-    std::vector<float> all, lg(size_t(8) * V);
-    m->forward_cached(ids.data(), 8, caches, lg.data(), true);
-    all = lg;
-    for (int t = 8; t < 12; ++t) {
-      m->forward_cached(ids.data() + t, 1, caches, lg.data(), false);
-      all.insert(all.end(), lg.begin(), lg.begin() + V);
+  for (const ModelConfig& cfg : {tiny_config("fs", 5), tiny_config("ls", 5), tiny_rwkv7_config(2)}) {
+    SCOPED_TRACE(cfg.model_type + " " + std::to_string(cfg.num_layers));
+    auto m = make_model(cfg);
+    m->init_random(3);
+    const int V = m->config().vocab_size;
+    std::vector<int32_t> ids(12);
+    for (int i = 0; i < 12; ++i) ids[i] = (i * 5 + 1) % V;
+    auto run = [&] {  // prefill 8 tokens, then 4 decode steps; every step's logits
+      std::vector<LayerKVCache> caches = m->empty_caches();
+      std::vector<float> all, lg(size_t(8) * V);
+      m->forward_cached(ids.data(), 8, caches, lg.data(), true);
+      all = lg;
+      for (int t = 8; t < 12; ++t) {
+        m->forward_cached(ids.data() + t, 1, caches, lg.data(), false);
+        all.insert(all.end(), lg.begin(), lg.begin() + V);
+      }
+      return all;
+    };
+    const auto f = run();
+    m->set_decode_weights("bf16");
+    const auto b = run();
+    float scale = 0, diff = 0, prefill_diff = 0;
+    for (size_t i = 0; i < f.size(); ++i) {
+      scale = std::max(scale, std::fabs(f[i]));
+      float& d = i < size_t(8) * V ? prefill_diff : diff;
+      d = std::max(d, std::fabs(f[i] - b[i]));
     }
-    return all;
-  };
-  const auto f = run();
-  m->set_decode_weights("bf16");
-  const auto b = run();
-  float scale = 0, diff = 0, prefill_diff = 0;
-  for (size_t i = 0; i < f.size(); ++i) {
-    scale = std::max(scale, std::fabs(f[i]));
-    (i < size_t(8) * V ? prefill_diff : diff) = std::max(i < size_t(8) * V ? prefill_diff : diff, std::fabs(f[i] - b[i]));
+    EXPECT_EQ(prefill_diff, 0.0f);
+    EXPECT_GT(diff, 0.0f);
+    EXPECT_LT(diff, 0.02f * (1 + scale));
+    m->set_decode_weights("fp32");
+    EXPECT_EQ(run(), f);
+    m->set_decode_weights("bf16");
+    std::vector<int32_t> targets(ids.begin() + 1, ids.end());
+    targets.push_back(0);
+    std::vector<float> weights(12, 1.0f);
+    m->forward(ids.data(), targets.data(), weights.data(), 1, 12);
+    m->backward();  // training drops the copy (the weights would change)
+    EXPECT_EQ(run(), f);
+    EXPECT_THROW(m->set_decode_weights("fp16"), Error);
   }
-  EXPECT_EQ(prefill_diff, 0.0f);
-  EXPECT_GT(diff, 0.0f);
-  EXPECT_LT(diff, 0.02f * (1 + scale));
-  m->set_decode_weights("fp32");
-  EXPECT_EQ(run(), f);
-  m->set_decode_weights("bf16");
-  std::vector<int32_t> targets(ids.begin() + 1, ids.end());
-  targets.push_back(0);
-  std::vector<float> weights(12, 1.0f);
-  m->forward(ids.data(), targets.data(), weights.data(), 1, 12);
-  m->backward();  // training drops the copy (the weights would change)
-  EXPECT_EQ(run(), f);
-  EXPECT_THROW(m->set_decode_weights("fp16"), Error);
-  auto r = make_model(tiny_rwkv7_config(2));
-  EXPECT_THROW(r->set_decode_weights("bf16"), Error);
-  EXPECT_NO_THROW(r->set_decode_weights("fp32"));
 }
