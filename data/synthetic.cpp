@@ -46,14 +46,19 @@ std::string essay_sentence(Rng& r) {
   return s + (r.below(8) == 0 ? "?" : ".");
 }
 
+// A number of n digits, the first not 0.
+std::string random_digits(Rng& r, int n) {
+  std::string d(1, char('1' + r.below(9)));
+  while (int(d.size()) < n) d.push_back(char('0' + r.below(10)));
+  return d;
+}
+
 // A sentence with numbers but no key (--number-noise): distractors shaped like needle values
 // (1-9 digits, dates, versions), so a reader must match the asked key, not copy any number.
 std::string number_sentence(Rng& r) {
   auto num = [&](int lo, int hi) {  // a number of lo..hi digits
     int n = lo + int(r.below(uint64_t(hi - lo + 1)));
-    std::string d(1, char('1' + r.below(9)));
-    while (int(d.size()) < n) d.push_back(char('0' + r.below(10)));
-    return d;
+    return random_digits(r, n);
   };
   switch (r.below(8)) {
     case 0: return "In " + std::to_string(1900 + r.below(126)) + " the count reached " + num(2, 7) + ".";
@@ -86,12 +91,7 @@ std::string invented_word(Rng& r) {
 // and uuids, so a reader learns to copy whatever follows the key, not a 7-digit shape.
 std::string mixed_value(Rng& r) {
   const uint64_t kind = r.below(10);
-  if (kind < 5) {
-    int n = 3 + int(r.below(8));
-    std::string d(1, char('1' + r.below(9)));
-    while (int(d.size()) < n) d.push_back(char('0' + r.below(10)));
-    return d;
-  }
+  if (kind < 5) return random_digits(r, 3 + int(r.below(8)));
   if (kind < 8) {
     const char* alnum = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     std::string c;
@@ -107,15 +107,10 @@ std::string mixed_value(Rng& r) {
 // passwords ("quietlantern42") and short phrases ("the calm kettle behind the old harbor").
 std::string free_value(Rng& r) {
   const uint64_t kind = r.below(10);
-  auto digits = [&](int n) {
-    std::string d(1, char('1' + r.below(9)));
-    while (int(d.size()) < n) d.push_back(char('0' + r.below(10)));
-    return d;
-  };
-  if (kind < 3) return digits(3 + int(r.below(6)));
+  if (kind < 3) return random_digits(r, 3 + int(r.below(6)));
   if (kind < 5) {
-    std::string c = digits(2);
-    for (int g = 1 + int(r.below(2)); g >= 0; --g) c += "-" + digits(2);
+    std::string c = random_digits(r, 2);
+    for (int g = 1 + int(r.below(2)); g >= 0; --g) c += "-" + random_digits(r, 2);
     return c;
   }
   const auto& adj = kAdjectives;
@@ -633,11 +628,14 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     json evidence = json::array();
     std::vector<double> answer_depths;
     const size_t n_evidence = s.clues.empty() ? s.answers.size() : s.clues.size();
+    auto value_span = [&](size_t n) {  // [begin, end) of needle n's value (trimming never cuts a needle)
+      size_t p = context.find(s.needles[n].value, at[n]);
+      return json::array({p, p + s.needles[n].value.size()});
+    };
     for (size_t a = 0; a < n_evidence; ++a)
       for (size_t n = 0; n < s.needles.size(); ++n)
         if (s.needles[n].answer == int(a)) {
-          size_t p = context.find(s.needles[n].value, at[n]);
-          evidence.push_back({p, p + s.needles[n].value.size()});
+          evidence.push_back(value_span(n));
           answer_depths.push_back(depths[n]);
         }
     out.push_back({{"id", o.task + "-" + std::to_string(o.tokens) + "-" + std::to_string(o.seed) + "-" + std::to_string(i)},
@@ -653,8 +651,9 @@ std::vector<json> make_synthetic(const SyntheticOptions& o, const Tokenizer& tok
     json distractors = json::array();  // needles of other keys: [value begin, value end, key]
     for (size_t n = 0; n < s.needles.size(); ++n)
       if (s.needles[n].answer < 0 && !s.needles[n].key.empty()) {
-        size_t p = context.find(s.needles[n].value, at[n]);
-        if (p != std::string::npos && p < context.size()) distractors.push_back({p, p + s.needles[n].value.size(), s.needles[n].key});
+        json span = value_span(n);
+        span.push_back(s.needles[n].key);
+        distractors.push_back(span);
       }
     if (!distractors.empty()) out.back()["distractors"] = distractors;
   }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/bf16.h"  // bf16_to_f32
 #include "core/tensor.h"
 
 namespace sr {
@@ -63,7 +64,6 @@ class SafeTensorsSet {
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
-float bf16_to_f32(uint16_t h);
 float f16_to_f32(uint16_t h);
 
 }  // namespace sr

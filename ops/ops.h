@@ -10,11 +10,11 @@
 // j <= p when window == 0). This one rule covers training (Tq == Tk) and chunked prefill / decode
 // into a cache (Tq < Tk).
 #pragma once
-#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "core/bf16.h"
 #include "core/buffer.h"
 
 namespace sr {
@@ -170,23 +170,10 @@ struct OpsTable {
   // out[n] = a[n] * b[n]; out may alias a or b
   void (*mul)(float* out, const float* a, const float* b, size_t n);
   // ---- inference with bf16 weights (null where a backend has none) ----
-  // out[N,O] = x[N,I] W[O,I]^T + b[O] with W stored as bf16 (see bf16_round), fp32 accumulation
+  // out[N,O] = x[N,I] W[O,I]^T + b[O] with W stored as bf16 (core/bf16.h), fp32 accumulation
   void (*linear_fwd_bf16w)(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) = nullptr;
 };
 
-// fp32 -> bf16, round to nearest even (NaN stays NaN); bf16 -> fp32 is exact (the upper 16 bits).
-inline uint16_t bf16_round(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
-  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-inline float bf16_widen(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h
 const OpsTable& ops_cpu();  // optimized

@@ -101,18 +101,18 @@ TEST(Ops, LinearCpuMatchesRef) {
 // nearest even and keeps NaN and infinities.
 TEST(Ops, LinearBf16WeightsCpuMatchesRef) {
   EXPECT_EQ(bf16_round(1.0f), 0x3f80);
-  EXPECT_EQ(bf16_widen(bf16_round(1.0f + 1.0f / 256)), 1.0f);              // halfway, rounds to even (down)
-  EXPECT_EQ(bf16_widen(bf16_round(1.0f + 3.0f / 256)), 1.0f + 4.0f / 256);  // halfway, rounds to even (up)
-  EXPECT_EQ(bf16_widen(bf16_round(1.0f + 1.5f / 256)), 1.0f + 2.0f / 256);  // above half: up
-  EXPECT_TRUE(std::isnan(bf16_widen(bf16_round(std::nanf("")))));
-  EXPECT_EQ(bf16_widen(bf16_round(-INFINITY)), -INFINITY);
+  EXPECT_EQ(bf16_to_f32(bf16_round(1.0f + 1.0f / 256)), 1.0f);              // halfway, rounds to even (down)
+  EXPECT_EQ(bf16_to_f32(bf16_round(1.0f + 3.0f / 256)), 1.0f + 4.0f / 256);  // halfway, rounds to even (up)
+  EXPECT_EQ(bf16_to_f32(bf16_round(1.0f + 1.5f / 256)), 1.0f + 2.0f / 256);  // above half: up
+  EXPECT_TRUE(std::isnan(bf16_to_f32(bf16_round(std::nanf("")))));
+  EXPECT_EQ(bf16_to_f32(bf16_round(-INFINITY)), -INFINITY);
   for (int N : {1, 2, 3, 4})
     for (auto [I, O] : std::vector<std::pair<int, int>>{{1, 1}, {7, 3}, {64, 65}, {33, 128}, {384, 1024}}) {
       SCOPED_TRACE("N=" + std::to_string(N) + " I=" + std::to_string(I) + " O=" + std::to_string(O));
       auto x = randn(size_t(N) * I, 21), W = randn(size_t(O) * I, 22), b = randn(O, 23);
       std::vector<uint16_t> Wb(W.size());
       std::vector<float> Ww(W.size());
-      for (size_t i = 0; i < W.size(); ++i) Wb[i] = bf16_round(W[i]), Ww[i] = bf16_widen(Wb[i]);
+      for (size_t i = 0; i < W.size(); ++i) Wb[i] = bf16_round(W[i]), Ww[i] = bf16_to_f32(Wb[i]);
       for (const float* bias : std::vector<const float*>{b.data(), nullptr}) {
         std::vector<float> want(size_t(N) * O), r(want.size()), c(want.size());
         ref::linear_fwd(want.data(), x.data(), Ww.data(), bias, N, I, O);

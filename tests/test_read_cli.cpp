@@ -476,24 +476,33 @@ TEST(WindowCli, GatedDeltaNetLayersKeepTheirKind) {
   EXPECT_FALSE(none.any_sliding());
 }
 
+// A `read --batch` file of one synthetic document per options (count 1 each); returns the answers.
+static std::vector<std::string> write_read_batch(const std::vector<SyntheticOptions>& docs, const std::string& path) {
+  ByteTokenizer tok(ByteTokenizer::default_specials());
+  std::string batch;
+  std::vector<std::string> answers;
+  for (const SyntheticOptions& o : docs) {
+    json r = make_synthetic(o, tok)[0];
+    answers.push_back(r["answers"][0]);
+    batch += json{{"id", r["id"]}, {"context", r["context"]}, {"input", r["input"]}}.dump() + "\n";
+  }
+  write_file_atomic(path, batch);
+  return answers;
+}
+
 // The bundled default model (models/smoothread-reader-10m) answers single-needle questions on
 // documents generated with seeds it never saw, at three depths, reading with EMR on the CPU; and
 // the bundled example document's answer file is what it answers there (the README's main job).
 TEST(DefaultModel, AnswersHeldOutNeedleQuestions) {
   const std::string m = std::string(SMOOTHREAD_SOURCE_DIR) + "/models/smoothread-reader-10m";
   std::string d = test::temp_dir("default");
-  ByteTokenizer tok(ByteTokenizer::default_specials());
-  std::string batch;
-  std::vector<std::string> answers;
+  std::vector<SyntheticOptions> docs(3);
   for (int i = 0; i < 3; ++i) {
-    SyntheticOptions o;
+    SyntheticOptions& o = docs[i];
     o.task = i == 1 ? "passkey" : "niah_single_2", o.tokens = 3000, o.count = 1, o.seed = 777001 + i;
     o.depth = 0.1 + 0.4 * i;
-    json r = make_synthetic(o, tok)[0];
-    answers.push_back(r["answers"][0]);
-    batch += json{{"id", r["id"]}, {"context", r["context"]}, {"input", r["input"]}}.dump() + "\n";
   }
-  write_file_atomic(d + "/in.jsonl", batch);
+  const std::vector<std::string> answers = write_read_batch(docs, d + "/in.jsonl");
   for (std::string dw : {"fp32", "bf16"}) {  // bf16 decode weights answer the same
     SCOPED_TRACE(dw);
     const std::string out = d + "/out-" + dw + ".jsonl";
@@ -521,18 +530,13 @@ TEST(DefaultModel, AnswersHeldOutNeedleQuestions) {
 TEST(DefaultModel, AnswersUnseenPhrasingsOverUnseenText) {
   const std::string src = SMOOTHREAD_SOURCE_DIR;
   std::string d = test::temp_dir("default_unseen");
-  ByteTokenizer tok(ByteTokenizer::default_specials());
-  std::string batch;
-  std::vector<std::string> answers;
+  std::vector<SyntheticOptions> docs(6);
   for (int i = 0; i < 6; ++i) {
-    SyntheticOptions o;
+    SyntheticOptions& o = docs[i];
     o.task = i == 5 ? "passkey" : "niah_single_2", o.tokens = 3000, o.count = 1, o.seed = 778001 + i;
     o.phrasing = "heldout", o.haystack_files = {src + "/tests/data/heldout_prose.txt"};
-    json r = make_synthetic(o, tok)[0];
-    answers.push_back(r["answers"][0]);
-    batch += json{{"id", r["id"]}, {"context", r["context"]}, {"input", r["input"]}}.dump() + "\n";
   }
-  write_file_atomic(d + "/in.jsonl", batch);
+  const std::vector<std::string> answers = write_read_batch(docs, d + "/in.jsonl");
   CliRun r = run("read --model " + src + "/models/smoothread-reader-10m --batch " + d + "/in.jsonl --out " + d +
                      "/out.jsonl --quiet --threads 2",
                  d);

@@ -6,14 +6,12 @@ tests/data/heldout_prose.txt, read with `smoothread read --batch`.
 
     python3 experiments/reader/probe.py [MODEL] [--smoothread build/smoothread] [--out DIR]
 """
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from svg_plot import pop_option  # noqa: E402
 args = sys.argv[1:]
-def opt(name, default):
-    if name in args:
-        i = args.index(name); v = args[i + 1]; del args[i:i + 2]; return v
-    return default
-sr = opt("--smoothread", "build/smoothread")
-out = opt("--out", "runs/probe")
+sr = pop_option(args, "--smoothread") or "build/smoothread"
+out = pop_option(args, "--out") or "runs/probe"
 model = args[0] if args else "models/smoothread-reader-10m"
 os.makedirs(out, exist_ok=True)
 text = open("tests/data/heldout_prose.txt").read()
@@ -42,7 +40,6 @@ pred_path = os.path.join(out, "out.jsonl")
 if not (os.path.exists(pred_path) and sum(1 for _ in open(pred_path)) == len(rows)):  # else: rescore
     subprocess.run([sr, "read", "--model", model, "--batch", os.path.join(out, "in.jsonl"), "--out", pred_path,
                     "--quiet"], check=True)
-import re
 def correct(ans, got):  # the answer as a whole token of the reply ("4417644" does not answer "4417")
     return re.search(r"(?<![0-9A-Za-z])" + re.escape(ans) + r"(?![0-9A-Za-z])", got) is not None
 right = 0

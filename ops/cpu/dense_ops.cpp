@@ -95,7 +95,7 @@ void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float
       const float* xn = x + size_t(n) * I;
       float acc = 0;
 #pragma omp simd reduction(+ : acc)
-      for (int i = 0; i < I; ++i) acc += xn[i] * bf16_widen(w[i]);
+      for (int i = 0; i < I; ++i) acc += xn[i] * bf16_to_f32(w[i]);
       out[size_t(n) * O + o] = acc + (b ? b[o] : 0.0f);
     }
   }

@@ -68,7 +68,7 @@ inline void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, cons
   for (int n = 0; n < N; ++n)
     for (int o = 0; o < O; ++o) {
       float acc = b ? b[o] : 0.0f;
-      for (int i = 0; i < I; ++i) acc += x[size_t(n) * I + i] * bf16_widen(W[size_t(o) * I + i]);
+      for (int i = 0; i < I; ++i) acc += x[size_t(n) * I + i] * bf16_to_f32(W[size_t(o) * I + i]);
       out[size_t(n) * O + o] = acc;
     }
 }
