@@ -6,6 +6,8 @@
 #                                                    # NAME-sN (emr_swa-s2): the same config, training seed N
 #                                                    # copy_base: dense copying only (induction heads), then
 #                                                    # or_swa_ft | or_full_ft: one-pass SFT from that base
+#                                                    # or_full_emrbase | or_swa_emrbase | nmr_full_emrbase:
+#                                                    # one-pass / NMR SFT from the trained EMR reader (BASE_MODEL)
 #   bash experiments/reader/study.sh evalsets        # held-out evaluation records
 #   bash experiments/reader/study.sh eval NAME MODE  # NIAH by length (MODE = emr | or | nmr)
 #   bash experiments/reader/study.sh grid NAME       # window x chunk grid and early stop on/off (EMR)
@@ -163,6 +165,13 @@ EOF
   meta "$run" "train $name tokens=$TOKENS device=$DEVICE"
   if [ "$name" = or_swa_ft ] && [ ! -f "$OUT/copy_base/model_swa/config.json" ]; then  # the base, as an SWA model
     $SR convert --model "$OUT/copy_base/model" --out "$OUT/copy_base/model_swa" --window 1024
+  fi
+  if grep -q '"runs/reader/emr_base/' "$cfg" && [ ! -f "$OUT/emr_base/full/config.json" ]; then
+    # the *_emrbase runs start from a trained EMR reader (BASE_MODEL, the default model) as their
+    # shared base, as the paper's rows all start from one pretrained model: as it is (W = 1024) and
+    # with full attention
+    $SR convert --model "${BASE_MODEL:-models/smoothread-reader-10m}" --out "$OUT/emr_base/swa" --window 1024
+    $SR convert --model "${BASE_MODEL:-models/smoothread-reader-10m}" --out "$OUT/emr_base/full" --window 0
   fi
   $SR train --config "$run/train.json" $resume | tee -a "$run/log.jsonl"
   write_reader_config "$run/model"
