@@ -39,10 +39,14 @@ def niah_table(d):
         "|---|---|" + "---|" * len(LENGTHS)]
     rows = [("SWA W=1024, data mix v3 (the default model)", "EMR (Smooth Reading), C=384", "emr_swa_v3-emr"),
             ("SWA W=1024, mix v3, training seed 2", "EMR (Smooth Reading), C=384", "emr_swa_v3-s2-emr"),
+            ("SWA W=1024, mix v3, training seed 3", "EMR (Smooth Reading), C=384", "emr_swa_v3-s3-emr"),
             ("SWA W=1024, mix v4", "EMR (Smooth Reading), C=384", "emr_swa_v4-emr"),
             ("SWA W=1024, data mix v1", "EMR (Smooth Reading), C=384", "emr_swa-emr"),
             ("SWA W=1024", "one-pass (OR)", "or_swa-or"),
             ("full attention", "one-pass (OR)", "or_full-or"),
+            ("SWA W=1024 from the EMR base (40M tokens)", "one-pass (OR)", "or_swa_emrbase-or"),
+            ("full attention from the EMR base (40M tokens)", "one-pass (OR)", "or_full_emrbase-or"),
+            ("full attention from the EMR base (20M tokens)", "NMR (no state carried), C=384", "nmr_full_emrbase-nmr"),
             ("Gated DeltaNet, 6 layers (10.8M)", "EMR (Smooth Reading), C=384", "emr_gdn-emr"),
             ("RWKV-7, 6 layers (10.6M), 63M tokens", "EMR (Smooth Reading), C=384", "emr_rwkv7-emr"),
             ("RWKV-7, the same, first run (47M tokens)", "EMR (Smooth Reading), C=384", "emr_rwkv7-run1-emr"),
@@ -54,7 +58,7 @@ def niah_table(d):
             r = row(os.path.join(d, sub, "niah-%d.score.json" % n))
             cells.append(cell(r))
             pts.append(None if r is None else r["score"])
-        if sub not in ("emr_swa_v3-s2-emr", "emr_swa_v4-emr", "emr_swa-emr"):  # the plot: one line per model family
+        if sub not in ("emr_swa_v3-s2-emr", "emr_swa_v3-s3-emr", "emr_swa_v4-emr", "emr_swa-emr"):  # the plot: one line per model family
             series[name.split(",")[0] + ", " + mode.split(",")[0]] = pts
         out.append("| %s | %s | %s |" % (name, mode, " | ".join(cells)))
     read = []
@@ -111,7 +115,9 @@ def generalization_table(d):
              ("v2", "emr_swa_v2-emr", "emr_swa_v2-heldout", None),
              ("v3 (default)", "emr_swa_v3-emr", "emr_swa_v3-heldout", None),
              ("v3, seed 2", "emr_swa_v3-s2-emr", "emr_swa_v3-s2-heldout", None),
-             ("v4", "emr_swa_v4-emr", "emr_swa_v4-heldout", None)]
+             ("v3, seed 3", "emr_swa_v3-s3-emr", "emr_swa_v3-s3-heldout", None),
+             ("v4", "emr_swa_v4-emr", "emr_swa_v4-heldout", None),
+             ("v5", "emr_swa_v5-emr", "emr_swa_v5-heldout", None)]
     tests = [("NIAH, RULER sentences, default haystack", "emr", "niah-%d", [4096, 16384, 65536]),
              ("held-out sentences and keys over an unseen manual (Debian Developer's Reference)", "held", "heldtext-%d",
               [4096, 16384, 65536]),
@@ -134,7 +140,7 @@ def generalization_table(d):
         out.append("| %s | %s |" % (label, " | ".join(cells)))
     prose = {m: cell(row(os.path.join(d, "prose-cpu", "%s-heldprose-4096.score.json" % m))) for m in ("v1", "v3")}
     out.append("| held-out sentences and keys over an essay written for this test (tests/data/heldout_prose.txt; "
-               "4k only, 20 documents, CPU) | %s | — | %s | — | — |" % (prose["v1"], prose["v3"]))
+               "4k only, 20 documents, CPU) | %s | — | %s | — | — | — | — |" % (prose["v1"], prose["v3"]))
     return "\n".join(out)
 
 
@@ -165,7 +171,9 @@ def tasks_table(d):
 def train_table(d):
     out = ["| model | data | tokens | steps | wall s | tokens/s | last 20 logged losses (mean) |", "|---|---|---|---|---|---|---|"]
     for name, data in [("emr_swa_v3", "EMR trajectories, mix v3 + repeat (the default model)"),
-                       ("emr_swa_v3-s2", "the same, seed 2"), ("emr_swa_v4", "EMR trajectories, mix v4 + repeat"),
+                       ("emr_swa_v3-s2", "the same, seed 2"), ("emr_swa_v3-s3", "the same, seed 3"),
+                       ("emr_swa_v4", "EMR trajectories, mix v4 + repeat"),
+                       ("emr_swa_v5", "EMR trajectories, mix v5 + repeat"),
                        ("emr_swa", "EMR trajectories + repeat"), ("emr_swa-s2", "the same, seed 2"),
                        ("emr_swa-s3", "the same, seed 3"), ("emr_swa_v2", "EMR trajectories, mix v2 + repeat"),
                        ("emr_gdn", "EMR trajectories + repeat (Gated DeltaNet)"),
@@ -173,7 +181,10 @@ def train_table(d):
                        ("emr_rwkv7", "EMR trajectories + repeat (RWKV-7; GPU scan forced)"),
                        ("emr_rwkv7-run1", "the same, token kernels, 390 s cap"),
                        ("or_rwkv7", "one-pass samples + repeat (RWKV-7; GPU scan forced)"),
-                       ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat")]:
+                       ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat"),
+                       ("or_swa_emrbase", "one-pass samples of mix v3 + repeat, from the default model (W = 1024)"),
+                       ("or_full_emrbase", "one-pass samples of mix v3 + repeat, from the default model with full attention"),
+                       ("nmr_full_emrbase", "NMR samples of mix v3 + repeat, from the default model with full attention")]:
         p = os.path.join(d, "train", name + ".log.jsonl")
         if not os.path.exists(p):
             continue
@@ -186,29 +197,50 @@ def train_table(d):
     return "\n".join(out)
 
 
-def seeds_table(d):
-    """EMR-SWA trained with three seeds: accuracy per seed, mean with a t-interval over the seeds,
-    and all documents pooled with a Wilson interval."""
+def seed_interval_cells(rs):
+    """Scores of one test over training seeds: the per-seed scores, the mean with a t-interval over
+    the seeds, and every document pooled with a Wilson interval."""
     import math
+    sc = [r["score"] for r in rs]
+    m = sum(sc) / len(sc)
+    sd = math.sqrt(sum((x - m) ** 2 for x in sc) / (len(sc) - 1))
+    half = {2: 12.706, 3: 4.303}[len(sc)] * sd / math.sqrt(len(sc))  # t_{0.975, seeds - 1}
+    N = sum(r["n"] for r in rs)
+    p = sum(r["score"] * r["n"] / 100 for r in rs) / N
+    z = 1.96
+    c = (p + z * z / (2 * N)) / (1 + z * z / N)
+    h = z * math.sqrt(p * (1 - p) / N + z * z / (4 * N * N)) / (1 + z * z / N)
+    return "%s | %.1f ± %.1f | %.1f%% [%.1f, %.1f] (n=%d)" % (
+        " | ".join("%.0f" % x for x in sc), m, half, 100 * p, 100 * max(0, c - h), 100 * min(1, c + h), N)
+
+
+SEED_HEADER = " | mean ± 95% CI over seeds (t, 2 dof) | pooled documents: accuracy [95% Wilson CI] |"
+
+
+def seeds_table(d):
+    """EMR-SWA (data mix v1) trained with three seeds: NIAH by length."""
     seeds = [("1", "emr_swa-emr"), ("2", "emr_swa-s2-emr"), ("3", "emr_swa-s3-emr")]
-    out = ["| length | " + " | ".join("seed " + s for s, _ in seeds) +
-           " | mean ± 95% CI over seeds (t, 2 dof) | pooled documents: accuracy [95% Wilson CI] |",
-           "|---|" + "---|" * (len(seeds) + 2)]
+    out = ["| length | " + " | ".join("seed " + s for s, _ in seeds) + SEED_HEADER, "|---|" + "---|" * (len(seeds) + 2)]
     for n in LENGTHS:
         rs = [row(os.path.join(d, sub, "niah-%d.score.json" % n)) for _, sub in seeds]
-        if any(r is None for r in rs):
-            continue
-        sc = [r["score"] for r in rs]
-        m = sum(sc) / len(sc)
-        sd = math.sqrt(sum((x - m) ** 2 for x in sc) / (len(sc) - 1))
-        half = 4.303 * sd / math.sqrt(len(sc))  # t_{0.975, 2}
-        N = sum(r["n"] for r in rs)
-        p = sum(r["score"] * r["n"] / 100 for r in rs) / N
-        z = 1.96
-        c = (p + z * z / (2 * N)) / (1 + z * z / N)
-        h = z * math.sqrt(p * (1 - p) / N + z * z / (4 * N * N)) / (1 + z * z / N)
-        out.append("| %s | %s | %.1f ± %.1f | %.1f%% [%.1f, %.1f] (n=%d) |" % (
-            k(n), " | ".join("%.0f" % x for x in sc), m, half, 100 * p, 100 * max(0, c - h), 100 * min(1, c + h), N))
+        if all(r is not None for r in rs):
+            out.append("| %s | %s |" % (k(n), seed_interval_cells(rs)))
+    return "\n".join(out)
+
+
+def seeds_v3_table(d):
+    """The default model's recipe (data mix v3) trained with three seeds: NIAH by length and the held-out
+    tests over the unseen manual (the same evaluation files for every seed)."""
+    seeds = ["emr_swa_v3", "emr_swa_v3-s2", "emr_swa_v3-s3"]
+    tests = [("NIAH, RULER sentences, %s" % k(n), "emr", "niah-%d" % n) for n in (4096, 16384, 65536, 262144)]
+    tests += [("held-out sentences and keys, unseen manual, %s" % k(n), "heldout", "heldtext-%d" % n)
+              for n in (4096, 16384, 65536)]
+    tests += [("the unseen manual with 3 distractor needles, 4k (chance 25%)", "heldout", "heldkey-4096")]
+    out = ["| test (EMR, C=384) | seed 1 (shipped) | seed 2 | seed 3" + SEED_HEADER, "|---|---|---|---|---|---|"]
+    for label, kind, f in tests:
+        rs = [row(os.path.join(d, "%s-%s" % (s, kind), f + ".score.json")) for s in seeds]
+        if all(r is not None for r in rs):
+            out.append("| %s | %s |" % (label, seed_interval_cells(rs)))
     return "\n".join(out)
 
 
@@ -247,6 +279,7 @@ def main():
     print("### NIAH by length\n\n" + t + "\n")
     print("### Window x chunk (W = 1024, 16k-token documents)\n\n" + grid_table(d) + "\n")
     print("### Early stop\n\n" + early_stop_table(d) + "\n")
+    print("### Training seeds (EMR-SWA, data mix v3: the default model's recipe)\n\n" + seeds_v3_table(d) + "\n")
     print("### Training seeds (EMR-SWA, data mix v1, NIAH by length)\n\n" + seeds_table(d) + "\n")
     print("### Generalization of the first EMR model (data mix v1)\n\n" + heldout_table(d) + "\n")
     print("### Data mix v1 (first default) vs v2\n\n" + mix_table(d) + "\n")
