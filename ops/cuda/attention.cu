@@ -105,6 +105,18 @@ __device__ __forceinline__ bool visible(int i, int j, int off, int Tq, int Tk, i
   return i < Tq && j < Tk && j <= p && (W == 0 || j > p - W);
 }
 
+// dst[0] += x, dst[1] += y in fp32 atomics; one 8-byte vector atomic (sm_90) when dst is 8-byte aligned
+__device__ __forceinline__ void atomic_add2(float* dst, float x, float y, bool aligned) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (aligned) {
+    atomicAdd(reinterpret_cast<float2*>(dst), make_float2(x, y));
+    return;
+  }
+#endif
+  atomicAdd(dst, x);
+  atomicAdd(dst + 1, y);
+}
+
 // ---------------------------------------------------------------- forward
 template <class TO, int DP>
 __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ out, float* __restrict__ lse,
@@ -347,13 +359,16 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
         mma16816(dpt[2 * np + 1], av, o4[2], o4[3]);
       }
     }
-    // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta)
+    // P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta); only tiles that straddle the causal or
+    // window edge or the end need the mask
+    const bool full_tile = (j0 + kBwdN - 1 <= i0 + off) && (j0 + kBwdN <= s.Tk) && (i0 + kBwdM <= s.Tq) &&
+                           (W == 0 || j0 > i0 + kBwdM - 1 + off - W);
 #pragma unroll
     for (int nt = 0; nt < kBwdM / 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int j = krow0 + (e / 2) * 8, il = nt * 8 + tig * 2 + (e % 2), i = i0 + il;
-        float p = visible(i, j, off, s.Tq, s.Tk, W) ? exp2f(st[nt][e] * sl2 - sL[il]) : 0.0f;
+        float p = full_tile || visible(i, j, off, s.Tq, s.Tk, W) ? exp2f(st[nt][e] * sl2 - sL[il]) : 0.0f;
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - sD[il]);
       }
@@ -382,29 +397,63 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
         *reinterpret_cast<uint32_t*>(sS + (warp * 16 + g + r * 8) * SPS + nt * 8 + tig * 2) =
             pack_bf16(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
     __syncthreads();
-    // dQ[kBwdM q, DP] += scale * dS[kBwdM q, 64 k] K[64 k, DP]; warp w takes d-tiles w, w+4, ...
-    for (int nt = warp; nt < ND; nt += kWarps) {
-      float acc[kBwdM / 16][4];
+    // dQ[kBwdM q, DP] += scale * dS[kBwdM q, 64 k] K[64 k, DP]; warp w takes query rows 16w..16w+15
+    // and every head-dim column, so each dS fragment is loaded once (the accumulators reuse the
+    // registers S^T and dP^T held above)
+    static_assert(kBwdM == 16 * kWarps, "one warp per 16 query rows of the dQ tile");
+    if constexpr (DP <= 128) {
+      float acc[ND][4];
 #pragma unroll
-      for (int mt = 0; mt < kBwdM / 16; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+      for (int nt = 0; nt < ND; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 #pragma unroll
       for (int ks = 0; ks < kBwdN / 16; ++ks) {
-        uint32_t b0, b1;
-        ldsm_x2_t(b0, b1, sK + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + nt * 8);
+        uint32_t a[4];
+        ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + warp * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
-        for (int mt = 0; mt < kBwdM / 16; ++mt) {
-          uint32_t a[4];
-          ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + mt * 16 + ((lane / 8) % 2) * 8);
-          mma16816(acc[mt], a, b0, b1);
+        for (int dp = 0; dp < KD; ++dp) {
+          uint32_t r[4];
+          ldsm_x4_t(r, sK + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
+          mma16816(acc[2 * dp], a, r[0], r[1]);
+          mma16816(acc[2 * dp + 1], a, r[2], r[3]);
         }
       }
+      const bool pairs = D % 2 == 0;  // then every (c, c + 1) pair below is 8-byte aligned
 #pragma unroll
-      for (int mt = 0; mt < kBwdM / 16; ++mt)
+      for (int r = 0; r < 2; ++r) {
+        const int i = i0 + warp * 16 + g + r * 8;
+        if (i >= s.Tq) continue;
+        float* dqr = dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = i0 + mt * 16 + g + (e / 2) * 8, c = nt * 8 + tig * 2 + (e % 2);
-          if (i < s.Tq && c < D) atomicAdd(dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D + c, acc[mt][e] * s.scale);
+        for (int nt = 0; nt < ND; ++nt) {
+          const int c = nt * 8 + tig * 2;
+          if (c + 1 < D) atomic_add2(dqr + c, acc[nt][2 * r] * s.scale, acc[nt][2 * r + 1] * s.scale, pairs);
+          else if (c < D) atomicAdd(dqr + c, acc[nt][2 * r] * s.scale);
         }
+      }
+    } else {  // DP = 256: ND accumulators per thread would spill; warp w takes d-tiles w, w+4, ...
+      for (int nt = warp; nt < ND; nt += kWarps) {
+        float acc[kBwdM / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < kBwdM / 16; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < kBwdN / 16; ++ks) {
+          uint32_t b0, b1;
+          ldsm_x2_t(b0, b1, sK + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + nt * 8);
+#pragma unroll
+          for (int mt = 0; mt < kBwdM / 16; ++mt) {
+            uint32_t a[4];
+            ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + mt * 16 + ((lane / 8) % 2) * 8);
+            mma16816(acc[mt], a, b0, b1);
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < kBwdM / 16; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int i = i0 + mt * 16 + g + (e / 2) * 8, c = nt * 8 + tig * 2 + (e % 2);
+            if (i < s.Tq && c < D) atomicAdd(dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D + c, acc[mt][e] * s.scale);
+          }
+      }
     }
   }
   // write dK (scaled) and dV for this warp's keys
@@ -419,8 +468,12 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
       const int c = dt * 8 + tig * 2;
       if constexpr (sizeof(TO) == 4) {
         if (head_split) {  // fp32 outputs zeroed by the launcher
-          if (c < D) atomicAdd(dkr + c, dK[dt][2 * r] * s.scale), atomicAdd(dvr + c, dV[dt][2 * r]);
-          if (c + 1 < D) atomicAdd(dkr + c + 1, dK[dt][2 * r + 1] * s.scale), atomicAdd(dvr + c + 1, dV[dt][2 * r + 1]);
+          if (c + 1 < D) {
+            atomic_add2(dkr + c, dK[dt][2 * r] * s.scale, dK[dt][2 * r + 1] * s.scale, D % 2 == 0);
+            atomic_add2(dvr + c, dV[dt][2 * r], dV[dt][2 * r + 1], D % 2 == 0);
+          } else if (c < D) {
+            atomicAdd(dkr + c, dK[dt][2 * r] * s.scale), atomicAdd(dvr + c, dV[dt][2 * r]);
+          }
           continue;
         }
       }
