@@ -174,7 +174,6 @@ struct OpsTable {
   void (*linear_fwd_bf16w)(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) = nullptr;
 };
 
-
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h
 const OpsTable& ops_cpu();  // optimized
 // CUDA (device memory, see ops/cuda/cuda_backend.h); fails with a clear error when smoothread was

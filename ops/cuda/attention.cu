@@ -62,6 +62,20 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c)[NT][
   a[0] = pack_bf16(c[2 * kc][0], c[2 * kc][1]), a[1] = pack_bf16(c[2 * kc][2], c[2 * kc][3]);
   a[2] = pack_bf16(c[2 * kc + 1][0], c[2 * kc + 1][1]), a[3] = pack_bf16(c[2 * kc + 1][2], c[2 * kc + 1][3]);
 }
+// c[16 rows][ND n-tiles of 8] += a[16 x 16] . B[16 x 8 ND], where B is rows row0..row0+15 of a bf16
+// shared-memory tile (row stride SP): loaded transposed, two n-tiles per ldmatrix.
+// O += P V in the forward; dQ += dS K in the backward (dV and dK interleave the same steps).
+template <int ND>
+__device__ __forceinline__ void mma_a_rows(float (&c)[ND][4], const uint32_t (&a)[4], const bf16* tile, int row0,
+                                           int SP, int lane) {
+#pragma unroll
+  for (int dp = 0; dp < ND / 2; ++dp) {
+    uint32_t r[4];
+    ldsm_x4_t(r, tile + (row0 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
+    mma16816(c[2 * dp], a, r[0], r[1]);
+    mma16816(c[2 * dp + 1], a, r[2], r[3]);
+  }
+}
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
 template <class T>
@@ -219,13 +233,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
     for (int kc = 0; kc < kFwdN / 16; ++kc) {
       uint32_t a[4];
       acc_to_a(a, sc, kc);
-#pragma unroll
-      for (int dp = 0; dp < KD; ++dp) {
-        uint32_t r[4];
-        ldsm_x4_t(r, sV + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
-        mma16816(o[2 * dp], a, r[0], r[1]);
-        mma16816(o[2 * dp + 1], a, r[2], r[3]);
-      }
+      mma_a_rows(o, a, sV, kc * 16, SP, lane);
     }
   }
   // finish: full row sums across the quad, normalize, write
@@ -372,7 +380,8 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - sD[il]);
       }
-    // dV += P^T dO ; dK += dS^T Q  (k = the kBwdM queries)
+    // dV += P^T dO ; dK += dS^T Q  (k = the kBwdM queries); mma_a_rows twice, but interleaved by
+    // hand: two calls compile to a different (unmeasured) schedule
 #pragma unroll
     for (int kc = 0; kc < kBwdM / 16; ++kc) {
       uint32_t ap[4], as[4];
@@ -409,13 +418,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
       for (int ks = 0; ks < kBwdN / 16; ++ks) {
         uint32_t a[4];
         ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + warp * 16 + ((lane / 8) % 2) * 8);
-#pragma unroll
-        for (int dp = 0; dp < KD; ++dp) {
-          uint32_t r[4];
-          ldsm_x4_t(r, sK + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
-          mma16816(acc[2 * dp], a, r[0], r[1]);
-          mma16816(acc[2 * dp + 1], a, r[2], r[3]);
-        }
+        mma_a_rows(acc, a, sK, ks * 16, SP, lane);
       }
       const bool pairs = D % 2 == 0;  // then every (c, c + 1) pair below is 8-byte aligned
 #pragma unroll
