@@ -139,6 +139,18 @@ Transformer::LayerParams Transformer::layer(float* base, int l) const {
   return w;
 }
 
+// Gated DeltaNet time step at initialization: dt = softplus(dt_bias) log-uniform in [1e-3, 1e-1]
+// (the Mamba2 / flash-linear-attention training init), so the per-token decay exp(-A dt) with A in
+// [1, 16) starts between 0.2 and 0.999: heads that remember tens to thousands of tokens. (The
+// Qwen3-Next loading default dt_bias = 1 gives dt = 1.31 and decays of 0.27 or less: a state that
+// forgets nearly everything after one token, from which a small model trained from scratch never
+// learned to recall; docs/RESULTS.md, Gated DeltaNet.) `u` is uniform in [0, 1).
+static float gdn_dt_bias_init(float u) {
+  const double lo = std::log(1e-3), hi = std::log(1e-1);
+  const double dt = std::max(1e-4, std::exp(lo + double(u) * (hi - lo)));
+  return float(dt + std::log(-std::expm1(-dt)));  // inverse softplus: softplus(dt_bias) = dt
+}
+
 void Transformer::init_random(uint64_t seed, float std) {
   const float out_std = std / std::sqrt(2.0f * cfg_.num_layers);  // residual-branch outputs (GPT-2 style)
   // Each tensor is filled in blocks of 2^16 elements, each from its own stream (seed, tensor,
@@ -163,7 +175,7 @@ void Transformer::init_random(uint64_t seed, float std) {
     const bool is_alog = s.name.find("A_log") != std::string::npos, is_dtb = s.name.find("dt_bias") != std::string::npos;
     for (size_t j = blk.begin; j < blk.end; ++j) {
       if (is_alog) p[j] = std::log(1.0f + 15.0f * float(rng.uniform()));  // A in [1, 16), as Qwen3-Next inits
-      else if (is_dtb) p[j] = 1.0f;
+      else if (is_dtb) p[j] = gdn_dt_bias_init(rng.uniform());
       else p[j] = is_norm ? (cfg_.zero_centered_norm && s.name.find("linear_attn.norm") == std::string::npos ? 0.0f : 1.0f)
                   : is_bias ? 0.0f : rng.normal() * (is_out ? out_std : std);
     }
