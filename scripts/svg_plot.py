@@ -33,7 +33,7 @@ def line_plot(path, xlabels, series, ylabel, xlabel, ymax=None, log_y=False):
             f = (v - bottom) / (top - bottom)
         return H - B - f * (H - B - 20)
     px = lambda i: L + i * (W - L - 20) / max(1, len(xlabels) - 1)
-    colors = ["#1b7837", "#d6604d", "#4393c3", "#762a83", "#e08214", "#8c510a", "#35978f", "#c51b7d", "#666666"]  # one per series (up to 9)
+    colors = ["#1b7837", "#d6604d", "#4393c3", "#762a83", "#e08214", "#8c510a", "#35978f", "#c51b7d", "#666666", "#b8a500"]  # one per series (up to 10)
     if len(series) > len(colors):
         raise ValueError("svg_plot: at most %d series" % len(colors))
     s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H + 16 * len(series) + 10),

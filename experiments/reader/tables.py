@@ -61,7 +61,8 @@ def niah_table(d):
             r = row(os.path.join(d, sub, "niah-%d.score.json" % n))
             cells.append(cell(r))
             pts.append(None if r is None else r["score"])
-        if sub not in ("emr_swa_v3-s2-emr", "emr_swa_v3-s3-emr", "emr_swa_v4-emr", "emr_swa-emr"):  # the plot: one line per model family
+        if sub not in ("emr_swa_v3-s2-emr", "emr_swa_v3-s3-emr", "emr_swa_v4-emr", "emr_swa-emr", "emr_gdn_lr2-emr",
+                       "emr_gdn-qwen-init-emr", "emr_rwkv7-run1-emr"):  # the plot: one line per model family
             series[name.split(",")[0] + ", " + mode.split(",")[0]] = pts
         out.append("| %s | %s | %s |" % (name, mode, " | ".join(cells)))
     read = []
