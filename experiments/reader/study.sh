@@ -9,7 +9,7 @@
 #                                                    # or_full_emrbase | or_swa_emrbase | nmr_full_emrbase:
 #                                                    # one-pass / NMR SFT from the trained EMR reader (BASE_MODEL)
 #                                                    # emr_rwkv7 | or_rwkv7 | emr_gdn | emr_gdn_lr2 | emr_gdn_hybrid
-#                                                    # | or_gdn: the recurrent-mixer rows (MIX=v1 data)
+#                                                    # | or_gdn | or_gdn_hybrid: the recurrent-mixer rows (MIX=v1 data)
 #   bash experiments/reader/study.sh evalsets        # held-out evaluation records
 #   bash experiments/reader/study.sh eval NAME MODE  # NIAH by length (MODE = emr | or | nmr)
 #   bash experiments/reader/study.sh grid NAME       # window x chunk grid and early stop on/off (EMR)
