@@ -9,7 +9,8 @@
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
-//       (recompute defaults to 1 above 16k tokens); --profile 1 adds the per-op time split of one
+//       [--mirror 1|0] (recompute defaults to 1 above 16k tokens; mirror 0: no bf16 weight copy,
+//       every GEMM rounds its weights, for A/B runs); --profile 1 adds the per-op time split of one
 //       training step ("profile_ms"; ops synchronize one by one, so only the split is meaningful)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
 #include <chrono>
@@ -229,6 +230,8 @@ int model(std::map<std::string, std::string> a) {
   std::unique_ptr<LanguageModel> mp = make_model(c);
   LanguageModel& m = *mp;
   m.init_random(1);
+  const bool mirror = geti(a, "mirror", 1) != 0;  // 0: every GEMM rounds its weights itself (A/B)
+  cuda::set_weight_mirrors(mirror);
   m.set_ops(&ops_cuda());
   const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
   m.set_recompute(recompute);
@@ -239,8 +242,9 @@ int model(std::map<std::string, std::string> a) {
   int attn_layers = 0;
   for (int l = 0; l < c.num_layers; ++l) attn_layers += !c.is_linear(l) && !c.is_rwkv7();
   const double attn_fwd = 4.0 * c.num_heads * c.head_dim * attn_layers * visible_pairs(L, W) / L;
-  std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,\"device\":\"%s\"",
-              p.c_str(), P, L, W, int(recompute), cuda::device_summary().c_str());
+  std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,"
+              "\"weight_mirror\":%d,\"device\":\"%s\"",
+              p.c_str(), P, L, W, int(recompute), int(mirror), cuda::device_summary().c_str());
   try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens
     AdamW opt(m.num_params(), {}, ops_cuda());
     std::vector<int32_t> ids(L), tg(L);

@@ -19,9 +19,16 @@ void LanguageModel::finish_params(const OpsTable* ops) {
   set_ops(ops ? ops : &ops_cpu());
 }
 
+LanguageModel::~LanguageModel() { release_weight_mirror(); }
+
+void LanguageModel::release_weight_mirror() {
+  if (on_device() && ops_->mirror_weights && dparams_.size()) ops_->mirror_weights(dparams_.data(), 0);
+}
+
 void LanguageModel::set_ops(const OpsTable* ops) {
   check_backend(*ops);
   sync_params_to_host();  // a device model's latest parameters move with it
+  release_weight_mirror();
   ops_ = ops;
   drop_activations();
   dparams_ = Buffer<float>(ops->mem, on_device() ? params_.size() : 0);
@@ -56,7 +63,9 @@ void LanguageModel::linear(float* out, const float* x, const float* W, const flo
 }
 
 void LanguageModel::upload_params() {
-  if (on_device()) dparams_.upload(params_.data(), params_.size());
+  if (!on_device()) return;
+  dparams_.upload(params_.data(), params_.size());
+  if (ops_->mirror_weights && dparams_.size()) ops_->mirror_weights(dparams_.data(), dparams_.size());
 }
 
 void LanguageModel::sync_params_to_host() const {

@@ -66,7 +66,7 @@ struct LayerKVCache {
 
 class LanguageModel {
  public:
-  virtual ~LanguageModel() = default;
+  virtual ~LanguageModel();
   LanguageModel(const LanguageModel&) = delete;
   LanguageModel& operator=(const LanguageModel&) = delete;
 
@@ -127,6 +127,8 @@ class LanguageModel {
   size_t add_param(const std::string& name, const Shape& shape);
   // After the last add_param(): allocates the parameters and moves to `ops` (null = CPU).
   void finish_params(const OpsTable* ops);
+  // Frees the backend's bf16 copy of the weights (OpsTable::mirror_weights), if it keeps one.
+  void release_weight_mirror();
   // Drops activations and workspaces (backend change, recompute switch).
   virtual void drop_activations() = 0;
   // Fails with a clear error when the backend lacks a kernel this model needs.

@@ -172,6 +172,10 @@ struct OpsTable {
   // ---- inference with bf16 weights (null where a backend has none) ----
   // out[N,O] = x[N,I] W[O,I]^T + b[O] with W stored as bf16 (core/bf16.h), fp32 accumulation
   void (*linear_fwd_bf16w)(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) = nullptr;
+  // ---- bf16 weight mirror (null where a backend has none) ----
+  // Keeps a bf16 copy of the fp32 weights [base, base+n) (rewritten by each call and by adamw() on
+  // that range), which GEMMs read instead of rounding a weight on every call; n = 0 releases it.
+  void (*mirror_weights)(const float* base, size_t n) = nullptr;
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h

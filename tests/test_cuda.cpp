@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "models/transformer.h"
 #include "ops/ref/rwkv7.h"
@@ -861,4 +862,55 @@ TEST(Cuda, ThousandStepRunIsFiniteAndFollowsCpu) {
   for (float l : lg) ASSERT_TRUE(std::isfinite(l));
   for (int i = 0; i < compare; ++i) EXPECT_NEAR(lg[i], lc[i], 0.02 * lc[i] + 0.02) << "step " << i;
   EXPECT_LT(lg.back(), 0.2 * lg.front());
+}
+
+// The bf16 weight mirror (OpsTable::mirror_weights) holds the same bf16 values the GEMMs would
+// round the weights to themselves: logits and losses are bitwise those of a run without it, after
+// AdamW updates (which rewrite the mirror) and after a host edit + upload_params(); the mirror is
+// freed with its model. Gradients are set to a fixed vector, so the attention backward's fp32
+// atomics cannot make two runs differ.
+TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");  // dims >= 64: the GEMMs take the bf16-operand path
+  ModelConfig c = tiny_config("fs", 16);
+  c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+  const int B = 2, T = 48;
+  std::vector<int32_t> ids(B * T), tg(B * T);
+  Rng r(5);
+  for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
+  std::vector<float> w(B * T, 1.0f);
+  auto run = [&](bool mirror) {
+    cuda::set_weight_mirrors(mirror);
+    const size_t in_use = cuda::memory_stats().in_use;
+    std::vector<float> out;
+    {
+      Transformer m(c);
+      m.init_random(3, 0.1f);
+      m.set_ops(&gpu());
+      AdamW opt(m.num_params(), {}, gpu());
+      std::vector<float> g(m.num_params());
+      for (int step = 0; step < 3; ++step) {
+        out.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+        for (float x : m.last_logits()) out.push_back(x);
+        for (size_t i = 0; i < g.size(); ++i) g[i] = 0.01f * float(int((i * 7919 + size_t(step)) % 17) - 8);
+        gpu().mem->to_device(m.grads(), g.data(), g.size() * sizeof(float));
+        opt.step(m.backend_params(), m.grads(), 1e-2f);
+      }
+      m.sync_params_to_host();
+      for (size_t i = 0; i < m.num_params(); i += 3) m.params()[i] *= 0.5f;
+      m.upload_params();
+      out.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+      for (float x : m.last_logits()) out.push_back(x);
+    }
+    cuda::synchronize();
+    return std::make_pair(out, cuda::memory_stats().in_use - in_use);
+  };
+  run(false);  // first use: cuBLAS and the backend's lazily allocated workspaces
+  auto [with, leak_with] = run(true);
+  auto [without, leak_without] = run(false);
+  cuda::set_weight_mirrors(true);
+  ASSERT_EQ(with.size(), without.size());
+  EXPECT_EQ(0, std::memcmp(with.data(), without.data(), with.size() * sizeof(float)));
+  EXPECT_EQ(leak_with, 0u);
+  EXPECT_EQ(leak_without, 0u);
 }

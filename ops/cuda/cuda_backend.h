@@ -42,6 +42,10 @@ void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, con
 // dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace
 void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s);
+// bf16 weight mirrors (what OpsTable::mirror_weights runs): on by default; off makes every GEMM
+// round its weight operand itself, as before the mirrors (benchmark A/B). Set before models load.
+void set_weight_mirrors(bool on);
+
 // fp32 <-> bf16 conversion of n elements (device pointers)
 void to_bf16(void* dst, const float* src, size_t n);
 void from_bf16(float* dst, const void* src, size_t n);

@@ -203,7 +203,9 @@ __global__ void sum_squares_k(double* partial, const float* x, size_t n) {
   }
   if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
 }
-__global__ void adamw_k(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, AdamWStep a) {
+// p16: the bf16 mirror of p (null when none), rewritten with the updated weights in the same pass.
+__global__ void adamw_k(float* p, __nv_bfloat16* p16, const float* g, float* m, float* v, const uint8_t* decay,
+                        size_t n, AdamWStep a) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
     float gi = g[i];
     float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
@@ -211,7 +213,9 @@ __global__ void adamw_k(float* p, const float* g, float* m, float* v, const uint
     m[i] = mi, v[i] = vi;
     float mhat = mi / a.bias_corr1, vhat = vi / a.bias_corr2;
     float wd = (!decay || decay[i]) ? a.weight_decay : 0.0f;
-    p[i] -= a.lr * (mhat / (sqrtf(vhat) + a.eps) + wd * p[i]);
+    const float pi = p[i] - a.lr * (mhat / (sqrtf(vhat) + a.eps) + wd * p[i]);
+    p[i] = pi;
+    if (p16) p16[i] = __float2bfloat16(pi);
   }
 }
 __global__ void to_bf16_k(__nv_bfloat16* d, const float* s, size_t n) {
@@ -241,6 +245,73 @@ Blas& blas() {
 void check_blas(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) fail("cuda", std::string("cuBLAS ") + what + " failed with status " + std::to_string(int(s)));
 }
+// ---- bf16 weight mirrors ----
+// A model on this backend registers its fp32 parameter buffer; the mirror is a bf16 copy of it,
+// rewritten by every registration (upload_params) and by AdamW as it updates the weights. GEMM
+// operands that lie inside it are read from the mirror instead of being rounded again on every call:
+// the same bf16 values, so results are bitwise unchanged, with one conversion pass per optimizer
+// step instead of one per GEMM (forward, backward dx, recomputation).
+struct WeightMirror {
+  const float* base;
+  size_t n;
+  __nv_bfloat16* m;
+};
+struct Mirrors {
+  std::mutex mu;
+  std::vector<WeightMirror> list;
+  bool enabled = true;
+};
+Mirrors& mirrors() {
+  static Mirrors m;
+  return m;
+}
+// The mirror of [p, p + n), or null; `aligned`: only offsets that keep 16-byte alignment (cuBLAS
+// picks its fastest kernels for aligned operands).
+__nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned) {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  if (!M.enabled) return nullptr;
+  for (const WeightMirror& w : M.list)
+    if (p >= w.base && p + n <= w.base + w.n) {
+      const size_t off = size_t(p - w.base);
+      return aligned && off % 8 ? nullptr : w.m + off;
+    }
+  return nullptr;
+}
+
+// A bf16 view of an fp32 GEMM operand of `count` floats: the mirror when it holds the operand, else
+// a rounded copy (one elementwise pass, freed stream-ordered when the view goes).
+class Bf16Operand {
+ public:
+  Bf16Operand(const float* x, size_t count) : p_(find_mirror(x, count, true)) {
+    if (p_) return;
+    owned_ = static_cast<__nv_bfloat16*>(device_alloc(count * 2));
+    to_bf16(owned_, x, count);
+    p_ = owned_;
+  }
+  ~Bf16Operand() {
+    if (owned_) device_free(owned_);  // stream-ordered: queued GEMMs run before any reuse
+  }
+  Bf16Operand(const Bf16Operand&) = delete;
+  Bf16Operand& operator=(const Bf16Operand&) = delete;
+  const __nv_bfloat16* get() const { return p_; }
+
+ private:
+  const __nv_bfloat16* p_ = nullptr;
+  __nv_bfloat16* owned_ = nullptr;
+};
+
+// Column-major C[m,n] = op(A) op(B) + beta C on bf16 operands, fp32 accumulation and fp32 C.
+void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const __nv_bfloat16* A, int lda,
+               const __nv_bfloat16* B, int ldb, float beta, float* C, int ldc) {
+  const float alpha = 1.0f;
+  check_blas(cublasGemmEx(blas().h, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta, C,
+                          CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "GemmEx (bf16)");
+}
+// Whether a GEMM of these dimensions runs on bf16 operands (see gemm()).
+bool bf16_gemm(int m, int n, int k) { return blas().mode == "bf16" && std::min(m, std::min(n, k)) >= 64; }
+
 // Column-major C[m,n] = op(A) op(B) + beta C, fp32 storage. In "bf16" mode A and B are rounded
 // to bf16 copies first (one elementwise pass each) and multiplied by native bf16 cuBLAS with fp32
 // accumulation and fp32 C: the same arithmetic as CUBLAS_COMPUTE_32F_FAST_16BF on fp32 inputs,
@@ -251,15 +322,10 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
   const float alpha = 1.0f;
   // Small GEMMs (decode: a few tokens) are bandwidth-bound: converting the weights would move more
   // bytes than it saves, so they stay on fp32 operands with bf16 tensor-core arithmetic.
-  if (b.mode == "bf16" && std::min(m, std::min(n, k)) >= 64) {
-    const size_t na = size_t(lda) * (ta == CUBLAS_OP_N ? k : m), nb = size_t(ldb) * (tb == CUBLAS_OP_N ? n : k);
-    __nv_bfloat16* a16 = static_cast<__nv_bfloat16*>(device_alloc(na * 2));
-    __nv_bfloat16* b16 = static_cast<__nv_bfloat16*>(device_alloc(nb * 2));
-    to_bf16(a16, A, na), to_bf16(b16, B, nb);
-    check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, a16, CUDA_R_16BF, lda, b16, CUDA_R_16BF, ldb, &beta, C,
-                            CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               "GemmEx (bf16)");
-    device_free(a16), device_free(b16);  // stream-ordered: the GEMM is queued before any reuse
+  if (bf16_gemm(m, n, k)) {
+    const Bf16Operand a16(A, size_t(lda) * (ta == CUBLAS_OP_N ? k : m));
+    const Bf16Operand b16(B, size_t(ldb) * (tb == CUBLAS_OP_N ? n : k));
+    gemm_bf16(ta, tb, m, n, k, a16.get(), lda, b16.get(), ldb, beta, C, ldc);
     return;
   }
   check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C, CUDA_R_32F,
@@ -350,6 +416,28 @@ void from_bf16(float* dst, const void* src, size_t n) {
   SR_CUDA_LAUNCHED("from_bf16");
 }
 
+void set_weight_mirrors(bool on) {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  M.enabled = on;
+}
+void mirror_weights(const float* base, size_t n) {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  auto it = std::find_if(M.list.begin(), M.list.end(), [&](const WeightMirror& w) { return w.base == base; });
+  if (it != M.list.end() && (it->n != n || !n || !M.enabled)) {  // released, resized or switched off
+    device_free(it->m);
+    M.list.erase(it);
+    it = M.list.end();
+  }
+  if (!n || !M.enabled) return;
+  if (it == M.list.end()) {
+    M.list.push_back({base, n, static_cast<__nv_bfloat16*>(device_alloc(n * 2))});
+    it = M.list.end() - 1;
+  }
+  to_bf16(it->m, base, n);
+}
+
 // Row-major batched C[m,n] = op(A) op(B) + beta C in exact fp32 (CUBLAS_COMPUTE_32F, no bf16 or
 // TF32): the chunked delta-rule scans keep their state arithmetic in fp32 (standard 3).
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
@@ -399,6 +487,13 @@ void linear_fwd(float* out, const float* x, const float* W, const float* b, int 
 }
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
                 int O) {
+  if (dx && dW && bf16_gemm(I, N, O)) {  // both GEMMs read dout: round it to bf16 once
+    const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I), x16(x, size_t(N) * I);
+    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, 0.0f, dx, I);
+    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x16.get(), I, d16.get(), O, 1.0f, dW, I);
+    if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
+    return;
+  }
   if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, dx, I);      // dx^T[I,N] = W^T[I,O] dout^T
   if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dW, I);      // dW^T[I,O] += x^T dout
   if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
@@ -461,7 +556,7 @@ double sum_squares(const float* x, size_t n) {
   return s;
 }
 void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a) {
-  adamw_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(p, g, m, v, decay, n, a);
+  adamw_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(p, find_mirror(p, n, false), g, m, v, decay, n, a);
   SR_CUDA_LAUNCHED("adamw");
 }
 

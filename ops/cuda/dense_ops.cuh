@@ -24,6 +24,11 @@ void mul(float* out, const float* a, const float* b, size_t n);
 void strided_copy(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width);
 double sum_squares(const float* x, size_t n);
 void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);
+}  // namespace sr::cuda::ops
+namespace sr::cuda {
+void mirror_weights(const float* base, size_t n);
+}  // namespace sr::cuda
+namespace sr::cuda::ops {
 // Gated DeltaNet layer pieces (gated_deltanet.cu)
 void causal_conv_fwd(float* out, float* state, const float* x, const float* w, int B, int T, int Cc, int K);
 void causal_conv_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* state0,

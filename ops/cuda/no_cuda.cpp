@@ -27,6 +27,7 @@ void reset_peak() {}
 void empty_cache() {}
 void set_gemm_precision(const std::string&) { no_cuda(); }
 std::string gemm_precision() { return "none"; }
+void set_weight_mirrors(bool) { no_cuda(); }
 void attention_fwd_bf16(void*, float*, const void*, const void*, const void*, const AttnShape&) { no_cuda(); }
 void attention_bwd_bf16(void*, void*, void*, const void*, const void*, const void*, const void*, const void*,
                         const float*, float*, float*, const AttnShape&) { no_cuda(); }

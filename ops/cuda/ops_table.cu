@@ -62,6 +62,7 @@ const OpsTable& ops_cuda() {
       .rwkv7_out_bwd = o::rwkv7_out_bwd,
       .strided_copy = o::strided_copy,
       .mul = o::mul,
+      .mirror_weights = cuda::mirror_weights,
   };
   return t;
 }
@@ -181,6 +182,7 @@ const OpsTable& ops_cuda_profiled() {
       .rwkv7_out_bwd = timed_rwkv7_out_bwd,
       .strided_copy = timed_strided_copy,
       .mul = timed_mul,
+      .mirror_weights = cuda::mirror_weights,
   };
   return t;
 }
