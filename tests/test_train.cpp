@@ -2,7 +2,6 @@
 // gradient accumulation equals one big batch, and a tiny model learns the copy task from scratch.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
