@@ -9,7 +9,7 @@
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
-//       [--mirror 1|0] (recompute defaults to 1 above 16k tokens; mirror 0: no bf16 weight copy,
+//       [--mirror 1|0] [--decode-weights fp32|bf16] (recompute defaults to 1 above 16k tokens; mirror 0: no bf16 weight copy,
 //       every GEMM rounds its weights, for A/B runs); --profile 1 adds the per-op time split of one
 //       training step ("profile_ms"; ops synchronize one by one, so only the split is meaningful)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
@@ -297,18 +297,23 @@ int model(std::map<std::string, std::string> a) {
           s.prefill(ids);
         },
         3);
+    const std::string dw = a.count("decode-weights") ? a["decode-weights"] : "fp32";
+    m.set_decode_weights(dw);  // bf16: decode GEMVs read the weight mirror (half the bytes)
     Session s(m, SamplingParams{});
     s.prefill(ids);
     auto t0 = clk::now();
     for (int i = 0; i < ndec; ++i) s.prefill({int32_t(100 + i)});
     cuda::synchronize();
     double dec_s = std::chrono::duration<double>(clk::now() - t0).count() / ndec;
-    // bytes per decoded token: fp32 weights once + the visible KV cache (fp32 k and v, every layer)
+    // bytes per decoded token: the weights once (fp32, or bf16 with --decode-weights bf16; the
+    // embedding table's rows are gathered, not read whole, but the tied LM head reads it all) + the
+    // visible KV cache (fp32 k and v, every layer)
+    const double wbytes = dw == "bf16" ? 2 : 4;
     double kv_rows = W > 0 ? std::min(W, L) : L;
-    double bytes = P * 4 + 2.0 * kv_rows * c.num_kv_heads * c.head_dim * 4 * c.num_layers;
-    if (c.is_rwkv7()) bytes = P * 4 + 2.0 * double(s.state_bytes());  // state read and written
-    std::printf(",\"prefill_tokens_per_s\":%.0f,\"decode_tokens_per_s\":%.1f,\"decode_GBps\":%.0f", L / (pre_ms * 1e-3),
-                1.0 / dec_s, bytes / dec_s * 1e-9);
+    double bytes = P * wbytes + 2.0 * kv_rows * c.num_kv_heads * c.head_dim * 4 * c.num_layers;
+    if (c.is_rwkv7()) bytes = P * wbytes + 2.0 * double(s.state_bytes());  // state read and written
+    std::printf(",\"prefill_tokens_per_s\":%.0f,\"decode_weights\":\"%s\",\"decode_tokens_per_s\":%.1f,\"decode_GBps\":%.0f",
+                L / (pre_ms * 1e-3), dw.c_str(), 1.0 / dec_s, bytes / dec_s * 1e-9);
   } catch (const Error& e) {
     std::printf(",\"infer_error\":\"%s\"", e.what());
   }

@@ -4,7 +4,8 @@
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
 #   what: tests attention gemm mixer model chunked mirror (default: the first five)
-#     mirror = the 0.5b and 3b training steps at 4k with the bf16 weight mirror on and off (A/B)
+#     mirror = the 0.5b and 3b training steps at 4k with the bf16 weight mirror on and off (A/B),
+#              and their decode on bf16 (mirror) vs fp32 weights
 #     chunked = the delta-rule scans, chunked against the token kernels (SMOOTHREAD_DELTA_CHUNKED=0)
 #     in the same run: the mixer at 4k/16k/64k and the 0.5b-gdn / 0.5b-rwkv7 models at 4k and 64k
 #   env PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out)
@@ -75,6 +76,9 @@ if [[ " $WHAT " == *" mirror "* ]]; then  # the bf16 weight mirror on / off, alt
   for P in 0.5b 3b; do
     for M in 1 0 0 1; do
       timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 5 --decode 32 --mirror $M | tee -a "$JM"
+    done
+    for D in bf16 fp32 bf16 fp32; do  # decode GEMVs on the mirror's bf16 weights vs fp32
+      timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 1 --decode 64 --decode-weights $D | tee -a "$JM"
     done
   done
 fi

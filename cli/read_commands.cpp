@@ -130,8 +130,8 @@ int cmd_read(int argc, char** argv) {
       "                [--lossy-utf8] [--quiet] [--device cpu|cuda] [--threads N] [--decode-weights fp32|bf16]\n"
       "smoothread read --model DIR --batch IN.jsonl --out OUT.jsonl [--skip-bad] [same options]   (resumable)\n"
       "Defaults come from the model's smoothread.json, then built-ins (C=512, S=96, A=64, mode emr).\n"
-      "--decode-weights bf16 (CPU): decode steps read a bf16 copy of the weights\n"
-      "(half the bytes; outputs within bf16 rounding of fp32). Default fp32.\n";
+      "--decode-weights bf16: decode steps read a bf16 copy of the weights (CPU: made at load;\n"
+      "CUDA: the copy the GEMMs use) -- half the bytes; outputs within bf16 rounding of fp32. Default fp32.\n";
   if (wants_help(argc, argv, usage)) return 0;
   Args a(argc, argv, 2, with_reading_flags({"--doc", "--question", "--trace", "--batch", "--out"}, true),
          with_reading_flags({}, false));

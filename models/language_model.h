@@ -118,8 +118,9 @@ class LanguageModel {
                               bool all_logits) const = 0;
   virtual std::vector<LayerKVCache> empty_caches() const = 0;
   // Weights that forward_cached() reads for decode-size calls (up to 4 tokens): "fp32" (the
-  // parameters themselves) or "bf16" (a rounded copy made now: half the bytes per decoded token,
-  // outputs within bf16 rounding of fp32). An inference setting: backward() drops the copy.
+  // parameters themselves) or "bf16" (half the bytes per decoded token, outputs within bf16
+  // rounding of fp32): on the CPU a rounded copy made now, on CUDA the backend's weight mirror
+  // (OpsTable::weight_mirror_of). An inference setting: backward() and set_ops() drop it.
   void set_decode_weights(const std::string& dtype);
 
  protected:
@@ -142,7 +143,9 @@ class LanguageModel {
   // out[N,O] = x W^T + b for W in the backend parameters; in forward_cached (cached) calls of up to
   // 4 rows read the bf16 copy of W when set_decode_weights("bf16") made one.
   void linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O, bool cached) const;
-  std::vector<uint16_t> decode_bf16_;  // bf16 copy of the backend parameters, or empty
+  std::vector<uint16_t> decode_bf16_;  // bf16 copy of the (host) parameters, or empty
+  bool decode_bf16_mirror_ = false;    // decode reads the device backend's weight mirror
+  void drop_decode_weights();          // back to fp32 decode weights
   // Errors for token ids outside the vocabulary (targets may be < 0 = no loss); `where` names the caller.
   void check_ids(const int32_t* ids, const int32_t* targets, int n, const char* where) const;
   // The weighted mean of per-token losses (sets last_weight_sum()).

@@ -241,7 +241,7 @@ std::vector<float> Rwkv7::last_logits() const {
 }
 
 void Rwkv7::backward(float loss_scale) {
-  decode_bf16_.clear();  // training changes the weights: decode reads fp32 again
+  drop_decode_weights();  // training changes the weights: decode reads fp32 again
   Activations& A = act_;
   const int N = A.N, B = B_, T = T_, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
   const int L = cfg_.num_layers, H = cfg_.num_heads, D = cfg_.head_dim;

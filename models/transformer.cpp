@@ -405,7 +405,7 @@ void Transformer::lm_head_rows(int r0, int rows) {
 }
 
 void Transformer::backward(float loss_scale) {
-  decode_bf16_.clear();  // training changes the weights: decode reads fp32 again
+  drop_decode_weights();  // training changes the weights: decode reads fp32 again
   Activations& A = act_;
   const int N = A.N, B = B_, T = T_, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size,
             L = cfg_.num_layers;

@@ -176,6 +176,9 @@ struct OpsTable {
   // Keeps a bf16 copy of the fp32 weights [base, base+n) (rewritten by each call and by adamw() on
   // that range), which GEMMs read instead of rounding a weight on every call; n = 0 releases it.
   void (*mirror_weights)(const float* base, size_t n) = nullptr;
+  // The mirror's bf16 copy of the weights W[0, n) (device memory), or null when none holds them:
+  // what linear_fwd_bf16w reads for decode with set_decode_weights("bf16") on such a backend.
+  const uint16_t* (*weight_mirror_of)(const float* W, size_t n) = nullptr;
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h

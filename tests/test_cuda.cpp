@@ -914,3 +914,72 @@ TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
   EXPECT_EQ(leak_with, 0u);
   EXPECT_EQ(leak_without, 0u);
 }
+
+// Decode with bf16 weights on the GPU: the GEMV over bf16 rows (the mirror's layout) against the
+// reference bf16-weight product (same rounded weights, fp32 sums: 1e-5), at row counts on both
+// sides of the 8-row GEMV batch, odd widths (scalar path) and rows that start off 16-byte
+// alignment (a tensor at an odd offset of the parameter buffer).
+TEST(Cuda, Bf16WeightGemvMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  for (int shift : {0, 3, 8})
+    for (int N : {1, 4, 8, 9})
+      for (auto [I, O] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 65}, {896, 128}, {260, 45}}) {
+        SCOPED_TRACE("shift=" + std::to_string(shift) + " N=" + std::to_string(N) + " I=" + std::to_string(I) +
+                     " O=" + std::to_string(O));
+        auto x = randn(size_t(N) * I, 7), Wf = randn(size_t(O) * I + shift, 8), b = randn(O, 9);
+        std::vector<uint16_t> W16(Wf.size());
+        for (size_t i = 0; i < Wf.size(); ++i) W16[i] = bf16_round(Wf[i]);
+        std::vector<float> y(size_t(N) * O);
+        ref::linear_fwd_bf16w(y.data(), x.data(), W16.data() + shift, b.data(), N, I, O);
+        auto x_ = up(x), b_ = up(b);
+        auto W_ = up(W16);
+        Buffer<float> y_(gpu().mem, size_t(N) * O);
+        gpu().linear_fwd_bf16w(y_.data(), x_.data(), W_.data() + shift, b_.data(), N, I, O);
+        EXPECT_REL(down(y_), y, 1e-5);
+      }
+}
+
+// --decode-weights bf16 on CUDA reads the weight mirror: decode logits follow the CPU's bf16 decode
+// (the same rounded weights; exact fp32 GEMMs elsewhere, bf16-operand attention) and stay within
+// bf16 rounding of fp32 decode, without being equal to it; prefill is
+// untouched; a training step, set_decode_weights("fp32") or a backend change return to fp32.
+TEST(Cuda, Bf16DecodeWeightsReadTheMirror) {
+  SKIP_WITHOUT_GPU();  // exact fp32 GEMMs: the decode weights are the only difference from the CPU
+  for (const ModelConfig& c : {tiny_config("fs", 5), tiny_config("ls", 5), tiny_rwkv7_config(2)}) {
+    SCOPED_TRACE(c.model_type + " " + std::to_string(c.num_layers));
+    auto cpu_p = make_model(c), gpu_p = make_model(c);
+    cpu_p->init_random(3), gpu_p->init_random(3);
+    gpu_p->set_ops(&gpu());
+    const int V = c.vocab_size;
+    std::vector<int32_t> ids(12);
+    for (int i = 0; i < 12; ++i) ids[i] = (i * 5 + 1) % V;
+    auto run = [&](LanguageModel& m) {  // prefill 8 tokens, then 4 decode steps; every step's logits
+      std::vector<LayerKVCache> caches = m.empty_caches();
+      std::vector<float> all(size_t(8) * V), lg(V);
+      m.forward_cached(ids.data(), 8, caches, all.data(), true);
+      for (int t = 8; t < 12; ++t) {
+        m.forward_cached(ids.data() + t, 1, caches, lg.data(), false);
+        all.insert(all.end(), lg.begin(), lg.end());
+      }
+      return all;
+    };
+    const auto f = run(*gpu_p);
+    cpu_p->set_decode_weights("bf16"), gpu_p->set_decode_weights("bf16");
+    const auto bc = run(*cpu_p), bg = run(*gpu_p);
+    EXPECT_REL(bg, bc, c.is_rwkv7() ? 1e-4 : 1e-2);  // attention runs on bf16 operands on the GPU
+    float scale = 0, diff = 0;
+    for (size_t i = 0; i < f.size(); ++i) scale = std::max(scale, std::fabs(f[i])), diff = std::max(diff, std::fabs(f[i] - bg[i]));
+    EXPECT_GT(diff, 0.0f);
+    EXPECT_LT(diff, 0.02f * (1 + scale));
+    EXPECT_EQ(std::vector<float>(bg.begin(), bg.begin() + 8 * V), std::vector<float>(f.begin(), f.begin() + 8 * V));
+    gpu_p->set_decode_weights("fp32");
+    EXPECT_EQ(run(*gpu_p), f);
+    gpu_p->set_decode_weights("bf16");
+    std::vector<int32_t> tg(ids.begin() + 1, ids.end());
+    tg.push_back(0);
+    std::vector<float> w(12, 1.0f);
+    gpu_p->forward(ids.data(), tg.data(), w.data(), 1, 12);
+    gpu_p->backward();  // training drops the setting (the weights would change)
+    EXPECT_EQ(run(*gpu_p), f);
+  }
+}

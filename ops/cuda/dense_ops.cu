@@ -338,30 +338,48 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
 // dots it with all N input rows (small, cache-resident); fp32 products, fp32 warp-tree sums in a
 // fixed order, so the result is deterministic and more exact than the bf16 GEMM path.
 constexpr int kGemvMaxRows = 8;
-template <int NR, bool kVec>
-__global__ void gemv_k(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ W,
+// 16 bytes of W widened to fp32: 4 fp32 or 8 bf16 weights (bf16 = the upper half of an fp32).
+__device__ __forceinline__ void widen(const uint4& r, float (&a)[4]) {
+  a[0] = __uint_as_float(r.x), a[1] = __uint_as_float(r.y), a[2] = __uint_as_float(r.z), a[3] = __uint_as_float(r.w);
+}
+__device__ __forceinline__ void widen(const uint4& r, float (&a)[8]) {
+  const unsigned u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) a[2 * j] = __uint_as_float(u[j] << 16), a[2 * j + 1] = __uint_as_float(u[j] & 0xffff0000u);
+}
+__device__ __forceinline__ float widen1(float w) { return w; }
+__device__ __forceinline__ float widen1(__nv_bfloat16 w) { return __bfloat162float(w); }
+// WT = float (fp32 weights) or __nv_bfloat16 (the weight mirror: half the bytes per decoded token).
+template <int NR, bool kVec, class WT>
+__global__ void gemv_k(float* __restrict__ out, const float* __restrict__ x, const WT* __restrict__ W,
                        const float* __restrict__ b, int I, int O) {
   const int row = int((blockIdx.x * size_t(blockDim.x) + threadIdx.x) >> 5), lane = threadIdx.x & 31;
   if (row >= O) return;
-  const float* w = W + size_t(row) * I;
+  const WT* w = W + size_t(row) * I;
   float acc[NR];
 #pragma unroll
   for (int r = 0; r < NR; ++r) acc[r] = 0.0f;
   if (kVec) {
-    const float4* w4 = reinterpret_cast<const float4*>(w);
-    const int I4 = I >> 2;
+    constexpr int E = 16 / int(sizeof(WT));  // weights per 16-byte load
+    const uint4* wv = reinterpret_cast<const uint4*>(w);
+    const int IV = I / E;
 #pragma unroll 4
-    for (int i = lane; i < I4; i += 32) {
-      const float4 a = __ldcs(w4 + i);  // streamed once: do not keep W in cache
+    for (int i = lane; i < IV; i += 32) {
+      float a[E];
+      widen(__ldcs(wv + i), a);  // streamed once: do not keep W in cache
 #pragma unroll
       for (int r = 0; r < NR; ++r) {
-        const float4 c = __ldg(reinterpret_cast<const float4*>(x + size_t(r) * I) + i);
-        acc[r] += a.x * c.x + a.y * c.y + a.z * c.z + a.w * c.w;
+        const float4* xr = reinterpret_cast<const float4*>(x + size_t(r) * I + size_t(i) * E);
+#pragma unroll
+        for (int e = 0; e < E / 4; ++e) {
+          const float4 c = __ldg(xr + e);
+          acc[r] += a[4 * e] * c.x + a[4 * e + 1] * c.y + a[4 * e + 2] * c.z + a[4 * e + 3] * c.w;
+        }
       }
     }
   } else {
     for (int i = lane; i < I; i += 32) {
-      const float a = __ldcs(w + i);
+      const float a = widen1(__ldcs(w + i));
 #pragma unroll
       for (int r = 0; r < NR; ++r) acc[r] += a * __ldg(x + size_t(r) * I + i);
     }
@@ -374,15 +392,18 @@ __global__ void gemv_k(float* __restrict__ out, const float* __restrict__ x, con
     for (int r = 0; r < NR; ++r) out[size_t(r) * O + row] = acc[r] + bias;
   }
 }
-template <int NR>
-void gemv_rows(float* out, const float* x, const float* W, const float* b, int I, int O) {
+template <int NR, class WT>
+void gemv_rows(float* out, const float* x, const WT* W, const float* b, int I, int O) {
   const int threads = 256, blocks = int((size_t(O) * 32 + threads - 1) / threads);
-  const bool vec = I % 4 == 0 && (reinterpret_cast<uintptr_t>(W) & 15) == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
-  if (vec) gemv_k<NR, true><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
-  else gemv_k<NR, false><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  const bool vec = I % (16 / int(sizeof(WT))) == 0 && (reinterpret_cast<uintptr_t>(W) & 15) == 0 &&
+                   (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  if (vec) gemv_k<NR, true, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  else gemv_k<NR, false, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
   SR_CUDA_LAUNCHED("gemv");
 }
-void gemv(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
+// out[N,O] = x[N,I] W[O,I]^T (+ b) for N <= kGemvMaxRows
+template <class WT>
+void gemv(float* out, const float* x, const WT* W, const float* b, int N, int I, int O) {
   if (N <= 0 || O <= 0) return;
   switch (N) {
     case 1: return gemv_rows<1>(out, x, W, b, I, O);
@@ -416,6 +437,9 @@ void from_bf16(float* dst, const void* src, size_t n) {
   SR_CUDA_LAUNCHED("from_bf16");
 }
 
+const uint16_t* weight_mirror_of(const float* W, size_t n) {
+  return reinterpret_cast<const uint16_t*>(find_mirror(W, n, false));
+}
 void set_weight_mirrors(bool on) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -484,6 +508,12 @@ void linear_fwd(float* out, const float* x, const float* W, const float* b, int 
     bias_add_k<<<blocks_for(size_t(N) * O, kThreads), kThreads, 0, stream()>>>(out, b, size_t(N), O);
     SR_CUDA_LAUNCHED("bias_add");
   }
+}
+// out[N,O] = x[N,I] W[O,I]^T (+ b) with W in bf16 (a weight mirror): GEMVs of up to 8 rows at a time
+void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) {
+  const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(W);
+  for (int n0 = 0; n0 < N; n0 += kGemvMaxRows)
+    gemv(out + size_t(n0) * O, x + size_t(n0) * I, w, b, std::min(kGemvMaxRows, N - n0), I, O);
 }
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
                 int O) {

@@ -9,6 +9,7 @@ void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N,
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N, int C);
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I, int O);
+void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O);
 void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);
 void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta);
 void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s);
@@ -27,6 +28,7 @@ void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, s
 }  // namespace sr::cuda::ops
 namespace sr::cuda {
 void mirror_weights(const float* base, size_t n);
+const uint16_t* weight_mirror_of(const float* W, size_t n);
 }  // namespace sr::cuda
 namespace sr::cuda::ops {
 // Gated DeltaNet layer pieces (gated_deltanet.cu)
