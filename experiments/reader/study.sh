@@ -242,13 +242,16 @@ SHARD=${SHARD:-2}
 run_evals() {
   local od=$1; shift
   mkdir -p "$od/shards"
-  local job label model data extra
+  local job label model data extra threads=""
+  # CPU: split the cores between the JOBS processes (each would otherwise start one OpenMP thread
+  # per core, and oversubscribed spinning threads run a 2-core machine ~10x slower)
+  [ "$DEVICE" = cpu ] && threads="--threads $(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))"
   for job in "$@"; do
     IFS='|' read -r label model data extra <<<"$job"
     [ -f "$od/$label.score.json" ] && continue
     split -l "$SHARD" -d -a 4 --additional-suffix=.jsonl "$data" "$od/shards/$label-"
     for f in "$od/shards/$label"-[0-9][0-9][0-9][0-9].jsonl; do
-      echo "$SR eval --model $model --data $f --pred ${f%.jsonl}.pred.jsonl --device $DEVICE --json $extra > /dev/null 2>> $od/$label.log"
+      echo "$SR eval --model $model --data $f --pred ${f%.jsonl}.pred.jsonl --device $DEVICE $threads --json $extra > /dev/null 2>> $od/$label.log"
     done
   done | xargs -P "$JOBS" -I{} sh -c '{}'
   for job in "$@"; do
