@@ -41,35 +41,34 @@ void LanguageModel::set_decode_weights(const std::string& dtype) {
   if (dtype != "fp32" && dtype != "bf16") fail("--decode-weights", "expected fp32 or bf16, got '" + dtype + "'");
   drop_decode_weights();
   if (dtype == "fp32") return;
+  if (!ops_->linear_fwd_bf16w) fail("--decode-weights", std::string("no bf16-weight kernel on ") + ops_->name);
   const float* P = backend_params();
   const size_t n = params_.size();
   if (on_device()) {  // the backend's bf16 weight mirror, kept current by training: no copy here
-    if (!ops_->linear_fwd_bf16w || !ops_->weight_mirror_of || !ops_->weight_mirror_of(P, n))
+    decode_w16_ = ops_->weight_mirror_of ? ops_->weight_mirror_of(P, n) : nullptr;
+    if (!decode_w16_)
       fail("--decode-weights", std::string("the ") + ops_->name + " backend keeps no bf16 copy of the weights");
-    decode_bf16_mirror_ = true;
     return;
   }
-  if (!ops_->linear_fwd_bf16w) fail("--decode-weights", std::string("no bf16-weight kernel on ") + ops_->name);
   decode_bf16_.resize(n);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) decode_bf16_[i] = bf16_round(P[i]);
+  decode_w16_ = decode_bf16_.data();
 }
 
 void LanguageModel::drop_decode_weights() {
   decode_bf16_.clear();
-  decode_bf16_mirror_ = false;
+  decode_w16_ = nullptr;
 }
 
 void LanguageModel::linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O,
                            bool cached) const {
-  if (cached && N <= 4 && ops_->linear_fwd_bf16w) {
+  if (cached && N <= 4 && decode_w16_) {
     const float* P = const_cast<LanguageModel*>(this)->backend_params();
-    const uint16_t* w16 = !decode_bf16_.empty() ? decode_bf16_.data() + (W - P)
-                          : decode_bf16_mirror_ ? ops_->weight_mirror_of(W, size_t(O) * I)
-                                                : nullptr;
-    if (w16) return ops_->linear_fwd_bf16w(out, x, w16, b, N, I, O);
+    ops_->linear_fwd_bf16w(out, x, decode_w16_ + (W - P), b, N, I, O);
+  } else {
+    ops_->linear_fwd(out, x, W, b, N, I, O);
   }
-  ops_->linear_fwd(out, x, W, b, N, I, O);
 }
 
 void LanguageModel::upload_params() {

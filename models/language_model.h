@@ -141,11 +141,12 @@ class LanguageModel {
     else b.resize(n);
   }
   // out[N,O] = x W^T + b for W in the backend parameters; in forward_cached (cached) calls of up to
-  // 4 rows read the bf16 copy of W when set_decode_weights("bf16") made one.
+  // 4 rows read the bf16 weights of set_decode_weights("bf16") when it chose them.
   void linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O, bool cached) const;
-  std::vector<uint16_t> decode_bf16_;  // bf16 copy of the (host) parameters, or empty
-  bool decode_bf16_mirror_ = false;    // decode reads the device backend's weight mirror
-  void drop_decode_weights();          // back to fp32 decode weights
+  std::vector<uint16_t> decode_bf16_;    // CPU: bf16 copy of the parameters, or empty
+  const uint16_t* decode_w16_ = nullptr;  // bf16 weights decode reads (decode_bf16_ or the device
+                                          // mirror; same layout as the parameters), or null = fp32
+  void drop_decode_weights();             // back to fp32 decode weights
   // Errors for token ids outside the vocabulary (targets may be < 0 = no loss); `where` names the caller.
   void check_ids(const int32_t* ids, const int32_t* targets, int n, const char* where) const;
   // The weighted mean of per-token losses (sets last_weight_sum()).

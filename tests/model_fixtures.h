@@ -52,8 +52,9 @@ inline ModelConfig tiny_rwkv7_config(int layers = 3) {
   return c;
 }
 
-// Central differences (Richardson-extrapolated from eps and eps/2) in fp32 of m.forward()'s loss on about `per_tensor` entries of every tensor,
-// against `analytic` (d loss / d params); returns how many entries were checked.
+// Central differences (Richardson-extrapolated from eps and eps/2) in fp32 of m.forward()'s loss
+// on about `per_tensor` entries of every tensor, against `analytic` (d loss / d params); returns
+// how many entries were checked.
 inline int expect_grads_match_fd(LanguageModel& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& tg,
                                  const std::vector<float>& w, int B, int T, const std::vector<float>& analytic,
                                  float eps, size_t per_tensor) {
@@ -80,6 +81,30 @@ inline int expect_grads_match_fd(LanguageModel& m, const std::vector<int32_t>& i
     }
   }
   return checked;
+}
+
+// Cached inference on ids: the first `prefill` tokens in one call (all their logits), then one
+// decode step per remaining token (its logits); everything concatenated.
+inline std::vector<float> prefill_then_decode_logits(const LanguageModel& m, const std::vector<int32_t>& ids,
+                                                     int prefill) {
+  const int V = m.config().vocab_size;
+  std::vector<LayerKVCache> caches = m.empty_caches();
+  std::vector<float> all(size_t(prefill) * V), lg(V);
+  m.forward_cached(ids.data(), prefill, caches, all.data(), true);
+  for (size_t t = size_t(prefill); t < ids.size(); ++t) {
+    m.forward_cached(ids.data() + t, 1, caches, lg.data(), false);
+    all.insert(all.end(), lg.begin(), lg.end());
+  }
+  return all;
+}
+
+// One training forward + backward on ids as a single sequence (next-token targets, the last 0).
+inline void train_step_on(LanguageModel& m, const std::vector<int32_t>& ids) {
+  std::vector<int32_t> targets(ids.begin() + 1, ids.end());
+  targets.push_back(0);
+  std::vector<float> weights(ids.size(), 1.0f);
+  m.forward(ids.data(), targets.data(), weights.data(), 1, int(ids.size()));
+  m.backward();
 }
 
 inline std::string temp_dir(const std::string& name) {

@@ -953,33 +953,21 @@ TEST(Cuda, Bf16DecodeWeightsReadTheMirror) {
     const int V = c.vocab_size;
     std::vector<int32_t> ids(12);
     for (int i = 0; i < 12; ++i) ids[i] = (i * 5 + 1) % V;
-    auto run = [&](LanguageModel& m) {  // prefill 8 tokens, then 4 decode steps; every step's logits
-      std::vector<LayerKVCache> caches = m.empty_caches();
-      std::vector<float> all(size_t(8) * V), lg(V);
-      m.forward_cached(ids.data(), 8, caches, all.data(), true);
-      for (int t = 8; t < 12; ++t) {
-        m.forward_cached(ids.data() + t, 1, caches, lg.data(), false);
-        all.insert(all.end(), lg.begin(), lg.end());
-      }
-      return all;
-    };
+    auto run = [&](LanguageModel& m) { return prefill_then_decode_logits(m, ids, 8); };  // 8 prefilled, 4 decoded
     const auto f = run(*gpu_p);
     cpu_p->set_decode_weights("bf16"), gpu_p->set_decode_weights("bf16");
     const auto bc = run(*cpu_p), bg = run(*gpu_p);
     EXPECT_REL(bg, bc, c.is_rwkv7() ? 1e-4 : 1e-2);  // attention runs on bf16 operands on the GPU
     float scale = 0, diff = 0;
-    for (size_t i = 0; i < f.size(); ++i) scale = std::max(scale, std::fabs(f[i])), diff = std::max(diff, std::fabs(f[i] - bg[i]));
+    for (size_t i = 0; i < f.size(); ++i)
+      scale = std::max(scale, std::fabs(f[i])), diff = std::max(diff, std::fabs(f[i] - bg[i]));
     EXPECT_GT(diff, 0.0f);
     EXPECT_LT(diff, 0.02f * (1 + scale));
     EXPECT_EQ(std::vector<float>(bg.begin(), bg.begin() + 8 * V), std::vector<float>(f.begin(), f.begin() + 8 * V));
     gpu_p->set_decode_weights("fp32");
     EXPECT_EQ(run(*gpu_p), f);
     gpu_p->set_decode_weights("bf16");
-    std::vector<int32_t> tg(ids.begin() + 1, ids.end());
-    tg.push_back(0);
-    std::vector<float> w(12, 1.0f);
-    gpu_p->forward(ids.data(), tg.data(), w.data(), 1, 12);
-    gpu_p->backward();  // training drops the setting (the weights would change)
+    train_step_on(*gpu_p, ids);  // training drops the setting (the weights would change)
     EXPECT_EQ(run(*gpu_p), f);
   }
 }

@@ -269,17 +269,7 @@ TEST(Model, Bf16DecodeWeightsStayCloseToFp32) {
     const int V = m->config().vocab_size;
     std::vector<int32_t> ids(12);
     for (int i = 0; i < 12; ++i) ids[i] = (i * 5 + 1) % V;
-    auto run = [&] {  // prefill 8 tokens, then 4 decode steps; every step's logits
-      std::vector<LayerKVCache> caches = m->empty_caches();
-      std::vector<float> all, lg(size_t(8) * V);
-      m->forward_cached(ids.data(), 8, caches, lg.data(), true);
-      all = lg;
-      for (int t = 8; t < 12; ++t) {
-        m->forward_cached(ids.data() + t, 1, caches, lg.data(), false);
-        all.insert(all.end(), lg.begin(), lg.begin() + V);
-      }
-      return all;
-    };
+    auto run = [&] { return prefill_then_decode_logits(*m, ids, 8); };  // 8 prefilled, then 4 decode steps
     const auto f = run();
     m->set_decode_weights("bf16");
     const auto b = run();
@@ -295,11 +285,7 @@ TEST(Model, Bf16DecodeWeightsStayCloseToFp32) {
     m->set_decode_weights("fp32");
     EXPECT_EQ(run(), f);
     m->set_decode_weights("bf16");
-    std::vector<int32_t> targets(ids.begin() + 1, ids.end());
-    targets.push_back(0);
-    std::vector<float> weights(12, 1.0f);
-    m->forward(ids.data(), targets.data(), weights.data(), 1, 12);
-    m->backward();  // training drops the copy (the weights would change)
+    train_step_on(*m, ids);  // training drops the copy (the weights would change)
     EXPECT_EQ(run(), f);
     EXPECT_THROW(m->set_decode_weights("fp16"), Error);
   }
