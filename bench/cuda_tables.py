@@ -32,6 +32,44 @@ def chunked_tables(jpath):
                   f"{100 * r['train_mfu']:.1f}% | {r['train_peak_gib']:.1f} | {r['prefill_tokens_per_s']:.0f} | {dec} |")
 
 
+def mirror_tables(jpath):
+    """The bf16 weight mirror on / off (training) and bf16 / fp32 decode weights, from `run_cuda.sh ... mirror`:
+    means over the repeated runs of each setting (the script alternates them)."""
+    rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
+    mean = lambda xs: sum(xs) / len(xs)
+    # run_cuda.sh tags each line with its A/B ("ab": "train" | "decode"); untagged files (before the tag)
+    # hold, per preset, the script's 4 training runs and then its 4 decode runs
+    seen = {}
+    for r in rows:
+        i = seen[r["preset"]] = seen.get(r["preset"], -1) + 1
+        r.setdefault("ab", "train" if i < 4 else "decode")
+    print("| model | L | weight mirror | runs | train ms / step | train tok/s | MFU | peak GiB | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for p in dict.fromkeys(r["preset"] for r in rows):
+        ab = {m: [r for r in rows if r["preset"] == p and r["ab"] == "train" and r["weight_mirror"] == m] for m in (1, 0)}
+        if not ab[0] or not ab[1]:
+            continue
+        base = mean([r["train_ms"] for r in ab[0]])
+        for m in (1, 0):
+            rs = ab[m]
+            ms = mean([r["train_ms"] for r in rs])
+            print(f"| {p} | {rs[0]['L']} | {'on' if m else 'off'} | {len(rs)} | {ms:.1f} | "
+                  f"{mean([r['train_tokens_per_s'] for r in rs]):.0f} | {100 * mean([r['train_mfu'] for r in rs]):.1f}% | "
+                  f"{rs[0]['train_peak_gib']:.1f} | {base / ms:.2f}x |")
+    print("\n| model | decode weights | runs | decode tok/s | GB/s read | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for p in dict.fromkeys(r["preset"] for r in rows):
+        dec = {d: [r for r in rows if r["preset"] == p and r["ab"] == "decode" and r["decode_weights"] == d]
+               for d in ("bf16", "fp32")}
+        if not dec["bf16"] or not dec["fp32"]:
+            continue
+        base = mean([r["decode_tokens_per_s"] for r in dec["fp32"]])
+        for d in ("bf16", "fp32"):
+            tps = mean([r["decode_tokens_per_s"] for r in dec[d]])
+            print(f"| {p} | {d} | {len(dec[d])} | {tps:.1f} | {mean([r['decode_GBps'] for r in dec[d]]):.0f} | "
+                  f"{tps / base:.2f}x |")
+
+
 def main(jpath, gpu_path):
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
     print(open(gpu_path).read().strip().replace("\n", ", "))
@@ -77,5 +115,7 @@ def main(jpath, gpu_path):
 if __name__ == "__main__":
     if sys.argv[1] == "--chunked":
         chunked_tables(sys.argv[2])
+    elif sys.argv[1] == "--mirror":
+        mirror_tables(sys.argv[2])
     else:
         main(*sys.argv[1:3])

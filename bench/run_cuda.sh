@@ -75,11 +75,14 @@ if [[ " $WHAT " == *" mirror "* ]]; then  # the bf16 weight mirror on / off, alt
   JM="$OUTD/mirror.jsonl"
   for P in 0.5b 3b; do
     for M in 1 0 0 1; do
-      timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 5 --decode 32 --mirror $M | tee -a "$JM"
+      timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 5 --decode 32 --mirror $M |
+        sed 's/{/{"ab":"train",/' | tee -a "$JM"
     done
     for D in bf16 fp32 bf16 fp32; do  # decode GEMVs on the mirror's bf16 weights vs fp32
-      timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 1 --decode 64 --decode-weights $D | tee -a "$JM"
+      timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 1 --decode 64 --decode-weights $D |
+        sed 's/{/{"ab":"decode",/' | tee -a "$JM"
     done
   done
+  python3 bench/cuda_tables.py --mirror "$JM" | tee "$OUTD/mirror.md"
 fi
 [[ -s "$J" ]] && python3 bench/cuda_tables.py "$J" "$OUTD/gpu.txt" | tee "$OUTD/tables.md"
