@@ -53,7 +53,11 @@ def niah_table(d):
             ("GDN hybrid: 4 GDN + 2 SWA W=1024 (10.4M)", "EMR (Smooth Reading), C=384", "emr_gdn_hybrid-emr"),
             ("RWKV-7, 6 layers (10.6M), 63M tokens", "EMR (Smooth Reading), C=384", "emr_rwkv7-emr"),
             ("RWKV-7, the same, first run (47M tokens)", "EMR (Smooth Reading), C=384", "emr_rwkv7-run1-emr"),
-            ("RWKV-7, 6 layers (10.6M), 64M tokens", "one-pass (OR)", "or_rwkv7-or")]
+            ("RWKV-7, 6 layers (10.6M), 64M tokens (schedule set for 200M, cut by time)", "one-pass (OR)", "or_rwkv7-or"),
+            ("RWKV-7, retrained, schedule ending at 64M tokens", "one-pass (OR)", "or_rwkv7-r2-or"),
+            ("RWKV-7, retrained, first run's schedule, cut at 52M tokens", "one-pass (OR)", "or_rwkv7-r3-or"),
+            ("Gated DeltaNet, 6 layers (10.8M), 116M tokens", "one-pass (OR)", "or_gdn-or"),
+            ("GDN hybrid: 4 GDN + 2 SWA W=1024 (10.4M), 130M tokens", "one-pass (OR)", "or_gdn_hybrid-or")]
     series = {}
     for name, mode, sub in rows:
         cells, pts = [], []
@@ -62,7 +66,8 @@ def niah_table(d):
             cells.append(cell(r))
             pts.append(None if r is None else r["score"])
         if sub not in ("emr_swa_v3-s2-emr", "emr_swa_v3-s3-emr", "emr_swa_v4-emr", "emr_swa-emr", "emr_gdn_lr2-emr",
-                       "emr_gdn-qwen-init-emr", "emr_rwkv7-run1-emr"):  # the plot: one line per model family
+                       "emr_gdn-qwen-init-emr", "emr_rwkv7-run1-emr", "or_rwkv7-r2-or", "or_rwkv7-r3-or",
+                       "or_gdn-or", "or_gdn_hybrid-or"):  # the plot: one line per model family (the palette has 10)
             series[name.split(",")[0] + ", " + mode.split(",")[0]] = pts
         out.append("| %s | %s | %s |" % (name, mode, " | ".join(cells)))
     read = []
@@ -188,6 +193,10 @@ def train_table(d):
                        ("emr_rwkv7", "EMR trajectories + repeat (RWKV-7; GPU scan forced)"),
                        ("emr_rwkv7-run1", "the same, token kernels, 390 s cap"),
                        ("or_rwkv7", "one-pass samples + repeat (RWKV-7; GPU scan forced)"),
+                       ("or_rwkv7-r2", "the same, retrained, schedule ending at 64M tokens"),
+                       ("or_rwkv7-r3", "the same, retrained, 200M-token schedule cut by a 360-s cap"),
+                       ("or_gdn", "one-pass samples + repeat (Gated DeltaNet), beside or_gdn_hybrid on one GPU"),
+                       ("or_gdn_hybrid", "one-pass samples + repeat (4 GDN + 2 SWA layers)"),
                        ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat"),
                        ("or_swa_emrbase", "one-pass samples of mix v3 + repeat, from the default model (W = 1024)"),
                        ("or_full_emrbase", "one-pass samples of mix v3 + repeat, from the default model with full attention"),
