@@ -9,8 +9,9 @@
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
-//       [--mirror 1|0] [--decode-weights fp32|bf16] (recompute defaults to 1 above 16k tokens; mirror 0: no bf16 weight copy,
-//       every GEMM rounds its weights, for A/B runs); --profile 1 adds the per-op time split of one
+//       [--mirror 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above 16k tokens; mirror 0:
+//       no bf16 weight copy, every GEMM rounds its weights, for A/B runs; graphs: decode steps as CUDA graphs, default
+//       SMOOTHREAD_CUDA_GRAPHS); --profile 1 adds the per-op time split of one
 //       training step ("profile_ms"; ops synchronize one by one, so only the split is meaningful)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
 #include <chrono>
@@ -299,6 +300,8 @@ int model(std::map<std::string, std::string> a) {
         3);
     const std::string dw = a.count("decode-weights") ? a["decode-weights"] : "fp32";
     m.set_decode_weights(dw);  // bf16: decode GEMVs read the weight mirror (half the bytes)
+    if (a.count("graphs")) cuda::set_decode_graphs(geti(a, "graphs", 0) != 0);
+    const cuda::DecodeGraphStats g0 = cuda::decode_graph_stats();
     Session s(m, SamplingParams{});
     s.prefill(ids);
     auto t0 = clk::now();
@@ -312,8 +315,11 @@ int model(std::map<std::string, std::string> a) {
     double kv_rows = W > 0 ? std::min(W, L) : L;
     double bytes = P * wbytes + 2.0 * kv_rows * c.num_kv_heads * c.head_dim * 4 * c.num_layers;
     if (c.is_rwkv7()) bytes = P * wbytes + 2.0 * double(s.state_bytes());  // state read and written
+    const cuda::DecodeGraphStats g1 = cuda::decode_graph_stats();
     std::printf(",\"prefill_tokens_per_s\":%.0f,\"decode_weights\":\"%s\",\"decode_tokens_per_s\":%.1f,\"decode_GBps\":%.0f",
                 L / (pre_ms * 1e-3), dw.c_str(), 1.0 / dec_s, bytes / dec_s * 1e-9);
+    std::printf(",\"decode_graphs\":%d,\"graph_launches\":%lld,\"graph_instantiations\":%lld", int(cuda::decode_graphs()),
+                (long long)(g1.launches - g0.launches), (long long)(g1.instantiations - g0.instantiations));
   } catch (const Error& e) {
     std::printf(",\"infer_error\":\"%s\"", e.what());
   }

@@ -71,6 +71,11 @@ void LanguageModel::linear(float* out, const float* x, const float* W, const flo
   }
 }
 
+void LanguageModel::run_cached_step(int n, const std::function<void()>& body) const {
+  if (n == 1 && ops_->run_captured) ops_->run_captured(body);
+  else body();
+}
+
 void LanguageModel::upload_params() {
   if (!on_device()) return;
   dparams_.upload(params_.data(), params_.size());

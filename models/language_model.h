@@ -9,6 +9,7 @@
 // writing them, sync_params_to_host() before reading them after training on the device.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -143,6 +144,9 @@ class LanguageModel {
   // out[N,O] = x W^T + b for W in the backend parameters; in forward_cached (cached) calls of up to
   // 4 rows read the bf16 weights of set_decode_weights("bf16") when it chose them.
   void linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O, bool cached) const;
+  // Runs the device work of a forward_cached() call of n tokens: a decode step (n = 1) as one
+  // captured graph where the backend offers it (OpsTable::run_captured), anything else as it is.
+  void run_cached_step(int n, const std::function<void()>& body) const;
   std::vector<uint16_t> decode_bf16_;    // CPU: bf16 copy of the parameters, or empty
   const uint16_t* decode_w16_ = nullptr;  // bf16 weights decode reads (decode_bf16_ or the device
                                           // mirror; same layout as the parameters), or null = fp32

@@ -360,19 +360,21 @@ void Rwkv7::forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>&
   Buffer<float> e(&mem, size_t(n) * C), x(&mem, size_t(n) * C), st(&mem, 2 * size_t(n)), vfirst(&mem, size_t(n) * C);
   Buffer<float> scratch(&mem, size_t(n) * floats_per_token());
   const Acts t = carve(scratch.data(), n);
-  ops_->embedding_fwd(e.data(), dids.data(), P + off_embed_, n, C);
-  ops_->layernorm_fwd(x.data(), st.data(), st.data() + n, e.data(), P + off_pre_, P + off_pre_ + C, n, 1, C, eps);
-  for (int l = 0; l < L; ++l) {
-    LayerKVCache& c = caches[l];
-    SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
-    layer_forward(l, t, x.data(), 1, n, c.conv_state.data(), c.rec_state.data(), vfirst.data(), x.data());
-    c.n_seen += n;
-  }
   const int first = all_logits ? 0 : n - 1, rows = n - first;
   Buffer<float> logits(&mem, size_t(rows) * V);
-  ops_->layernorm_fwd(e.data(), st.data(), st.data() + n, x.data() + size_t(first) * C, P + off_norm_,
-                      P + off_norm_ + C, rows, 1, C, eps);
-  linear(logits.data(), e.data(), P + off_lm_head_, nullptr, rows, C, V, true);
+  run_cached_step(n, [&] {
+    ops_->embedding_fwd(e.data(), dids.data(), P + off_embed_, n, C);
+    ops_->layernorm_fwd(x.data(), st.data(), st.data() + n, e.data(), P + off_pre_, P + off_pre_ + C, n, 1, C, eps);
+    for (int l = 0; l < L; ++l) {
+      LayerKVCache& c = caches[l];
+      SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
+      layer_forward(l, t, x.data(), 1, n, c.conv_state.data(), c.rec_state.data(), vfirst.data(), x.data());
+      c.n_seen += n;
+    }
+    ops_->layernorm_fwd(e.data(), st.data(), st.data() + n, x.data() + size_t(first) * C, P + off_norm_,
+                        P + off_norm_ + C, rows, 1, C, eps);
+    linear(logits.data(), e.data(), P + off_lm_head_, nullptr, rows, C, V, true);
+  });
   logits.download(logits_out, size_t(rows) * V);
 }
 

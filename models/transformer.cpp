@@ -594,73 +594,76 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   Buffer<float> gdn_scratch(&mem), gate(&mem, cfg_.attn_output_gate ? size_t(n) * qd : 0),
       qscratch(&mem, cfg_.attn_output_gate || cfg_.qk_norm || cfg_.rotary_dim ? 2 * size_t(n) * qd : 0);
   refresh_norms();
-  ops_->embedding_fwd(x.data(), dids.data(), P + off_embed_, n, C);
-  for (int l = 0; l < L; ++l) {
-    LayerParams w = layer(P, l);
-    LayerKVCache& c = caches[l];
-    SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
-    if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
-    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln1), n, C, cfg_.rms_norm_eps);
-    if (cfg_.is_linear(l)) {  // constant-size state: conv inputs + recurrent matrix
-      gdn_scratch.resize(size_t(n) * gdn_floats_per_token());
-      gdn_forward(w, carve_gdn(gdn_scratch.data(), n), h.data(), 1, n, c.conv_state.data(),
-                  c.rec_state.data(), tmp.data());
+  const int first = all_logits ? 0 : n - 1, rows = n - first;
+  Buffer<float> logits(&mem, size_t(rows) * V);
+  run_cached_step(n, [&] {
+    ops_->embedding_fwd(x.data(), dids.data(), P + off_embed_, n, C);
+    for (int l = 0; l < L; ++l) {
+      LayerParams w = layer(P, l);
+      LayerKVCache& c = caches[l];
+      SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
+      if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
+      ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln1), n, C, cfg_.rms_norm_eps);
+      if (cfg_.is_linear(l)) {  // constant-size state: conv inputs + recurrent matrix
+        gdn_scratch.resize(size_t(n) * gdn_floats_per_token());
+        gdn_forward(w, carve_gdn(gdn_scratch.data(), n), h.data(), 1, n, c.conv_state.data(),
+                    c.rec_state.data(), tmp.data());
+        c.n_seen += n;
+        ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
+        ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
+        mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
+        ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
+        continue;
+      }
+      project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data(), gate.data(), qscratch.data(), nullptr,
+                  true);
+      const float *K, *Vv;
+      int Tk;
+      if (c.window == 0) {  // full: append, attend over the whole cache
+        c.k.append(knew.data(), size_t(n) * kvd);
+        c.v.append(vnew.data(), size_t(n) * kvd);
+        K = c.k.data(), Vv = c.v.data(), Tk = int(pos0 + n);
+      } else {  // window W: the cache is a ring of W rows, allocated once
+        const int W = c.window;
+        if (c.k.size() != size_t(W) * kvd) {
+          c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);
+          c.k.zero(), c.v.zero();
+        }
+        if (n == 1) {  // decode: into the ring, then attend over the ring in place. The query sees the
+          // last min(pos0 + 1, W) positions, exactly what the ring holds; their order in the ring
+          // does not matter to a single query (RoPE is in the keys).
+          ring_write(mem, c.k.data(), knew.data(), pos0, 1, W, kvd);
+          ring_write(mem, c.v.data(), vnew.data(), pos0, 1, W, kvd);
+          K = c.k.data(), Vv = c.v.data(), Tk = int(std::min<int64_t>(pos0 + 1, W));
+        } else {  // gather the cached keys still visible to the first query, then the new ones
+          const int m = int(std::min<int64_t>(pos0, W - 1));
+          kw.resize(size_t(m + n) * kvd), vw.resize(size_t(m + n) * kvd);
+          ring_read(mem, kw.data(), c.k.data(), pos0 - m, m, W, kvd);
+          ring_read(mem, vw.data(), c.v.data(), pos0 - m, m, W, kvd);
+          mem.copy(kw.data() + size_t(m) * kvd, knew.data(), size_t(n) * kvd * sizeof(float));
+          mem.copy(vw.data() + size_t(m) * kvd, vnew.data(), size_t(n) * kvd * sizeof(float));
+          const int keep = std::min(n, W);  // only the last W new rows survive in the ring
+          ring_write(mem, c.k.data(), knew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
+          ring_write(mem, c.v.data(), vnew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
+          K = kw.data(), Vv = vw.data(), Tk = m + n;
+        }
+      }
       c.n_seen += n;
+      ops_->attention_fwd(att.data(), lse.data(), q.data(), K, Vv, attn_shape(1, n, Tk, l));
+      if (cfg_.attn_output_gate) {  // att *= sigmoid(gate)
+        ops_->act_fwd(gate.data(), gate.data(), size_t(n) * qd, 1);
+        ops_->mul(att.data(), att.data(), gate.data(), size_t(n) * qd);
+      }
+      linear(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C, true);
       ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
       ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
       mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
       ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
-      continue;
     }
-    project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data(), gate.data(), qscratch.data(), nullptr,
-                true);
-    const float *K, *Vv;
-    int Tk;
-    if (c.window == 0) {  // full: append, attend over the whole cache
-      c.k.append(knew.data(), size_t(n) * kvd);
-      c.v.append(vnew.data(), size_t(n) * kvd);
-      K = c.k.data(), Vv = c.v.data(), Tk = int(pos0 + n);
-    } else {  // window W: the cache is a ring of W rows, allocated once
-      const int W = c.window;
-      if (c.k.size() != size_t(W) * kvd) {
-        c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);
-        c.k.zero(), c.v.zero();
-      }
-      if (n == 1) {  // decode: into the ring, then attend over the ring in place. The query sees the
-        // last min(pos0 + 1, W) positions, exactly what the ring holds; their order in the ring
-        // does not matter to a single query (RoPE is in the keys).
-        ring_write(mem, c.k.data(), knew.data(), pos0, 1, W, kvd);
-        ring_write(mem, c.v.data(), vnew.data(), pos0, 1, W, kvd);
-        K = c.k.data(), Vv = c.v.data(), Tk = int(std::min<int64_t>(pos0 + 1, W));
-      } else {  // gather the cached keys still visible to the first query, then the new ones
-        const int m = int(std::min<int64_t>(pos0, W - 1));
-        kw.resize(size_t(m + n) * kvd), vw.resize(size_t(m + n) * kvd);
-        ring_read(mem, kw.data(), c.k.data(), pos0 - m, m, W, kvd);
-        ring_read(mem, vw.data(), c.v.data(), pos0 - m, m, W, kvd);
-        mem.copy(kw.data() + size_t(m) * kvd, knew.data(), size_t(n) * kvd * sizeof(float));
-        mem.copy(vw.data() + size_t(m) * kvd, vnew.data(), size_t(n) * kvd * sizeof(float));
-        const int keep = std::min(n, W);  // only the last W new rows survive in the ring
-        ring_write(mem, c.k.data(), knew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
-        ring_write(mem, c.v.data(), vnew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
-        K = kw.data(), Vv = vw.data(), Tk = m + n;
-      }
-    }
-    c.n_seen += n;
-    ops_->attention_fwd(att.data(), lse.data(), q.data(), K, Vv, attn_shape(1, n, Tk, l));
-    if (cfg_.attn_output_gate) {  // att *= sigmoid(gate)
-      ops_->act_fwd(gate.data(), gate.data(), size_t(n) * qd, 1);
-      ops_->mul(att.data(), att.data(), gate.data(), size_t(n) * qd);
-    }
-    linear(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C, true);
-    ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
-    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
-    mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
-    ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
-  }
-  const int first = all_logits ? 0 : n - 1, rows = n - first;
-  Buffer<float> logits(&mem, size_t(rows) * V);
-  ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, nw(P + off_norm_), rows, C, cfg_.rms_norm_eps);
-  linear(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V, true);
+    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, nw(P + off_norm_), rows, C,
+                      cfg_.rms_norm_eps);
+    linear(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V, true);
+  });
   logits.download(logits_out, size_t(rows) * V);
 }
 

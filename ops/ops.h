@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/bf16.h"
@@ -179,6 +180,11 @@ struct OpsTable {
   // The mirror's bf16 copy of the weights W[0, n) (device memory), or null when none holds them:
   // what linear_fwd_bf16w reads for decode with set_decode_weights("bf16") on such a backend.
   const uint16_t* (*weight_mirror_of)(const float* W, size_t n) = nullptr;
+  // ---- decode graphs (null where a backend has none) ----
+  // Runs body(), ops on this backend and no host transfers, as one captured graph where the
+  // backend has graphs switched on (otherwise body() runs as it is): the ops are recorded, then
+  // launched together. The same kernels run on the same data, so results are bitwise the same.
+  void (*run_captured)(const std::function<void()>& body) = nullptr;
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h

@@ -971,3 +971,41 @@ TEST(Cuda, Bf16DecodeWeightsReadTheMirror) {
     EXPECT_EQ(run(*gpu_p), f);
   }
 }
+
+TEST(Cuda, DecodeGraphsGiveTheSameLogitsBitwise) {
+  SKIP_WITHOUT_GPU();  // the same kernels on the same data, recorded and launched as one graph per step
+  for (const ModelConfig& c : {tiny_config("fs", 5), tiny_config("ls", 5), tiny_rwkv7_config(2)}) {
+    SCOPED_TRACE(c.model_type + " " + std::to_string(c.num_layers));
+    auto mp = make_model(c);
+    mp->init_random(3);
+    mp->set_ops(&gpu());
+    const int V = c.vocab_size, steps = 32;
+    std::vector<int32_t> ids(8 + steps);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 3) % V);
+    cuda::set_decode_graphs(false);
+    const auto eager = prefill_then_decode_logits(*mp, ids, 8);
+    cuda::set_decode_graphs(true);
+    const cuda::DecodeGraphStats s0 = cuda::decode_graph_stats();
+    const auto graphed = prefill_then_decode_logits(*mp, ids, 8);
+    const cuda::DecodeGraphStats s1 = cuda::decode_graph_stats();
+    EXPECT_EQ(graphed, eager);
+    EXPECT_EQ(s1.launches - s0.launches, steps);  // every decode step, not the prefill
+    // Steps whose work has the same shape update the previous graph in place: a window ring or a
+    // recurrent state never changes shape; a full-attention cache that doubles changes it twice.
+    const int64_t built = s1.instantiations - s0.instantiations;
+    bool any_full = false;
+    for (int l = 0; l < c.num_layers; ++l) any_full |= c.layer_type(l) == "full_attention";
+    EXPECT_LE(built, any_full ? 16 : 2);
+    // bf16 decode weights go through the graph too
+    mp->set_decode_weights("bf16");
+    cuda::set_decode_graphs(false);
+    const auto eager16 = prefill_then_decode_logits(*mp, ids, 8);
+    cuda::set_decode_graphs(true);
+    EXPECT_EQ(prefill_then_decode_logits(*mp, ids, 8), eager16);
+    mp->set_decode_weights("fp32");
+    // An error while a step is recorded ends the capture: the stream runs ops again afterwards.
+    EXPECT_THROW(cuda::run_captured([] { fail("test", "thrown inside a capture"); }), Error);
+    EXPECT_EQ(prefill_then_decode_logits(*mp, ids, 8), eager);
+    cuda::set_decode_graphs(false);
+  }
+}

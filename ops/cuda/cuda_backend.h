@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "ops/ops.h"
@@ -45,6 +46,19 @@ void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const vo
 // bf16 weight mirrors (what OpsTable::mirror_weights runs): on by default; off makes every GEMM
 // round its weight operand itself, as before the mirrors (benchmark A/B). Set before models load.
 void set_weight_mirrors(bool on);
+
+// Decode graphs (OpsTable::run_captured, graphs.cu): each decode step's ops are captured into a
+// CUDA graph and launched as one, updating the previous step's executable graph in place
+// (cudaGraphExecUpdate) when only kernel arguments changed. Off by default until measured on a
+// GPU; SMOOTHREAD_CUDA_GRAPHS=1 (or set_decode_graphs(true)) switches them on.
+void set_decode_graphs(bool on);
+bool decode_graphs();
+struct DecodeGraphStats {
+  int64_t launches = 0;        // graphs launched (decode steps run through a graph)
+  int64_t instantiations = 0;  // executable graphs built (the rest were updated in place)
+};
+DecodeGraphStats decode_graph_stats();  // this thread's
+void run_captured(const std::function<void()>& body);
 
 // fp32 <-> bf16 conversion of n elements (device pointers)
 void to_bf16(void* dst, const float* src, size_t n);

@@ -17,8 +17,10 @@ inline void check(cudaError_t e, const char* what) {
 // After a launch: configuration errors now, execution errors at the next synchronizing call.
 #define SR_CUDA_LAUNCHED(name) ::sr::cuda::check(cudaGetLastError(), name)
 
-// All work goes to the legacy default stream: ops are ordered, and host copies synchronize.
-inline cudaStream_t stream() { return 0; }
+// All work goes to one stream, created once with default flags: a blocking stream, so it stays
+// ordered with the legacy default stream that host copies (cudaMemcpy) use, as the legacy stream
+// itself was; unlike the legacy stream it can be captured into a graph (graphs.cu).
+cudaStream_t stream();  // memory.cu: one instance for every file of the backend
 inline unsigned blocks_for(size_t n, unsigned threads) {
   size_t b = (n + threads - 1) / threads;
   return unsigned(b < 65535u * 16 ? (b == 0 ? 1 : b) : 65535u * 16);

@@ -127,6 +127,15 @@ std::string device_summary() {
 
 void synchronize() { SR_CUDA(cudaDeviceSynchronize()); }
 
+cudaStream_t stream() {
+  static const cudaStream_t s = [] {
+    cudaStream_t t = nullptr;
+    check(cudaStreamCreate(&t), "cudaStreamCreate");
+    return t;
+  }();
+  return s;
+}
+
 namespace {
 void* m_alloc(size_t b) { return device_alloc(b); }
 void m_release(void* p) { device_free(p); }

@@ -28,6 +28,10 @@ void empty_cache() {}
 void set_gemm_precision(const std::string&) { no_cuda(); }
 std::string gemm_precision() { return "none"; }
 void set_weight_mirrors(bool) { no_cuda(); }
+void set_decode_graphs(bool) { no_cuda(); }
+bool decode_graphs() { return false; }
+DecodeGraphStats decode_graph_stats() { return {}; }
+void run_captured(const std::function<void()>& body) { body(); }
 void attention_fwd_bf16(void*, float*, const void*, const void*, const void*, const AttnShape&) { no_cuda(); }
 void attention_bwd_bf16(void*, void*, void*, const void*, const void*, const void*, const void*, const void*,
                         const float*, float*, float*, const AttnShape&) { no_cuda(); }

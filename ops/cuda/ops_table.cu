@@ -65,6 +65,7 @@ const OpsTable& ops_cuda() {
       .linear_fwd_bf16w = o::linear_fwd_bf16w,
       .mirror_weights = cuda::mirror_weights,
       .weight_mirror_of = cuda::weight_mirror_of,
+      .run_captured = cuda::run_captured,
   };
   return t;
 }
