@@ -8,7 +8,7 @@
 //   bench_cuda gemm
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
 //       ops use today) vs bf16 storage
-//   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5] [--decode 64] [--recompute 0|1]
+//   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5 (0: no training)] [--decode 64] [--recompute 0|1]
 //       [--mirror 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above 16k tokens; mirror 0:
 //       no bf16 weight copy, every GEMM rounds its weights, for A/B runs; graphs: decode steps as CUDA graphs, default
 //       SMOOTHREAD_CUDA_GRAPHS); --profile 1 adds the per-op time split of one
@@ -246,7 +246,7 @@ int model(std::map<std::string, std::string> a) {
   std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,"
               "\"weight_mirror\":%d,\"device\":\"%s\"",
               p.c_str(), P, L, W, int(recompute), int(mirror), cuda::device_summary().c_str());
-  try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens
+  if (steps > 0) try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens
     AdamW opt(m.num_params(), {}, ops_cuda());
     std::vector<int32_t> ids(L), tg(L);
     Rng r(3);

@@ -70,6 +70,26 @@ def mirror_tables(jpath):
                   f"{tps / base:.2f}x |")
 
 
+def graphs_tables(jpath):
+    """Decode with each step captured as one CUDA graph vs op by op, from `run_cuda.sh ... graphs`: means
+    over the repeated runs of each setting (the script alternates them)."""
+    rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "decode_graphs" in l]
+    mean = lambda xs: sum(xs) / len(xs)
+    print("| model | decode graphs | runs | decode tok/s | ms / token | GB/s read | graphs built / steps | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for p in dict.fromkeys(r["preset"] for r in rows):
+        by = {g: [r for r in rows if r["preset"] == p and r["decode_graphs"] == g] for g in (1, 0)}
+        if not by[0] or not by[1]:
+            continue
+        base = mean([r["decode_tokens_per_s"] for r in by[0]])
+        for g in (1, 0):
+            rs = by[g]
+            tps = mean([r["decode_tokens_per_s"] for r in rs])
+            built = "%d / %d" % (sum(r["graph_instantiations"] for r in rs), sum(r["graph_launches"] for r in rs)) if g else "-"
+            print(f"| {p} | {'on' if g else 'off'} | {len(rs)} | {tps:.1f} | {1e3 / tps:.2f} | "
+                  f"{mean([r['decode_GBps'] for r in rs]):.0f} | {built} | {tps / base:.2f}x |")
+
+
 def main(jpath, gpu_path):
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
     print(open(gpu_path).read().strip().replace("\n", ", "))
@@ -117,5 +137,7 @@ if __name__ == "__main__":
         chunked_tables(sys.argv[2])
     elif sys.argv[1] == "--mirror":
         mirror_tables(sys.argv[2])
+    elif sys.argv[1] == "--graphs":
+        graphs_tables(sys.argv[2])
     else:
         main(*sys.argv[1:3])

@@ -3,9 +3,10 @@
 # (bench_cuda and the PyTorch baselines, same card, same run) and the docs/PERF.md tables.
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
-#   what: tests attention gemm mixer model chunked mirror (default: the first five)
+#   what: tests attention gemm mixer model chunked mirror graphs (default: the first five)
 #     mirror = the 0.5b and 3b training steps at 4k with the bf16 weight mirror on and off (A/B),
 #              and their decode on bf16 (mirror) vs fp32 weights
+#     graphs = decode (128 tokens after a 4k prefill) with each step as one CUDA graph vs op by op (A/B)
 #     chunked = the delta-rule scans, chunked against the token kernels (SMOOTHREAD_DELTA_CHUNKED=0)
 #     in the same run: the mixer at 4k/16k/64k and the 0.5b-gdn / 0.5b-rwkv7 models at 4k and 64k
 #   env PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out)
@@ -84,5 +85,14 @@ if [[ " $WHAT " == *" mirror "* ]]; then  # the bf16 weight mirror on / off, alt
     done
   done
   python3 bench/cuda_tables.py --mirror "$JM" | tee "$OUTD/mirror.md"
+fi
+if [[ " $WHAT " == *" graphs "* ]]; then  # decode steps as CUDA graphs vs one launch per op, alternated, same run
+  JG="$OUTD/graphs.jsonl"
+  for P in 0.5b 3b 0.5b-gdn 0.5b-rwkv7; do
+    for G in 1 0 0 1; do
+      timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 0 --decode 128 --graphs $G | tee -a "$JG"
+    done
+  done
+  python3 bench/cuda_tables.py --graphs "$JG" | tee "$OUTD/graphs.md"
 fi
 [[ -s "$J" ]] && python3 bench/cuda_tables.py "$J" "$OUTD/gpu.txt" | tee "$OUTD/tables.md"
