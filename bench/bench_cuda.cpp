@@ -256,8 +256,7 @@ int model(std::map<std::string, std::string> a) {
       m.zero_grad();
       m.forward(ids.data(), tg.data(), w.data(), 1, L);
       m.backward();
-      clip_grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda());
-      opt.step(m.backend_params(), m.grads(), 1e-4f);
+      opt.step(m.backend_params(), m.grads(), 1e-4f, grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda()).clip_scale);
     };
     cuda::reset_peak();
     double ms = median_ms(step, steps);
@@ -272,8 +271,8 @@ int model(std::map<std::string, std::string> a) {
         m.zero_grad();
         m.forward(ids.data(), tg.data(), w.data(), 1, L);
         m.backward();
-        clip_grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda_profiled());
-        popt.step(m.backend_params(), m.grads(), 1e-4f);
+        popt.step(m.backend_params(), m.grads(), 1e-4f,
+                  grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda_profiled()).clip_scale);
       };
       pstep();
       cuda::profile_reset();

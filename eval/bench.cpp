@@ -170,8 +170,8 @@ std::vector<BenchResult> run_bench(LanguageModel& model, const BenchOptions& o,
         model.zero_grad();
         x["loss"] = model.forward(in.data(), tg.data(), w.data(), 1, T);
         model.backward();
-        clip_grad_norm(model.grads(), model.num_params(), 1.0, model.ops());
-        opt.step(model.backend_params(), model.grads(), 1e-6f);
+        opt.step(model.backend_params(), model.grads(), 1e-6f,
+                 grad_norm(model.grads(), model.num_params(), 1.0, model.ops()).clip_scale);
       }));
     }
   }

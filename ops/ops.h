@@ -46,6 +46,7 @@ struct GdrShape {
 // One AdamW update's scalars (bias corrections precomputed on the host).
 struct AdamWStep {
   float lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2;
+  float grad_scale = 1.0f;  // the update uses g * grad_scale: gradient clipping folded into the step
 };
 
 // Function table so the model, tests and benchmarks can run any backend. All pointers are in

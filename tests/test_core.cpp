@@ -87,6 +87,36 @@ TEST(Train, AdamWStepMatchesHandComputation) {
   EXPECT_NEAR(p[1], -2.0f - 0.1f * 1.0f, 1e-6);
 }
 
+TEST(Train, ClippingFoldedIntoAdamWEqualsClipThenStep) {
+  // grad_norm's factor passed to the step gives the same bits as scaling the gradients first
+  const size_t n = 1001;  // odd, not a multiple of any vector width
+  std::vector<float> p0(n), g(n);
+  Rng r(5);
+  for (size_t i = 0; i < n; ++i) p0[i] = float(r.normal()), g[i] = float(r.normal()) * 3.0f;
+  std::vector<uint8_t> mask(n);
+  for (size_t i = 0; i < n; ++i) mask[i] = i % 3 != 0;
+  for (const OpsTable* ops : {&ops_ref(), &ops_cpu()}) {
+    SCOPED_TRACE(ops->name);
+    for (double max_norm : {0.5, 1e9, 0.0}) {  // clipped, within the bound, clipping off
+      std::vector<float> pa = p0, pb = p0, ga = g;
+      AdamW a(n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f}, *ops), b(n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f}, *ops);
+      a.set_decay_mask(mask), b.set_decay_mask(mask);
+      for (int step = 0; step < 3; ++step) {
+        std::vector<float> gs = g;
+        const double na = clip_grad_norm(gs.data(), n, max_norm, *ops);
+        a.step(pa.data(), gs.data(), 1e-2f);
+        const GradNorm gn = grad_norm(g.data(), n, max_norm, *ops);
+        EXPECT_EQ(gn.norm, na);
+        EXPECT_EQ(gn.clip_scale != 1.0f, max_norm == 0.5);
+        b.step(pb.data(), g.data(), 1e-2f, gn.clip_scale);
+      }
+      EXPECT_EQ(pa, pb);
+      EXPECT_EQ(a.m_host(), b.m_host());
+      EXPECT_EQ(a.v_host(), b.v_host());
+    }
+  }
+}
+
 TEST(Train, ScheduleAndClipping) {
   EXPECT_FLOAT_EQ(lr_at(0, 10, 100, 1.0f, 0.1f), 0.1f);
   EXPECT_FLOAT_EQ(lr_at(9, 10, 100, 1.0f, 0.1f), 1.0f);

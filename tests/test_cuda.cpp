@@ -388,6 +388,16 @@ TEST(Cuda, AdamWMatchesReference) {
   EXPECT_REL(down(p_), p, 1e-6);
   EXPECT_REL(down(m_), m, 1e-6);
   EXPECT_REL(down(v_), v, 1e-6);
+  // clipping folded into the step (grad_scale) = the gradients scaled first, bit for bit
+  auto q_ = up(p), g2_ = up(g), m2_ = up(m), v2_ = up(v), q2_ = up(p), gs_ = up(g), m3_ = up(m), v3_ = up(v);
+  AdamWStep c = a;
+  c.grad_scale = 0.37f;
+  gpu().adamw(q_.data(), g2_.data(), m2_.data(), v2_.data(), d_.data(), n, c);
+  gpu().scale(gs_.data(), n, 0.37f);
+  gpu().adamw(q2_.data(), gs_.data(), m3_.data(), v3_.data(), d_.data(), n, a);
+  EXPECT_EQ(down(q_), down(q2_));
+  EXPECT_EQ(down(m2_), down(m3_));
+  EXPECT_EQ(down(v2_), down(v3_));
 }
 
 // Attention: causal / window / GQA / decode / chunked prefill into a cache (Tq < Tk), head dims

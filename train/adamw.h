@@ -19,8 +19,10 @@ class AdamW {
   AdamW(size_t n, AdamWConfig cfg, const OpsTable& ops = ops_cpu());
   // decay_mask[i] = 1 where weight decay applies (empty = everywhere).
   void set_decay_mask(const std::vector<uint8_t>& mask);
-  // One update at learning rate `lr`; params and grads in the backend's memory.
-  void step(float* params, const float* grads, float lr);
+  // One update at learning rate `lr` with the gradient grads * grad_scale (grad_norm()'s clipping
+  // factor: the same update as clip_grad_norm() then step(), without a pass over the gradients);
+  // params and grads in the backend's memory.
+  void step(float* params, const float* grads, float lr, float grad_scale = 1.0f);
   int64_t t() const { return t_; }
   void set_t(int64_t t) { t_ = t; }
   // Moments as host copies (checkpoints) and back.
@@ -40,8 +42,14 @@ class AdamW {
 // Linear warmup over `warmup` steps to `lr`, then cosine decay to `min_lr` at `total` steps.
 float lr_at(int64_t step, int64_t warmup, int64_t total, float lr, float min_lr);
 
-// Global L2 norm of grads[0..n) (fp64 accumulation in a fixed order); scales grads so the norm is
-// at most max_norm when max_norm > 0. Returns the norm before clipping.
+// Global L2 norm of grads[0..n) (fp64 accumulation in a fixed order) and the factor that scales
+// it to at most max_norm (1 when max_norm <= 0 or the norm is within it).
+struct GradNorm {
+  double norm;
+  float clip_scale;
+};
+GradNorm grad_norm(const float* grads, size_t n, double max_norm, const OpsTable& ops = ops_cpu());
+// The same, applied: scales grads in place. Returns the norm before clipping.
 double clip_grad_norm(float* grads, size_t n, double max_norm, const OpsTable& ops = ops_cpu());
 
 }  // namespace sr

@@ -159,9 +159,10 @@ void Trainer::run(const std::function<void(const json&)>& on_log, bool resume, i
       tokens_since_log += b.tokens;
       tokens_seen_ += b.tokens;
     }
-    double norm = clip_grad_norm(model_->grads(), model_->num_params(), cfg_.grad_clip, model_->ops());
+    const GradNorm gn = grad_norm(model_->grads(), model_->num_params(), cfg_.grad_clip, model_->ops());
+    const double norm = gn.norm;
     float lr = lr_at(step_, cfg_.warmup_steps, cfg_.steps, cfg_.lr, cfg_.min_lr);
-    opt_->step(model_->backend_params(), model_->grads(), lr);
+    opt_->step(model_->backend_params(), model_->grads(), lr, gn.clip_scale);  // clipping folded into the update
     ++step_;
     double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
     stopped_early = ((cfg_.max_seconds > 0 && elapsed >= cfg_.max_seconds) || (stop_after > 0 && step_ >= stop_after)) &&

@@ -228,8 +228,9 @@ void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, s
   const float b1 = a.beta1, b2 = a.beta2;
 #pragma omp parallel for schedule(static)
   for (long i = 0; i < long(n); ++i) {
-    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    const float gi = g[i] * a.grad_scale;
+    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
     float mhat = m[i] / a.bias_corr1, vhat = v[i] / a.bias_corr2;
     float wd = (!decay || decay[i]) ? a.weight_decay : 0.0f;
     p[i] -= a.lr * (mhat / (std::sqrt(vhat) + a.eps) + wd * p[i]);

@@ -207,7 +207,7 @@ __global__ void sum_squares_k(double* partial, const float* x, size_t n) {
 __global__ void adamw_k(float* p, __nv_bfloat16* p16, const float* g, float* m, float* v, const uint8_t* decay,
                         size_t n, AdamWStep a) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    float gi = g[i];
+    const float gi = g[i] * a.grad_scale;
     float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
     float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
     m[i] = mi, v[i] = vi;

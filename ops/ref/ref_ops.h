@@ -282,8 +282,9 @@ double sum_squares(const T* x, size_t n) {
 template <class T>
 void adamw(T* p, const T* g, T* m, T* v, const uint8_t* decay, size_t n, const AdamWStep& a) {
   for (size_t i = 0; i < n; ++i) {
-    m[i] = T(a.beta1) * m[i] + T(1 - a.beta1) * g[i];
-    v[i] = T(a.beta2) * v[i] + T(1 - a.beta2) * g[i] * g[i];
+    const T gi = g[i] * T(a.grad_scale);
+    m[i] = T(a.beta1) * m[i] + T(1 - a.beta1) * gi;
+    v[i] = T(a.beta2) * v[i] + T(1 - a.beta2) * gi * gi;
     T mhat = m[i] / T(a.bias_corr1), vhat = v[i] / T(a.bias_corr2);
     T wd = (!decay || decay[i]) ? T(a.weight_decay) : T(0);
     p[i] -= T(a.lr) * (mhat / (std::sqrt(vhat) + T(a.eps)) + wd * p[i]);
