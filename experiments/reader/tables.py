@@ -177,6 +177,24 @@ def tasks_table(d):
     return "\n".join(out)
 
 
+def tasks_by_length_table(d):
+    """The trained RULER-style tasks at 4k, 16k and 64k (study.sh tasks, TASK_LENGTHS): the default model."""
+    lengths = [4096, 16384, 65536]
+    out = ["| task (EMR, the default model, 10 documents) | " + " | ".join(k(n) for n in lengths) + " |",
+           "|---|" + "---|" * len(lengths)]
+    for t in ["passkey", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1"]:
+        cells = []
+        for n in lengths:
+            if t == "niah_single_2":  # the NIAH-by-length records (other seeds, same task)
+                r = row(os.path.join(d, "emr_swa_v3-emr", "niah-%d.score.json" % n))
+            else:
+                sub = "emr_swa_v3-tasks-cpu" if n == 4096 else "emr_swa_v3-tasks-long-cpu"
+                r = row(os.path.join(d, sub, "%s-%d.score.json" % (t, n)))
+            cells.append(cell(r))
+        out.append("| %s | %s |" % (t, " | ".join(cells)))
+    return "\n".join(out)
+
+
 def train_table(d):
     out = ["| model | data | tokens | steps | wall s | tokens/s | last 20 logged losses (mean) |", "|---|---|---|---|---|---|---|"]
     for name, data in [("emr_swa_v3", "EMR trajectories, mix v3 + repeat (the default model)"),
@@ -301,6 +319,7 @@ def main():
     print("### Data mix v1 (first default) vs v2\n\n" + mix_table(d) + "\n")
     print("### Generalization by data mix\n\n" + generalization_table(d) + "\n")
     print("### RULER-style tasks\n\n" + tasks_table(d) + "\n")
+    print("### RULER-style tasks by length\n\n" + tasks_by_length_table(d) + "\n")
     print("### Training runs\n\n" + train_table(d))
     if out_svg:
         svg(series, out_svg)
