@@ -32,11 +32,23 @@ def chunked_tables(jpath):
                   f"{100 * r['train_mfu']:.1f}% | {r['train_peak_gib']:.1f} | {r['prefill_tokens_per_s']:.0f} | {dec} |")
 
 
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def ab_groups(rows, pick):
+    """Per preset (in file order), the rows of each A/B setting: {setting: rows} for every preset that
+    has all of them. pick: {setting: predicate on a row}."""
+    for p in dict.fromkeys(r["preset"] for r in rows):
+        by = {k: [r for r in rows if r["preset"] == p and f(r)] for k, f in pick.items()}
+        if all(by.values()):
+            yield p, by
+
+
 def mirror_tables(jpath):
     """The bf16 weight mirror on / off (training) and bf16 / fp32 decode weights, from `run_cuda.sh ... mirror`:
     means over the repeated runs of each setting (the script alternates them)."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
-    mean = lambda xs: sum(xs) / len(xs)
     # run_cuda.sh tags each line with its A/B ("ab": "train" | "decode"); untagged files (before the tag)
     # hold, per preset, the script's 4 training runs and then its 4 decode runs
     seen = {}
@@ -45,10 +57,8 @@ def mirror_tables(jpath):
         r.setdefault("ab", "train" if i < 4 else "decode")
     print("| model | L | weight mirror | runs | train ms / step | train tok/s | MFU | peak GiB | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for p in dict.fromkeys(r["preset"] for r in rows):
-        ab = {m: [r for r in rows if r["preset"] == p and r["ab"] == "train" and r["weight_mirror"] == m] for m in (1, 0)}
-        if not ab[0] or not ab[1]:
-            continue
+    train = {m: (lambda r, m=m: r["ab"] == "train" and r["weight_mirror"] == m) for m in (1, 0)}
+    for p, ab in ab_groups(rows, train):
         base = mean([r["train_ms"] for r in ab[0]])
         for m in (1, 0):
             rs = ab[m]
@@ -58,11 +68,8 @@ def mirror_tables(jpath):
                   f"{rs[0]['train_peak_gib']:.1f} | {base / ms:.2f}x |")
     print("\n| model | decode weights | runs | decode tok/s | GB/s read | speed-up |")
     print("|---|---|---|---|---|---|")
-    for p in dict.fromkeys(r["preset"] for r in rows):
-        dec = {d: [r for r in rows if r["preset"] == p and r["ab"] == "decode" and r["decode_weights"] == d]
-               for d in ("bf16", "fp32")}
-        if not dec["bf16"] or not dec["fp32"]:
-            continue
+    decode = {d: (lambda r, d=d: r["ab"] == "decode" and r["decode_weights"] == d) for d in ("bf16", "fp32")}
+    for p, dec in ab_groups(rows, decode):
         base = mean([r["decode_tokens_per_s"] for r in dec["fp32"]])
         for d in ("bf16", "fp32"):
             tps = mean([r["decode_tokens_per_s"] for r in dec[d]])
@@ -74,13 +81,9 @@ def graphs_tables(jpath):
     """Decode with each step captured as one CUDA graph vs op by op, from `run_cuda.sh ... graphs`: means
     over the repeated runs of each setting (the script alternates them)."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "decode_graphs" in l]
-    mean = lambda xs: sum(xs) / len(xs)
     print("| model | decode graphs | runs | decode tok/s | ms / token | GB/s read | graphs built / steps | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
-    for p in dict.fromkeys(r["preset"] for r in rows):
-        by = {g: [r for r in rows if r["preset"] == p and r["decode_graphs"] == g] for g in (1, 0)}
-        if not by[0] or not by[1]:
-            continue
+    for p, by in ab_groups(rows, {g: (lambda r, g=g: r["decode_graphs"] == g) for g in (1, 0)}):
         base = mean([r["decode_tokens_per_s"] for r in by[0]])
         for g in (1, 0):
             rs = by[g]
