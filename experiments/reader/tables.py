@@ -178,9 +178,12 @@ def tasks_table(d):
 
 
 def tasks_by_length_table(d):
-    """The trained RULER-style tasks at 4k, 16k and 64k (study.sh tasks, TASK_LENGTHS): the default model."""
-    lengths = [4096, 16384, 65536]
-    out = ["| task (EMR, the default model, 10 documents) | " + " | ".join(k(n) for n in lengths) + " |",
+    """The trained RULER-style tasks from 4k (the training length) to 256k (study.sh tasks, TASK_LENGTHS):
+    the default model. 4k: emr_swa_v3-tasks-cpu; 16k, 64k: -tasks-long-cpu; 8k, 32k, 128k, 256k: -tasks-long-gpu."""
+    lengths = [4096, 8192, 16384, 32768, 65536, 131072, 262144]
+    where = {4096: "emr_swa_v3-tasks-cpu", 16384: "emr_swa_v3-tasks-long-cpu", 65536: "emr_swa_v3-tasks-long-cpu"}
+    out = ["| task (EMR, the default model, 10 documents) | " +
+           " | ".join("%s (%dx)" % (k(n), n // TRAIN_LEN) for n in lengths) + " |",
            "|---|" + "---|" * len(lengths)]
     for t in ["passkey", "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1"]:
         cells = []
@@ -188,7 +191,7 @@ def tasks_by_length_table(d):
             if t == "niah_single_2":  # the NIAH-by-length records (other seeds, same task)
                 r = row(os.path.join(d, "emr_swa_v3-emr", "niah-%d.score.json" % n))
             else:
-                sub = "emr_swa_v3-tasks-cpu" if n == 4096 else "emr_swa_v3-tasks-long-cpu"
+                sub = where.get(n, "emr_swa_v3-tasks-long-gpu")
                 r = row(os.path.join(d, sub, "%s-%d.score.json" % (t, n)))
             cells.append(cell(r))
         out.append("| %s | %s |" % (t, " | ".join(cells)))
