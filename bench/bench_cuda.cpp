@@ -317,8 +317,9 @@ int model(std::map<std::string, std::string> a) {
     const cuda::DecodeGraphStats g1 = cuda::decode_graph_stats();
     std::printf(",\"prefill_tokens_per_s\":%.0f,\"decode_weights\":\"%s\",\"decode_tokens_per_s\":%.1f,\"decode_GBps\":%.0f",
                 L / (pre_ms * 1e-3), dw.c_str(), 1.0 / dec_s, bytes / dec_s * 1e-9);
-    std::printf(",\"decode_graphs\":%d,\"graph_launches\":%lld,\"graph_instantiations\":%lld", int(cuda::decode_graphs()),
-                (long long)(g1.launches - g0.launches), (long long)(g1.instantiations - g0.instantiations));
+    std::printf(",\"decode_graphs\":%d,\"graph_launches\":%lld,\"graph_instantiations\":%lld,\"graph_replays\":%lld",
+                int(cuda::decode_graphs()), (long long)(g1.launches - g0.launches),
+                (long long)(g1.instantiations - g0.instantiations), (long long)(g1.replays - g0.replays));
   } catch (const Error& e) {
     std::printf(",\"infer_error\":\"%s\"", e.what());
   }

@@ -37,10 +37,12 @@ def mean(xs):
 
 
 def ab_groups(rows, pick):
-    """Per preset (in file order), the rows of each A/B setting: {setting: rows} for every preset that
-    has all of them. pick: {setting: predicate on a row}."""
-    for p in dict.fromkeys(r["preset"] for r in rows):
-        by = {k: [r for r in rows if r["preset"] == p and f(r)] for k, f in pick.items()}
+    """Per model (preset, and window when there is one; in file order), the rows of each A/B setting:
+    {setting: rows} for every model that has all of them. pick: {setting: predicate on a row}."""
+    def label(r):
+        return r["preset"] + (" W=%d" % r["window"] if r.get("window") else "")
+    for p in dict.fromkeys(label(r) for r in rows):
+        by = {k: [r for r in rows if label(r) == p and f(r)] for k, f in pick.items()}
         if all(by.values()):
             yield p, by
 
@@ -81,14 +83,16 @@ def graphs_tables(jpath):
     """Decode with each step captured as one CUDA graph vs op by op, from `run_cuda.sh ... graphs`: means
     over the repeated runs of each setting (the script alternates them)."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "decode_graphs" in l]
-    print("| model | decode graphs | runs | decode tok/s | ms / token | GB/s read | graphs built / steps | speed-up |")
+    print("| model | decode graphs | runs | decode tok/s | ms / token | GB/s read | graphs built / replayed / steps | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for p, by in ab_groups(rows, {g: (lambda r, g=g: r["decode_graphs"] == g) for g in (1, 0)}):
         base = mean([r["decode_tokens_per_s"] for r in by[0]])
         for g in (1, 0):
             rs = by[g]
             tps = mean([r["decode_tokens_per_s"] for r in rs])
-            built = "%d / %d" % (sum(r["graph_instantiations"] for r in rs), sum(r["graph_launches"] for r in rs)) if g else "-"
+            built = "%d / %s / %d" % (sum(r["graph_instantiations"] for r in rs),
+                                      sum(r["graph_replays"] for r in rs) if "graph_replays" in rs[0] else "-",
+                                      sum(r["graph_launches"] for r in rs)) if g else "-"
             print(f"| {p} | {'on' if g else 'off'} | {len(rs)} | {tps:.1f} | {1e3 / tps:.2f} | "
                   f"{mean([r['decode_GBps'] for r in rs]):.0f} | {built} | {tps / base:.2f}x |")
 

@@ -88,9 +88,12 @@ if [[ " $WHAT " == *" mirror "* ]]; then  # the bf16 weight mirror on / off, alt
 fi
 if [[ " $WHAT " == *" graphs "* ]]; then  # decode steps as CUDA graphs vs one launch per op, alternated, same run
   JG="$OUTD/graphs.jsonl"
-  for P in 0.5b 3b 0.5b-gdn 0.5b-rwkv7; do
+  # full attention (a new key count every step: recorded every step), windows past their ring (the
+  # same key every step: the graph launched again as it is), the GDN hybrid, RWKV-7
+  for PW in 0.5b:0 0.5b:1024 3b:0 3b:1024 0.5b-gdn:0 0.5b-rwkv7:0; do
     for G in 1 0 0 1; do
-      timeout 120 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 0 --decode 128 --graphs $G | tee -a "$JG"
+      timeout 120 "$BIN/bench_cuda" model --preset ${PW%:*} --window ${PW#*:} --L 4096 --steps 0 --decode 128 --graphs $G |
+        tee -a "$JG"
     done
   done
   python3 bench/cuda_tables.py --graphs "$JG" | tee "$OUTD/graphs.md"

@@ -362,19 +362,26 @@ void Rwkv7::forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>&
   const Acts t = carve(scratch.data(), n);
   const int first = all_logits ? 0 : n - 1, rows = n - first;
   Buffer<float> logits(&mem, size_t(rows) * V);
-  run_cached_step(n, [&] {
+  std::vector<uintptr_t> key = step_key(n, first);
+  for (const void* b : {(const void*)dids.data(), (const void*)e.data(), (const void*)x.data(), (const void*)st.data(),
+                        (const void*)vfirst.data(), (const void*)scratch.data(), (const void*)logits.data()})
+    key.push_back(uintptr_t(b));
+  for (const LayerKVCache& c : caches) {
+    SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
+    key.push_back(uintptr_t(c.conv_state.data())), key.push_back(uintptr_t(c.rec_state.data()));
+  }
+  run_cached_step(n, key, [&] {
     ops_->embedding_fwd(e.data(), dids.data(), P + off_embed_, n, C);
     ops_->layernorm_fwd(x.data(), st.data(), st.data() + n, e.data(), P + off_pre_, P + off_pre_ + C, n, 1, C, eps);
     for (int l = 0; l < L; ++l) {
       LayerKVCache& c = caches[l];
-      SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
       layer_forward(l, t, x.data(), 1, n, c.conv_state.data(), c.rec_state.data(), vfirst.data(), x.data());
-      c.n_seen += n;
     }
     ops_->layernorm_fwd(e.data(), st.data(), st.data() + n, x.data() + size_t(first) * C, P + off_norm_,
                         P + off_norm_ + C, rows, 1, C, eps);
     linear(logits.data(), e.data(), P + off_lm_head_, nullptr, rows, C, V, true);
   });
+  for (LayerKVCache& c : caches) c.n_seen += n;
   logits.download(logits_out, size_t(rows) * V);
 }
 

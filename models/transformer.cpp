@@ -596,19 +596,47 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   refresh_norms();
   const int first = all_logits ? 0 : n - 1, rows = n - first;
   Buffer<float> logits(&mem, size_t(rows) * V);
-  run_cached_step(n, [&] {
+  // Host-side setup before the device work (a replayed decode step runs none of the body): cache
+  // buffers on this backend, window rings at their size, the linear layers' scratch.
+  for (int l = 0; l < L; ++l) {
+    LayerKVCache& c = caches[l];
+    SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
+    if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
+    if (cfg_.is_linear(l)) {
+      gdn_scratch.resize(size_t(n) * gdn_floats_per_token());
+    } else if (c.window > 0 && c.k.size() != size_t(c.window) * kvd) {
+      c.k.resize(size_t(c.window) * kvd), c.v.resize(size_t(c.window) * kvd);
+      c.k.zero(), c.v.zero();
+    }
+  }
+  // The step's key: every buffer it touches, and per layer the cache and how many keys it attends
+  // over (a full cache: a new count every step, so its steps are always recorded; a full ring: the
+  // same count, and its slot is read from `pos` on the device by ring_store).
+  std::vector<uintptr_t> key = step_key(n, first);
+  for (const void* b : {(const void*)pos.data(), (const void*)dids.data(), (const void*)x.data(), (const void*)h.data(),
+                        (const void*)rstd.data(), (const void*)tmp.data(), (const void*)q.data(),
+                        (const void*)knew.data(), (const void*)vnew.data(), (const void*)att.data(),
+                        (const void*)lse.data(), (const void*)g.data(), (const void*)u.data(), (const void*)a.data(),
+                        (const void*)gdn_scratch.data(), (const void*)gate.data(), (const void*)qscratch.data(),
+                        (const void*)logits.data(), (const void*)norm_eff_.data()})
+    key.push_back(uintptr_t(b));
+  for (int l = 0; l < L; ++l) {
+    const LayerKVCache& c = caches[l];
+    const int64_t keys = c.window > 0 ? std::min<int64_t>(pos0 + n, c.window) : pos0 + n;
+    for (const void* b : {(const void*)c.k.data(), (const void*)c.v.data(), (const void*)c.conv_state.data(),
+                          (const void*)c.rec_state.data()})
+      key.push_back(uintptr_t(b));
+    key.push_back(uintptr_t(keys));
+  }
+  run_cached_step(n, key, [&] {
     ops_->embedding_fwd(x.data(), dids.data(), P + off_embed_, n, C);
     for (int l = 0; l < L; ++l) {
       LayerParams w = layer(P, l);
       LayerKVCache& c = caches[l];
-      SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
-      if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
       ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln1), n, C, cfg_.rms_norm_eps);
       if (cfg_.is_linear(l)) {  // constant-size state: conv inputs + recurrent matrix
-        gdn_scratch.resize(size_t(n) * gdn_floats_per_token());
         gdn_forward(w, carve_gdn(gdn_scratch.data(), n), h.data(), 1, n, c.conv_state.data(),
                     c.rec_state.data(), tmp.data());
-        c.n_seen += n;
         ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
         ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
         mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
@@ -623,17 +651,14 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
         c.k.append(knew.data(), size_t(n) * kvd);
         c.v.append(vnew.data(), size_t(n) * kvd);
         K = c.k.data(), Vv = c.v.data(), Tk = int(pos0 + n);
-      } else {  // window W: the cache is a ring of W rows, allocated once
+      } else {  // window W: the cache is a ring of W rows, allocated once (above)
         const int W = c.window;
-        if (c.k.size() != size_t(W) * kvd) {
-          c.k.resize(size_t(W) * kvd), c.v.resize(size_t(W) * kvd);
-          c.k.zero(), c.v.zero();
-        }
         if (n == 1) {  // decode: into the ring, then attend over the ring in place. The query sees the
           // last min(pos0 + 1, W) positions, exactly what the ring holds; their order in the ring
-          // does not matter to a single query (RoPE is in the keys).
-          ring_write(mem, c.k.data(), knew.data(), pos0, 1, W, kvd);
-          ring_write(mem, c.v.data(), vnew.data(), pos0, 1, W, kvd);
+          // does not matter to a single query (RoPE is in the keys). The slot, pos0 mod W, is
+          // computed on the device from pos, so the step's arguments stay the same.
+          ops_->ring_store(c.k.data(), knew.data(), pos.data(), W, kvd);
+          ops_->ring_store(c.v.data(), vnew.data(), pos.data(), W, kvd);
           K = c.k.data(), Vv = c.v.data(), Tk = int(std::min<int64_t>(pos0 + 1, W));
         } else {  // gather the cached keys still visible to the first query, then the new ones
           const int m = int(std::min<int64_t>(pos0, W - 1));
@@ -648,7 +673,6 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
           K = kw.data(), Vv = vw.data(), Tk = m + n;
         }
       }
-      c.n_seen += n;
       ops_->attention_fwd(att.data(), lse.data(), q.data(), K, Vv, attn_shape(1, n, Tk, l));
       if (cfg_.attn_output_gate) {  // att *= sigmoid(gate)
         ops_->act_fwd(gate.data(), gate.data(), size_t(n) * qd, 1);
@@ -664,6 +688,7 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
                       cfg_.rms_norm_eps);
     linear(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V, true);
   });
+  for (LayerKVCache& c : caches) c.n_seen += n;
   logits.download(logits_out, size_t(rows) * V);
 }
 

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <vector>
 #include <string>
 
 #include "core/bf16.h"
@@ -171,6 +172,10 @@ struct OpsTable {
   void (*strided_copy)(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width);
   // out[n] = a[n] * b[n]; out may alias a or b
   void (*mul)(float* out, const float* a, const float* b, size_t n);
+  // ring[(pos[0] mod W) * width + i] = src[i], i < width: one decode step's key or value row into a
+  // window's ring, at the slot of a position read from memory (device memory on a GPU backend), so
+  // the step's arguments do not change with the position (decode graphs replay it as it is)
+  void (*ring_store)(float* ring, const float* src, const int32_t* pos, int W, size_t width);
   // ---- inference with bf16 weights (null where a backend has none) ----
   // out[N,O] = x[N,I] W[O,I]^T + b[O] with W stored as bf16 (core/bf16.h), fp32 accumulation
   void (*linear_fwd_bf16w)(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) = nullptr;
@@ -182,10 +187,13 @@ struct OpsTable {
   // what linear_fwd_bf16w reads for decode with set_decode_weights("bf16") on such a backend.
   const uint16_t* (*weight_mirror_of)(const float* W, size_t n) = nullptr;
   // ---- decode graphs (null where a backend has none) ----
-  // Runs body(), ops on this backend and no host transfers, as one captured graph where the
-  // backend has graphs switched on (otherwise body() runs as it is): the ops are recorded, then
-  // launched together. The same kernels run on the same data, so results are bitwise the same.
-  void (*run_captured)(const std::function<void()>& body) = nullptr;
+  // Runs body(), ops on this backend and no host transfers or host bookkeeping, as one captured
+  // graph where the backend has graphs switched on (otherwise body() runs as it is): the ops are
+  // recorded, then launched together. The same kernels run on the same data, so results are
+  // bitwise the same. key: every pointer and number the body's work depends on (buffers, states,
+  // shapes); when it equals the key of the graph launched last, that graph is launched again
+  // without running body() at all. Empty: always record.
+  void (*run_captured)(const std::vector<uintptr_t>& key, const std::function<void()>& body) = nullptr;
 };
 
 const OpsTable& ops_ref();  // plain loops, fp32 instantiation of ref_ops.h

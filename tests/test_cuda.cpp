@@ -955,7 +955,7 @@ TEST(Cuda, Bf16WeightGemvMatchesReference) {
 // untouched; a training step, set_decode_weights("fp32") or a backend change return to fp32.
 TEST(Cuda, Bf16DecodeWeightsReadTheMirror) {
   SKIP_WITHOUT_GPU();  // exact fp32 GEMMs: the decode weights are the only difference from the CPU
-  for (const ModelConfig& c : {tiny_config("fs", 5), tiny_config("ls", 5), tiny_rwkv7_config(2)}) {
+  for (const ModelConfig& c : {tiny_config("fs", 5), tiny_config("ls", 5), tiny_config("ss", 3), tiny_rwkv7_config(2)}) {
     SCOPED_TRACE(c.model_type + " " + std::to_string(c.num_layers));
     auto cpu_p = make_model(c), gpu_p = make_model(c);
     cpu_p->init_random(3), gpu_p->init_random(3);
@@ -1006,6 +1006,10 @@ TEST(Cuda, DecodeGraphsGiveTheSameLogitsBitwise) {
     bool any_full = false;
     for (int l = 0; l < c.num_layers; ++l) any_full |= c.layer_type(l) == "full_attention";
     EXPECT_LE(built, any_full ? 16 : 2);
+    // A full-attention cache attends over one more key every step: every step is recorded. Rings
+    // past their window (the prefill of 8 fills them) and recurrent states keep the same key, so
+    // after the first recorded step the graph is launched again as it is.
+    EXPECT_EQ(s1.replays - s0.replays, any_full ? 0 : steps - 1);
     // bf16 decode weights go through the graph too
     mp->set_decode_weights("bf16");
     cuda::set_decode_graphs(false);
@@ -1014,7 +1018,7 @@ TEST(Cuda, DecodeGraphsGiveTheSameLogitsBitwise) {
     EXPECT_EQ(prefill_then_decode_logits(*mp, ids, 8), eager16);
     mp->set_decode_weights("fp32");
     // An error while a step is recorded ends the capture: the stream runs ops again afterwards.
-    EXPECT_THROW(cuda::run_captured([] { fail("test", "thrown inside a capture"); }), Error);
+    EXPECT_THROW(cuda::run_captured({}, [] { fail("test", "thrown inside a capture"); }), Error);
     EXPECT_EQ(prefill_then_decode_logits(*mp, ids, 8), eager);
     cuda::set_decode_graphs(false);
   }

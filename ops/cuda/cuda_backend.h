@@ -47,18 +47,26 @@ void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const vo
 // round its weight operand itself, as before the mirrors (benchmark A/B). Set before models load.
 void set_weight_mirrors(bool on);
 
-// Decode graphs (OpsTable::run_captured, graphs.cu): each decode step's ops are captured into a
-// CUDA graph and launched as one, updating the previous step's executable graph in place
-// (cudaGraphExecUpdate) when only kernel arguments changed. Off by default until measured on a
-// GPU; SMOOTHREAD_CUDA_GRAPHS=1 (or set_decode_graphs(true)) switches them on.
+// Decode graphs (OpsTable::run_captured, graphs.cu): a decode step's ops are captured into a CUDA
+// graph and launched as one. A step whose key (pointers, shapes) equals the last graph's launches
+// that graph again without recording anything: no per-op host work at all. Otherwise the step is
+// recorded and the previous executable graph updated in place (cudaGraphExecUpdate) when only
+// kernel arguments changed. SMOOTHREAD_CUDA_GRAPHS=0|1 (or set_decode_graphs) switches them.
 void set_decode_graphs(bool on);
 bool decode_graphs();
 struct DecodeGraphStats {
   int64_t launches = 0;        // graphs launched (decode steps run through a graph)
-  int64_t instantiations = 0;  // executable graphs built (the rest were updated in place)
+  int64_t instantiations = 0;  // executable graphs built (the rest were updated in place or replayed)
+  int64_t replays = 0;         // launches of the last graph as it was, without recording the step
 };
 DecodeGraphStats decode_graph_stats();  // this thread's
-void run_captured(const std::function<void()>& body);
+void run_captured(const std::vector<uintptr_t>& key, const std::function<void()>& body);
+// The blocks allocated and freed while a graph is recorded (memory.cu): kept out of the free lists
+// between begin and end, returned to the caller, who frees them once the graph is gone.
+// *freed_older: whether a block allocated before the recording was freed inside it (the graph then
+// refers to memory the allocator may hand out again, so it must not be launched again as is).
+void begin_graph_blocks();
+std::vector<void*> end_graph_blocks(bool* freed_older = nullptr);
 
 // fp32 <-> bf16 conversion of n elements (device pointers)
 void to_bf16(void* dst, const float* src, size_t n);

@@ -1,10 +1,15 @@
 // Decode graphs. A decode step is a few hundred small kernels (a dozen per layer), each shorter
-// than its launch, so one token costs launches, not bytes. Here the step's ops are captured into a
-// CUDA graph (recorded, not run) and launched as one. Every step is captured again, because its
-// arguments change (the position, the ring slot, the number of cached keys, the allocator's
-// pointers); the executable graph of the previous step is then updated in place
-// (cudaGraphExecUpdate), which is cheap when only arguments changed, and rebuilt when the work's
-// shape changed (another model, a cache that grew, a different op path).
+// than its launch, so one token costs the host's per-op work, not bytes. Here the step's ops are
+// captured into a CUDA graph (recorded, not run) and launched as one.
+// Recording a step costs the host about as much as launching its ops, so the gain comes from not
+// recording: the caller gives a key (every pointer and number the step's work depends on), and a
+// step whose key equals the last graph's launches that graph again. Keys stay the same from step
+// to step where nothing in the work moves: recurrent states, window rings written at a slot read
+// from device memory (OpsTable::ring_store), the allocator handing out the same blocks in the same
+// order. A step with a new key is recorded again and the executable graph updated in place
+// (cudaGraphExecUpdate) when only kernel arguments changed, rebuilt when the work's shape changed.
+// Blocks the body allocates and frees while it is recorded stay with the graph (memory.cu), since
+// a replay writes them again.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -19,11 +24,18 @@ std::atomic<int> g_graphs{-1};  // -1: not decided yet (SMOOTHREAD_CUDA_GRAPHS)
 
 struct GraphCache {
   cudaGraphExec_t exec = nullptr;
+  std::vector<uintptr_t> key;  // the key of the step exec holds (empty: never launched again as is)
+  std::vector<void*> blocks;   // device blocks exec's kernels use (allocated and freed inside the body)
   DecodeGraphStats stats;
 };
 GraphCache& graph_cache() {
   thread_local GraphCache c;  // one per host thread: a thread decodes one step at a time
   return c;
+}
+
+void free_blocks(std::vector<void*>& blocks) {  // stream-ordered: work queued before still runs first
+  for (void* p : blocks) device_free(p);
+  blocks.clear();
 }
 
 // Ends a capture that failed part-way, so the stream can run ops again.
@@ -32,10 +44,15 @@ void abandon_capture() {
   cudaStreamEndCapture(stream(), &g);
   if (g) cudaGraphDestroy(g);
   cudaGetLastError();
+  std::vector<void*> b = end_graph_blocks();
+  free_blocks(b);
 }
 }  // namespace
 
-void set_decode_graphs(bool on) { g_graphs = on ? 1 : 0; }
+void set_decode_graphs(bool on) {
+  g_graphs = on ? 1 : 0;
+  if (!on) graph_cache().key.clear();  // graphs back on later record their first step again
+}
 
 bool decode_graphs() {
   int v = g_graphs.load();
@@ -49,15 +66,22 @@ bool decode_graphs() {
 
 DecodeGraphStats decode_graph_stats() { return graph_cache().stats; }
 
-void run_captured(const std::function<void()>& body) {
+void run_captured(const std::vector<uintptr_t>& key, const std::function<void()>& body) {
   if (!decode_graphs()) {
     body();
     return;
   }
   const cudaStream_t s = stream();
+  GraphCache& c = graph_cache();
+  if (c.exec && !key.empty() && key == c.key) {  // the same work on the same memory: launch it again
+    SR_CUDA(cudaGraphLaunch(c.exec, s));
+    ++c.stats.launches, ++c.stats.replays;
+    return;
+  }
   // Relaxed: the caching allocator may still call cudaMalloc while a step is recorded (its first
   // steps, or a full-attention cache that grows); that is not a stream operation.
   SR_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+  begin_graph_blocks();
   try {
     body();
   } catch (...) {
@@ -66,13 +90,16 @@ void run_captured(const std::function<void()>& body) {
   }
   cudaGraph_t g = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(s, &g);
+  bool freed_older = false;
+  std::vector<void*> blocks = end_graph_blocks(&freed_older);
   if (ended != cudaSuccess) {  // an op did something a capture cannot hold (a host sync)
     if (g) cudaGraphDestroy(g);
     cudaGetLastError();
+    free_blocks(blocks);
     fail("cuda", std::string("decode graph capture failed: ") + cudaGetErrorString(ended) +
                      " (SMOOTHREAD_CUDA_GRAPHS=0 runs decode without graphs)");
   }
-  GraphCache& c = graph_cache();
+  c.key.clear();  // until the new graph is in place
   if (c.exec) {
     cudaGraphExecUpdateResultInfo info{};
     if (cudaGraphExecUpdate(c.exec, g, &info) != cudaSuccess) {  // the work changed shape: rebuild
@@ -86,11 +113,15 @@ void run_captured(const std::function<void()>& body) {
     if (e != cudaSuccess) {
       cudaGraphDestroy(g);
       c.exec = nullptr;
+      free_blocks(blocks);
       check(e, "cudaGraphInstantiate");
     }
     ++c.stats.instantiations;
   }
   cudaGraphDestroy(g);
+  free_blocks(c.blocks);  // the previous graph's: exec no longer uses them
+  c.blocks = std::move(blocks);
+  if (!freed_older) c.key = key;
   SR_CUDA(cudaGraphLaunch(c.exec, s));
   ++c.stats.launches;
 }

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ops/cuda/cuda_backend.h"
@@ -34,6 +35,19 @@ struct Allocator {
 Allocator& allocator() {
   static Allocator* a = new Allocator();  // never destroyed: blocks may be freed after main returns
   return *a;
+}
+// While this thread records a decode graph (graphs.cu): the blocks allocated inside the recording,
+// and those of them freed inside it, which the graph's kernels use again on every launch and so
+// stay out of the free lists until the graph is replaced.
+struct Recording {
+  bool on = false;
+  std::unordered_set<void*> made;
+  std::vector<void*> kept;
+  bool freed_older = false;  // a block from before the recording was freed inside it
+};
+Recording& recording() {
+  thread_local Recording r;
+  return r;
 }
 std::string gib(size_t b) {
   char s[32];
@@ -72,11 +86,20 @@ void* device_alloc(size_t bytes) {
   A.live[p] = sz;
   A.st.in_use += sz;
   A.st.peak_in_use = std::max(A.st.peak_in_use, A.st.in_use);
+  if (recording().on) recording().made.insert(p);
   return p;
 }
 
 void device_free(void* p) {
   if (!p) return;
+  Recording& r = recording();
+  if (r.on) {
+    if (r.made.erase(p)) {  // the graph being recorded uses it: it stays live with the graph
+      r.kept.push_back(p);
+      return;
+    }
+    r.freed_older = true;  // the graph uses a block that may be handed out again: not replayable
+  }
   Allocator& A = allocator();
   std::lock_guard<std::mutex> lock(A.mu);
   auto it = A.live.find(p);
@@ -84,6 +107,17 @@ void device_free(void* p) {
   A.st.in_use -= it->second;
   A.free_blocks[it->second].push_back(p);
   A.live.erase(it);
+}
+
+void begin_graph_blocks() {
+  Recording& r = recording();
+  r.on = true, r.made.clear(), r.kept.clear(), r.freed_older = false;
+}
+std::vector<void*> end_graph_blocks(bool* freed_older) {
+  Recording& r = recording();
+  r.on = false, r.made.clear();
+  if (freed_older) *freed_older = r.freed_older;
+  return std::move(r.kept);
 }
 
 MemoryStats memory_stats() {

@@ -31,7 +31,9 @@ void set_weight_mirrors(bool) { no_cuda(); }
 void set_decode_graphs(bool) { no_cuda(); }
 bool decode_graphs() { return false; }
 DecodeGraphStats decode_graph_stats() { return {}; }
-void run_captured(const std::function<void()>& body) { body(); }
+void run_captured(const std::vector<uintptr_t>&, const std::function<void()>& body) { body(); }
+void begin_graph_blocks() {}
+std::vector<void*> end_graph_blocks(bool*) { return {}; }
 void attention_fwd_bf16(void*, float*, const void*, const void*, const void*, const AttnShape&) { no_cuda(); }
 void attention_bwd_bf16(void*, void*, void*, const void*, const void*, const void*, const void*, const void*,
                         const float*, float*, float*, const AttnShape&) { no_cuda(); }

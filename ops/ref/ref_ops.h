@@ -268,6 +268,12 @@ void strided_copy(T* dst, size_t dst_stride, const T* src, size_t src_stride, si
 }
 
 template <class T>
+void ring_store(T* ring, const T* src, const int32_t* pos, int W, size_t width) {
+  T* row = ring + size_t(pos[0] % W) * width;
+  for (size_t i = 0; i < width; ++i) row[i] = src[i];
+}
+
+template <class T>
 void scale(T* x, size_t n, float s) {
   for (size_t i = 0; i < n; ++i) x[i] *= T(s);
 }
