@@ -216,7 +216,8 @@ ModelConfig preset(const std::string& p, int window, int L) {
   else fail("--preset", "choose 0.5b, 0.5b-gdn, 0.5b-rwkv7 or 3b");
   if (gdn) {
     json types = json::array();
-    for (int l = 0; l < 24; ++l) types.push_back(l % 4 == 3 ? "full_attention" : "linear_attention");
+    for (int l = 0; l < 24; ++l)  // --window: the attention layers are windowed
+      types.push_back(l % 4 == 3 ? (window > 0 ? "sliding_attention" : "full_attention") : "linear_attention");
     j.update({{"layer_types", types}, {"linear_num_key_heads", 4}, {"linear_num_value_heads", 8},
               {"linear_key_head_dim", 128}, {"linear_value_head_dim", 128}, {"linear_conv_kernel_dim", 4}});
   }

@@ -591,20 +591,21 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   Buffer<float> q(&mem, size_t(n) * qd), knew(&mem, size_t(n) * kvd), vnew(&mem, size_t(n) * kvd),
       att(&mem, size_t(n) * qd), lse(&mem, size_t(n) * cfg_.num_heads);
   Buffer<float> g(&mem, size_t(n) * F), u(&mem, size_t(n) * F), a(&mem, size_t(n) * F), kw(&mem), vw(&mem);
-  Buffer<float> gdn_scratch(&mem), gate(&mem, cfg_.attn_output_gate ? size_t(n) * qd : 0),
+  // (allocated here, in declaration order, so that the blocks go back in the reverse order and the
+  // next step's buffers get the same addresses: a decode graph's key stays the same)
+  Buffer<float> gdn_scratch(&mem, cfg_.any_linear() ? size_t(n) * gdn_floats_per_token() : 0),
+      gate(&mem, cfg_.attn_output_gate ? size_t(n) * qd : 0),
       qscratch(&mem, cfg_.attn_output_gate || cfg_.qk_norm || cfg_.rotary_dim ? 2 * size_t(n) * qd : 0);
   refresh_norms();
   const int first = all_logits ? 0 : n - 1, rows = n - first;
   Buffer<float> logits(&mem, size_t(rows) * V);
   // Host-side setup before the device work (a replayed decode step runs none of the body): cache
-  // buffers on this backend, window rings at their size, the linear layers' scratch.
+  // buffers on this backend, window rings at their size.
   for (int l = 0; l < L; ++l) {
     LayerKVCache& c = caches[l];
     SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
     if (c.k.mem() != &mem) c.k = Buffer<float>(&mem), c.v = Buffer<float>(&mem);
-    if (cfg_.is_linear(l)) {
-      gdn_scratch.resize(size_t(n) * gdn_floats_per_token());
-    } else if (c.window > 0 && c.k.size() != size_t(c.window) * kvd) {
+    if (!cfg_.is_linear(l) && c.window > 0 && c.k.size() != size_t(c.window) * kvd) {
       c.k.resize(size_t(c.window) * kvd), c.v.resize(size_t(c.window) * kvd);
       c.k.zero(), c.v.zero();
     }
@@ -622,7 +623,9 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
     key.push_back(uintptr_t(b));
   for (int l = 0; l < L; ++l) {
     const LayerKVCache& c = caches[l];
-    const int64_t keys = c.window > 0 ? std::min<int64_t>(pos0 + n, c.window) : pos0 + n;
+    const int64_t keys = cfg_.is_linear(l) ? 0  // a recurrent state: no keys
+                         : c.window > 0 ? std::min<int64_t>(pos0 + n, c.window)
+                                        : pos0 + n;
     for (const void* b : {(const void*)c.k.data(), (const void*)c.v.data(), (const void*)c.conv_state.data(),
                           (const void*)c.rec_state.data()})
       key.push_back(uintptr_t(b));

@@ -192,7 +192,8 @@ struct OpsTable {
   // recorded, then launched together. The same kernels run on the same data, so results are
   // bitwise the same. key: every pointer and number the body's work depends on (buffers, states,
   // shapes); when it equals the key of the graph launched last, that graph is launched again
-  // without running body() at all. Empty: always record.
+  // without running body() at all. A key is recorded when it comes twice in a row; other steps,
+  // and an empty key, run body() as it is.
   void (*run_captured)(const std::vector<uintptr_t>& key, const std::function<void()>& body) = nullptr;
 };
 

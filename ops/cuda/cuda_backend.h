@@ -49,9 +49,10 @@ void set_weight_mirrors(bool on);
 
 // Decode graphs (OpsTable::run_captured, graphs.cu): a decode step's ops are captured into a CUDA
 // graph and launched as one. A step whose key (pointers, shapes) equals the last graph's launches
-// that graph again without recording anything: no per-op host work at all. Otherwise the step is
-// recorded and the previous executable graph updated in place (cudaGraphExecUpdate) when only
-// kernel arguments changed. SMOOTHREAD_CUDA_GRAPHS=0|1 (or set_decode_graphs) switches them.
+// that graph again without recording anything: no per-op host work at all. A key seen twice in a
+// row is recorded (the previous executable graph updated in place, cudaGraphExecUpdate, when only
+// kernel arguments changed); any other step runs op by op. Off by default until this rule has run
+// on a GPU; SMOOTHREAD_CUDA_GRAPHS=1 (or set_decode_graphs(true)) switches them on.
 void set_decode_graphs(bool on);
 bool decode_graphs();
 struct DecodeGraphStats {

@@ -1,9 +1,12 @@
 // Decode graphs. A decode step is a few hundred small kernels (a dozen per layer), each shorter
 // than its launch, so one token costs the host's per-op work, not bytes. Here the step's ops are
 // captured into a CUDA graph (recorded, not run) and launched as one.
-// Recording a step costs the host about as much as launching its ops, so the gain comes from not
-// recording: the caller gives a key (every pointer and number the step's work depends on), and a
-// step whose key equals the last graph's launches that graph again. Keys stay the same from step
+// Recording a step costs the host about as much as launching its ops, and the GPU then waits for
+// the whole recording (measured: 3-8% slower than launching op by op when every step is recorded),
+// so the gain comes from not recording: the caller gives a key (every pointer and number the step's
+// work depends on), and a step whose key equals the last graph's launches that graph again. A key
+// is recorded only when it comes twice in a row; keys that change every step (a full-attention
+// cache, a ring still filling) run op by op as without graphs. Keys stay the same from step
 // to step where nothing in the work moves: recurrent states, window rings written at a slot read
 // from device memory (OpsTable::ring_store), the allocator handing out the same blocks in the same
 // order. A step with a new key is recorded again and the executable graph updated in place
@@ -25,6 +28,7 @@ std::atomic<int> g_graphs{-1};  // -1: not decided yet (SMOOTHREAD_CUDA_GRAPHS)
 struct GraphCache {
   cudaGraphExec_t exec = nullptr;
   std::vector<uintptr_t> key;  // the key of the step exec holds (empty: never launched again as is)
+  std::vector<uintptr_t> last;  // the key of the step before
   std::vector<void*> blocks;   // device blocks exec's kernels use (allocated and freed inside the body)
   DecodeGraphStats stats;
 };
@@ -51,14 +55,16 @@ void abandon_capture() {
 
 void set_decode_graphs(bool on) {
   g_graphs = on ? 1 : 0;
-  if (!on) graph_cache().key.clear();  // graphs back on later record their first step again
+  if (!on) graph_cache().key.clear(), graph_cache().last.clear();  // back on: start over
 }
 
 bool decode_graphs() {
   int v = g_graphs.load();
   if (v < 0) {
+    // Off unless SMOOTHREAD_CUDA_GRAPHS is set (and not "0"): the twice-in-a-row rule below has not
+    // run on a GPU yet; the replays it keeps were measured faster (docs/PERF.md).
     const char* e = std::getenv("SMOOTHREAD_CUDA_GRAPHS");
-    v = e && std::strcmp(e, "0") != 0 && *e ? 1 : 0;
+    v = e && *e && std::strcmp(e, "0") != 0 ? 1 : 0;
     g_graphs = v;
   }
   return v == 1;
@@ -76,6 +82,11 @@ void run_captured(const std::vector<uintptr_t>& key, const std::function<void()>
   if (c.exec && !key.empty() && key == c.key) {  // the same work on the same memory: launch it again
     SR_CUDA(cudaGraphLaunch(c.exec, s));
     ++c.stats.launches, ++c.stats.replays;
+    return;
+  }
+  if (key.empty() || key != c.last) {  // not (yet) a key that repeats: op by op
+    c.last = key;
+    body();
     return;
   }
   // Relaxed: the caching allocator may still call cudaMalloc while a step is recorded (its first
