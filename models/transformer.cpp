@@ -632,18 +632,28 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
     key.push_back(uintptr_t(keys));
   }
   run_cached_step(n, key, [&] {
+    const float eps = cfg_.rms_norm_eps;
+    // x += tmp (a sublayer's output), then h = the next norm of x: one op (add_rmsnorm_fwd)
+    auto residual_then_norm = [&](const float* norm_w) {
+      ops_->add_rmsnorm_fwd(x.data(), h.data(), rstd.data(), tmp.data(), norm_w, n, C, eps);
+    };
+    // The end of layer l: the MLP's residual, fused with layer l+1's first norm (the last layer's
+    // final norm reads only the logit rows, below)
+    auto end_layer = [&](int l) {
+      if (l + 1 < L) residual_then_norm(nw(layer(P, l + 1).ln1));
+      else ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
+    };
     ops_->embedding_fwd(x.data(), dids.data(), P + off_embed_, n, C);
-    for (int l = 0; l < L; ++l) {
+    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(layer(P, 0).ln1), n, C, eps);
+    for (int l = 0; l < L; ++l) {  // h = ln1(x) here
       LayerParams w = layer(P, l);
       LayerKVCache& c = caches[l];
-      ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln1), n, C, cfg_.rms_norm_eps);
       if (cfg_.is_linear(l)) {  // constant-size state: conv inputs + recurrent matrix
         gdn_forward(w, carve_gdn(gdn_scratch.data(), n), h.data(), 1, n, c.conv_state.data(),
                     c.rec_state.data(), tmp.data());
-        ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
-        ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
+        residual_then_norm(nw(w.ln2));
         mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
-        ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
+        end_layer(l);
         continue;
       }
       project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data(), gate.data(), qscratch.data(), nullptr,
@@ -682,13 +692,11 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
         ops_->mul(att.data(), att.data(), gate.data(), size_t(n) * qd);
       }
       linear(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C, true);
-      ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
-      ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data(), nw(w.ln2), n, C, cfg_.rms_norm_eps);
+      residual_then_norm(nw(w.ln2));
       mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
-      ops_->add(x.data(), x.data(), tmp.data(), size_t(n) * C);
+      end_layer(l);
     }
-    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, nw(P + off_norm_), rows, C,
-                      cfg_.rms_norm_eps);
+    ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, nw(P + off_norm_), rows, C, eps);
     linear(logits.data(), h.data(), lm_head(P), nullptr, rows, C, V, true);
   });
   for (LayerKVCache& c : caches) c.n_seen += n;

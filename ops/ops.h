@@ -176,6 +176,10 @@ struct OpsTable {
   // window's ring, at the slot of a position read from memory (device memory on a GPU backend), so
   // the step's arguments do not change with the position (decode graphs replay it as it is)
   void (*ring_store)(float* ring, const float* src, const int32_t* pos, int W, size_t width);
+  // The residual add and the next RMSNorm in one pass: x[N,C] += t, then out = rmsnorm(x) * w and
+  // rstd[N] exactly as rmsnorm_fwd (the same bits as add() then rmsnorm_fwd()). Inference
+  // (forward_cached); its backward is rmsnorm_bwd plus the add's identity.
+  void (*add_rmsnorm_fwd)(float* x, float* out, float* rstd, const float* t, const float* w, int N, int C, float eps);
   // ---- inference with bf16 weights (null where a backend has none) ----
   // out[N,O] = x[N,I] W[O,I]^T + b[O] with W stored as bf16 (core/bf16.h), fp32 accumulation
   void (*linear_fwd_bf16w)(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) = nullptr;

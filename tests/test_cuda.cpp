@@ -101,6 +101,29 @@ TEST(Cuda, DenseOpsMatchReference) {
       // C == 1: dx = r w dy (1 - x^2 r^2) cancels to ~eps/x^2, amplifying the rounding of rstd
       EXPECT_REL(down(ddx_), dx, C == 1 ? 1e-2 : 1e-5);
       EXPECT_REL(down(ddw), dw, 1e-5);
+      // the residual add fused into RMSNorm: the same bits as add then rmsnorm_fwd on the GPU
+      {
+        auto xa = up(x), xb = up(x), tt = up(g);
+        Buffer<float> oa(gpu().mem, size_t(N) * C), ob(gpu().mem, size_t(N) * C), ra(gpu().mem, N), rb(gpu().mem, N);
+        gpu().add(xa.data(), xa.data(), tt.data(), size_t(N) * C);
+        gpu().rmsnorm_fwd(oa.data(), ra.data(), xa.data(), dw_.data(), N, C, 1e-6f);
+        gpu().add_rmsnorm_fwd(xb.data(), ob.data(), rb.data(), tt.data(), dw_.data(), N, C, 1e-6f);
+        EXPECT_EQ(down(xb), down(xa));
+        EXPECT_EQ(down(ob), down(oa));
+        EXPECT_EQ(down(rb), down(ra));
+        std::vector<float> xr = x, orf(size_t(N) * C), rr(N);
+        ref::add_rmsnorm_fwd<float>(xr.data(), orf.data(), rr.data(), g.data(), w.data(), N, C, 1e-6f);
+        EXPECT_REL(down(ob), orf, 1e-5);
+        // ring_store: the slot of a position read on the device
+        const int32_t pos = 7;
+        Buffer<int32_t> dpos(gpu().mem, 1);
+        dpos.upload(&pos, 1);
+        std::vector<float> ring(size_t(3) * C, -1.f);
+        auto dring = up(ring);
+        ref::ring_store<float>(ring.data(), x.data(), &pos, 3, size_t(C));
+        gpu().ring_store(dring.data(), dx_.data(), dpos.data(), 3, size_t(C));
+        EXPECT_EQ(down(dring), ring);
+      }
       // swiglu
       auto u = randn(size_t(N) * C, 5);
       std::vector<float> a(size_t(N) * C), dga(size_t(N) * C), dua(size_t(N) * C);

@@ -66,6 +66,47 @@ TEST(Ops, RmsNormCpuMatchesRef) {
     }
 }
 
+// the residual add fused into the next RMSNorm: x and the norm equal add() then rmsnorm_fwd(),
+// bit for bit on the same backend, and the CPU version is close to the reference's
+TEST(Ops, AddRmsNormEqualsAddThenRmsNorm) {
+  for (int N : kRows)
+    for (int C : {1, 5, 64, 67}) {
+      SCOPED_TRACE("N=" + std::to_string(N) + " C=" + std::to_string(C));
+      const auto x0 = randn(size_t(N) * C, 8), t = randn(size_t(N) * C, 9), w = randn(C, 10);
+      for (const OpsTable* o : {&ops_ref(), &ops_cpu()}) {
+        SCOPED_TRACE(o->name);
+        auto xa = x0, xb = x0;
+        std::vector<float> oa(x0.size()), ob(x0.size()), ra(N), rb(N);
+        o->add(xa.data(), xa.data(), t.data(), xa.size());
+        o->rmsnorm_fwd(oa.data(), ra.data(), xa.data(), w.data(), N, C, 1e-6f);
+        o->add_rmsnorm_fwd(xb.data(), ob.data(), rb.data(), t.data(), w.data(), N, C, 1e-6f);
+        EXPECT_EQ(xb, xa);
+        EXPECT_EQ(ob, oa);
+        EXPECT_EQ(rb, ra);
+      }
+      auto x1 = x0, x2 = x0;
+      std::vector<float> o1(x0.size()), o2(x0.size()), r1(N), r2(N);
+      ref::add_rmsnorm_fwd<float>(x1.data(), o1.data(), r1.data(), t.data(), w.data(), N, C, 1e-6f);
+      ops_cpu().add_rmsnorm_fwd(x2.data(), o2.data(), r2.data(), t.data(), w.data(), N, C, 1e-6f);
+      EXPECT_EQ(x2, x1);
+      EXPECT_CLOSE(o2, o1, 1e-6, 1e-5);
+    }
+}
+
+// a decode step's row into a window ring at the slot pos mod W
+TEST(Ops, RingStoreWritesTheSlotOfThePosition) {
+  const int W = 3;
+  const size_t width = 5;
+  for (const OpsTable* o : {&ops_ref(), &ops_cpu()})
+    for (int32_t pos : {0, 1, 2, 3, 7, 2147483646}) {
+      std::vector<float> ring(W * width, -1.f), src = randn(width, pos % 97);
+      o->ring_store(ring.data(), src.data(), &pos, W, width);
+      for (int s = 0; s < W; ++s)
+        for (size_t i = 0; i < width; ++i)
+          EXPECT_EQ(ring[s * width + i], s == pos % W ? src[i] : -1.f) << o->name << " pos " << pos;
+    }
+}
+
 TEST(Ops, RmsNormRefBackwardFiniteDiff) {
   const int N = 3, C = 5;
   auto x = randn<double>(N * C, 8), w = randn<double>(C, 9), R = randn<double>(N * C, 10);

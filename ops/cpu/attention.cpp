@@ -191,7 +191,7 @@ const OpsTable& ops_table() {
     OpsTable o = ops_ref();
     o.name = "cpu";
     o.embedding_fwd = embedding_fwd, o.embedding_bwd = embedding_bwd;
-    o.rmsnorm_fwd = rmsnorm_fwd, o.rmsnorm_bwd = rmsnorm_bwd;
+    o.rmsnorm_fwd = rmsnorm_fwd, o.rmsnorm_bwd = rmsnorm_bwd, o.add_rmsnorm_fwd = add_rmsnorm_fwd;
     o.linear_fwd = linear_fwd, o.linear_bwd = linear_bwd, o.linear_fwd_bf16w = linear_fwd_bf16w;
     o.rope_fwd = rope_fwd, o.rope_bwd = rope_bwd;
     o.attention_fwd = attention_fwd, o.attention_bwd = attention_bwd;

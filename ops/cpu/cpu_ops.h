@@ -6,6 +6,7 @@ namespace sr::cpu {
 void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C);
 void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, int C);
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
+void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const float* w, int N, int C, float eps);
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
                  int C);
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);

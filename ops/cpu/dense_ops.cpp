@@ -32,16 +32,29 @@ void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, 
   }
 }
 
+namespace {
+// One row of RMSNorm: o[C] = xr * rsqrt(mean(xr^2) + eps) * w, *r = the rsqrt
+inline void rmsnorm_row(float* o, float* r, const float* xr, const float* w, int C, float eps) {
+  float ss = 0;
+  for (int c = 0; c < C; ++c) ss += xr[c] * xr[c];
+  const float rs = 1.0f / std::sqrt(ss / float(C) + eps);
+  *r = rs;
+  for (int c = 0; c < C; ++c) o[c] = xr[c] * rs * w[c];
+}
+}  // namespace
+
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
 #pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; ++n) {
-    const float* xr = x + size_t(n) * C;
-    float ss = 0;
-    for (int c = 0; c < C; ++c) ss += xr[c] * xr[c];
-    float r = 1.0f / std::sqrt(ss / float(C) + eps);
-    rstd[n] = r;
-    float* o = out + size_t(n) * C;
-    for (int c = 0; c < C; ++c) o[c] = xr[c] * r * w[c];
+  for (int n = 0; n < N; ++n) rmsnorm_row(out + size_t(n) * C, rstd + n, x + size_t(n) * C, w, C, eps);
+}
+
+void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const float* w, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {  // the row stays in cache between the add and the norm
+    float* xr = x + size_t(n) * C;
+    const float* tr = t + size_t(n) * C;
+    for (int c = 0; c < C; ++c) xr[c] = xr[c] + tr[c];
+    rmsnorm_row(out + size_t(n) * C, rstd + n, xr, w, C, eps);
   }
 }
 

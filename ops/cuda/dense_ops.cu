@@ -54,10 +54,15 @@ __global__ void embedding_bwd_k(float* dtable, const float* dout, const int32_t*
 }
 
 // ---- RMSNorm: one warp per row ----
-__global__ void rmsnorm_fwd_k(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
+// t: the residual to add into x first (add_rmsnorm_fwd: x += t; each lane writes and rereads only
+// its own columns), or null.
+__global__ void rmsnorm_fwd_k(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C,
+                              float eps) {
   int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (row >= N) return;
-  const float* xr = x + size_t(row) * C;
+  float* xr = x + size_t(row) * C;
+  if (t)
+    for (int c = lane; c < C; c += 32) xr[c] = xr[c] + t[size_t(row) * C + c];
   float ss = 0;
   for (int c = lane; c < C; c += 32) ss += xr[c] * xr[c];
   ss = warp_sum(ss);
@@ -490,8 +495,13 @@ void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, 
   SR_CUDA_LAUNCHED("embedding_bwd");
 }
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
-  rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, w, N, C, eps);
+  // (x is only read when no residual is given)
+  rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, const_cast<float*>(x), nullptr, w, N, C, eps);
   SR_CUDA_LAUNCHED("rmsnorm_fwd");
+}
+void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const float* w, int N, int C, float eps) {
+  rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, t, w, N, C, eps);
+  SR_CUDA_LAUNCHED("add_rmsnorm_fwd");
 }
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
                  int C) {

@@ -62,6 +62,7 @@ const OpsTable& ops_ref() {
       .strided_copy = ref::strided_copy<float>,
       .mul = ref::mul<float>,
       .ring_store = ref::ring_store<float>,
+      .add_rmsnorm_fwd = ref::add_rmsnorm_fwd<float>,
       .linear_fwd_bf16w = ref::linear_fwd_bf16w,
   };
   return t;

@@ -267,6 +267,13 @@ void strided_copy(T* dst, size_t dst_stride, const T* src, size_t src_stride, si
     for (size_t i = 0; i < width; ++i) dst[r * dst_stride + i] = src[r * src_stride + i];
 }
 
+// x += t, then rmsnorm_fwd: the composition is the oracle
+template <class T>
+void add_rmsnorm_fwd(T* x, T* out, T* rstd, const T* t, const T* w, int N, int C, T eps) {
+  add(x, x, t, size_t(N) * C);
+  rmsnorm_fwd(out, rstd, x, w, N, C, eps);
+}
+
 template <class T>
 void ring_store(T* ring, const T* src, const int32_t* pos, int W, size_t width) {
   T* row = ring + size_t(pos[0] % W) * width;
