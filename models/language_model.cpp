@@ -71,8 +71,9 @@ void LanguageModel::linear(float* out, const float* x, const float* W, const flo
   }
 }
 
-void LanguageModel::run_cached_step(int n, const std::vector<uintptr_t>& key, const std::function<void()>& body) const {
-  if (n == 1 && ops_->run_captured) ops_->run_captured(key, body);
+void LanguageModel::run_cached_step(int n, const std::function<std::vector<uintptr_t>()>& key,
+                                    const std::function<void()>& body) const {
+  if (n == 1 && ops_->run_captured) ops_->run_captured(key(), body);
   else body();
 }
 

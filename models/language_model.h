@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -147,13 +148,17 @@ class LanguageModel {
   // Runs the device work of a forward_cached() call of n tokens: a decode step (n = 1) as one
   // captured graph where the backend offers it (OpsTable::run_captured), anything else as it is.
   // body: device work only (host bookkeeping such as n_seen goes outside: a replayed step skips
-  // body); key: what that work depends on (step_key()), so an equal key may replay the last graph.
-  void run_cached_step(int n, const std::vector<uintptr_t>& key, const std::function<void()>& body) const;
-  // The part of a decode step's key every model shares: the model, the backend, the token count,
-  // which logits rows, the parameters and the decode weights.
-  std::vector<uintptr_t> step_key(int n, int first_logit_row) const {
-    return {uintptr_t(this), uintptr_t(ops_), uintptr_t(n), uintptr_t(first_logit_row),
-            uintptr_t(const_cast<LanguageModel*>(this)->backend_params()), uintptr_t(decode_w16_)};
+  // body); key(): what that work depends on (step_key()), so an equal key may replay the last graph;
+  // called only where the step can run as a graph.
+  void run_cached_step(int n, const std::function<std::vector<uintptr_t>()>& key,
+                       const std::function<void()>& body) const;
+  // A decode step's key: what every model shares (the model, the backend, the token count, which
+  // logits rows, the parameters, the decode weights), then the addresses of `buffers`.
+  std::vector<uintptr_t> step_key(int n, int first_logit_row, std::initializer_list<const void*> buffers) const {
+    std::vector<uintptr_t> k = {uintptr_t(this), uintptr_t(ops_), uintptr_t(n), uintptr_t(first_logit_row),
+                                uintptr_t(const_cast<LanguageModel*>(this)->backend_params()), uintptr_t(decode_w16_)};
+    for (const void* b : buffers) k.push_back(uintptr_t(b));
+    return k;
   }
   std::vector<uint16_t> decode_bf16_;    // CPU: bf16 copy of the parameters, or empty
   const uint16_t* decode_w16_ = nullptr;  // bf16 weights decode reads (decode_bf16_ or the device

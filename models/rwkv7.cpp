@@ -362,14 +362,13 @@ void Rwkv7::forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>&
   const Acts t = carve(scratch.data(), n);
   const int first = all_logits ? 0 : n - 1, rows = n - first;
   Buffer<float> logits(&mem, size_t(rows) * V);
-  std::vector<uintptr_t> key = step_key(n, first);
-  for (const void* b : {(const void*)dids.data(), (const void*)e.data(), (const void*)x.data(), (const void*)st.data(),
-                        (const void*)vfirst.data(), (const void*)scratch.data(), (const void*)logits.data()})
-    key.push_back(uintptr_t(b));
-  for (const LayerKVCache& c : caches) {
-    SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
-    key.push_back(uintptr_t(c.conv_state.data())), key.push_back(uintptr_t(c.rec_state.data()));
-  }
+  for (const LayerKVCache& c : caches) SR_ASSERT(c.n_seen == pos0, "forward_cached: layer caches out of step");
+  auto key = [&] {  // the step's buffers and every layer's states
+    std::vector<uintptr_t> k =
+        step_key(n, first, {dids.data(), e.data(), x.data(), st.data(), vfirst.data(), scratch.data(), logits.data()});
+    for (const LayerKVCache& c : caches) k.push_back(uintptr_t(c.conv_state.data())), k.push_back(uintptr_t(c.rec_state.data()));
+    return k;
+  };
   run_cached_step(n, key, [&] {
     ops_->embedding_fwd(e.data(), dids.data(), P + off_embed_, n, C);
     ops_->layernorm_fwd(x.data(), st.data(), st.data() + n, e.data(), P + off_pre_, P + off_pre_ + C, n, 1, C, eps);

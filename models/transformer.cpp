@@ -613,24 +613,21 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   // The step's key: every buffer it touches, and per layer the cache and how many keys it attends
   // over (a full cache: a new count every step, so its steps are always recorded; a full ring: the
   // same count, and its slot is read from `pos` on the device by ring_store).
-  std::vector<uintptr_t> key = step_key(n, first);
-  for (const void* b : {(const void*)pos.data(), (const void*)dids.data(), (const void*)x.data(), (const void*)h.data(),
-                        (const void*)rstd.data(), (const void*)tmp.data(), (const void*)q.data(),
-                        (const void*)knew.data(), (const void*)vnew.data(), (const void*)att.data(),
-                        (const void*)lse.data(), (const void*)g.data(), (const void*)u.data(), (const void*)a.data(),
-                        (const void*)gdn_scratch.data(), (const void*)gate.data(), (const void*)qscratch.data(),
-                        (const void*)logits.data(), (const void*)norm_eff_.data()})
-    key.push_back(uintptr_t(b));
-  for (int l = 0; l < L; ++l) {
-    const LayerKVCache& c = caches[l];
-    const int64_t keys = cfg_.is_linear(l) ? 0  // a recurrent state: no keys
-                         : c.window > 0 ? std::min<int64_t>(pos0 + n, c.window)
-                                        : pos0 + n;
-    for (const void* b : {(const void*)c.k.data(), (const void*)c.v.data(), (const void*)c.conv_state.data(),
-                          (const void*)c.rec_state.data()})
-      key.push_back(uintptr_t(b));
-    key.push_back(uintptr_t(keys));
-  }
+  auto key = [&] {
+    std::vector<uintptr_t> k = step_key(n, first, {pos.data(), dids.data(), x.data(), h.data(), rstd.data(), tmp.data(),
+                                                   q.data(), knew.data(), vnew.data(), att.data(), lse.data(), g.data(),
+                                                   u.data(), a.data(), gdn_scratch.data(), gate.data(), qscratch.data(),
+                                                   logits.data(), norm_eff_.data()});
+    for (int l = 0; l < L; ++l) {
+      const LayerKVCache& c = caches[l];
+      const int64_t keys = cfg_.is_linear(l) ? 0  // a recurrent state: no keys
+                           : c.window > 0 ? std::min<int64_t>(pos0 + n, c.window)
+                                          : pos0 + n;
+      for (const void* b : {c.k.data(), c.v.data(), c.conv_state.data(), c.rec_state.data()}) k.push_back(uintptr_t(b));
+      k.push_back(uintptr_t(keys));
+    }
+    return k;
+  };
   run_cached_step(n, key, [&] {
     const float eps = cfg_.rms_norm_eps;
     // x += tmp (a sublayer's output), then h = the next norm of x: one op (add_rmsnorm_fwd)

@@ -1,16 +1,15 @@
 // Decode graphs. A decode step is a few hundred small kernels (a dozen per layer), each shorter
 // than its launch, so one token costs the host's per-op work, not bytes. Here the step's ops are
 // captured into a CUDA graph (recorded, not run) and launched as one.
-// Recording a step costs the host about as much as launching its ops, and the GPU then waits for
-// the whole recording (measured: 3-8% slower than launching op by op when every step is recorded),
-// so the gain comes from not recording: the caller gives a key (every pointer and number the step's
-// work depends on), and a step whose key equals the last graph's launches that graph again. A key
-// is recorded only when it comes twice in a row; keys that change every step (a full-attention
-// cache, a ring still filling) run op by op as without graphs. Keys stay the same from step
-// to step where nothing in the work moves: recurrent states, window rings written at a slot read
-// from device memory (OpsTable::ring_store), the allocator handing out the same blocks in the same
-// order. A step with a new key is recorded again and the executable graph updated in place
-// (cudaGraphExecUpdate) when only kernel arguments changed, rebuilt when the work's shape changed.
+// Recording costs the host about as much as launching the ops, and the GPU then waits for the whole
+// recording (recording every step measured 3-8% slower than op by op), so the gain comes from not
+// recording: the caller gives a key (every pointer and number the step's work depends on), and a
+// step whose key equals the last graph's launches that graph again. Keys stay the same where nothing
+// in the work moves: recurrent states, window rings written at a slot read on the device
+// (OpsTable::ring_store), the allocator handing out the same blocks in the same order. A key is
+// recorded when it comes twice in a row (the executable graph updated in place by
+// cudaGraphExecUpdate when only kernel arguments changed, rebuilt otherwise); keys that change
+// every step (a full-attention cache, a ring still filling) run op by op as without graphs.
 // Blocks the body allocates and frees while it is recorded stay with the graph (memory.cu), since
 // a replay writes them again.
 #include <atomic>
