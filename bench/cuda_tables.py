@@ -83,7 +83,7 @@ def graphs_tables(jpath):
     """Decode with each step captured as one CUDA graph vs op by op, from `run_cuda.sh ... graphs`: means
     over the repeated runs of each setting (the script alternates them)."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "decode_graphs" in l]
-    print("| model | decode graphs | runs | decode tok/s | ms / token | GB/s read | graphs built / replayed / steps | speed-up |")
+    print("| model | decode graphs | runs | decode tok/s | ms / token | GB/s read | graphs built / replayed / launched | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for p, by in ab_groups(rows, {g: (lambda r, g=g: r["decode_graphs"] == g) for g in (1, 0)}):
         base = mean([r["decode_tokens_per_s"] for r in by[0]])

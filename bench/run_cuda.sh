@@ -9,7 +9,7 @@
 #     graphs = decode (128 tokens after a 4k prefill) with each step as one CUDA graph vs op by op (A/B)
 #     chunked = the delta-rule scans, chunked against the token kernels (SMOOTHREAD_DELTA_CHUNKED=0)
 #     in the same run: the mixer at 4k/16k/64k and the 0.5b-gdn / 0.5b-rwkv7 models at 4k and 64k
-#   env PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out)
+#   env GRAPH_ROWS="0.5b:0 0.5b:1024 ..." (graphs rows, preset:window), PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out)
 # Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -90,7 +90,7 @@ if [[ " $WHAT " == *" graphs "* ]]; then  # decode steps as CUDA graphs vs one l
   JG="$OUTD/graphs.jsonl"
   # full attention (a new key count every step: recorded every step), windows past their ring (the
   # same key every step: the graph launched again as it is), the GDN hybrid, RWKV-7
-  for PW in 0.5b:0 0.5b:1024 3b:0 3b:1024 0.5b-gdn:0 0.5b-rwkv7:0; do
+  for PW in ${GRAPH_ROWS:-0.5b:0 0.5b:1024 3b:0 3b:1024 0.5b-gdn:0 0.5b-rwkv7:0}; do
     for G in 1 0 0 1; do
       timeout 120 "$BIN/bench_cuda" model --preset ${PW%:*} --window ${PW#*:} --L 4096 --steps 0 --decode 128 --graphs $G |
         tee -a "$JG"

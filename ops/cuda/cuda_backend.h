@@ -51,8 +51,8 @@ void set_weight_mirrors(bool on);
 // graph and launched as one. A step whose key (pointers, shapes) equals the last graph's launches
 // that graph again without recording anything: no per-op host work at all. A key seen twice in a
 // row is recorded (the previous executable graph updated in place, cudaGraphExecUpdate, when only
-// kernel arguments changed); any other step runs op by op. Off by default until this rule has run
-// on a GPU; SMOOTHREAD_CUDA_GRAPHS=1 (or set_decode_graphs(true)) switches them on.
+// kernel arguments changed); any other step runs op by op. On by default; SMOOTHREAD_CUDA_GRAPHS=0
+// (or set_decode_graphs(false)) switches them off.
 void set_decode_graphs(bool on);
 bool decode_graphs();
 struct DecodeGraphStats {

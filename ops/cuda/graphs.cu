@@ -60,10 +60,10 @@ void set_decode_graphs(bool on) {
 bool decode_graphs() {
   int v = g_graphs.load();
   if (v < 0) {
-    // Off unless SMOOTHREAD_CUDA_GRAPHS is set (and not "0"): the twice-in-a-row rule below has not
-    // run on a GPU yet; the replays it keeps were measured faster (docs/PERF.md).
+    // On unless SMOOTHREAD_CUDA_GRAPHS=0: measured 1.01x (full attention, never recorded) to 1.22x
+    // (docs/PERF.md "Decode graphs"), the same logits bit for bit.
     const char* e = std::getenv("SMOOTHREAD_CUDA_GRAPHS");
-    v = e && *e && std::strcmp(e, "0") != 0 ? 1 : 0;
+    v = e && std::strcmp(e, "0") == 0 ? 0 : 1;
     g_graphs = v;
   }
   return v == 1;
