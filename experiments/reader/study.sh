@@ -168,12 +168,18 @@ EOF
   if [ "$name" = or_swa_ft ] && [ ! -f "$OUT/copy_base/model_swa/config.json" ]; then  # the base, as an SWA model
     $SR convert --model "$OUT/copy_base/model" --out "$OUT/copy_base/model_swa" --window 1024
   fi
-  if grep -q '"runs/reader/emr_base/' "$cfg" && [ ! -f "$OUT/emr_base/full/config.json" ]; then
+  if grep -q '"runs/reader/emr_base/' "$cfg"; then
     # the *_emrbase runs start from a trained EMR reader (BASE_MODEL, the default model) as their
     # shared base, as the paper's rows all start from one pretrained model: as it is (W = 1024) and
-    # with full attention
-    $SR convert --model "${BASE_MODEL:-models/smoothread-reader-10m}" --out "$OUT/emr_base/swa" --window 1024
-    $SR convert --model "${BASE_MODEL:-models/smoothread-reader-10m}" --out "$OUT/emr_base/full" --window 0
+    # with full attention. Under a lock: runs trained side by side build it once.
+    (
+      flock 9
+      if [ ! -f "$OUT/emr_base/full/config.json" ]; then
+        rm -rf "$OUT/emr_base"
+        $SR convert --model "${BASE_MODEL:-models/smoothread-reader-10m}" --out "$OUT/emr_base/swa" --window 1024
+        $SR convert --model "${BASE_MODEL:-models/smoothread-reader-10m}" --out "$OUT/emr_base/full" --window 0
+      fi
+    ) 9>"$OUT/.emr_base.lock"
   fi
   $SR train --config "$run/train.json" $resume | tee -a "$run/log.jsonl"
   write_reader_config "$run/model"
