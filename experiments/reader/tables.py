@@ -221,7 +221,10 @@ def train_table(d):
                        ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat"),
                        ("or_swa_emrbase", "one-pass samples of mix v3 + repeat, from the default model (W = 1024)"),
                        ("or_full_emrbase", "one-pass samples of mix v3 + repeat, from the default model with full attention"),
-                       ("nmr_full_emrbase", "NMR samples of mix v3 + repeat, from the default model with full attention")]:
+                       ("or_swa_emrbase-s2", "the same, seed 2"), ("or_swa_emrbase-s3", "the same, seed 3"),
+                       ("or_full_emrbase-s2", "the same, seed 2"), ("or_full_emrbase-s3", "the same, seed 3"),
+                       ("nmr_full_emrbase", "NMR samples of mix v3 + repeat, from the default model with full attention"),
+                       ("nmr_full_emrbase-s2", "the same, seed 2"), ("nmr_full_emrbase-s3", "the same, seed 3")]:
         p = os.path.join(d, "train", name + ".log.jsonl")
         if not os.path.exists(p):
             continue
@@ -234,9 +237,9 @@ def train_table(d):
     return "\n".join(out)
 
 
-def seed_interval_cells(rs):
-    """Scores of one test over training seeds: the per-seed scores, the mean with a t-interval over
-    the seeds, and every document pooled with a Wilson interval."""
+def seed_stats(rs):
+    """Scores of one test over training seeds: the per-seed scores, their mean and the half-width of a
+    95% t-interval over the seeds, and every document pooled: accuracy with a 95% Wilson interval."""
     import math
     sc = [r["score"] for r in rs]
     m = sum(sc) / len(sc)
@@ -247,8 +250,12 @@ def seed_interval_cells(rs):
     z = 1.96
     c = (p + z * z / (2 * N)) / (1 + z * z / N)
     h = z * math.sqrt(p * (1 - p) / N + z * z / (4 * N * N)) / (1 + z * z / N)
-    return "%s | %.1f ± %.1f | %.1f%% [%.1f, %.1f] (n=%d)" % (
-        " | ".join("%.0f" % x for x in sc), m, half, 100 * p, 100 * max(0, c - h), 100 * min(1, c + h), N)
+    return sc, m, half, 100 * p, 100 * max(0, c - h), 100 * min(1, c + h), N
+
+
+def seed_interval_cells(rs):
+    sc, m, half, p, lo, hi, N = seed_stats(rs)
+    return "%s | %.1f ± %.1f | %.1f%% [%.1f, %.1f] (n=%d)" % (" | ".join("%.0f" % x for x in sc), m, half, p, lo, hi, N)
 
 
 SEED_HEADER = " | mean ± 95% CI over seeds (t, 2 dof) | pooled documents: accuracy [95% Wilson CI] |"
@@ -262,6 +269,28 @@ def seeds_table(d):
         rs = [row(os.path.join(d, sub, "niah-%d.score.json" % n)) for _, sub in seeds]
         if all(r is not None for r in rs):
             out.append("| %s | %s |" % (k(n), seed_interval_cells(rs)))
+    return "\n".join(out)
+
+
+def headline_seeds_table(d):
+    """The headline rows of NIAH by length over three training seeds each: mean ± the half-width of a
+    95% t-interval over the seeds (2 dof), then [the 95% Wilson interval of all documents pooled]."""
+    rows = [("SWA W=1024 + EMR (the default model's recipe, mix v3)", "emr_swa_v3", "emr"),
+            ("SWA W=1024 one-pass, from the EMR base", "or_swa_emrbase", "or"),
+            ("full attention one-pass, from the EMR base", "or_full_emrbase", "or"),
+            ("full attention NMR, from the EMR base", "nmr_full_emrbase", "nmr")]
+    out = ["| model (3 training seeds each) | " + " | ".join("%s (%dx)" % (k(n), n // 4096) for n in LENGTHS) + " |",
+           "|---|" + "---|" * len(LENGTHS)]
+    for label, name, mode in rows:
+        cells = []
+        for n in LENGTHS:
+            rs = [row(os.path.join(d, "%s%s-%s" % (name, s, mode), "niah-%d.score.json" % n)) for s in ("", "-s2", "-s3")]
+            if any(r is None for r in rs):
+                cells.append("—")
+                continue
+            sc, m, half, p, lo, hi, N = seed_stats(rs)
+            cells.append("%.0f ± %.0f [%.0f, %.0f]" % (m, half, lo, hi))
+        out.append("| %s | %s |" % (label, " | ".join(cells)))
     return "\n".join(out)
 
 
@@ -316,6 +345,7 @@ def main():
     print("### NIAH by length\n\n" + t + "\n")
     print("### Window x chunk (W = 1024, 16k-token documents)\n\n" + grid_table(d) + "\n")
     print("### Early stop\n\n" + early_stop_table(d) + "\n")
+    print("### Headline rows over three training seeds\n\n" + headline_seeds_table(d) + "\n")
     print("### Training seeds (EMR-SWA, data mix v3: the default model's recipe)\n\n" + seeds_v3_table(d) + "\n")
     print("### Training seeds (EMR-SWA, data mix v1, NIAH by length)\n\n" + seeds_table(d) + "\n")
     print("### Generalization of the first EMR model (data mix v1)\n\n" + heldout_table(d) + "\n")
