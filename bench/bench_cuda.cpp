@@ -12,7 +12,8 @@
 //       [--mirror 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above 16k tokens; mirror 0:
 //       no bf16 weight copy, every GEMM rounds its weights, for A/B runs; graphs: decode steps as CUDA graphs, default
 //       SMOOTHREAD_CUDA_GRAPHS); --profile 1 adds the per-op time split of one
-//       training step ("profile_ms"; ops synchronize one by one, so only the split is meaningful)
+//       training step ("profile_ms") and of 16 decode steps ("decode_profile_ms"; ops synchronize one by
+//       one, so only the split is meaningful)
 //       Qwen2-shaped random model: training step tokens/s + MFU, prefill and decode tokens/s
 #include <chrono>
 #include <cmath>
@@ -321,6 +322,18 @@ int model(std::map<std::string, std::string> a) {
     std::printf(",\"decode_graphs\":%d,\"graph_launches\":%lld,\"graph_instantiations\":%lld,\"graph_replays\":%lld",
                 int(cuda::decode_graphs()), (long long)(g1.launches - g0.launches),
                 (long long)(g1.instantiations - g0.instantiations), (long long)(g1.replays - g0.replays));
+    if (geti(a, "profile", 0) && ndec > 0) {  // the per-op split of decode steps (op by op, no graphs)
+      const bool graphs = cuda::decode_graphs();
+      cuda::set_decode_graphs(false);
+      m.set_ops(&ops_cuda_profiled());
+      cuda::profile_reset();
+      const int np = std::min(ndec, 16);
+      for (int i = 0; i < np; ++i) s.prefill({int32_t(200 + i)});
+      cuda::synchronize();
+      std::printf(",\"decode_profile_steps\":%d,\"decode_profile_ms\":%s", np, cuda::profile_report().c_str());
+      m.set_ops(&ops_cuda());
+      cuda::set_decode_graphs(graphs);
+    }
   } catch (const Error& e) {
     std::printf(",\"infer_error\":\"%s\"", e.what());
   }

@@ -97,6 +97,20 @@ def graphs_tables(jpath):
                   f"{mean([r['decode_GBps'] for r in rs]):.0f} | {built} | {tps / base:.2f}x |")
 
 
+def builds_tables(jpath):
+    """Decode of two builds in one run (lines tagged "build": "new" | "old", alternated new-old-old-new):
+    means of each build's runs, speed-up over the old build."""
+    rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "build" in l]
+    print("| model | build | runs | decode tok/s | ms / token | GB/s read | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for p, by in ab_groups(rows, {v: (lambda r, v=v: r["build"] == v) for v in ("new", "old")}):
+        base = mean([r["decode_tokens_per_s"] for r in by["old"]])
+        for v in ("new", "old"):
+            tps = mean([r["decode_tokens_per_s"] for r in by[v]])
+            print(f"| {p} | {v} | {len(by[v])} | {tps:.1f} | {1e3 / tps:.2f} | "
+                  f"{mean([r['decode_GBps'] for r in by[v]]):.0f} | {tps / base:.2f}x |")
+
+
 def main(jpath, gpu_path):
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
     print(open(gpu_path).read().strip().replace("\n", ", "))
@@ -146,5 +160,7 @@ if __name__ == "__main__":
         mirror_tables(sys.argv[2])
     elif sys.argv[1] == "--graphs":
         graphs_tables(sys.argv[2])
+    elif sys.argv[1] == "--builds":
+        builds_tables(sys.argv[2])
     else:
         main(*sys.argv[1:3])

@@ -565,22 +565,26 @@ __global__ void __launch_bounds__(kDecWarps * 32) attn_decode_kernel(float* __re
   }
 }
 // out[b, h] = merge of the splits; lse natural-log.
+// Splits in parallel: the block finds the largest max and the total weight, keeps each split's
+// scale exp(m_t - M) in shared memory (nsplit floats, dynamic), then one thread per d sums over splits.
 __global__ void attn_decode_merge_kernel(float* out, float* lse, const float* part_o, const float* part_ml, int nsplit,
                                          AttnShape s) {
+  extern __shared__ float split_scale[];  // [nsplit]
+  __shared__ float red[32];
   const int bh = blockIdx.x, D = s.D;  // bh = b * Hq + h; out row [B, 1, Hq, D] has the same index
-  float M = -INFINITY;
-  for (int t = 0; t < nsplit; ++t) M = fmaxf(M, part_ml[2 * (size_t(bh) * nsplit + t)]);
-  float L = 0;
-  for (int t = 0; t < nsplit; ++t) {
-    const float mt = part_ml[2 * (size_t(bh) * nsplit + t)];
-    L += mt == -INFINITY ? 0.0f : part_ml[2 * (size_t(bh) * nsplit + t) + 1] * __expf(mt - M);
+  const float* ml = part_ml + 2 * size_t(bh) * nsplit;
+  float m = -INFINITY;
+  for (int t = threadIdx.x; t < nsplit; t += blockDim.x) m = fmaxf(m, ml[2 * t]);
+  const float M = block_max(m, red);
+  float l = 0;
+  for (int t = threadIdx.x; t < nsplit; t += blockDim.x) {
+    const float mt = ml[2 * t], c = mt == -INFINITY ? 0.0f : __expf(mt - M);
+    split_scale[t] = c, l += ml[2 * t + 1] * c;
   }
+  const float L = block_sum(l, red);  // (its barriers also publish split_scale)
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float O = 0;
-    for (int t = 0; t < nsplit; ++t) {
-      const float mt = part_ml[2 * (size_t(bh) * nsplit + t)];
-      if (mt != -INFINITY) O += part_o[(size_t(bh) * nsplit + t) * D + d] * __expf(mt - M);
-    }
+    for (int t = 0; t < nsplit; ++t) O += part_o[(size_t(bh) * nsplit + t) * D + d] * split_scale[t];
     out[size_t(bh) * D + d] = L > 0 ? O / L : 0.0f;
   }
   if (threadIdx.x == 0) lse[bh] = L > 0 ? M + logf(L) : -INFINITY;
@@ -709,9 +713,11 @@ void decode_launch(float* po, float* pml, const float* q, const float* k, const 
 // kernel, no bf16 rounding.
 void attention_decode(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
   const int lo = s.window > 0 ? std::max(0, s.Tk - s.window) : 0, visible = s.Tk - lo;
-  // enough blocks to fill the GPU twice over, at least 64 keys per block
+  // enough blocks to fill the GPU four times over, at least 16 keys per block (4 per warp): a
+  // warp's keys are a chain of dependent online-softmax steps, so short chains keep a step short
+  // (64 keys per block: ~30 us per layer at 1k keys and 2 kv heads on an H200, docs/PERF.md)
   const int groups = s.B * s.Hkv;
-  int nsplit = std::max(1, std::min((visible + 63) / 64, (2 * num_sms() + groups - 1) / groups));
+  int nsplit = std::max(1, std::min((visible + 15) / 16, (4 * num_sms() + groups - 1) / groups));
   const int chunk = (visible + nsplit - 1) / nsplit;
   nsplit = (visible + chunk - 1) / chunk;
   Buffer<float> po(&device_mem(), size_t(s.B) * s.Hq * nsplit * s.D), pml(&device_mem(), size_t(s.B) * s.Hq * nsplit * 2);
@@ -720,7 +726,8 @@ void attention_decode(float* out, float* lse, const float* q, const float* k, co
   else if (s.D <= 128) decode_launch<4>(po.data(), pml.data(), q, k, v, s, lo, chunk, nsplit);
   else decode_launch<8>(po.data(), pml.data(), q, k, v, s, lo, chunk, nsplit);
   SR_CUDA_LAUNCHED("attention_decode");
-  attn_decode_merge_kernel<<<s.B * s.Hq, 128, 0, stream()>>>(out, lse, po.data(), pml.data(), nsplit, s);
+  attn_decode_merge_kernel<<<s.B * s.Hq, 128, nsplit * sizeof(float), stream()>>>(out, lse, po.data(), pml.data(),
+                                                                                   nsplit, s);
   SR_CUDA_LAUNCHED("attention_decode_merge");
 }
 

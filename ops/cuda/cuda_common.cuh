@@ -39,6 +39,18 @@ __device__ inline float block_sum(float v, float* red) {
   return s;
 }
 
+// Block-wide maximum, as block_sum.
+__device__ inline float block_max(float v, float* red) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) red[warp] = v;
+  __syncthreads();
+  float m = -INFINITY;
+  for (int i = 0; i < nw; ++i) m = fmaxf(m, red[i]);
+  return m;
+}
+
 // Row-major batched C[m,n] = op(A) op(B) + beta C, exact fp32 (dense_ops.cu); s* = batch strides.
 void gemm_rm_batched(bool ta, bool tb, int m, int n, int k, const float* A, long long sA, const float* B, long long sB,
                      float beta, float* C, long long sC, int batch);

@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <mutex>
 
@@ -69,6 +70,39 @@ __global__ void rmsnorm_fwd_k(float* out, float* rstd, float* x, const float* t,
   float r = rsqrtf(ss / C + eps);
   if (lane == 0) rstd[row] = r;
   for (int c = lane; c < C; c += 32) out[size_t(row) * C + c] = xr[c] * r * w[c];
+}
+// The same for few rows (decode: N = 1): a block of kNormThreads per row, each thread keeping its
+// <= kNormPer elements of the row in registers, so the row is read once (C <= kNormThreads *
+// kNormPer). A warp per row would make ~C/32 dependent passes over global memory per pass kind.
+constexpr int kNormThreads = 256, kNormPer = 16;
+__global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, float* rstd, float* x, const float* t,
+                                                              const float* w, int C, float eps) {
+  __shared__ float red[32];
+  const int row = blockIdx.x;
+  float* xr = x + size_t(row) * C;
+  float v[kNormPer];
+  float ss = 0;
+#pragma unroll
+  for (int j = 0; j < kNormPer; ++j) {
+    const int c = threadIdx.x + j * kNormThreads;
+    v[j] = c < C ? xr[c] + (t ? t[size_t(row) * C + c] : 0.0f) : 0.0f;
+    ss += v[j] * v[j];
+  }
+  ss = block_sum(ss, red);
+  const float r = rsqrtf(ss / C + eps);
+  if (threadIdx.x == 0) rstd[row] = r;
+#pragma unroll
+  for (int j = 0; j < kNormPer; ++j) {
+    const int c = threadIdx.x + j * kNormThreads;
+    if (c < C) {
+      if (t) xr[c] = v[j];
+      out[size_t(row) * C + c] = v[j] * r * w[c];
+    }
+  }
+}
+void rmsnorm_launch(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C, float eps) {
+  if (N <= 64 && C <= kNormThreads * kNormPer) rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, rstd, x, t, w, C, eps);
+  else rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, t, w, N, C, eps);
 }
 // dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k))
 __global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, const float* w, const float* rstd, int N,
@@ -343,10 +377,14 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
 }
 
 // ---- GEMV: out[N,O] = x[N,I] W[O,I]^T (+ b) for N <= kGemvMaxRows (decode, action tokens) ----
-// One warp per output row streams W's row once (float4 loads when rows are 16-byte aligned) and
-// dots it with all N input rows (small, cache-resident); fp32 products, fp32 warp-tree sums in a
-// fixed order, so the result is deterministic and more exact than the bf16 GEMM path.
+// `split` warps (1, 2, 4 or 8) share an output row: each streams every split-th 16-byte piece of W's
+// row (float4 loads when rows are 16-byte aligned) and dots it with all N input rows (small,
+// cache-resident); fp32 products, fp32 warp-tree sums, then the split partial sums added in warp
+// order, so the result is deterministic for a given split. Splitting rows keeps enough loads in
+// flight when a layer has few output rows (896 rows of 4864 inputs: one warp per row leaves most
+// of the GPU idle).
 constexpr int kGemvMaxRows = 8;
+constexpr int kGemvWarps = 8;  // warps per block
 // 16 bytes of W widened to fp32: 4 fp32 or 8 bf16 weights (bf16 = the upper half of an fp32).
 __device__ __forceinline__ void widen(const uint4& r, float (&a)[4]) {
   a[0] = __uint_as_float(r.x), a[1] = __uint_as_float(r.y), a[2] = __uint_as_float(r.z), a[3] = __uint_as_float(r.w);
@@ -359,56 +397,97 @@ __device__ __forceinline__ void widen(const uint4& r, float (&a)[8]) {
 __device__ __forceinline__ float widen1(float w) { return w; }
 __device__ __forceinline__ float widen1(__nv_bfloat16 w) { return __bfloat162float(w); }
 // WT = float (fp32 weights) or __nv_bfloat16 (the weight mirror: half the bytes per decoded token).
-template <int NR, bool kVec, class WT>
+// Block: kGemvWarps warps = kGemvWarps / split rows.
+template <int NR, int split, bool kVec, class WT>
 __global__ void gemv_k(float* __restrict__ out, const float* __restrict__ x, const WT* __restrict__ W,
                        const float* __restrict__ b, int I, int O) {
-  const int row = int((blockIdx.x * size_t(blockDim.x) + threadIdx.x) >> 5), lane = threadIdx.x & 31;
-  if (row >= O) return;
-  const WT* w = W + size_t(row) * I;
+  __shared__ float part_sum[split > 1 ? kGemvWarps : 1][NR];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * (kGemvWarps / split) + warp / split, part = warp % split;
   float acc[NR];
 #pragma unroll
   for (int r = 0; r < NR; ++r) acc[r] = 0.0f;
-  if (kVec) {
-    constexpr int E = 16 / int(sizeof(WT));  // weights per 16-byte load
-    const uint4* wv = reinterpret_cast<const uint4*>(w);
-    const int IV = I / E;
+  if (row < O) {
+    const WT* w = W + size_t(row) * I;
+    if (kVec) {
+      constexpr int E = 16 / int(sizeof(WT));  // weights per 16-byte load
+      const uint4* wv = reinterpret_cast<const uint4*>(w);
+      const int IV = I / E, step = 32 * split;
 #pragma unroll 4
-    for (int i = lane; i < IV; i += 32) {
-      float a[E];
-      widen(__ldcs(wv + i), a);  // streamed once: do not keep W in cache
+      for (int i = part * 32 + lane; i < IV; i += step) {
+        float a[E];
+        widen(__ldcs(wv + i), a);  // streamed once: do not keep W in cache
 #pragma unroll
-      for (int r = 0; r < NR; ++r) {
-        const float4* xr = reinterpret_cast<const float4*>(x + size_t(r) * I + size_t(i) * E);
+        for (int r = 0; r < NR; ++r) {
+          const float4* xr = reinterpret_cast<const float4*>(x + size_t(r) * I + size_t(i) * E);
 #pragma unroll
-        for (int e = 0; e < E / 4; ++e) {
-          const float4 c = __ldg(xr + e);
-          acc[r] += a[4 * e] * c.x + a[4 * e + 1] * c.y + a[4 * e + 2] * c.z + a[4 * e + 3] * c.w;
+          for (int e = 0; e < E / 4; ++e) {
+            const float4 c = __ldg(xr + e);
+            acc[r] += a[4 * e] * c.x + a[4 * e + 1] * c.y + a[4 * e + 2] * c.z + a[4 * e + 3] * c.w;
+          }
         }
       }
-    }
-  } else {
-    for (int i = lane; i < I; i += 32) {
-      const float a = widen1(__ldcs(w + i));
+    } else {
+      for (int i = part * 32 + lane; i < I; i += 32 * split) {
+        const float a = widen1(__ldcs(w + i));
 #pragma unroll
-      for (int r = 0; r < NR; ++r) acc[r] += a * __ldg(x + size_t(r) * I + i);
+        for (int r = 0; r < NR; ++r) acc[r] += a * __ldg(x + size_t(r) * I + i);
+      }
     }
   }
 #pragma unroll
   for (int r = 0; r < NR; ++r) acc[r] = warp_sum(acc[r]);
-  if (lane == 0) {
+  if constexpr (split > 1) {
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < NR; ++r) part_sum[warp][r] = acc[r];
+    }
+    __syncthreads();
+    if (part == 0 && lane == 0) {
+      for (int j = 1; j < split; ++j) {
+#pragma unroll
+        for (int r = 0; r < NR; ++r) acc[r] += part_sum[warp + j][r];
+      }
+    }
+  }
+  if (row < O && part == 0 && lane == 0) {
     const float bias = b ? b[row] : 0.0f;
 #pragma unroll
     for (int r = 0; r < NR; ++r) out[size_t(r) * O + row] = acc[r] + bias;
   }
 }
-template <int NR, class WT>
-void gemv_rows(float* out, const float* x, const WT* W, const float* b, int I, int O) {
-  const int threads = 256, blocks = int((size_t(O) * 32 + threads - 1) / threads);
+// Warps per output row: enough warps in all (~8k, about 60 per SM of an H100/H200) to keep the
+// memory system busy, while every warp still makes at least two passes of 16-byte loads over its
+// share of the row. SMOOTHREAD_GEMV_SPLIT=1 (or 2, 4, 8) forces it (A/B timing).
+int gemv_split(int I, int O, int bytes_per_weight) {
+  static const int forced = [] {
+    const char* e = std::getenv("SMOOTHREAD_GEMV_SPLIT");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (forced == 1 || forced == 2 || forced == 4 || forced == 8) return forced;
+  const int pieces = I / (16 / bytes_per_weight);  // 16-byte loads per row
+  int split = 1;
+  while (split < kGemvWarps && size_t(O) * split < 8192 && pieces >= 64 * split * 2) split *= 2;
+  return split;
+}
+template <int NR, int split, class WT>
+void gemv_launch(float* out, const float* x, const WT* W, const float* b, int I, int O) {
+  constexpr int rows_per_block = kGemvWarps / split;
+  const int threads = 32 * kGemvWarps, blocks = (O + rows_per_block - 1) / rows_per_block;
   const bool vec = I % (16 / int(sizeof(WT))) == 0 && (reinterpret_cast<uintptr_t>(W) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(x) & 15) == 0;
-  if (vec) gemv_k<NR, true, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
-  else gemv_k<NR, false, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  if (vec) gemv_k<NR, split, true, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  else gemv_k<NR, split, false, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
   SR_CUDA_LAUNCHED("gemv");
+}
+template <int NR, class WT>
+void gemv_rows(float* out, const float* x, const WT* W, const float* b, int I, int O) {
+  switch (gemv_split(I, O, int(sizeof(WT)))) {
+    case 1: return gemv_launch<NR, 1>(out, x, W, b, I, O);
+    case 2: return gemv_launch<NR, 2>(out, x, W, b, I, O);
+    case 4: return gemv_launch<NR, 4>(out, x, W, b, I, O);
+    default: return gemv_launch<NR, 8>(out, x, W, b, I, O);
+  }
 }
 // out[N,O] = x[N,I] W[O,I]^T (+ b) for N <= kGemvMaxRows
 template <class WT>
@@ -496,11 +575,11 @@ void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, 
 }
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps) {
   // (x is only read when no residual is given)
-  rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, const_cast<float*>(x), nullptr, w, N, C, eps);
+  rmsnorm_launch(out, rstd, const_cast<float*>(x), nullptr, w, N, C, eps);
   SR_CUDA_LAUNCHED("rmsnorm_fwd");
 }
 void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const float* w, int N, int C, float eps) {
-  rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, t, w, N, C, eps);
+  rmsnorm_launch(out, rstd, x, t, w, N, C, eps);
   SR_CUDA_LAUNCHED("add_rmsnorm_fwd");
 }
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
