@@ -215,6 +215,10 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
     ops_->rmsnorm_fwd(k, keep ? keep->rk : scratch, k, nw(w.kn), int(rk), D, eps);
   }
   if (R == D) {
+    if (N == 1 && k == q + rq * D) {  // one token, k right after q: one row of Hq + Hkv heads
+      ops_->rope_fwd(q, q, pos, 1, Hq + Hkv, D, cfg_.rope_theta);
+      return;
+    }
     ops_->rope_fwd(q, q, pos, N, Hq, D, cfg_.rope_theta);
     ops_->rope_fwd(k, k, pos, N, Hkv, D, cfg_.rope_theta);
     return;
@@ -588,8 +592,10 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   pos.upload(hpos.data(), n), dids.upload(ids, n);
   float* P = const_cast<Transformer*>(this)->backend_params();
   Buffer<float> x(&mem, size_t(n) * C), h(&mem, size_t(n) * C), rstd(&mem, n), tmp(&mem, size_t(n) * C);
-  Buffer<float> q(&mem, size_t(n) * qd), knew(&mem, size_t(n) * kvd), vnew(&mem, size_t(n) * kvd),
-      att(&mem, size_t(n) * qd), lse(&mem, size_t(n) * cfg_.num_heads);
+  // q [n, qd], then the new keys [n, kvd] and values [n, kvd] in one block: for one token q and k
+  // are one row of Hq + Hkv heads, rotated by one RoPE launch (project_qkv)
+  Buffer<float> qkv(&mem, size_t(n) * (qd + 2 * kvd)), att(&mem, size_t(n) * qd), lse(&mem, size_t(n) * cfg_.num_heads);
+  float *q = qkv.data(), *knew = q + size_t(n) * qd, *vnew = knew + size_t(n) * kvd;
   Buffer<float> g(&mem, size_t(n) * F), u(&mem, size_t(n) * F), a(&mem, size_t(n) * F), kw(&mem), vw(&mem);
   // (allocated here, in declaration order, so that the blocks go back in the reverse order and the
   // next step's buffers get the same addresses: a decode graph's key stays the same)
@@ -612,10 +618,10 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   }
   // The step's key: every buffer it touches, and per layer the cache and how many keys it attends
   // over (a full cache: a new count every step, so its steps are always recorded; a full ring: the
-  // same count, and its slot is read from `pos` on the device by ring_store).
+  // same count, and its slot is read from `pos` on the device by ring_store_kv).
   auto key = [&] {
     std::vector<uintptr_t> k = step_key(n, first, {pos.data(), dids.data(), x.data(), h.data(), rstd.data(), tmp.data(),
-                                                   q.data(), knew.data(), vnew.data(), att.data(), lse.data(), g.data(),
+                                                   qkv.data(), att.data(), lse.data(), g.data(),
                                                    u.data(), a.data(), gdn_scratch.data(), gate.data(), qscratch.data(),
                                                    logits.data(), norm_eff_.data()});
     for (int l = 0; l < L; ++l) {
@@ -653,13 +659,13 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
         end_layer(l);
         continue;
       }
-      project_qkv(w, h.data(), n, pos.data(), q.data(), knew.data(), vnew.data(), gate.data(), qscratch.data(), nullptr,
+      project_qkv(w, h.data(), n, pos.data(), q, knew, vnew, gate.data(), qscratch.data(), nullptr,
                   true);
       const float *K, *Vv;
       int Tk;
       if (c.window == 0) {  // full: append, attend over the whole cache
-        c.k.append(knew.data(), size_t(n) * kvd);
-        c.v.append(vnew.data(), size_t(n) * kvd);
+        c.k.append(knew, size_t(n) * kvd);
+        c.v.append(vnew, size_t(n) * kvd);
         K = c.k.data(), Vv = c.v.data(), Tk = int(pos0 + n);
       } else {  // window W: the cache is a ring of W rows, allocated once (above)
         const int W = c.window;
@@ -667,23 +673,22 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
           // last min(pos0 + 1, W) positions, exactly what the ring holds; their order in the ring
           // does not matter to a single query (RoPE is in the keys). The slot, pos0 mod W, is
           // computed on the device from pos, so the step's arguments stay the same.
-          ops_->ring_store(c.k.data(), knew.data(), pos.data(), W, kvd);
-          ops_->ring_store(c.v.data(), vnew.data(), pos.data(), W, kvd);
+          ops_->ring_store_kv(c.k.data(), c.v.data(), knew, vnew, pos.data(), W, kvd);
           K = c.k.data(), Vv = c.v.data(), Tk = int(std::min<int64_t>(pos0 + 1, W));
         } else {  // gather the cached keys still visible to the first query, then the new ones
           const int m = int(std::min<int64_t>(pos0, W - 1));
           kw.resize(size_t(m + n) * kvd), vw.resize(size_t(m + n) * kvd);
           ring_read(mem, kw.data(), c.k.data(), pos0 - m, m, W, kvd);
           ring_read(mem, vw.data(), c.v.data(), pos0 - m, m, W, kvd);
-          mem.copy(kw.data() + size_t(m) * kvd, knew.data(), size_t(n) * kvd * sizeof(float));
-          mem.copy(vw.data() + size_t(m) * kvd, vnew.data(), size_t(n) * kvd * sizeof(float));
+          mem.copy(kw.data() + size_t(m) * kvd, knew, size_t(n) * kvd * sizeof(float));
+          mem.copy(vw.data() + size_t(m) * kvd, vnew, size_t(n) * kvd * sizeof(float));
           const int keep = std::min(n, W);  // only the last W new rows survive in the ring
-          ring_write(mem, c.k.data(), knew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
-          ring_write(mem, c.v.data(), vnew.data() + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
+          ring_write(mem, c.k.data(), knew + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
+          ring_write(mem, c.v.data(), vnew + size_t(n - keep) * kvd, pos0 + n - keep, keep, W, kvd);
           K = kw.data(), Vv = vw.data(), Tk = m + n;
         }
       }
-      ops_->attention_fwd(att.data(), lse.data(), q.data(), K, Vv, attn_shape(1, n, Tk, l));
+      ops_->attention_fwd(att.data(), lse.data(), q, K, Vv, attn_shape(1, n, Tk, l));
       if (cfg_.attn_output_gate) {  // att *= sigmoid(gate)
         ops_->act_fwd(gate.data(), gate.data(), size_t(n) * qd, 1);
         ops_->mul(att.data(), att.data(), gate.data(), size_t(n) * qd);

@@ -172,10 +172,12 @@ struct OpsTable {
   void (*strided_copy)(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width);
   // out[n] = a[n] * b[n]; out may alias a or b
   void (*mul)(float* out, const float* a, const float* b, size_t n);
-  // ring[(pos[0] mod W) * width + i] = src[i], i < width: one decode step's key or value row into a
-  // window's ring, at the slot of a position read from memory (device memory on a GPU backend), so
-  // the step's arguments do not change with the position (decode graphs replay it as it is)
-  void (*ring_store)(float* ring, const float* src, const int32_t* pos, int W, size_t width);
+  // ring_k[(pos[0] mod W) * width + i] = k[i], and the same slot of ring_v = v[i], i < width: one
+  // decode step's key and value rows into a window's rings (one launch), at the slot of a position
+  // read from memory (device memory on a GPU backend), so the step's arguments do not change with
+  // the position (decode graphs replay it as it is)
+  void (*ring_store_kv)(float* ring_k, float* ring_v, const float* k, const float* v, const int32_t* pos, int W,
+                        size_t width);
   // The residual add and the next RMSNorm in one pass: x[N,C] += t, then out = rmsnorm(x) * w and
   // rstd[N] exactly as rmsnorm_fwd (the same bits as add() then rmsnorm_fwd()). Inference
   // (forward_cached); its backward is rmsnorm_bwd plus the add's identity.

@@ -114,15 +114,16 @@ TEST(Cuda, DenseOpsMatchReference) {
         std::vector<float> xr = x, orf(size_t(N) * C), rr(N);
         ref::add_rmsnorm_fwd<float>(xr.data(), orf.data(), rr.data(), g.data(), w.data(), N, C, 1e-6f);
         EXPECT_REL(down(ob), orf, 1e-5);
-        // ring_store: the slot of a position read on the device
+        // ring_store_kv: the slot of a position read on the device
         const int32_t pos = 7;
         Buffer<int32_t> dpos(gpu().mem, 1);
         dpos.upload(&pos, 1);
-        std::vector<float> ring(size_t(3) * C, -1.f);
-        auto dring = up(ring);
-        ref::ring_store<float>(ring.data(), x.data(), &pos, 3, size_t(C));
-        gpu().ring_store(dring.data(), dx_.data(), dpos.data(), 3, size_t(C));
-        EXPECT_EQ(down(dring), ring);
+        std::vector<float> rk(size_t(3) * C, -1.f), rv(size_t(3) * C, -2.f);
+        auto drk = up(rk), drv = up(rv), dgv = up(g);
+        ref::ring_store_kv<float>(rk.data(), rv.data(), x.data(), g.data(), &pos, 3, size_t(C));
+        gpu().ring_store_kv(drk.data(), drv.data(), dx_.data(), dgv.data(), dpos.data(), 3, size_t(C));
+        EXPECT_EQ(down(drk), rk);
+        EXPECT_EQ(down(drv), rv);
       }
       // swiglu
       auto u = randn(size_t(N) * C, 5);
@@ -297,6 +298,29 @@ std::vector<float> absv(std::vector<float> v) {
   return v;
 }
 
+// RMSNorm's two kernels: a block per row (N <= 64, the row in registers: C <= 4096) and a warp per
+// row (otherwise), at widths that use several register slots and just past the limit
+TEST(Cuda, RmsNormBothKernelsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  for (int N : {1, 64, 65})
+    for (int C : {600, 4096, 4097}) {
+      SCOPED_TRACE("N=" + std::to_string(N) + " C=" + std::to_string(C));
+      auto x = randn(size_t(N) * C, 1), t = randn(size_t(N) * C, 2), w = randn(C, 3);
+      std::vector<float> y(size_t(N) * C), r(N), xr = x;
+      ref::add_rmsnorm_fwd<float>(xr.data(), y.data(), r.data(), t.data(), w.data(), N, C, 1e-6f);
+      auto xa = up(x), xb = up(x), t_ = up(t), w_ = up(w);
+      Buffer<float> ya(gpu().mem, y.size()), yb(gpu().mem, y.size()), ra(gpu().mem, N), rb(gpu().mem, N);
+      gpu().add_rmsnorm_fwd(xa.data(), ya.data(), ra.data(), t_.data(), w_.data(), N, C, 1e-6f);
+      gpu().add(xb.data(), xb.data(), t_.data(), y.size());
+      gpu().rmsnorm_fwd(yb.data(), rb.data(), xb.data(), w_.data(), N, C, 1e-6f);
+      EXPECT_REL(down(ya), y, 1e-5);
+      EXPECT_REL(down(ra), r, 1e-5);
+      EXPECT_EQ(down(xa), xr);
+      EXPECT_EQ(down(ya), down(yb));
+      EXPECT_EQ(down(ra), down(rb));
+    }
+}
+
 TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
   SKIP_WITHOUT_GPU();
   for (const char* mode : {"fp32", "bf16"}) {
@@ -305,7 +329,8 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
     // shapes on both sides of the GEMV limit (8 rows) and of the 64 threshold where bf16 mode
     // switches to converted operands; I % 4 != 0 takes the GEMV's scalar path
     for (int N : {1, 3, 8, 9, 63, 65, 130})
-      for (auto [I, O] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 65}, {130, 17}, {96, 200}, {2048, 37}}) {
+      for (auto [I, O] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 65}, {130, 17}, {96, 200}, {2048, 37},
+                                                             {896, 40}, {1200, 50}, {4864, 33}}) {  // GEMV: 2, 4, 8 warps a row
         SCOPED_TRACE(std::string(mode) + " N=" + std::to_string(N) + " I=" + std::to_string(I) + " O=" + std::to_string(O));
         auto x = randn(size_t(N) * I, 1), W = randn(size_t(O) * I, 2), b = randn(O, 3), g = randn(size_t(N) * O, 4);
         std::vector<float> y(size_t(N) * O), dx(size_t(N) * I), dW(size_t(O) * I, 0.0f), db(O, 0.5f);

@@ -99,11 +99,13 @@ TEST(Ops, RingStoreWritesTheSlotOfThePosition) {
   const size_t width = 5;
   for (const OpsTable* o : {&ops_ref(), &ops_cpu()})
     for (int32_t pos : {0, 1, 2, 3, 7, 2147483646}) {
-      std::vector<float> ring(W * width, -1.f), src = randn(width, pos % 97);
-      o->ring_store(ring.data(), src.data(), &pos, W, width);
+      std::vector<float> rk(W * width, -1.f), rv(W * width, -2.f), k = randn(width, pos % 97), v = randn(width, 5);
+      o->ring_store_kv(rk.data(), rv.data(), k.data(), v.data(), &pos, W, width);
       for (int s = 0; s < W; ++s)
-        for (size_t i = 0; i < width; ++i)
-          EXPECT_EQ(ring[s * width + i], s == pos % W ? src[i] : -1.f) << o->name << " pos " << pos;
+        for (size_t i = 0; i < width; ++i) {
+          EXPECT_EQ(rk[s * width + i], s == pos % W ? k[i] : -1.f) << o->name << " pos " << pos;
+          EXPECT_EQ(rv[s * width + i], s == pos % W ? v[i] : -2.f) << o->name << " pos " << pos;
+        }
     }
 }
 

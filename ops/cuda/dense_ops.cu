@@ -216,9 +216,10 @@ __global__ void mul_k(float* out, const float* a, const float* b, size_t n) {
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     out[i] = a[i] * b[i];
 }
-__global__ void ring_store_k(float* ring, const float* src, const int32_t* pos, int W, size_t width) {
-  const size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
-  if (i < width) ring[size_t(pos[0] % W) * width + i] = src[i];
+__global__ void ring_store_kv_k(float* ring_k, float* ring_v, const float* k, const float* v, const int32_t* pos, int W,
+                                size_t width) {
+  const size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x, slot = size_t(pos[0] % W) * width;
+  if (i < width) ring_k[slot + i] = k[i], ring_v[slot + i] = v[i];
 }
 __global__ void strided_copy_k(float* dst, size_t ds, const float* src, size_t ss, size_t rows, size_t width) {
   const size_t n = rows * width;
@@ -663,9 +664,10 @@ void strided_copy(float* dst, size_t dst_stride, const float* src, size_t src_st
     strided_copy_k<<<blocks_for(rows * width, 256), 256, 0, stream()>>>(dst, dst_stride, src, src_stride, rows, width);
   SR_CUDA_LAUNCHED("strided_copy");
 }
-void ring_store(float* ring, const float* src, const int32_t* pos, int W, size_t width) {
-  if (width) ring_store_k<<<blocks_for(width, 256), 256, 0, stream()>>>(ring, src, pos, W, width);
-  SR_CUDA_LAUNCHED("ring_store");
+void ring_store_kv(float* ring_k, float* ring_v, const float* k, const float* v, const int32_t* pos, int W,
+                   size_t width) {
+  if (width) ring_store_kv_k<<<blocks_for(width, 256), 256, 0, stream()>>>(ring_k, ring_v, k, v, pos, W, width);
+  SR_CUDA_LAUNCHED("ring_store_kv");
 }
 void scale(float* x, size_t n, float s) {
   scale_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, n, s);

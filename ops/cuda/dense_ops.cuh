@@ -23,7 +23,8 @@ void add(float* out, const float* a, const float* b, size_t n);
 void scale(float* x, size_t n, float s);
 void mul(float* out, const float* a, const float* b, size_t n);
 void strided_copy(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width);
-void ring_store(float* ring, const float* src, const int32_t* pos, int W, size_t width);
+void ring_store_kv(float* ring_k, float* ring_v, const float* k, const float* v, const int32_t* pos, int W,
+                   size_t width);
 void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const float* w, int N, int C, float eps);
 double sum_squares(const float* x, size_t n);
 void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a);

@@ -6,7 +6,7 @@
 // recording: the caller gives a key (every pointer and number the step's work depends on), and a
 // step whose key equals the last graph's launches that graph again. Keys stay the same where nothing
 // in the work moves: recurrent states, window rings written at a slot read on the device
-// (OpsTable::ring_store), the allocator handing out the same blocks in the same order. A key is
+// (OpsTable::ring_store_kv), the allocator handing out the same blocks in the same order. A key is
 // recorded when it comes twice in a row (the executable graph updated in place by
 // cudaGraphExecUpdate when only kernel arguments changed, rebuilt otherwise); keys that change
 // every step (a full-attention cache, a ring still filling) run op by op as without graphs.

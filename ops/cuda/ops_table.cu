@@ -62,7 +62,7 @@ const OpsTable& ops_cuda() {
       .rwkv7_out_bwd = o::rwkv7_out_bwd,
       .strided_copy = o::strided_copy,
       .mul = o::mul,
-      .ring_store = o::ring_store,
+      .ring_store_kv = o::ring_store_kv,
       .add_rmsnorm_fwd = o::add_rmsnorm_fwd,
       .linear_fwd_bf16w = o::linear_fwd_bf16w,
       .mirror_weights = cuda::mirror_weights,
@@ -115,7 +115,7 @@ SR_TIMED(embedding_fwd) SR_TIMED(embedding_bwd) SR_TIMED(rmsnorm_fwd) SR_TIMED(r
 SR_TIMED(linear_bwd) SR_TIMED(rope_fwd) SR_TIMED(rope_bwd) SR_TIMED(attention_fwd) SR_TIMED(attention_bwd)
 SR_TIMED(swiglu_fwd) SR_TIMED(swiglu_bwd) SR_TIMED(xent_fwd) SR_TIMED(xent_bwd) SR_TIMED(add) SR_TIMED(scale)
 SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_conv_bwd) SR_TIMED(l2norm_fwd) SR_TIMED(l2norm_bwd) SR_TIMED(gdn_gates_fwd) SR_TIMED(gdn_gates_bwd) SR_TIMED(gated_rmsnorm_fwd) SR_TIMED(gated_rmsnorm_bwd) SR_TIMED(delta_rule_fwd) SR_TIMED(delta_rule_bwd)
-SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd) SR_TIMED(strided_copy) SR_TIMED(mul) SR_TIMED(ring_store) SR_TIMED(add_rmsnorm_fwd) SR_TIMED(linear_fwd_bf16w)
+SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd) SR_TIMED(strided_copy) SR_TIMED(mul) SR_TIMED(ring_store_kv) SR_TIMED(add_rmsnorm_fwd) SR_TIMED(linear_fwd_bf16w)
 #undef SR_TIMED
 }  // namespace
 
@@ -187,7 +187,7 @@ const OpsTable& ops_cuda_profiled() {
       .rwkv7_out_bwd = timed_rwkv7_out_bwd,
       .strided_copy = timed_strided_copy,
       .mul = timed_mul,
-      .ring_store = timed_ring_store,
+      .ring_store_kv = timed_ring_store_kv,
       .add_rmsnorm_fwd = timed_add_rmsnorm_fwd,
       .linear_fwd_bf16w = timed_linear_fwd_bf16w,
       .mirror_weights = cuda::mirror_weights,

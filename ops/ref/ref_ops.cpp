@@ -61,7 +61,7 @@ const OpsTable& ops_ref() {
       .rwkv7_out_bwd = ref::rwkv7_out_bwd<float>,
       .strided_copy = ref::strided_copy<float>,
       .mul = ref::mul<float>,
-      .ring_store = ref::ring_store<float>,
+      .ring_store_kv = ref::ring_store_kv<float>,
       .add_rmsnorm_fwd = ref::add_rmsnorm_fwd<float>,
       .linear_fwd_bf16w = ref::linear_fwd_bf16w,
   };

@@ -275,9 +275,9 @@ void add_rmsnorm_fwd(T* x, T* out, T* rstd, const T* t, const T* w, int N, int C
 }
 
 template <class T>
-void ring_store(T* ring, const T* src, const int32_t* pos, int W, size_t width) {
-  T* row = ring + size_t(pos[0] % W) * width;
-  for (size_t i = 0; i < width; ++i) row[i] = src[i];
+void ring_store_kv(T* ring_k, T* ring_v, const T* k, const T* v, const int32_t* pos, int W, size_t width) {
+  const size_t slot = size_t(pos[0] % W) * width;
+  for (size_t i = 0; i < width; ++i) ring_k[slot + i] = k[i], ring_v[slot + i] = v[i];
 }
 
 template <class T>
