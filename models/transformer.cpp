@@ -234,8 +234,12 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
 void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a,
                               float* out, bool cached) const {
   const int C = cfg_.hidden_size, F = cfg_.intermediate_size;
-  linear(g, h2, w.wg, nullptr, N, C, F, cached);
-  linear(u, h2, w.wu, nullptr, N, C, F, cached);
+  if (N == 1 && w.wu == w.wg + size_t(F) * C && u == g + F) {
+    linear(g, h2, w.wg, nullptr, 1, C, 2 * F, cached);  // one token: [g | u] = [wg; wu] h2 in one product
+  } else {
+    linear(g, h2, w.wg, nullptr, N, C, F, cached);
+    linear(u, h2, w.wu, nullptr, N, C, F, cached);
+  }
   ops_->swiglu_fwd(a, g, u, N, F);
   linear(out, a, w.wd, nullptr, N, F, C, cached);
 }
@@ -596,7 +600,9 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   // are one row of Hq + Hkv heads, rotated by one RoPE launch (project_qkv)
   Buffer<float> qkv(&mem, size_t(n) * (qd + 2 * kvd)), att(&mem, size_t(n) * qd), lse(&mem, size_t(n) * cfg_.num_heads);
   float *q = qkv.data(), *knew = q + size_t(n) * qd, *vnew = knew + size_t(n) * kvd;
-  Buffer<float> g(&mem, size_t(n) * F), u(&mem, size_t(n) * F), a(&mem, size_t(n) * F), kw(&mem), vw(&mem);
+  // the MLP's gate and up activations [n, F] each, in one block (one product for one token)
+  Buffer<float> gu(&mem, 2 * size_t(n) * F), a(&mem, size_t(n) * F), kw(&mem), vw(&mem);
+  float *g = gu.data(), *u = g + size_t(n) * F;
   // (allocated here, in declaration order, so that the blocks go back in the reverse order and the
   // next step's buffers get the same addresses: a decode graph's key stays the same)
   Buffer<float> gdn_scratch(&mem, cfg_.any_linear() ? size_t(n) * gdn_floats_per_token() : 0),
@@ -621,9 +627,9 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
   // same count, and its slot is read from `pos` on the device by ring_store_kv).
   auto key = [&] {
     std::vector<uintptr_t> k = step_key(n, first, {pos.data(), dids.data(), x.data(), h.data(), rstd.data(), tmp.data(),
-                                                   qkv.data(), att.data(), lse.data(), g.data(),
-                                                   u.data(), a.data(), gdn_scratch.data(), gate.data(), qscratch.data(),
-                                                   logits.data(), norm_eff_.data()});
+                                                   qkv.data(), att.data(), lse.data(), gu.data(), a.data(),
+                                                   gdn_scratch.data(), gate.data(), qscratch.data(), logits.data(),
+                                                   norm_eff_.data()});
     for (int l = 0; l < L; ++l) {
       const LayerKVCache& c = caches[l];
       const int64_t keys = cfg_.is_linear(l) ? 0  // a recurrent state: no keys
@@ -655,7 +661,7 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
         gdn_forward(w, carve_gdn(gdn_scratch.data(), n), h.data(), 1, n, c.conv_state.data(),
                     c.rec_state.data(), tmp.data());
         residual_then_norm(nw(w.ln2));
-        mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
+        mlp_forward(w, h.data(), n, g, u, a.data(), tmp.data(), true);
         end_layer(l);
         continue;
       }
@@ -695,7 +701,7 @@ void Transformer::forward_cached(const int32_t* ids, int n, std::vector<LayerKVC
       }
       linear(tmp.data(), att.data(), w.wo, nullptr, n, int(qd), C, true);
       residual_then_norm(nw(w.ln2));
-      mlp_forward(w, h.data(), n, g.data(), u.data(), a.data(), tmp.data(), true);
+      mlp_forward(w, h.data(), n, g, u, a.data(), tmp.data(), true);
       end_layer(l);
     }
     ops_->rmsnorm_fwd(h.data(), rstd.data(), x.data() + size_t(first) * C, nw(P + off_norm_), rows, C, eps);
