@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "eval/bench.h"
+#include "ops/cpu/blas_kernels.h"
 
 static const char* kUsage = R"(smoothread: recurrent-LM engine for Smooth Reading
 
@@ -34,6 +35,7 @@ commands:
 )";
 
 int main(int argc, char** argv) {
+  sr::cpu::use_best_blas_kernels(argv);  // OpenBLAS's AVX2 / AVX-512 kernels where it missed the CPU
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

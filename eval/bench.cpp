@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "infer/session.h"
+#include "ops/cpu/blas_kernels.h"
 #include "ops/cuda/cuda_backend.h"
 #include "smoothread_version.h"  // SMOOTHREAD_GIT_COMMIT, generated at build time
 #include "train/adamw.h"
@@ -193,6 +194,7 @@ json bench_environment(const LanguageModel& model) {
               {"build_type", SMOOTHREAD_BUILD_TYPE},
               {"cpu", cpu},
               {"threads", omp_get_max_threads()},
+              {"blas_kernels", cpu::blas_kernels()},
               {"device", model.on_device() ? "cuda" : "cpu"},
               {"gpu", model.on_device() ? json(cuda::device_summary()) : json(nullptr)},
               {"model", {{"model_type", c.model_type}, {"params", c.num_parameters()}, {"layers", c.num_layers},
@@ -231,6 +233,7 @@ std::string format_bench(const json& env, const std::vector<BenchResult>& rows, 
   if (format != "md") fail("--format", "expected md, csv or json, got '" + format + "'");
   s << "commit " << env["commit"].get<std::string>() << " (" << env["build_type"].get<std::string>() << "), CPU "
     << env["cpu"].get<std::string>() << ", " << env["threads"].get<int>() << " threads";
+  if (env.contains("blas_kernels")) s << ", OpenBLAS " << env["blas_kernels"].get<std::string>() << " kernels";
   if (!env["gpu"].is_null()) s << ", GPU " << env["gpu"].get<std::string>();
   s << "\n\n| model | device | test | tokens/s | time (s) | peak RSS MiB | peak GPU MiB | rounds |\n"
        "|---|---|---|---:|---:|---:|---:|---:|\n";
