@@ -86,11 +86,11 @@ void attention_fwd(float* out, float* lse, const float* q, const float* k, const
             std::fill(row, row + nk, 0.0f);
             continue;
           }
-          const float corr = exp_nonpositive(m[r] - mnew);
-#pragma omp simd
-          for (int c = 0; c < nk; ++c) row[c] = exp_nonpositive(row[c] - mnew);
-          float sum = 0;
-          for (int c = 0; c < nk; ++c) sum += row[c];  // in key order, as before
+          float corr = std::exp(m[r] - mnew), sum = 0;
+          for (int c = 0; c < nk; ++c) {
+            row[c] = std::exp(row[c] - mnew);
+            sum += row[c];
+          }
           l[r] = l[r] * corr + sum;
           m[r] = mnew;
           if (corr != 1.0f)
@@ -159,13 +159,7 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
             masked_scores(P.data(), Q, K, nq, nk, i0, j0, s);
             for (int r = 0; r < nq; ++r) {
               float* row = P.data() + size_t(r) * kAttnTileK;
-              const float Lr = L[r];
-              if (Lr == kNegInf) {
-                std::fill(row, row + nk, 0.0f);
-                continue;
-              }
-#pragma omp simd
-              for (int c = 0; c < nk; ++c) row[c] = exp_nonpositive(row[c] - Lr);  // -inf scores: 0
+              for (int c = 0; c < nk; ++c) row[c] = (row[c] == kNegInf || L[r] == kNegInf) ? 0.0f : std::exp(row[c] - L[r]);
             }
             // dV[nk,D] += P^T . dO
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, nq, 1.0f, P.data(), kAttnTileK, dO, ldq, 1.0f,
