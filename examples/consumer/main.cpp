@@ -5,8 +5,10 @@
 #include "infer/session.h"
 #include "models/tokenizer.h"
 #include "models/transformer.h"
+#include "ops/cpu/blas_kernels.h"
 
-int main() {
+int main(int, char** argv) {
+  sr::cpu::use_best_blas_kernels(argv);  // OpenBLAS's AVX2 / AVX-512 kernels where it missed the CPU
   sr::ByteTokenizer tok(sr::ByteTokenizer::default_specials());
   sr::ModelConfig c;
   c.vocab_size = tok.vocab_size(), c.hidden_size = 32, c.intermediate_size = 64, c.num_layers = 2;
