@@ -200,31 +200,29 @@ def tasks_by_length_table(d):
 
 def train_table(d):
     out = ["| model | data | tokens | steps | wall s | tokens/s | last 20 logged losses (mean) |", "|---|---|---|---|---|---|---|"]
-    for name, data in [("emr_swa_v3", "EMR trajectories, mix v3 + repeat (the default model)"),
-                       ("emr_swa_v3-s2", "the same, seed 2"), ("emr_swa_v3-s3", "the same, seed 3"),
-                       ("emr_swa_v4", "EMR trajectories, mix v4 + repeat"),
-                       ("emr_swa_v5", "EMR trajectories, mix v5 + repeat"),
-                       ("emr_swa", "EMR trajectories + repeat"), ("emr_swa-s2", "the same, seed 2"),
-                       ("emr_swa-s3", "the same, seed 3"), ("emr_swa_v2", "EMR trajectories, mix v2 + repeat"),
-                       ("emr_gdn", "EMR trajectories + repeat (Gated DeltaNet)"),
-                       ("emr_gdn_lr2", "the same at lr 2e-3"),
-                       ("emr_gdn_hybrid", "the same data, 4 Gated DeltaNet + 2 SWA layers"),
-                       ("emr_gdn-qwen-init", "Gated DeltaNet with the old init (dt_bias = 1)"),
-                       ("emr_gdn-scan", "the same old init, rerun with the GPU scan (slower at this shape)"),
-                       ("emr_rwkv7", "EMR trajectories + repeat (RWKV-7; GPU scan forced)"),
-                       ("emr_rwkv7-run1", "the same, token kernels, 390 s cap"),
-                       ("or_rwkv7", "one-pass samples + repeat (RWKV-7; GPU scan forced)"),
-                       ("or_rwkv7-r2", "the same, retrained, schedule ending at 64M tokens"),
-                       ("or_rwkv7-r3", "the same, retrained, 200M-token schedule cut by a 360-s cap"),
-                       ("or_gdn", "one-pass samples + repeat (Gated DeltaNet), beside or_gdn_hybrid on one GPU"),
-                       ("or_gdn_hybrid", "one-pass samples + repeat (4 GDN + 2 SWA layers)"),
-                       ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat"),
-                       ("or_swa_emrbase", "one-pass samples of mix v3 + repeat, from the default model (W = 1024)"),
-                       ("or_full_emrbase", "one-pass samples of mix v3 + repeat, from the default model with full attention"),
-                       ("or_swa_emrbase-s2", "the same, seed 2"), ("or_swa_emrbase-s3", "the same, seed 3"),
-                       ("or_full_emrbase-s2", "the same, seed 2"), ("or_full_emrbase-s3", "the same, seed 3"),
-                       ("nmr_full_emrbase", "NMR samples of mix v3 + repeat, from the default model with full attention"),
-                       ("nmr_full_emrbase-s2", "the same, seed 2"), ("nmr_full_emrbase-s3", "the same, seed 3")]:
+    runs = [("emr_swa_v3", "EMR trajectories, mix v3 + repeat (the default model)"),
+            ("emr_swa_v4", "EMR trajectories, mix v4 + repeat"),
+            ("emr_swa_v5", "EMR trajectories, mix v5 + repeat"),
+            ("emr_swa", "EMR trajectories + repeat"), ("emr_swa_v2", "EMR trajectories, mix v2 + repeat"),
+            ("emr_gdn", "EMR trajectories + repeat (Gated DeltaNet)"),
+            ("emr_gdn_lr2", "the same at lr 2e-3"),
+            ("emr_gdn_hybrid", "the same data, 4 Gated DeltaNet + 2 SWA layers"),
+            ("emr_gdn-qwen-init", "Gated DeltaNet with the old init (dt_bias = 1)"),
+            ("emr_gdn-scan", "the same old init, rerun with the GPU scan (slower at this shape)"),
+            ("emr_rwkv7", "EMR trajectories + repeat (RWKV-7; GPU scan forced)"),
+            ("emr_rwkv7-run1", "the same, token kernels, 390 s cap"),
+            ("or_rwkv7", "one-pass samples + repeat (RWKV-7; GPU scan forced)"),
+            ("or_rwkv7-r2", "the same, retrained, schedule ending at 64M tokens"),
+            ("or_rwkv7-r3", "the same, retrained, 200M-token schedule cut by a 360-s cap"),
+            ("or_gdn", "one-pass samples + repeat (Gated DeltaNet), beside or_gdn_hybrid on one GPU"),
+            ("or_gdn_hybrid", "one-pass samples + repeat (4 GDN + 2 SWA layers)"),
+            ("or_swa", "one-pass samples + repeat"), ("or_full", "one-pass samples + repeat"),
+            ("or_swa_emrbase", "one-pass samples of mix v3 + repeat, from the default model (W = 1024)"),
+            ("or_full_emrbase", "one-pass samples of mix v3 + repeat, from the default model with full attention"),
+            ("nmr_full_emrbase", "NMR samples of mix v3 + repeat, from the default model with full attention")]
+    # each run, then its other training seeds (NAME-s2, NAME-s3: study.sh train NAME-sN) where they ran
+    runs = [(n + s, data if not s else "the same, seed " + s[2:]) for n, data in runs for s in ("", "-s2", "-s3")]
+    for name, data in runs:
         p = os.path.join(d, "train", name + ".log.jsonl")
         if not os.path.exists(p):
             continue
@@ -288,7 +286,7 @@ def headline_seeds_table(d):
             if any(r is None for r in rs):
                 cells.append("—")
                 continue
-            sc, m, half, p, lo, hi, N = seed_stats(rs)
+            _, m, half, _, lo, hi, _ = seed_stats(rs)
             cells.append("%.0f ± %.0f [%.0f, %.0f]" % (m, half, lo, hi))
         out.append("| %s | %s |" % (label, " | ".join(cells)))
     return "\n".join(out)

@@ -3,10 +3,12 @@
 #include <cblas.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 namespace sr::cpu {
 
@@ -33,8 +35,7 @@ void use_best_blas_kernels(char** argv) {
   static const char* kOld[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai",
                                "Coppermine", "Northwood", "Banias", "Sandybridge", "Barcelona", "Bobcat",
                                "Bulldozer", "Piledriver", "Steamroller", "Excavator", "Unknown"};
-  bool old = false;
-  for (const char* k : kOld) old = old || now == k;
+  const bool old = std::any_of(std::begin(kOld), std::end(kOld), [&](const char* k) { return now == k; });
   if (!old || best.empty()) return;
   setenv("OPENBLAS_CORETYPE", best.c_str(), 1);
   execv("/proc/self/exe", argv);

@@ -26,30 +26,22 @@ inline unsigned blocks_for(size_t n, unsigned threads) {
   return unsigned(b < 65535u * 16 ? (b == 0 ? 1 : b) : 65535u * 16);
 }
 
-// Block-wide sum (blockDim a multiple of 32, <= 1024; red: 32 floats of shared memory); every
-// thread gets the total.
-__device__ inline float block_sum(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+// Block-wide sum or maximum (blockDim a multiple of 32, <= 1024; red: 32 floats of shared memory);
+// every thread gets the result: warp trees, then the warps' results in warp order.
+template <bool kMax>
+__device__ inline float block_reduce_into(float v, float* red) {
+  auto op = [](float a, float b) { return kMax ? fmaxf(a, b) : a + b; };
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
   __syncthreads();
   if (threadIdx.x % 32 == 0) red[warp] = v;
   __syncthreads();
-  float s = 0.0f;
-  for (int i = 0; i < nw; ++i) s += red[i];
-  return s;
+  float r = kMax ? -INFINITY : 0.0f;
+  for (int i = 0; i < nw; ++i) r = op(r, red[i]);
+  return r;
 }
-
-// Block-wide maximum, as block_sum.
-__device__ inline float block_max(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x / 32, nw = blockDim.x / 32;
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[warp] = v;
-  __syncthreads();
-  float m = -INFINITY;
-  for (int i = 0; i < nw; ++i) m = fmaxf(m, red[i]);
-  return m;
-}
+__device__ inline float block_sum(float v, float* red) { return block_reduce_into<false>(v, red); }
+__device__ inline float block_max(float v, float* red) { return block_reduce_into<true>(v, red); }
 
 // Row-major batched C[m,n] = op(A) op(B) + beta C, exact fp32 (dense_ops.cu); s* = batch strides.
 void gemm_rm_batched(bool ta, bool tb, int m, int n, int k, const float* A, long long sA, const float* B, long long sB,

@@ -5,8 +5,8 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
 
 #include "ops/cuda/cuda_backend.h"
