@@ -1,6 +1,7 @@
 // GPU benchmarks (CUDA build only). One JSON object per line on stdout; bench/run_cuda.sh runs the
 // PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
+//       [--fwd-tiles 0|1|2|3] (the forward's tiling, set_attention_fwd_tiles; 0 = automatic)
 //       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
 //   bench_cuda mixer --L 4096 [--heads 16] [--dim 128] [--window 4096] [--reps 3]
 //       one layer's core on one sequence (fp32 entry points, as the model calls them): causal
@@ -80,6 +81,8 @@ double visible_pairs(double L, double W) {
 int attention(std::map<std::string, std::string> a) {
   const int L = geti(a, "L", 4096), W = geti(a, "window", 0), H = geti(a, "heads", 16), D = geti(a, "dim", 128);
   const int B = std::max(1, geti(a, "tokens", 16384) / L), reps = geti(a, "reps", 10);
+  const int fwd_tiles = geti(a, "fwd-tiles", 0);  // 1 | 2 | 3 forces the forward's tiling (cuda_backend.h)
+  cuda::set_attention_fwd_tiles(fwd_tiles);
   AttnShape s;
   s.B = B, s.Tq = L, s.Tk = L, s.Hq = H, s.Hkv = H, s.D = D, s.window = W, s.scale = 1.0f / std::sqrt(float(D));
   const size_t n = size_t(B) * L * H * D, nl = size_t(B) * H * L;
@@ -94,8 +97,9 @@ int attention(std::map<std::string, std::string> a) {
   double tf = median_ms(fwd, reps), tfb = median_ms([&] { fwd(), bwd(); }, reps);
   const double flops = 4.0 * B * H * D * visible_pairs(L, W);  // forward; backward = 2.5x
   std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
-              "\"dim\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
-              L, W, B, H, D, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
+              "\"dim\":%d,\"fwd_tiles\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,"
+              "\"fwdbwd_tflops\":%.1f}\n",
+              L, W, B, H, D, fwd_tiles, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
   return 0;
 }
 

@@ -111,6 +111,33 @@ def builds_tables(jpath):
                   f"{mean([r['decode_GBps'] for r in by[v]]):.0f} | {tps / base:.2f}x |")
 
 
+def fwd_tiles_tables(jpath):
+    """Attention with each forward tiling (bench_cuda attention --fwd-tiles 1|2|3, alternated 1-2-3-3-2-1)
+    and torch SDPA flash, same run: means of each setting's runs; forward speed-up over tiling 1 and
+    each row's time ratio to SDPA (SDPA time / ours: 1.00 = parity)."""
+    rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
+    names = {1: "64 x 64", 2: "128 x 64", 3: "128 x 32"}
+    print("| L | window | forward tiles (queries x keys) | runs | fwd ms | fwd TFLOP/s | fwd speed-up | "
+          "fwd+bwd ms | fwd+bwd TFLOP/s | fwd / fwd+bwd vs SDPA |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for L, W in dict.fromkeys((r["L"], r["window"]) for r in rows):
+        here = [r for r in rows if (r["L"], r["window"]) == (L, W) and "fwd_ms" in r]
+        sdpa = [r for r in here if r["impl"] == "torch_sdpa_flash"]
+        base = [r for r in here if r.get("fwd_tiles") == 1]
+        groups = [(names[t] + (" (default)" if t == 2 else ""), [r for r in here if r.get("fwd_tiles") == t])
+                  for t in (1, 2, 3)] + [("torch SDPA flash", sdpa)]
+        for label, rs in groups:
+            if not rs:
+                continue
+            f, fb = mean([r["fwd_ms"] for r in rs]), mean([r["fwdbwd_ms"] for r in rs])
+            up = f"{mean([r['fwd_ms'] for r in base]) / f:.2f}x" if base and label != "torch SDPA flash" else ""
+            vs = (f"{mean([r['fwd_ms'] for r in sdpa]) / f:.2f} / {mean([r['fwdbwd_ms'] for r in sdpa]) / fb:.2f}"
+                  if sdpa else "")
+            print(f"| {L} | {W or 'full'} | {label} | {len(rs)} | {f:.3f} | "
+                  f"{mean([r['fwd_tflops'] for r in rs]):.0f} | {up} | {fb:.3f} | "
+                  f"{mean([r['fwdbwd_tflops'] for r in rs]):.0f} | {vs} |")
+
+
 def main(jpath, gpu_path):
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
     print(open(gpu_path).read().strip().replace("\n", ", "))
@@ -162,5 +189,7 @@ if __name__ == "__main__":
         graphs_tables(sys.argv[2])
     elif sys.argv[1] == "--builds":
         builds_tables(sys.argv[2])
+    elif sys.argv[1] == "--fwd-tiles":
+        fwd_tiles_tables(sys.argv[2])
     else:
         main(*sys.argv[1:3])

@@ -460,8 +460,14 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
       {1, 70, 70, 2, 1, 256, 0},  {1, 1, 300, 4, 1, 128, 50},  {1, 33, 250, 2, 2, 128, 100},
       // decode (one query): split-K kernel, GQA groups up to 8, beyond 8 the tiled kernel
       {1, 1, 5000, 14, 2, 64, 0}, {2, 1, 3000, 8, 1, 128, 1000}, {1, 1, 100, 12, 1, 32, 0}, {1, 1, 777, 3, 3, 40, 0},
+      // around the 128-query block of the two-row-tile forward
+      {1, 257, 257, 3, 1, 128, 0}, {1, 255, 300, 2, 2, 64, 100},
   };
+  // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys; 0: the automatic choice)
+  for (int tiles : {1, 2, 3, 0})
   for (const Case& c : cases) {
+    cuda::set_attention_fwd_tiles(tiles);
+    SCOPED_TRACE("forward tiles " + std::to_string(tiles));
     AttnShape s;
     s.B = c.B, s.Tq = c.Tq, s.Tk = c.Tk, s.Hq = c.Hq, s.Hkv = c.Hkv, s.D = c.D, s.window = c.W;
     s.scale = 1.0f / std::sqrt(float(c.D));

@@ -2,8 +2,8 @@
 // accumulators and softmax statistics). Causal, GQA, optional sliding window; bottom-right aligned
 // queries (ops.h), so the same kernels serve training, chunked prefill into a cache and decode.
 //
-// Forward: one block of 4 warps per (64 queries, head, batch); each warp owns 16 query rows. Key
-// tiles of 64 stream through shared memory; tiles entirely outside the causal window are never
+// Forward: one block of 4 warps per (64 or 128 queries, head, batch); each warp owns 16 or 32
+// query rows. Key tiles of 64 stream through shared memory; tiles entirely outside the causal window are never
 // visited, so the cost is O(Tq * min(Tk, W)).
 // Backward: one block per (64 keys, kv head, batch) loops over the query tiles that see those
 // keys and over the group's query heads, so dK and dV stay in registers (no atomics); dQ is
@@ -14,6 +14,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/cuda_common.cuh"
@@ -24,7 +25,8 @@ namespace sr::cuda {
 namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kWarps = 4, kThreadsA = kWarps * 32;
-constexpr int kFwdM = 64, kFwdN = 64;  // forward tile: queries x keys
+constexpr int kFwdM = 64, kFwdN = 64;  // forward tile: queries x keys (one 16-row tile a warp)
+constexpr int kAutoFwdTiles = 2;        // fwd_tiles' automatic choice for 128+ queries (fastest on an H200)
 constexpr int kBwdN = 64, kBwdM = 64;  // backward tile: keys x queries
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -65,16 +67,25 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c)[NT][
 // c[16 rows][ND n-tiles of 8] += a[16 x 16] . B[16 x 8 ND], where B is rows row0..row0+15 of a bf16
 // shared-memory tile (row stride SP): loaded transposed, two n-tiles per ldmatrix.
 // O += P V in the forward; dQ += dS K in the backward (dV and dK interleave the same steps).
-template <int ND>
-__device__ __forceinline__ void mma_a_rows(float (&c)[ND][4], const uint32_t (&a)[4], const bf16* tile, int row0,
-                                           int SP, int lane) {
+template <int ND, int MT>
+__device__ __forceinline__ void mma_a_rows_mt(float (&c)[MT][ND][4], const uint32_t (&a)[MT][4], const bf16* tile,
+                                              int row0, int SP, int lane) {
 #pragma unroll
   for (int dp = 0; dp < ND / 2; ++dp) {
     uint32_t r[4];
     ldsm_x4_t(r, tile + (row0 + lane % 8 + ((lane / 8) % 2) * 8) * SP + dp * 16 + (lane / 16) * 8);
-    mma16816(c[2 * dp], a, r[0], r[1]);
-    mma16816(c[2 * dp + 1], a, r[2], r[3]);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {  // MT row tiles share each B fragment
+      mma16816(c[mt][2 * dp], a[mt], r[0], r[1]);
+      mma16816(c[mt][2 * dp + 1], a[mt], r[2], r[3]);
+    }
   }
+}
+template <int ND>
+__device__ __forceinline__ void mma_a_rows(float (&c)[ND][4], const uint32_t (&a)[4], const bf16* tile, int row0,
+                                           int SP, int lane) {
+  mma_a_rows_mt<ND, 1>(reinterpret_cast<float(&)[1][ND][4]>(c), reinterpret_cast<const uint32_t(&)[1][4]>(a), tile,
+                       row0, SP, lane);
 }
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
@@ -132,17 +143,24 @@ __device__ __forceinline__ void atomic_add2(float* dst, float x, float y, bool a
 }
 
 // ---------------------------------------------------------------- forward
-template <class TO, int DP>
+// MT = 16-row query tiles per warp (block of 64 * MT queries), KN = keys per tile. MT = 2 makes
+// every K and V fragment loaded from shared memory feed two MMAs instead of one, halving the
+// ldmatrix traffic per MMA (at MT = 1 the 128 B/clock of shared memory, not the tensor cores, bound
+// the kernel); Q fragments are then reloaded from shared memory each tile instead of living in
+// registers, which would not fit beside 2 x 16 rows of O at head dim 128 (KN = 32 halves the score
+// registers for the same reason).
+template <class TO, int DP, int MT, int KN>
 __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ out, float* __restrict__ lse,
                                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                              const bf16* __restrict__ v, AttnShape s) {
-  constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, NT = kFwdN / 8;
+  constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, NT = KN / 8, BM = kFwdM * MT;
+  constexpr bool kQInRegs = MT == 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
-  bf16* sKV = sQ + kFwdM * SP;  // two stages of [K tile, V tile]
+  bf16* sKV = sQ + BM * SP;  // two stages of [K tile, V tile]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   // heaviest (latest) query tiles first: better tail balance under causal masking
-  const int m0 = (gridDim.x - 1 - blockIdx.x) * kFwdM, h = blockIdx.y, b = blockIdx.z;
+  const int m0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
   const int G = s.Hq / s.Hkv, kh = h / G, D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const bf16* qb = q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D;
@@ -150,112 +168,147 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
   const bf16* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;
 
   const float sl2 = s.scale * kLog2e;
-  const int last_q = min(m0 + kFwdM, s.Tq) - 1;
+  const int last_q = min(m0 + BM, s.Tq) - 1;
   const int kend = min(s.Tk, last_q + off + 1);
-  const int kbeg = (W > 0 ? max(0, m0 + off - W + 1) : 0) / kFwdN * kFwdN;
-  const int qrow0 = m0 + warp * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
+  const int kbeg = (W > 0 ? max(0, m0 + off - W + 1) : 0) / KN * KN;
+  const int wrow0 = warp * 16 * MT;  // this warp's rows in the block: wrow0 + mt * 16 + [0, 16)
   auto load_kv = [&](int j0, int stage) {
-    bf16* sK = sKV + stage * 2 * kFwdN * SP;
-    load_tile<DP>(sK, kb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
-    load_tile<DP>(sK + kFwdN * SP, vb + size_t(j0) * ldk, kFwdN, min(kFwdN, s.Tk - j0), ldk, D);
+    bf16* sK = sKV + stage * 2 * KN * SP;
+    load_tile<DP>(sK, kb + size_t(j0) * ldk, KN, min(KN, s.Tk - j0), ldk, D);
+    load_tile<DP>(sK + KN * SP, vb + size_t(j0) * ldk, KN, min(KN, s.Tk - j0), ldk, D);
     cp_async_commit();
   };
-  load_tile<DP>(sQ, qb, kFwdM, min(kFwdM, s.Tq - m0), ldq, D);
+  load_tile<DP>(sQ, qb, BM, min(BM, s.Tq - m0), ldq, D);
   if (kbeg < kend) load_kv(kbeg, 0);
   else cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
-  uint32_t qf[KD][4];
+  auto load_q = [&](uint32_t(&a)[4], int mt, int kk) {
+    ldsm_x4(a, sQ + (wrow0 + mt * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+  };
+  uint32_t qf[kQInRegs ? KD : 1][4];
+  if constexpr (kQInRegs) {
 #pragma unroll
-  for (int kk = 0; kk < KD; ++kk) ldsm_x4(qf[kk], sQ + (warp * 16 + lane % 16) * SP + kk * 16 + (lane / 16) * 8);
+    for (int kk = 0; kk < KD; ++kk) load_q(qf[kk], 0, kk);
+  }
 
-  float o[ND][4];
+  float o[MT][ND][4];
 #pragma unroll
-  for (int i = 0; i < ND; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < ND; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+  float mrow[MT][2], lrow[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.0f;
 
-  for (int j0 = kbeg, stage = 0; j0 < kend; j0 += kFwdN, stage ^= 1) {
+  for (int j0 = kbeg, stage = 0; j0 < kend; j0 += KN, stage ^= 1) {
     cp_async_wait_all();
     __syncthreads();  // tile j0 visible to all warps; everyone is done with the other stage
-    if (j0 + kFwdN < kend) load_kv(j0 + kFwdN, stage ^ 1);  // prefetch overlaps this tile's math
-    const bf16* sK = sKV + stage * 2 * kFwdN * SP;
-    const bf16* sV = sK + kFwdN * SP;
-    float sc[NT][4];
+    if (j0 + KN < kend) load_kv(j0 + KN, stage ^ 1);  // prefetch overlaps this tile's math
+    const bf16* sK = sKV + stage * 2 * KN * SP;
+    const bf16* sV = sK + KN * SP;
+    float sc[MT][NT][4];
 #pragma unroll
-    for (int i = 0; i < NT; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int kk = 0; kk < KD; ++kk)
+      for (int i = 0; i < NT; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
+    // S = Q K^T: each K fragment feeds the MT row tiles
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk) {
+      uint32_t qa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (kQInRegs) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[kk][e];
+        } else {
+          load_q(qa[mt], mt, kk);
+        }
+      }
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         uint32_t r[4];
         ldsm_x4(r, sK + (np * 16 + lane % 8 + (lane / 16) * 8) * SP + kk * 16 + ((lane / 8) % 2) * 8);
-        mma16816(sc[2 * np], qf[kk], r[0], r[1]);
-        mma16816(sc[2 * np + 1], qf[kk], r[2], r[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma16816(sc[mt][2 * np], qa[mt], r[0], r[1]);
+          mma16816(sc[mt][2 * np + 1], qa[mt], r[2], r[3]);
+        }
       }
-    // mask (only tiles that straddle the causal/window edge or the end need it), scale to log2 units
-    const bool full_tile = (j0 + kFwdN - 1 <= m0 + off) && (j0 + kFwdN <= s.Tk) && (m0 + kFwdM <= s.Tq) &&
-                           (W == 0 || j0 > m0 + kFwdM - 1 + off - W);
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = qrow0 + (e / 2) * 8, j = j0 + nt * 8 + tig * 2 + (e % 2);
-        float x = sc[nt][e] * sl2;
-        if (!full_tile && !visible(i, j, off, s.Tq, s.Tk, W)) x = -INFINITY;
-        sc[nt][e] = x;
-        mx[e / 2] = fmaxf(mx[e / 2], x);
-      }
-    float corr[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mnew = fmaxf(mrow[r], mx[r]);
-      const float muse = mnew == -INFINITY ? 0.0f : mnew;
-      corr[r] = exp2f(mrow[r] - muse);
-      mrow[r] = mnew;
-      mx[r] = muse;
-      lrow[r] *= corr[r];
     }
+    // mask (only tiles that straddle the causal/window edge or the end need it), scale to log2 units
+    const bool full_tile = (j0 + KN - 1 <= m0 + off) && (j0 + KN <= s.Tk) && (m0 + BM <= s.Tq) &&
+                           (W == 0 || j0 > m0 + BM - 1 + off - W);
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+    for (int mt = 0; mt < MT; ++mt) {
+      const int qrow0 = m0 + wrow0 + mt * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
+      float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(sc[nt][e] - mx[e / 2]);
-        sc[nt][e] = p;
-        lrow[e / 2] += p;
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = qrow0 + (e / 2) * 8, j = j0 + nt * 8 + tig * 2 + (e % 2);
+          float x = sc[mt][nt][e] * sl2;
+          if (!full_tile && !visible(i, j, off, s.Tq, s.Tk, W)) x = -INFINITY;
+          sc[mt][nt][e] = x;
+          mx[e / 2] = fmaxf(mx[e / 2], x);
+        }
+      float corr[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float mnew = fmaxf(mrow[mt][r], mx[r]);
+        const float muse = mnew == -INFINITY ? 0.0f : mnew;
+        corr[r] = exp2f(mrow[mt][r] - muse);
+        mrow[mt][r] = mnew;
+        mx[r] = muse;
+        lrow[mt][r] *= corr[r];
       }
 #pragma unroll
-    for (int dt = 0; dt < ND; ++dt) o[dt][0] *= corr[0], o[dt][1] *= corr[0], o[dt][2] *= corr[1], o[dt][3] *= corr[1];
-    // O += P V
+      for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-    for (int kc = 0; kc < kFwdN / 16; ++kc) {
-      uint32_t a[4];
-      acc_to_a(a, sc, kc);
-      mma_a_rows(o, a, sV, kc * 16, SP, lane);
+        for (int e = 0; e < 4; ++e) {
+          const float p = exp2f(sc[mt][nt][e] - mx[e / 2]);
+          sc[mt][nt][e] = p;
+          lrow[mt][e / 2] += p;
+        }
+#pragma unroll
+      for (int dt = 0; dt < ND; ++dt)
+        o[mt][dt][0] *= corr[0], o[mt][dt][1] *= corr[0], o[mt][dt][2] *= corr[1], o[mt][dt][3] *= corr[1];
+    }
+    // O += P V: each V fragment feeds the MT row tiles
+#pragma unroll
+    for (int kc = 0; kc < KN / 16; ++kc) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) acc_to_a(a[mt], sc[mt], kc);
+      mma_a_rows_mt<ND, MT>(o, a, sV, kc * 16, SP, lane);
     }
   }
   // finish: full row sums across the quad, normalize, write
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
-    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
-  }
+  for (int mt = 0; mt < MT; ++mt) {
+    const int qrow0 = m0 + wrow0 + mt * 16 + g;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int i = qrow0 + r * 8;
-    if (i >= s.Tq) continue;
-    const float inv = lrow[r] > 0 ? 1.0f / lrow[r] : 0.0f;
-    TO* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
-#pragma unroll
-    for (int dt = 0; dt < ND; ++dt) {
-      const int c = dt * 8 + tig * 2;
-      if (c < D) orow[c] = from_f<TO>(o[dt][2 * r] * inv);
-      if (c + 1 < D) orow[c + 1] = from_f<TO>(o[dt][2 * r + 1] * inv);
+    for (int r = 0; r < 2; ++r) {
+      lrow[mt][r] += __shfl_xor_sync(0xffffffffu, lrow[mt][r], 1);
+      lrow[mt][r] += __shfl_xor_sync(0xffffffffu, lrow[mt][r], 2);
     }
-    if (tig == 0)
-      lse[(size_t(b) * s.Hq + h) * s.Tq + i] = lrow[r] > 0 ? (mrow[r] / kLog2e + logf(lrow[r])) : -INFINITY;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int i = qrow0 + r * 8;
+      if (i >= s.Tq) continue;
+      const float l = lrow[mt][r], inv = l > 0 ? 1.0f / l : 0.0f;
+      TO* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
+#pragma unroll
+      for (int dt = 0; dt < ND; ++dt) {
+        const int c = dt * 8 + tig * 2;
+        if (c < D) orow[c] = from_f<TO>(o[mt][dt][2 * r] * inv);
+        if (c + 1 < D) orow[c + 1] = from_f<TO>(o[mt][dt][2 * r + 1] * inv);
+      }
+      if (tig == 0) lse[(size_t(b) * s.Hq + h) * s.Tq + i] = l > 0 ? (mrow[mt][r] / kLog2e + logf(l)) : -INFINITY;
+    }
   }
 }
 
@@ -606,25 +659,51 @@ int num_sms() {
   return n;
 }
 
-template <int DP>
-constexpr size_t fwd_smem() { return size_t(kFwdM + 2 * 2 * kFwdN) * (DP + 8) * sizeof(bf16); }
+template <int DP, int MT, int KN>
+constexpr size_t fwd_smem() { return size_t(kFwdM * MT + 2 * 2 * KN) * (DP + 8) * sizeof(bf16); }
 template <int DP>
 constexpr size_t bwd_smem() {
   return size_t(2 * kBwdN + 2 * 2 * kBwdM) * (DP + 8) * sizeof(bf16) + size_t(kBwdN) * (kBwdM + 8) * sizeof(bf16) +
          2 * 2 * kBwdM * sizeof(float);
 }
 
-template <class TO, int DP>
-void fwd_launch(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
-  auto kern = attn_fwd_kernel<TO, DP>;
+template <class TO, int DP, int MT, int KN>
+void fwd_launch_tiles(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
+  auto kern = attn_fwd_kernel<TO, DP, MT, KN>;
   static bool attr = [&] {
-    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP>())));
+    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP, MT, KN>())));
     return true;
   }();
   (void)attr;
-  dim3 grid((s.Tq + kFwdM - 1) / kFwdM, s.Hq, s.B);
-  kern<<<grid, kThreadsA, fwd_smem<DP>(), stream()>>>(out, lse, q, k, v, s);
+  dim3 grid((s.Tq + kFwdM * MT - 1) / (kFwdM * MT), s.Hq, s.B);
+  kern<<<grid, kThreadsA, fwd_smem<DP, MT, KN>(), stream()>>>(out, lse, q, k, v, s);
   SR_CUDA_LAUNCHED("attention_fwd");
+}
+int g_fwd_tiles = -1;  // set_attention_fwd_tiles; -1: not set (SMOOTHREAD_ATTN_FWD_TILES or automatic)
+// The forward's tiles: 1 = 64 queries x 64 keys (16 query rows a warp), 2 = 128 x 64, 3 = 128 x 32
+// (32 rows a warp). Two row tiles a warp only for head dims 64 and 128 (256 has no registers for
+// it) and at least 128 queries (a shorter block would waste half of it).
+template <int DP>
+int fwd_tiles(int Tq) {
+  static const int env = [] {
+    const char* e = std::getenv("SMOOTHREAD_ATTN_FWD_TILES");
+    return e ? std::atoi(e) : 0;
+  }();
+  const int forced = g_fwd_tiles >= 0 ? g_fwd_tiles : env;
+  if (DP == 256 || DP < 64) return 1;
+  if (forced >= 1 && forced <= 3) return forced;
+  return Tq >= 2 * kFwdM ? kAutoFwdTiles : 1;
+}
+template <class TO, int DP>
+void fwd_launch(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
+  if constexpr (DP == 64 || DP == 128) {
+    switch (fwd_tiles<DP>(s.Tq)) {
+      case 2: return fwd_launch_tiles<TO, DP, 2, 64>(out, lse, q, k, v, s);
+      case 3: return fwd_launch_tiles<TO, DP, 2, 32>(out, lse, q, k, v, s);
+      default: break;
+    }
+  }
+  fwd_launch_tiles<TO, DP, 1, kFwdN>(out, lse, q, k, v, s);
 }
 template <class TO, int DP>
 void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
@@ -683,6 +762,8 @@ Buffer<bf16> as_bf16(const float* x, size_t n) {
   return b;
 }
 }  // namespace
+
+void set_attention_fwd_tiles(int tiles) { g_fwd_tiles = tiles; }
 
 void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s) {
   attention_fwd_any<bf16>(static_cast<bf16*>(out), lse, static_cast<const bf16*>(q), static_cast<const bf16*>(k),

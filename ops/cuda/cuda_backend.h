@@ -40,6 +40,11 @@ std::string gemm_precision();
 // Attention on bf16 tensors (layouts as in ops.h; lse fp32 [B,Hq,Tq]); what the model's fp32 entry
 // points run internally, exposed for benchmarks against other bf16 kernels. Device pointers.
 void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s);
+// Tiles of the attention forward: 1 = 64 queries x 64 keys a block (16 query rows a warp), 2 = 128
+// x 64, 3 = 128 x 32 (32 rows a warp: each K/V fragment from shared memory feeds two MMAs); 0 =
+// automatic (128-query blocks for head dims 64/128 and >= 128 queries). The environment variable
+// SMOOTHREAD_ATTN_FWD_TILES sets it when this is not called. For benchmarks and tests.
+void set_attention_fwd_tiles(int tiles);
 // dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace
 void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s);
