@@ -71,6 +71,18 @@ void LanguageModel::linear(float* out, const float* x, const float* W, const flo
   }
 }
 
+bool LanguageModel::linear_swiglu(float* out, const float* x, const float* W, int N, int I, int F) const {
+  if (N <= 4 && decode_w16_) {
+    if (!ops_->linear_swiglu_fwd_bf16w) return false;
+    const float* P = const_cast<LanguageModel*>(this)->backend_params();
+    ops_->linear_swiglu_fwd_bf16w(out, x, decode_w16_ + (W - P), N, I, F);
+    return true;
+  }
+  if (!ops_->linear_swiglu_fwd) return false;
+  ops_->linear_swiglu_fwd(out, x, W, N, I, F);
+  return true;
+}
+
 void LanguageModel::run_cached_step(int n, const std::function<std::vector<uintptr_t>()>& key,
                                     const std::function<void()>& body) const {
   if (n == 1 && ops_->run_captured) ops_->run_captured(key(), body);

@@ -145,6 +145,10 @@ class LanguageModel {
   // out[N,O] = x W^T + b for W in the backend parameters; in forward_cached (cached) calls of up to
   // 4 rows read the bf16 weights of set_decode_weights("bf16") when it chose them.
   void linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O, bool cached) const;
+  // out[N,F] = silu(x W_g^T) * (x W_u^T) for W = [W_g; W_u] ([2F, I], adjacent in the parameters) in
+  // one fused op (OpsTable::linear_swiglu_fwd, with the bf16 decode weights when chosen), for
+  // forward_cached; false (nothing done) where the backend has no such op.
+  bool linear_swiglu(float* out, const float* x, const float* W, int N, int I, int F) const;
   // Runs the device work of a forward_cached() call of n tokens: a decode step (n = 1) as one
   // captured graph where the backend offers it (OpsTable::run_captured), anything else as it is.
   // body: device work only (host bookkeeping such as n_seen goes outside: a replayed step skips

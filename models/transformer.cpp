@@ -234,7 +234,12 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
 void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a,
                               float* out, bool cached) const {
   const int C = cfg_.hidden_size, F = cfg_.intermediate_size;
-  if (N == 1 && w.wu == w.wg + size_t(F) * C && u == g + F) {
+  const bool adjacent = w.wu == w.wg + size_t(F) * C;  // [wg; wu]: one [2F, C] block
+  if (N == 1 && cached && adjacent && linear_swiglu(a, h2, w.wg, 1, C, F)) {  // decode: one fused op
+    linear(out, a, w.wd, nullptr, N, F, C, cached);
+    return;
+  }
+  if (N == 1 && adjacent && u == g + F) {
     linear(g, h2, w.wg, nullptr, 1, C, 2 * F, cached);  // one token: [g | u] = [wg; wu] h2 in one product
   } else {
     linear(g, h2, w.wg, nullptr, N, C, F, cached);

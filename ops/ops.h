@@ -185,6 +185,12 @@ struct OpsTable {
   // ---- inference with bf16 weights (null where a backend has none) ----
   // out[N,O] = x[N,I] W[O,I]^T + b[O] with W stored as bf16 (core/bf16.h), fp32 accumulation
   void (*linear_fwd_bf16w)(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) = nullptr;
+  // ---- decode fusions (null where a backend has none; the model then runs the plain ops) ----
+  // out[N,F] = silu(x W_g^T) * (x W_u^T) with W = [W_g; W_u] ([2F, I] rows: gate rows, then up
+  // rows), fp32 or bf16 weights: linear_fwd over the 2F rows then swiglu_fwd, in one pass over the
+  // weights for a few tokens (decode's MLP; it is no GEMM for many rows)
+  void (*linear_swiglu_fwd)(float* out, const float* x, const float* W, int N, int I, int F) = nullptr;
+  void (*linear_swiglu_fwd_bf16w)(float* out, const float* x, const uint16_t* W, int N, int I, int F) = nullptr;
   // ---- bf16 weight mirror (null where a backend has none) ----
   // Keeps a bf16 copy of the fp32 weights [base, base+n) (rewritten by each call and by adamw() on
   // that range), which GEMMs read instead of rounding a weight on every call; n = 0 releases it.

@@ -1003,6 +1003,41 @@ TEST(Cuda, Bf16WeightGemvMatchesReference) {
       }
 }
 
+// Decode's fused MLP first half (gate and up GEMVs over [W_g; W_u] and SwiGLU in one kernel), fp32 and
+// bf16 weights, against the reference (linear then swiglu) and against the unfused GPU ops (1e-5
+// each; past 8 rows the unfused product is a GEMM with its own order), at row counts on both sides of the 8-row GEMV batch, odd widths
+// (scalar path), a second block that starts off 16-byte alignment (F * I odd) and rows shifted off it.
+TEST(Cuda, FusedGateUpSwigluMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  ASSERT_NE(gpu().linear_swiglu_fwd, nullptr);
+  ASSERT_NE(gpu().linear_swiglu_fwd_bf16w, nullptr);
+  for (int shift : {0, 3})
+    for (int N : {1, 3, 8, 9})
+      for (auto [I, F] : std::vector<std::pair<int, int>>{{1, 1}, {7, 33}, {64, 65}, {896, 4864}, {260, 45}, {12, 3}}) {
+        SCOPED_TRACE("shift=" + std::to_string(shift) + " N=" + std::to_string(N) + " I=" + std::to_string(I) +
+                     " F=" + std::to_string(F));
+        auto x = randn(size_t(N) * I, 17), Wf = randn(2 * size_t(F) * I + shift, 18);
+        for (float& w : Wf) w *= 0.2f;  // gate values of a few units: both SwiGLU branches
+        std::vector<uint16_t> W16(Wf.size());
+        for (size_t i = 0; i < Wf.size(); ++i) W16[i] = bf16_round(Wf[i]);
+        std::vector<float> y(size_t(N) * F), y16(size_t(N) * F);
+        ref::linear_swiglu_fwd(y.data(), x.data(), Wf.data() + shift, N, I, F);
+        ref::linear_swiglu_fwd_bf16w(y16.data(), x.data(), W16.data() + shift, N, I, F);
+        auto x_ = up(x), W_ = up(Wf);
+        auto W16_ = up(W16);
+        Buffer<float> out(gpu().mem, size_t(N) * F), out16(gpu().mem, size_t(N) * F);
+        gpu().linear_swiglu_fwd(out.data(), x_.data(), W_.data() + shift, N, I, F);
+        gpu().linear_swiglu_fwd_bf16w(out16.data(), x_.data(), W16_.data() + shift, N, I, F);
+        EXPECT_REL(down(out), y, 1e-5);
+        EXPECT_REL(down(out16), y16, 1e-5);
+        Buffer<float> g(gpu().mem, size_t(N) * F), u(gpu().mem, size_t(N) * F), a(gpu().mem, size_t(N) * F);
+        gpu().linear_fwd(g.data(), x_.data(), W_.data() + shift, nullptr, N, I, F);
+        gpu().linear_fwd(u.data(), x_.data(), W_.data() + shift + size_t(F) * I, nullptr, N, I, F);
+        gpu().swiglu_fwd(a.data(), g.data(), u.data(), N, F);
+        EXPECT_REL(down(out), down(a), 1e-5);
+      }
+}
+
 // --decode-weights bf16 on CUDA reads the weight mirror: decode logits follow the CPU's bf16 decode
 // (the same rounded weights; exact fp32 GEMMs elsewhere, bf16-operand attention) and stay within
 // bf16 rounding of fp32 decode, without being equal to it; prefill is

@@ -169,9 +169,11 @@ __global__ void rope_k(float* out, const float* x, const int32_t* pos, int N, in
 }
 
 // ---- SwiGLU ----
+// silu(g) * u (also what the decode GEMV's fused gate/up variant writes)
+__device__ __forceinline__ float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 __global__ void swiglu_fwd_k(float* out, const float* g, const float* u, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    out[i] = swiglu1(g[i], u[i]);
 }
 __global__ void swiglu_bwd_k(float* dg, float* du, const float* dout, const float* g, const float* u, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
@@ -399,62 +401,86 @@ __device__ __forceinline__ float widen1(float w) { return w; }
 __device__ __forceinline__ float widen1(__nv_bfloat16 w) { return __bfloat162float(w); }
 // WT = float (fp32 weights) or __nv_bfloat16 (the weight mirror: half the bytes per decoded token).
 // Block: kGemvWarps warps = kGemvWarps / split rows.
-template <int NR, int split, bool kVec, class WT>
+// kGLU: W is [W_gate; W_up] ([2 O, I]); output row r is silu(x . W[r]) * (x . W[O + r]), both dot
+// products made as the plain GEMV makes them (the same split and summation order), each input
+// vector piece loaded once for both rows.
+template <int NR, int split, bool kVec, class WT, bool kGLU = false>
 __global__ void gemv_k(float* __restrict__ out, const float* __restrict__ x, const WT* __restrict__ W,
                        const float* __restrict__ b, int I, int O) {
-  __shared__ float part_sum[split > 1 ? kGemvWarps : 1][NR];
+  constexpr int NW = kGLU ? 2 : 1;  // weight rows per output row
+  __shared__ float part_sum[split > 1 ? kGemvWarps : 1][NW][NR];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * (kGemvWarps / split) + warp / split, part = warp % split;
-  float acc[NR];
+  float acc[NW][NR];
 #pragma unroll
-  for (int r = 0; r < NR; ++r) acc[r] = 0.0f;
+  for (int q = 0; q < NW; ++q)
+#pragma unroll
+    for (int r = 0; r < NR; ++r) acc[q][r] = 0.0f;
   if (row < O) {
-    const WT* w = W + size_t(row) * I;
+    const WT* w[NW];
+#pragma unroll
+    for (int q = 0; q < NW; ++q) w[q] = W + (size_t(row) + size_t(q) * O) * I;
     if (kVec) {
       constexpr int E = 16 / int(sizeof(WT));  // weights per 16-byte load
-      const uint4* wv = reinterpret_cast<const uint4*>(w);
       const int IV = I / E, step = 32 * split;
 #pragma unroll 4
       for (int i = part * 32 + lane; i < IV; i += step) {
-        float a[E];
-        widen(__ldcs(wv + i), a);  // streamed once: do not keep W in cache
+        float a[NW][E];
+#pragma unroll
+        for (int q = 0; q < NW; ++q) widen(__ldcs(reinterpret_cast<const uint4*>(w[q]) + i), a[q]);  // streamed once
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
           const float4* xr = reinterpret_cast<const float4*>(x + size_t(r) * I + size_t(i) * E);
 #pragma unroll
           for (int e = 0; e < E / 4; ++e) {
             const float4 c = __ldg(xr + e);
-            acc[r] += a[4 * e] * c.x + a[4 * e + 1] * c.y + a[4 * e + 2] * c.z + a[4 * e + 3] * c.w;
+#pragma unroll
+            for (int q = 0; q < NW; ++q)
+              acc[q][r] += a[q][4 * e] * c.x + a[q][4 * e + 1] * c.y + a[q][4 * e + 2] * c.z + a[q][4 * e + 3] * c.w;
           }
         }
       }
     } else {
       for (int i = part * 32 + lane; i < I; i += 32 * split) {
-        const float a = widen1(__ldcs(w + i));
 #pragma unroll
-        for (int r = 0; r < NR; ++r) acc[r] += a * __ldg(x + size_t(r) * I + i);
+        for (int q = 0; q < NW; ++q) {
+          const float a = widen1(__ldcs(w[q] + i));
+#pragma unroll
+          for (int r = 0; r < NR; ++r) acc[q][r] += a * __ldg(x + size_t(r) * I + i);
+        }
       }
     }
   }
 #pragma unroll
-  for (int r = 0; r < NR; ++r) acc[r] = warp_sum(acc[r]);
+  for (int q = 0; q < NW; ++q)
+#pragma unroll
+    for (int r = 0; r < NR; ++r) acc[q][r] = warp_sum(acc[q][r]);
   if constexpr (split > 1) {
     if (lane == 0) {
 #pragma unroll
-      for (int r = 0; r < NR; ++r) part_sum[warp][r] = acc[r];
+      for (int q = 0; q < NW; ++q)
+#pragma unroll
+        for (int r = 0; r < NR; ++r) part_sum[warp][q][r] = acc[q][r];
     }
     __syncthreads();
     if (part == 0 && lane == 0) {
       for (int j = 1; j < split; ++j) {
 #pragma unroll
-        for (int r = 0; r < NR; ++r) acc[r] += part_sum[warp + j][r];
+        for (int q = 0; q < NW; ++q)
+#pragma unroll
+          for (int r = 0; r < NR; ++r) acc[q][r] += part_sum[warp + j][q][r];
       }
     }
   }
   if (row < O && part == 0 && lane == 0) {
-    const float bias = b ? b[row] : 0.0f;
+    if constexpr (kGLU) {
 #pragma unroll
-    for (int r = 0; r < NR; ++r) out[size_t(r) * O + row] = acc[r] + bias;
+      for (int r = 0; r < NR; ++r) out[size_t(r) * O + row] = swiglu1(acc[0][r], acc[NW - 1][r]);
+    } else {
+      const float bias = b ? b[row] : 0.0f;
+#pragma unroll
+      for (int r = 0; r < NR; ++r) out[size_t(r) * O + row] = acc[0][r] + bias;
+    }
   }
 }
 // Warps per output row: enough warps in all (~8k, about 60 per SM of an H100/H200) to keep the
@@ -471,38 +497,42 @@ int gemv_split(int I, int O, int bytes_per_weight) {
   while (split < kGemvWarps && size_t(O) * split < 8192 && pieces >= 64 * split * 2) split *= 2;
   return split;
 }
-template <int NR, int split, class WT>
+template <int NR, int split, bool kGLU, class WT>
 void gemv_launch(float* out, const float* x, const WT* W, const float* b, int I, int O) {
   constexpr int rows_per_block = kGemvWarps / split;
   const int threads = 32 * kGemvWarps, blocks = (O + rows_per_block - 1) / rows_per_block;
+  const size_t up = kGLU ? size_t(O) * I : 0;  // the second weight block's offset (16-byte aligned too)
   const bool vec = I % (16 / int(sizeof(WT))) == 0 && (reinterpret_cast<uintptr_t>(W) & 15) == 0 &&
-                   (reinterpret_cast<uintptr_t>(x) & 15) == 0;
-  if (vec) gemv_k<NR, split, true, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
-  else gemv_k<NR, split, false, WT><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
-  SR_CUDA_LAUNCHED("gemv");
+                   (reinterpret_cast<uintptr_t>(W + up) & 15) == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  if (vec) gemv_k<NR, split, true, WT, kGLU><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  else gemv_k<NR, split, false, WT, kGLU><<<blocks, threads, 0, stream()>>>(out, x, W, b, I, O);
+  SR_CUDA_LAUNCHED(kGLU ? "gemv_swiglu" : "gemv");
 }
-template <int NR, class WT>
+// kGLU: the split of the plain GEMV over the 2 O rows of [W_gate; W_up], so that each dot product is
+// made the same way as there
+template <int NR, bool kGLU, class WT>
 void gemv_rows(float* out, const float* x, const WT* W, const float* b, int I, int O) {
-  switch (gemv_split(I, O, int(sizeof(WT)))) {
-    case 1: return gemv_launch<NR, 1>(out, x, W, b, I, O);
-    case 2: return gemv_launch<NR, 2>(out, x, W, b, I, O);
-    case 4: return gemv_launch<NR, 4>(out, x, W, b, I, O);
-    default: return gemv_launch<NR, 8>(out, x, W, b, I, O);
+  switch (gemv_split(I, kGLU ? 2 * O : O, int(sizeof(WT)))) {
+    case 1: return gemv_launch<NR, 1, kGLU>(out, x, W, b, I, O);
+    case 2: return gemv_launch<NR, 2, kGLU>(out, x, W, b, I, O);
+    case 4: return gemv_launch<NR, 4, kGLU>(out, x, W, b, I, O);
+    default: return gemv_launch<NR, 8, kGLU>(out, x, W, b, I, O);
   }
 }
-// out[N,O] = x[N,I] W[O,I]^T (+ b) for N <= kGemvMaxRows
-template <class WT>
+// out[N,O] = x[N,I] W[O,I]^T (+ b) for N <= kGemvMaxRows; kGLU: out[N,O] = silu(x W_g^T) * (x W_u^T)
+// with W = [W_g; W_u] ([2 O, I]) and no bias
+template <bool kGLU = false, class WT>
 void gemv(float* out, const float* x, const WT* W, const float* b, int N, int I, int O) {
   if (N <= 0 || O <= 0) return;
   switch (N) {
-    case 1: return gemv_rows<1>(out, x, W, b, I, O);
-    case 2: return gemv_rows<2>(out, x, W, b, I, O);
-    case 3: return gemv_rows<3>(out, x, W, b, I, O);
-    case 4: return gemv_rows<4>(out, x, W, b, I, O);
-    case 5: return gemv_rows<5>(out, x, W, b, I, O);
-    case 6: return gemv_rows<6>(out, x, W, b, I, O);
-    case 7: return gemv_rows<7>(out, x, W, b, I, O);
-    default: return gemv_rows<8>(out, x, W, b, I, O);
+    case 1: return gemv_rows<1, kGLU>(out, x, W, b, I, O);
+    case 2: return gemv_rows<2, kGLU>(out, x, W, b, I, O);
+    case 3: return gemv_rows<3, kGLU>(out, x, W, b, I, O);
+    case 4: return gemv_rows<4, kGLU>(out, x, W, b, I, O);
+    case 5: return gemv_rows<5, kGLU>(out, x, W, b, I, O);
+    case 6: return gemv_rows<6, kGLU>(out, x, W, b, I, O);
+    case 7: return gemv_rows<7, kGLU>(out, x, W, b, I, O);
+    default: return gemv_rows<8, kGLU>(out, x, W, b, I, O);
   }
 }
 }  // namespace
@@ -608,6 +638,19 @@ void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float
   const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(W);
   for (int n0 = 0; n0 < N; n0 += kGemvMaxRows)
     gemv(out + size_t(n0) * O, x + size_t(n0) * I, w, b, std::min(kGemvMaxRows, N - n0), I, O);
+}
+// out[N,F] = silu(x W_g^T) * (x W_u^T), W = [W_g; W_u] ([2F, I]): the decode MLP's first half in
+// one pass over the weights, GEMVs of up to 8 rows at a time (a decode op: no GEMM path for many rows)
+template <class WT>
+void linear_swiglu_rows(float* out, const float* x, const WT* W, int N, int I, int F) {
+  for (int n0 = 0; n0 < N; n0 += kGemvMaxRows)
+    gemv<true>(out + size_t(n0) * F, x + size_t(n0) * I, W, nullptr, std::min(kGemvMaxRows, N - n0), I, F);
+}
+void linear_swiglu_fwd(float* out, const float* x, const float* W, int N, int I, int F) {
+  linear_swiglu_rows(out, x, W, N, I, F);
+}
+void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int N, int I, int F) {
+  linear_swiglu_rows(out, x, reinterpret_cast<const __nv_bfloat16*>(W), N, I, F);
 }
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
                 int O) {

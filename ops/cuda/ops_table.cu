@@ -1,6 +1,8 @@
 // The CUDA ops table: device memory from the caching allocator, kernels from dense_ops.cu and
 // attention.cu, GEMMs through cuBLAS.
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -13,6 +15,15 @@
 namespace sr {
 
 bool cuda_built() { return true; }
+
+namespace {
+// SMOOTHREAD_FUSED_SWIGLU=0 leaves the fused decode gate/up/SwiGLU op out of the table (the model
+// then runs the GEMV and swiglu_fwd): for A/B timing
+bool fused_swiglu() {
+  const char* e = std::getenv("SMOOTHREAD_FUSED_SWIGLU");
+  return !(e && std::string(e) == "0");
+}
+}  // namespace
 
 const OpsTable& ops_cuda() {
   if (!cuda::available()) fail("--device cuda", "no CUDA GPU is visible (cudaGetDeviceCount found none)");
@@ -65,6 +76,8 @@ const OpsTable& ops_cuda() {
       .ring_store_kv = o::ring_store_kv,
       .add_rmsnorm_fwd = o::add_rmsnorm_fwd,
       .linear_fwd_bf16w = o::linear_fwd_bf16w,
+      .linear_swiglu_fwd = fused_swiglu() ? o::linear_swiglu_fwd : nullptr,
+      .linear_swiglu_fwd_bf16w = fused_swiglu() ? o::linear_swiglu_fwd_bf16w : nullptr,
       .mirror_weights = cuda::mirror_weights,
       .weight_mirror_of = cuda::weight_mirror_of,
       .run_captured = cuda::run_captured,
@@ -116,6 +129,7 @@ SR_TIMED(linear_bwd) SR_TIMED(rope_fwd) SR_TIMED(rope_bwd) SR_TIMED(attention_fw
 SR_TIMED(swiglu_fwd) SR_TIMED(swiglu_bwd) SR_TIMED(xent_fwd) SR_TIMED(xent_bwd) SR_TIMED(add) SR_TIMED(scale)
 SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_conv_bwd) SR_TIMED(l2norm_fwd) SR_TIMED(l2norm_bwd) SR_TIMED(gdn_gates_fwd) SR_TIMED(gdn_gates_bwd) SR_TIMED(gated_rmsnorm_fwd) SR_TIMED(gated_rmsnorm_bwd) SR_TIMED(delta_rule_fwd) SR_TIMED(delta_rule_bwd)
 SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd) SR_TIMED(strided_copy) SR_TIMED(mul) SR_TIMED(ring_store_kv) SR_TIMED(add_rmsnorm_fwd) SR_TIMED(linear_fwd_bf16w)
+SR_TIMED(linear_swiglu_fwd) SR_TIMED(linear_swiglu_fwd_bf16w)
 #undef SR_TIMED
 }  // namespace
 
@@ -190,6 +204,11 @@ const OpsTable& ops_cuda_profiled() {
       .ring_store_kv = timed_ring_store_kv,
       .add_rmsnorm_fwd = timed_add_rmsnorm_fwd,
       .linear_fwd_bf16w = timed_linear_fwd_bf16w,
+      .linear_swiglu_fwd =
+          fused_swiglu() ? static_cast<decltype(OpsTable::linear_swiglu_fwd)>(timed_linear_swiglu_fwd) : nullptr,
+      .linear_swiglu_fwd_bf16w =
+          fused_swiglu() ? static_cast<decltype(OpsTable::linear_swiglu_fwd_bf16w)>(timed_linear_swiglu_fwd_bf16w)
+                         : nullptr,
       .mirror_weights = cuda::mirror_weights,
       .weight_mirror_of = cuda::weight_mirror_of,
   };

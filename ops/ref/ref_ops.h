@@ -217,6 +217,21 @@ void swiglu_fwd(T* out, const T* gate, const T* up, int N, int F) {
   for (size_t i = 0, n = size_t(N) * F; i < n; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
 }
 
+// out[N,F] = silu(x W_g^T) * (x W_u^T), W = [W_g; W_u] ([2F, I]): linear_fwd over the 2F rows, then
+// swiglu_fwd (the oracle of the backends' fused decode op OpsTable::linear_swiglu_fwd)
+inline void linear_swiglu_fwd(float* out, const float* x, const float* W, int N, int I, int F) {
+  std::vector<float> g(size_t(N) * F), u(size_t(N) * F);
+  linear_fwd<float>(g.data(), x, W, nullptr, N, I, F);
+  linear_fwd<float>(u.data(), x, W + size_t(F) * I, nullptr, N, I, F);
+  swiglu_fwd<float>(out, g.data(), u.data(), N, F);
+}
+inline void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int N, int I, int F) {
+  std::vector<float> g(size_t(N) * F), u(size_t(N) * F);
+  linear_fwd_bf16w(g.data(), x, W, nullptr, N, I, F);
+  linear_fwd_bf16w(u.data(), x, W + size_t(F) * I, nullptr, N, I, F);
+  swiglu_fwd<float>(out, g.data(), u.data(), N, F);
+}
+
 // d silu(g)/dg = sig(g) (1 + g (1 - sig(g)))
 template <class T>
 void swiglu_bwd(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int N, int F) {
