@@ -98,17 +98,23 @@ def graphs_tables(jpath):
 
 
 def builds_tables(jpath):
-    """Decode of two builds in one run (lines tagged "build": "new" | "old", alternated new-old-old-new):
-    means of each build's runs, speed-up over the old build."""
+    """Decode of builds or settings in one run (lines tagged "build": "new" | "old" | any other label,
+    alternated): means of each label's runs per model, speed-up over "old" (else over the last label)."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "build" in l]
+    def model(r):  # bf16 decode weights: a model of its own
+        w = r.get("decode_weights", "fp32")
+        return (r["preset"] + (" (%s decode weights)" % w if w != "fp32" else "") +
+                (" W=%d" % r["window"] if r.get("window") else ""))
     print("| model | build | runs | decode tok/s | ms / token | GB/s read | speed-up |")
     print("|---|---|---|---|---|---|---|")
-    for p, by in ab_groups(rows, {v: (lambda r, v=v: r["build"] == v) for v in ("new", "old")}):
-        base = mean([r["decode_tokens_per_s"] for r in by["old"]])
-        for v in ("new", "old"):
-            tps = mean([r["decode_tokens_per_s"] for r in by[v]])
-            print(f"| {p} | {v} | {len(by[v])} | {tps:.1f} | {1e3 / tps:.2f} | "
-                  f"{mean([r['decode_GBps'] for r in by[v]]):.0f} | {tps / base:.2f}x |")
+    for p in dict.fromkeys(model(r) for r in rows):
+        here = [r for r in rows if model(r) == p]
+        by = {v: [r for r in here if r["build"] == v] for v in dict.fromkeys(r["build"] for r in here)}
+        base = mean([r["decode_tokens_per_s"] for r in by["old" if "old" in by else list(by)[-1]]])
+        for v, rs in by.items():
+            tps = mean([r["decode_tokens_per_s"] for r in rs])
+            print(f"| {p} | {v} | {len(rs)} | {tps:.1f} | {1e3 / tps:.2f} | "
+                  f"{mean([r['decode_GBps'] for r in rs]):.0f} | {tps / base:.2f}x |")
 
 
 def fwd_tiles_tables(jpath):
