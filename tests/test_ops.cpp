@@ -236,9 +236,11 @@ std::vector<AttnCase> attn_cases() {
   // queries at the end of a longer key range (chunked prefill / decode into a cache)
   for (int W : {0, 7, 100}) {
     cs.push_back({1, 1, 150, 4, 2, 16, W});
+    cs.push_back({2, 2, 150, 4, 2, 16, W});  // two decode rows per sequence (the one-sgemv decode path)
     cs.push_back({1, 7, 150, 4, 2, 16, W});
     cs.push_back({2, 65, 200, 2, 2, 8, W});
   }
+  cs.push_back({1, 1, 1500, 6, 2, 64, 1024});  // the default model's decode: a full 1k window ring
   return cs;
 }
 }  // namespace

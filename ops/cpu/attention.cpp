@@ -56,7 +56,46 @@ void masked_scores(float* S, const float* Q, const float* K, int nq, int nk, int
 }
 }  // namespace
 
+// Decode (one or two query rows per sequence): per (batch, query head, row) the whole visible band
+// of keys at once, scores = scale K q by one sgemv, the softmax in one pass, out = V^T p / sum by a
+// second sgemv: two BLAS calls instead of a walk over 64-key tiles with per-key dot products.
+void attention_decode_rows(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  const int D = s.D, G = s.Hq / s.Hkv, off = s.Tk - s.Tq, ldq = s.Hq * D, ldk = s.Hkv * D;
+  const long units = long(s.B) * s.Hq * s.Tq;
+#pragma omp parallel
+  {
+    std::vector<float> S;
+#pragma omp for schedule(static)
+    for (long u = 0; u < units; ++u) {
+      const int r = int(u % s.Tq), h = int((u / s.Tq) % s.Hq), b = int(u / (long(s.Tq) * s.Hq)), kh = h / G;
+      const int p = r + off, lo = s.window > 0 ? std::max(0, p - s.window + 1) : 0, hi = std::min(p, s.Tk - 1);
+      const int n = hi - lo + 1;
+      float* o = out + (size_t(b) * s.Tq + r) * ldq + size_t(h) * D;
+      float* l = lse + (size_t(b) * s.Hq + h) * s.Tq + r;
+      if (n <= 0) {  // nothing visible
+        std::fill(o, o + D, 0.0f);
+        *l = kNegInf;
+        continue;
+      }
+      const float* Q = q + (size_t(b) * s.Tq + r) * ldq + size_t(h) * D;
+      const float* K = k + ((size_t(b) * s.Tk + lo) * s.Hkv + kh) * D;
+      const float* V = v + ((size_t(b) * s.Tk + lo) * s.Hkv + kh) * D;
+      if (S.size() < size_t(n)) S.resize(size_t(n));
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, D, s.scale, K, ldk, Q, 1, 0.0f, S.data(), 1);  // S[n] = scale K q
+      float mx = kNegInf, sum = 0;
+      for (int j = 0; j < n; ++j) mx = std::max(mx, S[j]);
+      for (int j = 0; j < n; ++j) {
+        S[j] = std::exp(S[j] - mx);
+        sum += S[j];
+      }
+      cblas_sgemv(CblasRowMajor, CblasTrans, n, D, 1.0f / sum, V, ldk, S.data(), 1, 0.0f, o, 1);  // o[D] = V^T p / sum
+      *l = mx + std::log(sum);
+    }
+  }
+}
+
 void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s) {
+  if (s.Tq <= 2) return attention_decode_rows(out, lse, q, k, v, s);
   const int D = s.D, G = s.Hq / s.Hkv;
   const int nqt = (s.Tq + kAttnTileQ - 1) / kAttnTileQ;
   const long units = long(s.B) * s.Hq * nqt;
