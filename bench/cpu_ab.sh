@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two CPU builds on the default model in one session, alternated old-new-new-old twice: `bench`
-# (prefill 384, decode 128 at depth 0 and 1024) and the README's `read` (answer, rounds, seconds,
+# (prefill 384 and 4096, decode 128 at depth 0 and 1024) and the README's `read` (answer, rounds, seconds,
 # decode and prefill seconds summed from the trace), raw lines into OUT_DIR, then the table.
 # usage: bench/cpu_ab.sh OLD_SMOOTHREAD NEW_SMOOTHREAD OUT_DIR
 set -euo pipefail
@@ -12,7 +12,7 @@ Q="$(cat examples/reading/question.txt)"
 for round in 1 2; do
   for tag in old new new old; do
     b=$OLD; [ $tag = new ] && b=$NEW
-    "$b" bench --model models/smoothread-reader-10m -p 384 -n 128 -d 0,1k --reps 5 --threads 2 --format json |
+    "$b" bench --model models/smoothread-reader-10m -p 384,4k -n 128 -d 0,1k --reps 5 --threads 2 --format json |
       python3 -c "import json,sys; d=json.load(sys.stdin); d['binary']='$tag'; print(json.dumps(d))" >> "$D/bench.jsonl"
     "$b" read --model models/smoothread-reader-10m --doc examples/reading/document.txt --question "$Q" --json \
       --threads 2 --trace "$T/trace.jsonl" > "$T/read.json"

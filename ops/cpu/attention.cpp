@@ -29,6 +29,27 @@ TileRange tile_keys(const AttnShape& s, int i0, int nq) {
   return {kmin, kmax};
 }
 
+// max of row[0, n) (scores: finite or -inf, never NaN, so the order of the comparisons cannot
+// change the result): two 4-wide running maxima in GCC/Clang vectors (maxps on x86), then across
+// them. A plain max loop stays one scalar dependency chain: compilers do not vectorize a float max
+// reduction without -ffast-math.
+float row_max(const float* row, int n) {
+  typedef float v4 __attribute__((vector_size(16)));
+  v4 a = {kNegInf, kNegInf, kNegInf, kNegInf}, b = a;
+  int c = 0;
+  for (; c + 8 <= n; c += 8) {
+    v4 x, y;
+    std::memcpy(&x, row + c, sizeof x);
+    std::memcpy(&y, row + c + 4, sizeof y);
+    a = x > a ? x : a;
+    b = y > b ? y : b;
+  }
+  a = b > a ? b : a;
+  float mx = std::max(std::max(a[0], a[1]), std::max(a[2], a[3]));
+  for (; c < n; ++c) mx = std::max(mx, row[c]);
+  return mx;
+}
+
 // Scores for a (nq x nk) tile, scaled, with positions outside each row's band set to -inf.
 void masked_scores(float* S, const float* Q, const float* K, int nq, int nk, int i0, int j0, const AttnShape& s) {
   const int ldq = s.Hq * s.D, ldk = s.Hkv * s.D, off = s.Tk - s.Tq;
@@ -47,6 +68,7 @@ void masked_scores(float* S, const float* Q, const float* K, int nq, int nk, int
   for (int r = 0; r < nq; ++r) {
     int p = i0 + r + off;
     int lo = s.window > 0 ? p - s.window + 1 : 0;
+    if (j0 >= lo && j0 + nk - 1 <= p) continue;  // the whole row is visible
     float* row = S + size_t(r) * kAttnTileK;
     for (int c = 0; c < nk; ++c) {
       int j = j0 + c;
@@ -82,10 +104,11 @@ void attention_decode_rows(float* out, float* lse, const float* q, const float* 
       const float* V = v + ((size_t(b) * s.Tk + lo) * s.Hkv + kh) * D;
       if (S.size() < size_t(n)) S.resize(size_t(n));
       cblas_sgemv(CblasRowMajor, CblasNoTrans, n, D, s.scale, K, ldk, Q, 1, 0.0f, S.data(), 1);  // S[n] = scale K q
-      float mx = kNegInf, sum = 0;
-      for (int j = 0; j < n; ++j) mx = std::max(mx, S[j]);
+      const float mx = row_max(S.data(), n);
+      float sum = 0;
+#pragma omp simd reduction(+ : sum)
       for (int j = 0; j < n; ++j) {
-        S[j] = std::exp(S[j] - mx);
+        S[j] = exp_nonpositive(S[j] - mx);
         sum += S[j];
       }
       cblas_sgemv(CblasRowMajor, CblasTrans, n, D, 1.0f / sum, V, ldk, S.data(), 1, 0.0f, o, 1);  // o[D] = V^T p / sum
@@ -118,18 +141,18 @@ void attention_fwd(float* out, float* lse, const float* q, const float* k, const
         masked_scores(S.data(), Q, K, nq, nk, i0, j0, s);
         for (int r = 0; r < nq; ++r) {
           float* row = S.data() + size_t(r) * kAttnTileK;
-          float mx = kNegInf;
-          for (int c = 0; c < nk; ++c) mx = std::max(mx, row[c]);
+          const float mx = row_max(row, nk);
           float mnew = std::max(m[r], mx);
           if (mnew == kNegInf) {  // nothing visible yet in this row
             std::fill(row, row + nk, 0.0f);
             continue;
           }
-          float corr = std::exp(m[r] - mnew), sum = 0;
-          for (int c = 0; c < nk; ++c) {
-            row[c] = std::exp(row[c] - mnew);
-            sum += row[c];
-          }
+          const float corr = exp_nonpositive(m[r] - mnew);
+#pragma omp simd
+          for (int c = 0; c < nk; ++c) row[c] = exp_nonpositive(row[c] - mnew);
+          float sum = 0;
+#pragma omp simd reduction(+ : sum)
+          for (int c = 0; c < nk; ++c) sum += row[c];  // vector partial sums (a fixed order)
           l[r] = l[r] * corr + sum;
           m[r] = mnew;
           if (corr != 1.0f)
@@ -198,7 +221,13 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
             masked_scores(P.data(), Q, K, nq, nk, i0, j0, s);
             for (int r = 0; r < nq; ++r) {
               float* row = P.data() + size_t(r) * kAttnTileK;
-              for (int c = 0; c < nk; ++c) row[c] = (row[c] == kNegInf || L[r] == kNegInf) ? 0.0f : std::exp(row[c] - L[r]);
+              const float Lr = L[r];
+              if (Lr == kNegInf) {
+                std::fill(row, row + nk, 0.0f);
+                continue;
+              }
+#pragma omp simd
+              for (int c = 0; c < nk; ++c) row[c] = exp_nonpositive(row[c] - Lr);  // -inf scores: 0
             }
             // dV[nk,D] += P^T . dO
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, D, nq, 1.0f, P.data(), kAttnTileK, dO, ldq, 1.0f,

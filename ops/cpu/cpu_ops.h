@@ -1,8 +1,30 @@
 // Optimized CPU ops (OpenMP over rows, OpenBLAS for GEMMs, blocked attention). Contracts in ops/ops.h.
 #pragma once
+#include <bit>
+#include <cstdint>
+
 #include "ops/ops.h"
 
 namespace sr::cpu {
+// e^x for x <= 0 (x = -inf gives exactly 0), within 2 ulp of std::exp, branch-free so that a loop
+// of it vectorizes (std::exp is a scalar libm call per element). Cody-Waite reduction
+// x = k ln2 + r, |r| <= ln2 / 2, then Cephes' degree-7 polynomial for e^r, times 2^k built from
+// bits. Softmax arguments (scores minus the row's running maximum) are never positive.
+inline float exp_nonpositive(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;  // e^-87 is still a normal float; below that: 0
+  const float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const float two_k = std::bit_cast<float>((int32_t(kf) + 127) << 23);
+  return x < -87.0f ? 0.0f : p * two_k;
+}
+
 void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C);
 void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, int C);
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
