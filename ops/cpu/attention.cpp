@@ -33,7 +33,7 @@ TileRange tile_keys(const AttnShape& s, int i0, int nq) {
 // change the result): two 4-wide running maxima in GCC/Clang vectors (maxps on x86), then across
 // them. A plain max loop stays one scalar dependency chain: compilers do not vectorize a float max
 // reduction without -ffast-math.
-float row_max(const float* row, int n) {
+inline float row_max(const float* row, int n) {
   typedef float v4 __attribute__((vector_size(16)));
   v4 a = {kNegInf, kNegInf, kNegInf, kNegInf}, b = a;
   int c = 0;
@@ -48,6 +48,35 @@ float row_max(const float* row, int n) {
   float mx = std::max(std::max(a[0], a[1]), std::max(a[2], a[3]));
   for (; c < n; ++c) mx = std::max(mx, row[c]);
   return mx;
+}
+
+// The online-softmax step of one tile (FlashAttention-2): per row r of the scores S[nq, nk] (row
+// stride kAttnTileK), the new running max m[r], S -> exp(S - m), the running sum l[r], and the
+// accumulator rows acc[r, D] rescaled by exp(old m - new m). Built for AVX-512, AVX2 and the
+// baseline, picked at load time where the compiler offers target_clones (GCC on x86-64): the
+// exponential loop is most of it, and its vector width follows the instruction set.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void online_softmax_tile(float* S, int nq, int nk, float* m, float* l, float* acc, int D) {
+  for (int r = 0; r < nq; ++r) {
+    float* row = S + size_t(r) * kAttnTileK;
+    const float mnew = std::max(m[r], row_max(row, nk));
+    if (mnew == kNegInf) {  // nothing visible yet in this row
+      std::fill(row, row + nk, 0.0f);
+      continue;
+    }
+    const float corr = exp_nonpositive(m[r] - mnew);
+#pragma omp simd
+    for (int c = 0; c < nk; ++c) row[c] = exp_nonpositive(row[c] - mnew);
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < nk; ++c) sum += row[c];  // vector partial sums (a fixed order per build target)
+    l[r] = l[r] * corr + sum;
+    m[r] = mnew;
+    if (corr != 1.0f)
+      for (int d = 0; d < D; ++d) acc[size_t(r) * D + d] *= corr;
+  }
 }
 
 // Scores for a (nq x nk) tile, scaled, with positions outside each row's band set to -inf.
@@ -139,25 +168,7 @@ void attention_fwd(float* out, float* lse, const float* q, const float* k, const
         const float* K = k + ((size_t(b) * s.Tk + j0) * s.Hkv + kh) * D;
         const float* V = v + ((size_t(b) * s.Tk + j0) * s.Hkv + kh) * D;
         masked_scores(S.data(), Q, K, nq, nk, i0, j0, s);
-        for (int r = 0; r < nq; ++r) {
-          float* row = S.data() + size_t(r) * kAttnTileK;
-          const float mx = row_max(row, nk);
-          float mnew = std::max(m[r], mx);
-          if (mnew == kNegInf) {  // nothing visible yet in this row
-            std::fill(row, row + nk, 0.0f);
-            continue;
-          }
-          const float corr = exp_nonpositive(m[r] - mnew);
-#pragma omp simd
-          for (int c = 0; c < nk; ++c) row[c] = exp_nonpositive(row[c] - mnew);
-          float sum = 0;
-#pragma omp simd reduction(+ : sum)
-          for (int c = 0; c < nk; ++c) sum += row[c];  // vector partial sums (a fixed order)
-          l[r] = l[r] * corr + sum;
-          m[r] = mnew;
-          if (corr != 1.0f)
-            for (int d = 0; d < D; ++d) acc[size_t(r) * D + d] *= corr;
-        }
+        online_softmax_tile(S.data(), nq, nk, m.data(), l.data(), acc.data(), D);
         // acc[nq,D] += P[nq,nk] . V[nk,D]
         if (nq <= 2) {
           for (int r = 0; r < nq; ++r)
