@@ -133,6 +133,8 @@ void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float*
 // cos/sin computed once per (token, pair) and applied to all heads; sign = +1 forward, -1 backward.
 static void rope_apply(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta, float sign) {
   const int half = D / 2;
+  std::vector<double> inv(half);  // the pairs' frequencies, once per call (a pow each)
+  for (int m = 0; m < half; ++m) inv[m] = ref::rope_inv_freq(m, D, theta);
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
     float cs[512], sn[512];
@@ -144,7 +146,7 @@ static void rope_apply(float* out, const float* x, const int32_t* pos, int N, in
       s = big.data() + half;
     }
     for (int m = 0; m < half; ++m) {
-      double a = ref::rope_angle(pos[n], m, D, theta);
+      const double a = double(pos[n]) * inv[m];  // = ref::rope_angle(pos[n], m, D, theta)
       c[m] = float(std::cos(a));
       s[m] = sign * float(std::sin(a));
     }

@@ -98,9 +98,9 @@ void linear_bwd(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, int 
 }
 
 // Angle for pair m of a head of size D at position p: p * theta^(-2m/D) (HF default rope).
-inline double rope_angle(int32_t p, int m, int D, float theta) {
-  return double(p) * std::pow(double(theta), -2.0 * m / D);
-}
+// theta^(-2m/D): the frequency of rotary pair m
+inline double rope_inv_freq(int m, int D, float theta) { return std::pow(double(theta), -2.0 * m / D); }
+inline double rope_angle(int32_t p, int m, int D, float theta) { return double(p) * rope_inv_freq(m, D, theta); }
 
 // out[m] = x[m] cos - x[m+D/2] sin ; out[m+D/2] = x[m+D/2] cos + x[m] sin
 template <class T>
