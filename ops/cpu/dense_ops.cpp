@@ -183,9 +183,18 @@ void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
 
 void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F) {
   const long n = long(N) * F;
+  if (dgate && dup) {  // training: both (one vectorized loop; the one-sided cases below are rare)
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; ++i) {
+      const float sg = sigmoid_vec(gate[i]);
+      dup[i] = dout[i] * gate[i] * sg;
+      dgate[i] = dout[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (long i = 0; i < n; ++i) {
-    float sg = sigmoid_vec(gate[i]);
+    const float sg = sigmoid_vec(gate[i]);
     if (dup) dup[i] = dout[i] * gate[i] * sg;
     if (dgate) dgate[i] = dout[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
   }
