@@ -24,7 +24,19 @@ std::string read_file(const std::string& path) {
   return data;
 }
 
+// Creates the directory an output file goes into when it does not exist yet (`--trace
+// runs/t.jsonl` in a fresh checkout, where runs/ is not there), so a finished run is not lost to a
+// missing folder.
+static void make_parent_dirs(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (parent.empty() || std::filesystem::is_directory(parent)) return;
+  std::error_code ec;
+  std::filesystem::create_directories(parent, ec);
+  if (ec) fail(path, "cannot create its directory " + parent.string() + ": " + ec.message());
+}
+
 void write_file_atomic(const std::string& path, const std::string& data) {
+  make_parent_dirs(path);
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail(tmp, std::string("cannot create: ") + std::strerror(errno));
@@ -103,8 +115,9 @@ std::vector<json> resume_jsonl(const std::string& path) {
 }
 
 JsonlAppender::JsonlAppender(const std::string& path) : path_(path) {
+  make_parent_dirs(path);
   f_ = std::fopen(path.c_str(), "a");
-  if (!f_) fail(path, "cannot open for appending");
+  if (!f_) fail(path, std::string("cannot open for appending: ") + std::strerror(errno));
 }
 JsonlAppender::~JsonlAppender() {
   if (f_) std::fclose(f_);

@@ -12,7 +12,8 @@ namespace sr {
 using json = nlohmann::json;
 
 std::string read_file(const std::string& path);
-// Writes `data` to `path` atomically: readers see the old file or the new one, never a mix.
+// Writes `data` to `path` atomically: readers see the old file or the new one, never a mix. The
+// folder it goes into is created when missing (as for JsonlAppender).
 void write_file_atomic(const std::string& path, const std::string& data);
 json load_json_file(const std::string& path);
 // Calls fn(object, where) for every non-blank line of a JSONL file, `where` = "path:line".

@@ -70,11 +70,26 @@ TEST(Core, JsonFieldErrorsNameFileAndField) {
 }
 
 TEST(Core, AtomicWriteReplacesWholeFile) {
-  std::string p = test::temp_dir("atomic") + "/f.txt";
+  const std::string dir = test::temp_dir("atomic");
+  std::string p = dir + "/f.txt";
   write_file_atomic(p, "first version, longer");
   write_file_atomic(p, "second");
   EXPECT_EQ(read_file(p), "second");
-  EXPECT_THROW(write_file_atomic("/nonexistent_dir/x", "y"), Error);
+  // a folder that is not there yet is made (`--trace runs/t.jsonl` in a fresh checkout)
+  const std::string nested = dir + "/not/yet/there/t.jsonl";
+  write_file_atomic(nested, "line\n");
+  EXPECT_EQ(read_file(nested), "line\n");
+  {
+    JsonlAppender out(dir + "/also/new/out.jsonl");
+    out.append(json{{"a", 1}});
+  }
+  // a folder that cannot be made (its parent is a file): an error naming the path
+  try {
+    write_file_atomic(p + "/x", "y");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(p + "/x"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Train, AdamWStepMatchesHandComputation) {
