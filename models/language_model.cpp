@@ -61,21 +61,25 @@ void LanguageModel::drop_decode_weights() {
   decode_w16_ = nullptr;
 }
 
+const uint16_t* LanguageModel::decode_copy(const float* W, int N) const {
+  if (N > 4 || !decode_w16_) return nullptr;
+  return decode_w16_ + (W - const_cast<LanguageModel*>(this)->backend_params());
+}
+
 void LanguageModel::linear(float* out, const float* x, const float* W, const float* b, int N, int I, int O,
                            bool cached) const {
-  if (cached && N <= 4 && decode_w16_) {
-    const float* P = const_cast<LanguageModel*>(this)->backend_params();
-    ops_->linear_fwd_bf16w(out, x, decode_w16_ + (W - P), b, N, I, O);
+  const uint16_t* W16 = cached ? decode_copy(W, N) : nullptr;
+  if (W16) {
+    ops_->linear_fwd_bf16w(out, x, W16, b, N, I, O);
   } else {
     ops_->linear_fwd(out, x, W, b, N, I, O);
   }
 }
 
 bool LanguageModel::linear_swiglu(float* out, const float* x, const float* W, int N, int I, int F) const {
-  if (N <= 4 && decode_w16_) {
+  if (const uint16_t* W16 = decode_copy(W, N)) {
     if (!ops_->linear_swiglu_fwd_bf16w) return false;
-    const float* P = const_cast<LanguageModel*>(this)->backend_params();
-    ops_->linear_swiglu_fwd_bf16w(out, x, decode_w16_ + (W - P), N, I, F);
+    ops_->linear_swiglu_fwd_bf16w(out, x, W16, N, I, F);
     return true;
   }
   if (!ops_->linear_swiglu_fwd) return false;

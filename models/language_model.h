@@ -149,6 +149,9 @@ class LanguageModel {
   // one fused op (OpsTable::linear_swiglu_fwd, with the bf16 decode weights when chosen), for
   // forward_cached; false (nothing done) where the backend has no such op.
   bool linear_swiglu(float* out, const float* x, const float* W, int N, int I, int F) const;
+  // The bf16 copy of the weights W (backend parameters) that a decode call of N rows reads, or null
+  // (fp32 decode weights, or more than 4 rows).
+  const uint16_t* decode_copy(const float* W, int N) const;
   // Runs the device work of a forward_cached() call of n tokens: a decode step (n = 1) as one
   // captured graph where the backend offers it (OpsTable::run_captured), anything else as it is.
   // body: device work only (host bookkeeping such as n_seen goes outside: a replayed step skips

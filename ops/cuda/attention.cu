@@ -685,10 +685,7 @@ int g_fwd_tiles = -1;  // set_attention_fwd_tiles; -1: not set (SMOOTHREAD_ATTN_
 // it) and at least 128 queries (a shorter block would waste half of it).
 template <int DP>
 int fwd_tiles(int Tq) {
-  static const int env = [] {
-    const char* e = std::getenv("SMOOTHREAD_ATTN_FWD_TILES");
-    return e ? std::atoi(e) : 0;
-  }();
+  static const int env = env_int("SMOOTHREAD_ATTN_FWD_TILES", 0);
   const int forced = g_fwd_tiles >= 0 ? g_fwd_tiles : env;
   if (DP == 256 || DP < 64) return 1;
   if (forced >= 1 && forced <= 3) return forced;

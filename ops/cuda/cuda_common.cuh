@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "core/buffer.h"
@@ -24,6 +25,16 @@ cudaStream_t stream();  // memory.cu: one instance for every file of the backend
 inline unsigned blocks_for(size_t n, unsigned threads) {
   size_t b = (n + threads - 1) / threads;
   return unsigned(b < 65535u * 16 ? (b == 0 ? 1 : b) : 65535u * 16);
+}
+
+// A whole number from the environment (the A/B switches: SMOOTHREAD_GEMV_SPLIT,
+// SMOOTHREAD_ATTN_FWD_TILES, SMOOTHREAD_FUSED_SWIGLU), or fallback when it is unset or not a number.
+inline int env_int(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return fallback;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return *end ? fallback : int(v);
 }
 
 // Block-wide sum or maximum (blockDim a multiple of 32, <= 1024; red: 32 floats of shared memory);

@@ -487,10 +487,7 @@ __global__ void gemv_k(float* __restrict__ out, const float* __restrict__ x, con
 // memory system busy, while every warp still makes at least two passes of 16-byte loads over its
 // share of the row. SMOOTHREAD_GEMV_SPLIT=1 (or 2, 4, 8) forces it (A/B timing).
 int gemv_split(int I, int O, int bytes_per_weight) {
-  static const int forced = [] {
-    const char* e = std::getenv("SMOOTHREAD_GEMV_SPLIT");
-    return e ? std::atoi(e) : 0;
-  }();
+  static const int forced = env_int("SMOOTHREAD_GEMV_SPLIT", 0);
   if (forced == 1 || forced == 2 || forced == 4 || forced == 8) return forced;
   const int pieces = I / (16 / bytes_per_weight);  // 16-byte loads per row
   int split = 1;
@@ -633,24 +630,24 @@ void linear_fwd(float* out, const float* x, const float* W, const float* b, int 
     SR_CUDA_LAUNCHED("bias_add");
   }
 }
-// out[N,O] = x[N,I] W[O,I]^T (+ b) with W in bf16 (a weight mirror): GEMVs of up to 8 rows at a time
-void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) {
-  const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(W);
+// GEMVs over any number of rows, up to 8 at a time (kGLU as gemv)
+template <bool kGLU = false, class WT>
+void gemv_any_rows(float* out, const float* x, const WT* W, const float* b, int N, int I, int O) {
   for (int n0 = 0; n0 < N; n0 += kGemvMaxRows)
-    gemv(out + size_t(n0) * O, x + size_t(n0) * I, w, b, std::min(kGemvMaxRows, N - n0), I, O);
+    gemv<kGLU>(out + size_t(n0) * O, x + size_t(n0) * I, W, b, std::min(kGemvMaxRows, N - n0), I, O);
+}
+const __nv_bfloat16* as_bf16(const uint16_t* W) { return reinterpret_cast<const __nv_bfloat16*>(W); }
+// out[N,O] = x[N,I] W[O,I]^T (+ b) with W in bf16 (a weight mirror)
+void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O) {
+  gemv_any_rows(out, x, as_bf16(W), b, N, I, O);
 }
 // out[N,F] = silu(x W_g^T) * (x W_u^T), W = [W_g; W_u] ([2F, I]): the decode MLP's first half in
-// one pass over the weights, GEMVs of up to 8 rows at a time (a decode op: no GEMM path for many rows)
-template <class WT>
-void linear_swiglu_rows(float* out, const float* x, const WT* W, int N, int I, int F) {
-  for (int n0 = 0; n0 < N; n0 += kGemvMaxRows)
-    gemv<true>(out + size_t(n0) * F, x + size_t(n0) * I, W, nullptr, std::min(kGemvMaxRows, N - n0), I, F);
-}
+// one pass over the weights (a decode op: GEMVs, no GEMM path for many rows)
 void linear_swiglu_fwd(float* out, const float* x, const float* W, int N, int I, int F) {
-  linear_swiglu_rows(out, x, W, N, I, F);
+  gemv_any_rows<true>(out, x, W, nullptr, N, I, F);
 }
 void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int N, int I, int F) {
-  linear_swiglu_rows(out, x, reinterpret_cast<const __nv_bfloat16*>(W), N, I, F);
+  gemv_any_rows<true>(out, x, as_bf16(W), nullptr, N, I, F);
 }
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
                 int O) {

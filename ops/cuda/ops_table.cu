@@ -1,8 +1,6 @@
 // The CUDA ops table: device memory from the caching allocator, kernels from dense_ops.cu and
 // attention.cu, GEMMs through cuBLAS.
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -19,10 +17,7 @@ bool cuda_built() { return true; }
 namespace {
 // SMOOTHREAD_FUSED_SWIGLU=0 leaves the fused decode gate/up/SwiGLU op out of the table (the model
 // then runs the GEMV and swiglu_fwd): for A/B timing
-bool fused_swiglu() {
-  const char* e = std::getenv("SMOOTHREAD_FUSED_SWIGLU");
-  return !(e && std::string(e) == "0");
-}
+bool fused_swiglu() { return cuda::env_int("SMOOTHREAD_FUSED_SWIGLU", 1) != 0; }
 }  // namespace
 
 const OpsTable& ops_cuda() {
