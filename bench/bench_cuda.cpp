@@ -2,6 +2,7 @@
 // PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
 //       [--fwd-tiles 0|1|2|3] (the forward's tiling, set_attention_fwd_tiles; 0 = automatic)
+//       [--bwd-kernel 0|1|2] (the backward's kernel, set_attention_bwd_kernel; 0 = automatic)
 //       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
 //   bench_cuda mixer --L 4096 [--heads 16] [--dim 128] [--window 4096] [--reps 3]
 //       one layer's core on one sequence (fp32 entry points, as the model calls them): causal
@@ -83,6 +84,8 @@ int attention(std::map<std::string, std::string> a) {
   const int B = std::max(1, geti(a, "tokens", 16384) / L), reps = geti(a, "reps", 10);
   const int fwd_tiles = geti(a, "fwd-tiles", 0);  // 1 | 2 | 3 forces the forward's tiling (cuda_backend.h)
   cuda::set_attention_fwd_tiles(fwd_tiles);
+  const int bwd_kernel = geti(a, "bwd-kernel", 0);  // 1 | 2 forces the backward's kernel (cuda_backend.h)
+  cuda::set_attention_bwd_kernel(bwd_kernel);
   AttnShape s;
   s.B = B, s.Tq = L, s.Tk = L, s.Hq = H, s.Hkv = H, s.D = D, s.window = W, s.scale = 1.0f / std::sqrt(float(D));
   const size_t n = size_t(B) * L * H * D, nl = size_t(B) * H * L;
@@ -97,9 +100,9 @@ int attention(std::map<std::string, std::string> a) {
   double tf = median_ms(fwd, reps), tfb = median_ms([&] { fwd(), bwd(); }, reps);
   const double flops = 4.0 * B * H * D * visible_pairs(L, W);  // forward; backward = 2.5x
   std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
-              "\"dim\":%d,\"fwd_tiles\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,"
+              "\"dim\":%d,\"fwd_tiles\":%d,\"bwd_kernel\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,"
               "\"fwdbwd_tflops\":%.1f}\n",
-              L, W, B, H, D, fwd_tiles, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
+              L, W, B, H, D, fwd_tiles, bwd_kernel, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
   return 0;
 }
 

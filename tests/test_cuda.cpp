@@ -449,7 +449,7 @@ TEST(Cuda, AdamWMatchesReference) {
 }
 
 // Attention: causal / window / GQA / decode / chunked prefill into a cache (Tq < Tk), head dims
-// from 8 to 256, rows around the 64-row tiles.
+// from 8 to 256, rows around the 64-row tiles, every forward tiling and backward kernel.
 TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
   SKIP_WITHOUT_GPU();
   struct Case { int B, Tq, Tk, Hq, Hkv, D, W; };
@@ -462,12 +462,11 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
       {1, 1, 5000, 14, 2, 64, 0}, {2, 1, 3000, 8, 1, 128, 1000}, {1, 1, 100, 12, 1, 32, 0}, {1, 1, 777, 3, 3, 40, 0},
       // around the 128-query block of the two-row-tile forward
       {1, 257, 257, 3, 1, 128, 0}, {1, 255, 300, 2, 2, 64, 100},
+      // around the 128-key block of the 2-D backward; odd head dims that pad to 64 / 128
+      {1, 127, 127, 4, 2, 128, 0}, {1, 128, 384, 2, 1, 64, 0}, {2, 300, 300, 4, 1, 80, 130},
+      {1, 129, 129, 8, 2, 64, 0}, {1, 140, 140, 3, 3, 75, 0}, {1, 260, 260, 2, 2, 128, 129},
   };
-  // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys; 0: the automatic choice)
-  for (int tiles : {1, 2, 3, 0})
   for (const Case& c : cases) {
-    cuda::set_attention_fwd_tiles(tiles);
-    SCOPED_TRACE("forward tiles " + std::to_string(tiles));
     AttnShape s;
     s.B = c.B, s.Tq = c.Tq, s.Tk = c.Tk, s.Hq = c.Hq, s.Hkv = c.Hkv, s.D = c.D, s.window = c.W;
     s.scale = 1.0f / std::sqrt(float(c.D));
@@ -481,22 +480,33 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
     ref::attention_bwd<float>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), o.data(),
                               lse.data(), s);
     auto q_ = up(q), k_ = up(k), v_ = up(v), do_ = up(dout);
-    auto o_ = up(std::vector<float>(nq, NAN)), lse_ = up(std::vector<float>(lse.size(), NAN));  // poisoned
-    gpu().attention_fwd(o_.data(), lse_.data(), q_.data(), k_.data(), v_.data(), s);
-    EXPECT_REL(down(o_), o, 1e-2);
-    EXPECT_CLOSE(down(lse_), lse, 2e-2, 2e-3);
-    auto dq_ = up(std::vector<float>(nq, NAN)), dk_ = up(std::vector<float>(nk, NAN)), dv_ = up(std::vector<float>(nk, NAN));
-    gpu().attention_bwd(dq_.data(), dk_.data(), dv_.data(), do_.data(), q_.data(), k_.data(), v_.data(), o_.data(),
-                        lse_.data(), s);
-    EXPECT_REL(down(dv_), dv, 2e-2);
-    if (c.W == 1) {  // each query sees only itself: p = 1, so dS = dP - delta = 0 exactly; dq, dk ~ 0
-      for (float x : down(dq_)) ASSERT_LE(std::fabs(x), 2e-2);
-      for (float x : down(dk_)) ASSERT_LE(std::fabs(x), 2e-2);
-      continue;
-    }
-    EXPECT_REL(down(dq_), dq, 2e-2);
-    EXPECT_REL(down(dk_), dk, 2e-2);
+    // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys; 0: the automatic choice)
+    // under every backward kernel (1: 64 keys x 4 warps, 2: 128 keys x 8 warps, 2-D; 0: automatic)
+    for (int tiles : {1, 2, 3, 0})
+      for (int bwd : {1, 2, 0}) {
+        cuda::set_attention_fwd_tiles(tiles);
+        cuda::set_attention_bwd_kernel(bwd);
+        SCOPED_TRACE("forward tiles " + std::to_string(tiles) + ", backward kernel " + std::to_string(bwd));
+        auto o_ = up(std::vector<float>(nq, NAN)), lse_ = up(std::vector<float>(lse.size(), NAN));  // poisoned
+        gpu().attention_fwd(o_.data(), lse_.data(), q_.data(), k_.data(), v_.data(), s);
+        EXPECT_REL(down(o_), o, 1e-2);
+        EXPECT_CLOSE(down(lse_), lse, 2e-2, 2e-3);
+        auto dq_ = up(std::vector<float>(nq, NAN)), dk_ = up(std::vector<float>(nk, NAN)),
+             dv_ = up(std::vector<float>(nk, NAN));
+        gpu().attention_bwd(dq_.data(), dk_.data(), dv_.data(), do_.data(), q_.data(), k_.data(), v_.data(),
+                            o_.data(), lse_.data(), s);
+        EXPECT_REL(down(dv_), dv, 2e-2);
+        if (c.W == 1) {  // each query sees only itself: p = 1, so dS = dP - delta = 0 exactly; dq, dk ~ 0
+          for (float x : down(dq_)) ASSERT_LE(std::fabs(x), 2e-2);
+          for (float x : down(dk_)) ASSERT_LE(std::fabs(x), 2e-2);
+          continue;
+        }
+        EXPECT_REL(down(dq_), dq, 2e-2);
+        EXPECT_REL(down(dk_), dk, 2e-2);
+      }
   }
+  cuda::set_attention_fwd_tiles(0);
+  cuda::set_attention_bwd_kernel(0);
 }
 
 TEST(Cuda, Bf16AttentionEntryPointsMatchFp32) {

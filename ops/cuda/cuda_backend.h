@@ -45,6 +45,10 @@ void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, con
 // automatic (128-query blocks for head dims 64/128 and >= 128 queries). The environment variable
 // SMOOTHREAD_ATTN_FWD_TILES sets it when this is not called. For benchmarks and tests.
 void set_attention_fwd_tiles(int tiles);
+// Kernel of the attention backward: 1 = 64 keys a block of 4 warps (16 keys x every query a warp),
+// 2 = 128 keys a block of 8 warps with FlashAttention-2's 2-D warp tiling (head dims 64 and 128;
+// others always take 1); 0 = automatic. SMOOTHREAD_ATTN_BWD sets it when this is not called.
+void set_attention_bwd_kernel(int which);
 // dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace
 void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s);
