@@ -106,6 +106,22 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+// 4-byte variant (cp.async.ca); src_bytes 0 zero-fills.
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_bytes) {
+  uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(gmem), "r"(src_bytes));
+}
+// Starts loading a query tile's softmax statistics into shared memory: sL[0, rows) = lse and
+// sL[rows, 2 rows) = delta of rows li0 + x (x < nvalid; zeros beyond). Asynchronous like the
+// tile it goes with: a plain load here would stall the loading warps for a global round trip at
+// every tile while the others wait at the next barrier.
+__device__ void load_lse_delta(float* sL, const float* lse, const float* delta, size_t li0, int rows, int nvalid) {
+  for (int x = threadIdx.x; x < 2 * rows; x += blockDim.x) {
+    const int r = x % rows;
+    const float* src = (x < rows ? lse : delta) + li0;
+    cp_async4(sL + x, r < nvalid ? src + r : src, r < nvalid ? 4 : 0);
+  }
+}
 
 // Starts loading rows [0, rows) (rows >= nvalid zero-filled) of a bf16 [*, ld] tensor into a smem
 // tile [rows][DP+8], columns >= D zero-filled. Asynchronous (cp.async) when rows are whole 16-byte
@@ -363,7 +379,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   bf16* sV = sK + kBwdN * SP;
   bf16* sQO = sV + kBwdN * SP;                 // two stages of [Q tile, dO tile]
   bf16* sS = sQO + 2 * 2 * kBwdM * SP;         // dS^T tile [keys][queries]
-  float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse (log2 units), delta]
+  float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse, delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   // head_split: one block per (key tile, query head) instead of per kv head, so a GQA model with few
   // kv heads still fills the GPU; the group's dK/dV partial sums then meet in fp32 atomics.
@@ -391,12 +407,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
     bf16* sQ = sQO + stage * 2 * kBwdM * SP;
     load_tile<DP>(sQ, q + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
     load_tile<DP>(sQ + kBwdM * SP, dout + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
-    float* sL = sLD + stage * 2 * kBwdM;
-    for (int x = threadIdx.x; x < kBwdM; x += blockDim.x) {
-      const size_t li = (size_t(b) * s.Hq + h) * s.Tq + i0 + x;
-      sL[x] = x < nq ? lse[li] * kLog2e : 0.0f;
-      sL[kBwdM + x] = x < nq ? delta[li] : 0.0f;
-    }
+    load_lse_delta(sLD + stage * 2 * kBwdM, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, kBwdM, nq);
     cp_async_commit();
   };
 
@@ -452,7 +463,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int j = krow0 + (e / 2) * 8, il = nt * 8 + tig * 2 + (e % 2), i = i0 + il;
-        float p = full_tile || visible(i, j, off, s.Tq, s.Tk, W) ? exp2f(st[nt][e] * sl2 - sL[il]) : 0.0f;
+        float p = full_tile || visible(i, j, off, s.Tq, s.Tk, W) ? exp2f(st[nt][e] * sl2 - sL[il] * kLog2e) : 0.0f;
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - sD[il]);
       }
@@ -574,7 +585,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   bf16* sQO = sV + kB2N * SP;          // two stages of [Q tile, dO tile], [kB2M][SP] each
   bf16* sP = sQO + 2 * 2 * kB2M * SP;  // P [queries][keys]
   bf16* sdS = sP + kB2M * SPP;         // dS [queries][keys]
-  float* sLD = reinterpret_cast<float*>(sdS + kB2M * SPP);  // two stages of [lse (log2 units), delta]
+  float* sLD = reinterpret_cast<float*>(sdS + kB2M * SPP);  // two stages of [lse, delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   const int wm = warp / 4, wn = warp % 4;  // S/dP: query rows wm*32, key cols wn*32; dQ: dims wn*DP/4
   const int wk = warp % 4, wd = warp / 4;  // dK/dV: key rows wk*32, dims wd*DP/2
@@ -600,12 +611,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
     bf16* sQ = sQO + stage * 2 * kB2M * SP;
     load_tile<DP>(sQ, q + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kB2M, nq, ldq, D);
     load_tile<DP>(sQ + kB2M * SP, dout + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kB2M, nq, ldq, D);
-    float* sL = sLD + stage * 2 * kB2M;
-    for (int x = threadIdx.x; x < kB2M; x += blockDim.x) {
-      const size_t li = (size_t(b) * s.Hq + h) * s.Tq + i0 + x;
-      sL[x] = x < nq ? lse[li] * kLog2e : 0.0f;
-      sL[kB2M + x] = x < nq ? delta[li] : 0.0f;
-    }
+    load_lse_delta(sLD + stage * 2 * kB2M, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, kB2M, nq);
     cp_async_commit();
   };
 
@@ -671,7 +677,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int il = wm * 32 + mt * 16 + g + r * 8;
-        const float lrow = sL[il], drow = sD[il];
+        const float lrow = sL[il] * kLog2e, drow = sD[il];
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
           const int jl = wn * 32 + nt * 8 + tig * 2;
