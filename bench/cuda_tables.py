@@ -117,31 +117,39 @@ def builds_tables(jpath):
                   f"{mean([r['decode_GBps'] for r in rs]):.0f} | {tps / base:.2f}x |")
 
 
-def fwd_tiles_tables(jpath):
-    """Attention with each forward tiling (bench_cuda attention --fwd-tiles 1|2|3, alternated 1-2-3-3-2-1)
-    and torch SDPA flash, same run: means of each setting's runs; forward speed-up over tiling 1 and
-    each row's time ratio to SDPA (SDPA time / ours: 1.00 = parity)."""
+def attention_ab_tables(jpath, key, title, names, base, default, speed="fwd_ms"):
+    """Attention under each setting of `key` (alternated in one run) and torch SDPA flash, same run:
+    means of each setting's runs per shape; speed-up of `speed` (fwd_ms or fwdbwd_ms) over setting
+    `base`, and each row's time ratio to SDPA (SDPA time / ours: 1.00 = parity). names: {value: label}."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{")]
-    names = {1: "64 x 64", 2: "128 x 64", 3: "128 x 32"}
-    print("| L | window | forward tiles (queries x keys) | runs | fwd ms | fwd TFLOP/s | fwd speed-up | "
-          "fwd+bwd ms | fwd+bwd TFLOP/s | fwd / fwd+bwd vs SDPA |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for L, W in dict.fromkeys((r["L"], r["window"]) for r in rows):
-        here = [r for r in rows if (r["L"], r["window"]) == (L, W) and "fwd_ms" in r]
+    rows = [r for r in rows if "fwd_ms" in r]
+    dims = len({r.get("dim", 128) for r in rows}) > 1
+    head = (["L", "window"] + (["head dim"] if dims else []) + [title, "runs", "fwd ms", "fwd TFLOP/s"] +
+            (["fwd speed-up"] if speed == "fwd_ms" else ["bwd ms"]) + ["fwd+bwd ms", "fwd+bwd TFLOP/s"] +
+            ([] if speed == "fwd_ms" else ["fwd+bwd speed-up"]) + ["fwd / fwd+bwd vs SDPA"])
+    print("| " + " | ".join(head) + " |")
+    print("|---" * len(head) + "|")
+    for L, W, D in dict.fromkeys((r["L"], r["window"], r.get("dim", 128)) for r in rows):
+        here = [r for r in rows if (r["L"], r["window"], r.get("dim", 128)) == (L, W, D)]
         sdpa = [r for r in here if r["impl"] == "torch_sdpa_flash"]
-        base = [r for r in here if r.get("fwd_tiles") == 1]
-        groups = [(names[t] + (" (default)" if t == 2 else ""), [r for r in here if r.get("fwd_tiles") == t])
-                  for t in (1, 2, 3)] + [("torch SDPA flash", sdpa)]
-        for label, rs in groups:
+        ours = lambda v: [r for r in here if r["impl"] == "smoothread" and r.get(key) == v]
+        groups = [(names[v] + (" (default)" if v == default else ""), ours(v)) for v in names]
+        for label, rs in groups + [("torch SDPA flash", sdpa)]:
             if not rs:
                 continue
             f, fb = mean([r["fwd_ms"] for r in rs]), mean([r["fwdbwd_ms"] for r in rs])
-            up = f"{mean([r['fwd_ms'] for r in base]) / f:.2f}x" if base and label != "torch SDPA flash" else ""
+            t = f if speed == "fwd_ms" else fb
+            up = (f"{mean([r[speed] for r in ours(base)]) / t:.2f}x" if ours(base) and label != "torch SDPA flash"
+                  else "")
             vs = (f"{mean([r['fwd_ms'] for r in sdpa]) / f:.2f} / {mean([r['fwdbwd_ms'] for r in sdpa]) / fb:.2f}"
                   if sdpa else "")
-            print(f"| {L} | {W or 'full'} | {label} | {len(rs)} | {f:.3f} | "
-                  f"{mean([r['fwd_tflops'] for r in rs]):.0f} | {up} | {fb:.3f} | "
-                  f"{mean([r['fwdbwd_tflops'] for r in rs]):.0f} | {vs} |")
+            cells = [str(L), str(W or "full")] + ([str(D)] if dims else []) + [label, str(len(rs)), f"{f:.3f}",
+                     f"{mean([r['fwd_tflops'] for r in rs]):.0f}"]
+            if speed == "fwd_ms":
+                cells += [up, f"{fb:.3f}", f"{mean([r['fwdbwd_tflops'] for r in rs]):.0f}", vs]
+            else:
+                cells += [f"{fb - f:.3f}", f"{fb:.3f}", f"{mean([r['fwdbwd_tflops'] for r in rs]):.0f}", up, vs]
+            print("| " + " | ".join(cells) + " |")
 
 
 def main(jpath, gpu_path):
@@ -195,7 +203,12 @@ if __name__ == "__main__":
         graphs_tables(sys.argv[2])
     elif sys.argv[1] == "--builds":
         builds_tables(sys.argv[2])
-    elif sys.argv[1] == "--fwd-tiles":
-        fwd_tiles_tables(sys.argv[2])
+    elif sys.argv[1] == "--fwd-tiles":  # bench_cuda attention --fwd-tiles 1|2|3, alternated
+        attention_ab_tables(sys.argv[2], "fwd_tiles", "forward tiles (queries x keys)", {1: "64 x 64", 2: "128 x 64", 3: "128 x 32"}, 1, 2)
+    elif sys.argv[1] == "--bwd-kernel":  # bench_cuda attention --bwd-kernel 1|2, alternated
+        attention_ab_tables(sys.argv[2], "bwd_kernel", "backward kernel", {1: "64 keys, 4 warps", 2: "128 keys, 8 warps, 2-D"}, 1, 2,
+                            "fwdbwd_ms")
+    elif sys.argv[1] == "--attn-builds":  # lines tagged "build": "old" | "new", alternated
+        attention_ab_tables(sys.argv[2], "build", "build", {"old": "old", "new": "new"}, "old", None, "fwdbwd_ms")
     else:
         main(*sys.argv[1:3])
