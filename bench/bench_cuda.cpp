@@ -8,8 +8,8 @@
 //       one layer's core on one sequence (fp32 entry points, as the model calls them): causal
 //       attention, full and windowed, vs the gated delta rule; forward and forward+backward ms
 //   bench_cuda gemm
-//       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores, what the
-//       ops use today) vs bf16 storage
+//       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores), bf16
+//       operands with fp32 output (what linear_fwd runs after rounding), bf16 storage, and the op
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5 (0: no training)] [--decode 64] [--recompute 0|1]
 //       [--mirror 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above 16k tokens; mirror 0:
 //       no bf16 weight copy, every GEMM rounds its weights, for A/B runs; graphs: decode steps as CUDA graphs, default
@@ -185,23 +185,27 @@ int gemm(std::map<std::string, std::string> a) {
     Buffer<uint16_t> xb = random_bf16(nx, 1), wb = random_bf16(nw, 2), yb(ops_cuda().mem, ny);
     cuda::from_bf16(x.data(), xb.data(), nx), cuda::from_bf16(w.data(), wb.data(), nw);
     const float alpha = 1, beta = 0;
-    auto run = [&](cudaDataType_t t, cublasComputeType_t c) {
+    // t: operand type; tc: output type (fp32 or bf16)
+    auto run = [&](cudaDataType_t t, cublasComputeType_t c, cudaDataType_t tc) {
       const void *A = t == CUDA_R_32F ? (const void*)w.data() : (const void*)wb.data();
       const void *B = t == CUDA_R_32F ? (const void*)x.data() : (const void*)xb.data();
-      void* C = t == CUDA_R_32F ? (void*)y.data() : (void*)yb.data();
+      void* C = tc == CUDA_R_32F ? (void*)y.data() : (void*)yb.data();
       return median_ms([&] {
-        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.O, sh.N, sh.I, &alpha, A, t, sh.I, B, t, sh.I, &beta, C, t, sh.O, c,
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.O, sh.N, sh.I, &alpha, A, t, sh.I, B, t, sh.I, &beta, C, tc, sh.O, c,
                      CUBLAS_GEMM_DEFAULT);
       }, reps);
     };
     const double fl = 2.0 * sh.N * sh.I * sh.O;
     cuda::set_gemm_precision("bf16");
     double tops = median_ms([&] { ops_cuda().linear_fwd(y.data(), x.data(), w.data(), nullptr, sh.N, sh.I, sh.O); }, reps);
-    double t32 = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_16BF), ttf = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32),
-           tbf = run(CUDA_R_16BF, CUBLAS_COMPUTE_32F);
+    double t32 = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_16BF, CUDA_R_32F),
+           ttf = run(CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, CUDA_R_32F), tbf = run(CUDA_R_16BF, CUBLAS_COMPUTE_32F, CUDA_R_16BF),
+           tmix = run(CUDA_R_16BF, CUBLAS_COMPUTE_32F, CUDA_R_32F);  // bf16 operands, fp32 output: linear_fwd's GEMM
     std::printf("{\"bench\":\"gemm\",\"shape\":\"%s\",\"N\":%d,\"I\":%d,\"O\":%d,\"fp32_fast16bf_tflops\":%.1f,"
-                "\"fp32_tf32_tflops\":%.1f,\"bf16_tflops\":%.1f,\"ops_linear_tflops\":%.1f}\n",
-                sh.what, sh.N, sh.I, sh.O, fl / t32 * 1e-9, fl / ttf * 1e-9, fl / tbf * 1e-9, fl / tops * 1e-9);
+                "\"fp32_tf32_tflops\":%.1f,\"bf16_tflops\":%.1f,\"bf16_in_fp32_out_tflops\":%.1f,"
+                "\"ops_linear_tflops\":%.1f}\n",
+                sh.what, sh.N, sh.I, sh.O, fl / t32 * 1e-9, fl / ttf * 1e-9, fl / tbf * 1e-9, fl / tmix * 1e-9,
+                fl / tops * 1e-9);
   }
   cublasDestroy(h);
   return 0;

@@ -10,7 +10,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
 
+#include "core/bf16.h"
 #include "models/transformer.h"
 #include "ops/ref/rwkv7.h"
 #include "ops/ref/generalized_delta_rule.h"
@@ -507,6 +509,31 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
   }
   cuda::set_attention_fwd_tiles(0);
   cuda::set_attention_bwd_kernel(0);
+}
+
+// fp32 <-> bf16 conversions (every GEMM's activation operand): bitwise the host's round-to-nearest-even
+// at any length (the 4-wide path and its tail) and any element offset (misaligned: one element a step)
+TEST(Cuda, Bf16ConversionsMatchHostRoundingAtAnyLengthAndOffset) {
+  SKIP_WITHOUT_GPU();
+  for (size_t n : {size_t(1), size_t(3), size_t(4), size_t(5), size_t(8), size_t(9), size_t(1023), size_t(4099)})
+    for (size_t off : {0, 1, 2, 3}) {
+      SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(off));
+      std::vector<float> x = randn(n + off, 7);
+      const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0x7f800000u, 0x80000000u, 0x00000001u};
+      for (size_t i = 0; i < std::size(special) && i < n; ++i) std::memcpy(&x[off + i], &special[i], 4);
+      auto x_ = up(x);
+      Buffer<uint16_t> h_(gpu().mem, n + off);
+      Buffer<float> y_(gpu().mem, n + off);
+      cuda::to_bf16(h_.data() + off, x_.data() + off, n);
+      cuda::from_bf16(y_.data() + off, h_.data() + off, n);
+      const std::vector<uint16_t> h = down(h_);
+      const std::vector<float> y = down(y_);
+      for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(h[off + i], bf16_round(x[off + i])) << "element " << i;
+        const float want = bf16_to_f32(h[off + i]);
+        ASSERT_EQ(std::memcmp(&y[off + i], &want, 4), 0) << "element " << i;
+      }
+    }
 }
 
 TEST(Cuda, Bf16AttentionEntryPointsMatchFp32) {
