@@ -239,8 +239,16 @@ constexpr int kSumBlocks = 1024;
 __global__ void sum_squares_k(double* partial, const float* x, size_t n) {
   __shared__ double sh[kThreads];
   double s = 0;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    s += double(x[i]) * x[i];
+  const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
+  size_t done = 0;
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {  // four elements a step (16-byte loads)
+    for (size_t i = tid; i < n / 4; i += stride) {
+      const float4 q = reinterpret_cast<const float4*>(x)[i];
+      s += double(q.x) * q.x, s += double(q.y) * q.y, s += double(q.z) * q.z, s += double(q.w) * q.w;
+    }
+    done = n / 4 * 4;
+  }
+  for (size_t i = done + tid; i < n; i += stride) s += double(x[i]) * x[i];
   sh[threadIdx.x] = s;
   __syncthreads();
   for (int o = blockDim.x / 2; o > 0; o >>= 1) {
@@ -249,18 +257,42 @@ __global__ void sum_squares_k(double* partial, const float* x, size_t n) {
   }
   if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
 }
+// One AdamW step of one element: updates p, m, v; returns the new p.
+__device__ __forceinline__ float adamw_elem(float& p, float g, float& m, float& v, bool decay, const AdamWStep& a) {
+  const float gi = g * a.grad_scale;
+  m = a.beta1 * m + (1.0f - a.beta1) * gi;
+  v = a.beta2 * v + (1.0f - a.beta2) * gi * gi;
+  const float mhat = m / a.bias_corr1, vhat = v / a.bias_corr2;
+  const float wd = decay ? a.weight_decay : 0.0f;
+  p = p - a.lr * (mhat / (sqrtf(vhat) + a.eps) + wd * p);
+  return p;
+}
+__device__ __forceinline__ bool aligned(const void* x, unsigned bytes) {
+  return reinterpret_cast<uintptr_t>(x) % bytes == 0;
+}
 // p16: the bf16 mirror of p (null when none), rewritten with the updated weights in the same pass.
+// Four elements a thread and step (16-byte accesses) when every pointer allows it, one otherwise.
 __global__ void adamw_k(float* p, __nv_bfloat16* p16, const float* g, float* m, float* v, const uint8_t* decay,
                         size_t n, AdamWStep a) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const float gi = g[i] * a.grad_scale;
-    float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
-    float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
-    m[i] = mi, v[i] = vi;
-    float mhat = mi / a.bias_corr1, vhat = vi / a.bias_corr2;
-    float wd = (!decay || decay[i]) ? a.weight_decay : 0.0f;
-    const float pi = p[i] - a.lr * (mhat / (sqrtf(vhat) + a.eps) + wd * p[i]);
-    p[i] = pi;
+  const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
+  size_t done = 0;
+  if (aligned(p, 16) && aligned(g, 16) && aligned(m, 16) && aligned(v, 16) && aligned(p16, 8) && aligned(decay, 4)) {
+    for (size_t i = tid; i < n / 4; i += stride) {
+      float4 P = reinterpret_cast<float4*>(p)[i], M = reinterpret_cast<float4*>(m)[i], V = reinterpret_cast<float4*>(v)[i];
+      const float4 G = reinterpret_cast<const float4*>(g)[i];
+      const uchar4 D = decay ? reinterpret_cast<const uchar4*>(decay)[i] : make_uchar4(1, 1, 1, 1);
+      adamw_elem(P.x, G.x, M.x, V.x, D.x, a), adamw_elem(P.y, G.y, M.y, V.y, D.y, a);
+      adamw_elem(P.z, G.z, M.z, V.z, D.z, a), adamw_elem(P.w, G.w, M.w, V.w, D.w, a);
+      reinterpret_cast<float4*>(p)[i] = P, reinterpret_cast<float4*>(m)[i] = M, reinterpret_cast<float4*>(v)[i] = V;
+      if (p16) {
+        __nv_bfloat162 lo = __floats2bfloat162_rn(P.x, P.y), hi = __floats2bfloat162_rn(P.z, P.w);
+        reinterpret_cast<uint2*>(p16)[i] = make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
+      }
+    }
+    done = n / 4 * 4;
+  }
+  for (size_t i = done + tid; i < n; i += stride) {
+    const float pi = adamw_elem(p[i], g[i], m[i], v[i], !decay || decay[i], a);
     if (p16) p16[i] = __float2bfloat16(pi);
   }
 }
@@ -268,13 +300,10 @@ __global__ void adamw_k(float* p, __nv_bfloat16* p16, const float* g, float* m, 
 // bf16 accesses) when both pointers allow it: the 2-byte stores of one element a thread left the
 // conversion well below the memory bandwidth, and every GEMM's activation operand goes through it.
 // The same rounding either way.
-__device__ __forceinline__ bool vec4_ok(const void* a, const void* b) {
-  return reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 8 == 0;
-}
 __global__ void to_bf16_k(__nv_bfloat16* d, const float* s, size_t n) {
   const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
   size_t done = 0;
-  if (vec4_ok(s, d)) {
+  if (aligned(s, 16) && aligned(d, 8)) {
     for (size_t i = tid; i < n / 4; i += stride) {
       const float4 v = reinterpret_cast<const float4*>(s)[i];
       __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
@@ -287,7 +316,7 @@ __global__ void to_bf16_k(__nv_bfloat16* d, const float* s, size_t n) {
 __global__ void from_bf16_k(float* d, const __nv_bfloat16* s, size_t n) {
   const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
   size_t done = 0;
-  if (vec4_ok(d, s)) {
+  if (aligned(d, 16) && aligned(s, 8)) {
     for (size_t i = tid; i < n / 4; i += stride) {
       const uint2 v = reinterpret_cast<const uint2*>(s)[i];
       reinterpret_cast<float4*>(d)[i] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
@@ -750,7 +779,7 @@ double sum_squares(const float* x, size_t n) {
   return s;
 }
 void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, size_t n, const AdamWStep& a) {
-  adamw_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(p, find_mirror(p, n, false), g, m, v, decay, n, a);
+  adamw_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(p, find_mirror(p, n, false), g, m, v, decay, n, a);
   SR_CUDA_LAUNCHED("adamw");
 }
 
