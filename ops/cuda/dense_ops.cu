@@ -150,21 +150,24 @@ void column_sum_accumulate(float* out, const float* dy, const float* x, const fl
 }
 
 // ---- RoPE (HF rotate-half), angles in fp64 like the reference ----
+// One thread per (token, rotary pair): the angle's sine and cosine (in double, as the reference) are
+// computed once and applied to every head of the token (they were computed once per head before:
+// the same doubles, so the same bits, at 1/H of the fp64 work).
 __global__ void rope_k(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta, float sign) {
   const int half = D / 2;
-  size_t total = size_t(N) * H * half;
+  const size_t total = size_t(N) * half;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    int m = int(i % half);
-    size_t nh = i / half;
-    int n = int(nh / H);
+    const int m = int(i % half), n = int(i / half);
     double a = double(pos[n]) * pow(double(theta), -2.0 * m / D);
     double sd, cd;
     sincos(a, &sd, &cd);
-    float c = float(cd), s = sign * float(sd);
-    size_t base = nh * D;
-    float x1 = x[base + m], x2 = x[base + m + half];
-    out[base + m] = x1 * c - x2 * s;
-    out[base + m + half] = x2 * c + x1 * s;
+    const float c = float(cd), s = sign * float(sd);
+    for (int h = 0; h < H; ++h) {
+      const size_t base = (size_t(n) * H + h) * D;
+      const float x1 = x[base + m], x2 = x[base + m + half];
+      out[base + m] = x1 * c - x2 * s;
+      out[base + m + half] = x2 * c + x1 * s;
+    }
   }
 }
 
@@ -717,11 +720,11 @@ void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float*
   if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
 }
 void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta) {
-  rope_k<<<blocks_for(size_t(N) * H * (D / 2), kThreads), kThreads, 0, stream()>>>(out, x, pos, N, H, D, theta, 1.0f);
+  rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(out, x, pos, N, H, D, theta, 1.0f);
   SR_CUDA_LAUNCHED("rope_fwd");
 }
 void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta) {
-  rope_k<<<blocks_for(size_t(N) * H * (D / 2), kThreads), kThreads, 0, stream()>>>(dx, dout, pos, N, H, D, theta, -1.0f);
+  rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(dx, dout, pos, N, H, D, theta, -1.0f);
   SR_CUDA_LAUNCHED("rope_bwd");
 }
 void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
