@@ -366,6 +366,50 @@ __global__ void attn_delta_kernel(float* delta, const T* dout, const T* out, Att
   if (lane == 0) delta[(size_t(b) * s.Hq + h) * s.Tq + i] = acc;
 }
 
+// A backward block's place and work (both backward kernels). Grid: (key tiles of KN, kv heads [x the
+// group size when head_split], batch); head_split: one block per (key tile, query head) instead of
+// per kv head, so a GQA model with few kv heads still fills the GPU, and the group's dK/dV partial
+// sums meet in fp32 atomics. The block visits the QM-query tiles that see any of its keys
+// (positions j0 .. j0 + KN - 1 + W - 1), for every query head of the kv group (or the one, g_first,
+// when head_split): iteration t -> (query head h, first query i0). load() starts loading tile t (Q
+// and dO [QM][DP + 8] bf16, then lse and delta) into one stage of shared memory as one cp.async group.
+template <int DP, int KN, int QM>
+struct BwdTiles {
+  int j0, kh, b, G, g_first, ibeg, tiles_per_head, ntiles;
+  __device__ BwdTiles(const AttnShape& s, bool head_split) : G(s.Hq / s.Hkv) {
+    const int split = head_split ? G : 1;
+    j0 = blockIdx.x * KN, kh = blockIdx.y / split, b = blockIdx.z;
+    g_first = head_split ? blockIdx.y % split : 0;
+    const int off = s.Tk - s.Tq;
+    ibeg = max(0, j0 - off) / QM * QM;
+    const int iend = s.window > 0 ? min(s.Tq, j0 + KN - 1 + s.window - 1 - off + 1) : s.Tq;
+    tiles_per_head = iend > ibeg ? (iend - ibeg + QM - 1) / QM : 0;
+    ntiles = tiles_per_head * (head_split ? 1 : G);
+  }
+  __device__ void tile(int t, int& h, int& i0) const {
+    h = kh * G + g_first + t / tiles_per_head, i0 = ibeg + (t % tiles_per_head) * QM;
+  }
+  __device__ void load(int t, bf16* sQO_stage, float* sLD_stage, const bf16* q, const bf16* dout, const float* lse,
+                       const float* delta, const AttnShape& s) const {
+    int h, i0;
+    tile(t, h, i0);
+    const int nq = min(QM, s.Tq - i0);
+    const size_t ldq = size_t(s.Hq) * s.D, row = (size_t(b) * s.Tq + i0) * ldq + size_t(h) * s.D;
+    load_tile<DP>(sQO_stage, q + row, QM, nq, ldq, s.D);
+    load_tile<DP>(sQO_stage + QM * (DP + 8), dout + row, QM, nq, ldq, s.D);
+    load_lse_delta(sLD_stage, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, QM, nq);
+    cp_async_commit();
+  }
+};
+// Starts loading the block's K and V rows j0 .. j0 + KN - 1 (zeros beyond Tk) into [KN][DP + 8] tiles.
+template <int DP, int KN>
+__device__ void load_kv_block(bf16* sK, bf16* sV, const bf16* k, const bf16* v, const AttnShape& s, int b, int kh,
+                              int j0) {
+  const size_t ldk = size_t(s.Hkv) * s.D, row = (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * s.D;
+  load_tile<DP>(sK, k + row, KN, min(KN, s.Tk - j0), ldk, s.D);
+  load_tile<DP>(sV, v + row, KN, min(KN, s.Tk - j0), ldk, s.D);
+}
+
 template <class TO, int DP>
 __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk,
                                                              TO* __restrict__ dv, const bf16* __restrict__ dout,
@@ -381,38 +425,17 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   bf16* sS = sQO + 2 * 2 * kBwdM * SP;         // dS^T tile [keys][queries]
   float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse, delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  // head_split: one block per (key tile, query head) instead of per kv head, so a GQA model with few
-  // kv heads still fills the GPU; the group's dK/dV partial sums then meet in fp32 atomics.
-  const int split = head_split ? s.Hq / s.Hkv : 1;
-  const int j0 = blockIdx.x * kBwdN, kh = blockIdx.y / split, b = blockIdx.z;
-  const int g_first = head_split ? blockIdx.y % split : 0;
-  const int G = s.Hq / s.Hkv, D = s.D, W = s.window, off = s.Tk - s.Tq;
+  const BwdTiles<DP, kBwdN, kBwdM> tiles(s, head_split);
+  const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
+  const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const float sl2 = s.scale * kLog2e;
-
-  // query tiles that see any key of this tile: positions in [j0, j0 + kBwdN - 1 + W - 1]
-  const int ibeg = max(0, j0 - off) / kBwdM * kBwdM;
-  const int iend = W > 0 ? min(s.Tq, j0 + kBwdN - 1 + W - 1 - off + 1) : s.Tq;
-  const int tiles_per_head = iend > ibeg ? (iend - ibeg + kBwdM - 1) / kBwdM : 0;
-  const int ntiles = tiles_per_head * (head_split ? 1 : G);
+  const int ntiles = tiles.ntiles;
   const int krow0 = j0 + warp * 16 + g;  // this thread's key rows: krow0 and krow0 + 8
-  // iteration t -> (query head, first query of the tile)
-  auto tile = [&](int t, int& h, int& i0) {
-    h = kh * G + g_first + t / tiles_per_head, i0 = ibeg + (t % tiles_per_head) * kBwdM;
-  };
   auto load_q = [&](int t, int stage) {
-    int h, i0;
-    tile(t, h, i0);
-    const int nq = min(kBwdM, s.Tq - i0);
-    bf16* sQ = sQO + stage * 2 * kBwdM * SP;
-    load_tile<DP>(sQ, q + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
-    load_tile<DP>(sQ + kBwdM * SP, dout + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kBwdM, nq, ldq, D);
-    load_lse_delta(sLD + stage * 2 * kBwdM, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, kBwdM, nq);
-    cp_async_commit();
+    tiles.load(t, sQO + stage * 2 * kBwdM * SP, sLD + stage * 2 * kBwdM, q, dout, lse, delta, s);
   };
-
-  load_tile<DP>(sK, k + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
-  load_tile<DP>(sV, v + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kBwdN, min(kBwdN, s.Tk - j0), ldk, D);
+  load_kv_block<DP, kBwdN>(sK, sV, k, v, s, b, kh, j0);
   if (ntiles > 0) load_q(0, 0);
   else cp_async_commit();
 
@@ -424,7 +447,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
 
   for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1) {
     int h, i0;
-    tile(t, h, i0);
+    tiles.tile(t, h, i0);
     cp_async_wait_all();
     __syncthreads();  // tile t visible; all warps done with tile t-1 (its stage and dS)
     if (t + 1 < ntiles) load_q(t + 1, stage ^ 1);
@@ -589,34 +612,16 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   const int wm = warp / 4, wn = warp % 4;  // S/dP: query rows wm*32, key cols wn*32; dQ: dims wn*DP/4
   const int wk = warp % 4, wd = warp / 4;  // dK/dV: key rows wk*32, dims wd*DP/2
-  const int split = head_split ? s.Hq / s.Hkv : 1;
-  const int j0 = blockIdx.x * kB2N, kh = blockIdx.y / split, b = blockIdx.z;
-  const int g_first = head_split ? blockIdx.y % split : 0;
-  const int G = s.Hq / s.Hkv, D = s.D, W = s.window, off = s.Tk - s.Tq;
+  const BwdTiles<DP, kB2N, kB2M> tiles(s, head_split);
+  const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
+  const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const float sl2 = s.scale * kLog2e;
-
-  // query tiles that see any key of this block: positions in [j0, j0 + kB2N - 1 + W - 1]
-  const int ibeg = max(0, j0 - off) / kB2M * kB2M;
-  const int iend = W > 0 ? min(s.Tq, j0 + kB2N - 1 + W - 1 - off + 1) : s.Tq;
-  const int tiles_per_head = iend > ibeg ? (iend - ibeg + kB2M - 1) / kB2M : 0;
-  const int ntiles = tiles_per_head * (head_split ? 1 : G);
-  auto tile = [&](int t, int& h, int& i0) {
-    h = kh * G + g_first + t / tiles_per_head, i0 = ibeg + (t % tiles_per_head) * kB2M;
-  };
+  const int ntiles = tiles.ntiles;
   auto load_q = [&](int t, int stage) {
-    int h, i0;
-    tile(t, h, i0);
-    const int nq = min(kB2M, s.Tq - i0);
-    bf16* sQ = sQO + stage * 2 * kB2M * SP;
-    load_tile<DP>(sQ, q + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kB2M, nq, ldq, D);
-    load_tile<DP>(sQ + kB2M * SP, dout + (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D, kB2M, nq, ldq, D);
-    load_lse_delta(sLD + stage * 2 * kB2M, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, kB2M, nq);
-    cp_async_commit();
+    tiles.load(t, sQO + stage * 2 * kB2M * SP, sLD + stage * 2 * kB2M, q, dout, lse, delta, s);
   };
-
-  load_tile<DP>(sK, k + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kB2N, min(kB2N, s.Tk - j0), ldk, D);
-  load_tile<DP>(sV, v + (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D, kB2N, min(kB2N, s.Tk - j0), ldk, D);
+  load_kv_block<DP, kB2N>(sK, sV, k, v, s, b, kh, j0);
   if (ntiles > 0) load_q(0, 0);
   else cp_async_commit();
 
@@ -630,7 +635,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
 
   for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1) {
     int h, i0;
-    tile(t, h, i0);
+    tiles.tile(t, h, i0);
     cp_async_wait_all();
     __syncthreads();  // tile t visible; every warp done with tile t-1 (its stage, P and dS)
     if (t + 1 < ntiles) load_q(t + 1, stage ^ 1);
