@@ -16,7 +16,6 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/cuda_common.cuh"
@@ -161,6 +160,12 @@ __device__ __forceinline__ void atomic_add2(float* dst, float x, float y, bool a
   atomicAdd(dst + 1, y);
 }
 
+// row[c] += x, row[c + 1] += y (fp32 atomics) for the columns below D; c is even, so the pair is
+// 8-byte aligned whenever D is even
+__device__ __forceinline__ void atomic_add_pair(float* row, int c, int D, float x, float y) {
+  if (c + 1 < D) atomic_add2(row + c, x, y, D % 2 == 0);
+  else if (c < D) atomicAdd(row + c, x);
+}
 // dK/dV elements (c, c + 1) of one key row: stored, or added with fp32 atomics into zeroed outputs
 // when the blocks split a kv group's query heads (head_split)
 template <class TO>
@@ -168,12 +173,8 @@ __device__ __forceinline__ void store_dkv(TO* dkr, TO* dvr, int c, int D, float 
                                           bool head_split) {
   if constexpr (sizeof(TO) == 4) {
     if (head_split) {
-      if (c + 1 < D) {
-        atomic_add2(dkr + c, k0, k1, D % 2 == 0);
-        atomic_add2(dvr + c, v0, v1, D % 2 == 0);
-      } else if (c < D) {
-        atomicAdd(dkr + c, k0), atomicAdd(dvr + c, v0);
-      }
+      atomic_add_pair(dkr, c, D, k0, k1);
+      atomic_add_pair(dvr, c, D, v0, v1);
       return;
     }
   }
@@ -530,18 +531,14 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
         ldsm_x4_t(a, sS + (ks * 16 + lane % 8 + (lane / 16) * 8) * SPS + warp * 16 + ((lane / 8) % 2) * 8);
         mma_a_rows(acc, a, sK, ks * 16, SP, lane);
       }
-      const bool pairs = D % 2 == 0;  // then every (c, c + 1) pair below is 8-byte aligned
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int i = i0 + warp * 16 + g + r * 8;
         if (i >= s.Tq) continue;
         float* dqr = dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
 #pragma unroll
-        for (int nt = 0; nt < ND; ++nt) {
-          const int c = nt * 8 + tig * 2;
-          if (c + 1 < D) atomic_add2(dqr + c, acc[nt][2 * r] * s.scale, acc[nt][2 * r + 1] * s.scale, pairs);
-          else if (c < D) atomicAdd(dqr + c, acc[nt][2 * r] * s.scale);
-        }
+        for (int nt = 0; nt < ND; ++nt)
+          atomic_add_pair(dqr, nt * 8 + tig * 2, D, acc[nt][2 * r] * s.scale, acc[nt][2 * r + 1] * s.scale);
       }
     } else {  // DP = 256: ND accumulators per thread would spill; warp w takes d-tiles w, w+4, ...
       for (int nt = warp; nt < ND; nt += kWarps) {
@@ -725,7 +722,6 @@ __global__ void __launch_bounds__(kB2Threads, 1)
         for (int mt = 0; mt < 2; ++mt) ldsm_x4(a[mt], sdS + (wm * 32 + mt * 16 + lane % 16) * SPP + ks * 16 + (lane / 16) * 8);
         mma_a_rows_mt<NQ, 2>(acc, a, sK + wn * (DP / 4), ks * 16, SP, lane);
       }
-      const bool pairs = D % 2 == 0;  // then every (c, c + 1) pair below is 8-byte aligned
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -734,11 +730,9 @@ __global__ void __launch_bounds__(kB2Threads, 1)
           if (i >= s.Tq) continue;
           float* dqr = dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
 #pragma unroll
-          for (int nt = 0; nt < NQ; ++nt) {
-            const int c = wn * (DP / 4) + nt * 8 + tig * 2;
-            if (c + 1 < D) atomic_add2(dqr + c, acc[mt][nt][2 * r] * s.scale, acc[mt][nt][2 * r + 1] * s.scale, pairs);
-            else if (c < D) atomicAdd(dqr + c, acc[mt][nt][2 * r] * s.scale);
-          }
+          for (int nt = 0; nt < NQ; ++nt)
+            atomic_add_pair(dqr, wn * (DP / 4) + nt * 8 + tig * 2, D, acc[mt][nt][2 * r] * s.scale,
+                            acc[mt][nt][2 * r + 1] * s.scale);
         }
     }
   }

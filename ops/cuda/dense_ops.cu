@@ -238,20 +238,38 @@ __global__ void bias_add_k(float* out, const float* b, size_t rows, int O) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < rows * O; i += size_t(gridDim.x) * blockDim.x)
     out[i] += b[i % O];
 }
+__device__ __forceinline__ bool aligned(const void* x, unsigned bytes) {
+  return reinterpret_cast<uintptr_t>(x) % bytes == 0;
+}
+// A grid-stride loop over n elements, four at a time when `vec` (the caller's pointers allow 16-byte
+// fp32 accesses): four(i) handles elements 4i .. 4i + 3, one(i) element i (misaligned pointers, the
+// tail).
+template <class Four, class One>
+__device__ __forceinline__ void grid_stride4(size_t n, bool vec, Four four, One one) {
+  const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
+  size_t done = 0;
+  if (vec) {
+    for (size_t i = tid; i < n / 4; i += stride) four(i);
+    done = n / 4 * 4;
+  }
+  for (size_t i = done + tid; i < n; i += stride) one(i);
+}
+// Four floats rounded to bf16 (nearest even), packed as 8 bytes.
+__device__ __forceinline__ uint2 pack4_bf16(float4 v) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
+}
 constexpr int kSumBlocks = 1024;
 __global__ void sum_squares_k(double* partial, const float* x, size_t n) {
   __shared__ double sh[kThreads];
   double s = 0;
-  const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
-  size_t done = 0;
-  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {  // four elements a step (16-byte loads)
-    for (size_t i = tid; i < n / 4; i += stride) {
-      const float4 q = reinterpret_cast<const float4*>(x)[i];
-      s += double(q.x) * q.x, s += double(q.y) * q.y, s += double(q.z) * q.z, s += double(q.w) * q.w;
-    }
-    done = n / 4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) s += double(x[i]) * x[i];
+  grid_stride4(
+      n, aligned(x, 16),
+      [&](size_t i) {
+        const float4 q = reinterpret_cast<const float4*>(x)[i];
+        s += double(q.x) * q.x, s += double(q.y) * q.y, s += double(q.z) * q.z, s += double(q.w) * q.w;
+      },
+      [&](size_t i) { s += double(x[i]) * x[i]; });
   sh[threadIdx.x] = s;
   __syncthreads();
   for (int o = blockDim.x / 2; o > 0; o >>= 1) {
@@ -270,64 +288,45 @@ __device__ __forceinline__ float adamw_elem(float& p, float g, float& m, float& 
   p = p - a.lr * (mhat / (sqrtf(vhat) + a.eps) + wd * p);
   return p;
 }
-__device__ __forceinline__ bool aligned(const void* x, unsigned bytes) {
-  return reinterpret_cast<uintptr_t>(x) % bytes == 0;
-}
 // p16: the bf16 mirror of p (null when none), rewritten with the updated weights in the same pass.
 // Four elements a thread and step (16-byte accesses) when every pointer allows it, one otherwise.
 __global__ void adamw_k(float* p, __nv_bfloat16* p16, const float* g, float* m, float* v, const uint8_t* decay,
                         size_t n, AdamWStep a) {
-  const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
-  size_t done = 0;
-  if (aligned(p, 16) && aligned(g, 16) && aligned(m, 16) && aligned(v, 16) && aligned(p16, 8) && aligned(decay, 4)) {
-    for (size_t i = tid; i < n / 4; i += stride) {
-      float4 P = reinterpret_cast<float4*>(p)[i], M = reinterpret_cast<float4*>(m)[i], V = reinterpret_cast<float4*>(v)[i];
-      const float4 G = reinterpret_cast<const float4*>(g)[i];
-      const uchar4 D = decay ? reinterpret_cast<const uchar4*>(decay)[i] : make_uchar4(1, 1, 1, 1);
-      adamw_elem(P.x, G.x, M.x, V.x, D.x, a), adamw_elem(P.y, G.y, M.y, V.y, D.y, a);
-      adamw_elem(P.z, G.z, M.z, V.z, D.z, a), adamw_elem(P.w, G.w, M.w, V.w, D.w, a);
-      reinterpret_cast<float4*>(p)[i] = P, reinterpret_cast<float4*>(m)[i] = M, reinterpret_cast<float4*>(v)[i] = V;
-      if (p16) {
-        __nv_bfloat162 lo = __floats2bfloat162_rn(P.x, P.y), hi = __floats2bfloat162_rn(P.z, P.w);
-        reinterpret_cast<uint2*>(p16)[i] = make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
-      }
-    }
-    done = n / 4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) {
-    const float pi = adamw_elem(p[i], g[i], m[i], v[i], !decay || decay[i], a);
-    if (p16) p16[i] = __float2bfloat16(pi);
-  }
+  grid_stride4(
+      n, aligned(p, 16) && aligned(g, 16) && aligned(m, 16) && aligned(v, 16) && aligned(p16, 8) && aligned(decay, 4),
+      [&](size_t i) {
+        float4 P = reinterpret_cast<float4*>(p)[i], M = reinterpret_cast<float4*>(m)[i], V = reinterpret_cast<float4*>(v)[i];
+        const float4 G = reinterpret_cast<const float4*>(g)[i];
+        const uchar4 D = decay ? reinterpret_cast<const uchar4*>(decay)[i] : make_uchar4(1, 1, 1, 1);
+        adamw_elem(P.x, G.x, M.x, V.x, D.x, a), adamw_elem(P.y, G.y, M.y, V.y, D.y, a);
+        adamw_elem(P.z, G.z, M.z, V.z, D.z, a), adamw_elem(P.w, G.w, M.w, V.w, D.w, a);
+        reinterpret_cast<float4*>(p)[i] = P, reinterpret_cast<float4*>(m)[i] = M, reinterpret_cast<float4*>(v)[i] = V;
+        if (p16) reinterpret_cast<uint2*>(p16)[i] = pack4_bf16(P);
+      },
+      [&](size_t i) {
+        const float pi = adamw_elem(p[i], g[i], m[i], v[i], !decay || decay[i], a);
+        if (p16) p16[i] = __float2bfloat16(pi);
+      });
 }
 // fp32 <-> bf16 (round to nearest even). Four elements a thread and step (16-byte fp32 and 8-byte
 // bf16 accesses) when both pointers allow it: the 2-byte stores of one element a thread left the
 // conversion well below the memory bandwidth, and every GEMM's activation operand goes through it.
 // The same rounding either way.
 __global__ void to_bf16_k(__nv_bfloat16* d, const float* s, size_t n) {
-  const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
-  size_t done = 0;
-  if (aligned(s, 16) && aligned(d, 8)) {
-    for (size_t i = tid; i < n / 4; i += stride) {
-      const float4 v = reinterpret_cast<const float4*>(s)[i];
-      __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-      reinterpret_cast<uint2*>(d)[i] = make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
-    }
-    done = n / 4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) d[i] = __float2bfloat16(s[i]);
+  grid_stride4(
+      n, aligned(s, 16) && aligned(d, 8),
+      [&](size_t i) { reinterpret_cast<uint2*>(d)[i] = pack4_bf16(reinterpret_cast<const float4*>(s)[i]); },
+      [&](size_t i) { d[i] = __float2bfloat16(s[i]); });
 }
 __global__ void from_bf16_k(float* d, const __nv_bfloat16* s, size_t n) {
-  const size_t tid = blockIdx.x * size_t(blockDim.x) + threadIdx.x, stride = size_t(gridDim.x) * blockDim.x;
-  size_t done = 0;
-  if (aligned(d, 16) && aligned(s, 8)) {
-    for (size_t i = tid; i < n / 4; i += stride) {
-      const uint2 v = reinterpret_cast<const uint2*>(s)[i];
-      reinterpret_cast<float4*>(d)[i] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
-                                                    __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
-    }
-    done = n / 4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) d[i] = __bfloat162float(s[i]);
+  grid_stride4(
+      n, aligned(d, 16) && aligned(s, 8),
+      [&](size_t i) {
+        const uint2 v = reinterpret_cast<const uint2*>(s)[i];  // bf16 = the upper half of an fp32
+        reinterpret_cast<float4*>(d)[i] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                                                      __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+      },
+      [&](size_t i) { d[i] = __bfloat162float(s[i]); });
 }
 
 // ---- cuBLAS ----
