@@ -264,7 +264,7 @@ void Rwkv7::backward(float loss_scale) {
     ops_->xent_bwd(W.dlogits.data(), A.logits.data(), A.lse_x.data() + r0, A.targets.data() + r0, W.g.data() + r0,
                    rows, V);
     ops_->linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
-                     P + off_lm_head_, rows, C, V);
+                     P + off_lm_head_, rows, C, V, false);
   }
   ops_->layernorm_bwd(dx, G + off_norm_, G + off_norm_ + C, dh, A.res.data() + size_t(L) * NC, P + off_norm_,
                       A.mf.data(), A.rf.data(), N, 1, C);
@@ -286,14 +286,14 @@ void Rwkv7::backward(float loss_scale) {
     }
     LayerParams w = layer(P, l), gw = layer(G, l);
     // ---- channel mix: out = xmid + W_value relu^2(W_key fx) ----
-    ops_->linear_bwd(dF, gw.fval, nullptr, dx, t.fact, w.fval, N, F, C);
+    ops_->linear_bwd(dF, gw.fval, nullptr, dx, t.fact, w.fval, N, F, C, false);
     ops_->act_bwd(dF, dF, t.fpre, size_t(N) * F, 2);
-    ops_->linear_bwd(dtmp, gw.fkey, nullptr, dF, t.fx, w.fkey, N, C, F);
+    ops_->linear_bwd(dtmp, gw.fkey, nullptr, dF, t.fx, w.fkey, N, C, F, false);
     ops_->token_shift_bwd(dh, gw.ffn_mu, dtmp, t.h2, nullptr, w.ffn_mu, B, T, C, 1);
     ops_->layernorm_bwd(dtmp, gw.ln2_w, gw.ln2_b, dh, t.xmid, w.ln2_w, t.m2, t.r2, N, 1, C);
     ops_->add(dx, dx, dtmp, NC);  // dx = d(xmid)
     // ---- time mix: xmid = x + W_o o ----
-    ops_->linear_bwd(dout, gw.wo, nullptr, dx, t.o, w.wo, N, C, C);
+    ops_->linear_bwd(dout, gw.wo, nullptr, dx, t.o, w.wo, N, C, C, false);
     ops_->rwkv7_out_bwd(dyn, dr2, dk2, dv2, gw.rk, dg, dout, t.yn, t.r, t.kmod, t.vmod, w.rk, t.g, N, H, D);
     ops_->layernorm_bwd(dy, gw.gn_w, gw.gn_b, dyn, t.y, w.gn_w, t.gm, t.gr, N, H, D);
     A.state.zero();
@@ -308,22 +308,21 @@ void Rwkv7::backward(float loss_scale) {
           *dxg = dmix + 5 * NC;
     const float *xr = t.mix, *xw = t.mix + NC, *xk = t.mix + 2 * NC, *xv = t.mix + 3 * NC, *xa = t.mix + 4 * NC,
                 *xg = t.mix + 5 * NC;
-    ops_->linear_bwd(dxr, gw.wr, nullptr, dr, xr, w.wr, N, C, C);
-    ops_->linear_bwd(dxk, gw.wk, nullptr, dk, xk, w.wk, N, C, C);
-    ops_->linear_bwd(dxv, gw.wv, nullptr, dv, xv, w.wv, N, C, C);
-    ops_->linear_bwd(dwh, gw.w2, gw.w0, dwl, t.wha, w.w2, N, rw, C);
+    ops_->linear_bwd(dxr, gw.wr, nullptr, dr, xr, w.wr, N, C, C, false);
+    ops_->linear_bwd(dxk, gw.wk, nullptr, dk, xk, w.wk, N, C, C, false);
+    ops_->linear_bwd(dxv, gw.wv, nullptr, dv, xv, w.wv, N, C, C, false);
+    ops_->linear_bwd(dwh, gw.w2, gw.w0, dwl, t.wha, w.w2, N, rw, C, false);
     ops_->act_bwd(dwh, dwh, t.whp, size_t(N) * rw, 0);
-    ops_->linear_bwd(dxw, gw.w1, nullptr, dwh, xw, w.w1, N, C, rw);
-    ops_->linear_bwd(dah, gw.a2, gw.a0, dal, t.ah, w.a2, N, ra, C);
-    ops_->linear_bwd(dxa, gw.a1, nullptr, dah, xa, w.a1, N, C, ra);
+    ops_->linear_bwd(dxw, gw.w1, nullptr, dwh, xw, w.w1, N, C, rw, false);
+    ops_->linear_bwd(dah, gw.a2, gw.a0, dal, t.ah, w.a2, N, ra, C, false);
+    ops_->linear_bwd(dxa, gw.a1, nullptr, dah, xa, w.a1, N, C, ra, false);
     if (l > 0) {
-      ops_->linear_bwd(dvh, gw.v2, gw.v0, dvl, t.vh, w.v2, N, rv, C);
-      ops_->linear_bwd(dtmp, gw.v1, nullptr, dvh, xv, w.v1, N, C, rv);
-      ops_->add(dxv, dxv, dtmp, NC);
+      ops_->linear_bwd(dvh, gw.v2, gw.v0, dvl, t.vh, w.v2, N, rv, C, false);
+      ops_->linear_bwd(dxv, gw.v1, nullptr, dvh, xv, w.v1, N, C, rv, true);
     }
-    ops_->linear_bwd(dgh, gw.g2, nullptr, dg, t.ga, w.g2, N, rg, C);
+    ops_->linear_bwd(dgh, gw.g2, nullptr, dg, t.ga, w.g2, N, rg, C, false);
     ops_->act_bwd(dgh, dgh, t.gp, size_t(N) * rg, 1);
-    ops_->linear_bwd(dxg, gw.g1, nullptr, dgh, xg, w.g1, N, C, rg);
+    ops_->linear_bwd(dxg, gw.g1, nullptr, dgh, xg, w.g1, N, C, rg, false);
     ops_->token_shift_bwd(dh, gw.mu, dmix, t.h1, nullptr, w.mu, B, T, C, 6);
     ops_->layernorm_bwd(dtmp, gw.ln1_w, gw.ln1_b, dh, x, w.ln1_w, t.m1, t.r1, N, 1, C);
     ops_->add(dx, dx, dtmp, NC);  // dx = d(x) of layer l

@@ -1,5 +1,6 @@
 #include "models/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -232,7 +233,7 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
 
 // out[N,C] = down(silu(gate h2) * up h2); g,u,a [N,F] kept for backward.
 void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a,
-                              float* out, bool cached) const {
+                              float* out, bool cached, bool keep_a) const {
   const int C = cfg_.hidden_size, F = cfg_.intermediate_size;
   const bool adjacent = w.wu == w.wg + size_t(F) * C;  // [wg; wu]: one [2F, C] block
   if (N == 1 && cached && adjacent && linear_swiglu(a, h2, w.wg, 1, C, F)) {  // decode: one fused op
@@ -246,13 +247,25 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
     linear(u, h2, w.wu, nullptr, N, C, F, cached);
   }
   ops_->swiglu_fwd(a, g, u, N, F);
+  if (keep_a) keep_bf16(a, size_t(N) * F);
   linear(out, a, w.wd, nullptr, N, F, C, cached);
+}
+
+void Transformer::keep_bf16(const float* x, size_t n) const {
+  if (!ops_->mirror_activation || act_.N < 64) return;  // below 64 rows GEMMs keep fp32 operands
+  ops_->mirror_activation(x, n);
+  if (std::find(bf16_kept_.begin(), bf16_kept_.end(), x) == bf16_kept_.end()) bf16_kept_.push_back(x);
+}
+void Transformer::drop_bf16_activations() const {
+  for (const float* x : bf16_kept_) ops_->mirror_activation(x, 0);
+  bf16_kept_.clear();
 }
 
 float Transformer::forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) {
   const int N = B * T, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size, L = cfg_.num_layers;
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
   check_ids(ids, targets, N, "forward");
+  drop_bf16_activations();  // the buffers below are rewritten (or reallocated)
   refresh_norms();
   B_ = B, T_ = T;
   Activations& A = act_;
@@ -288,6 +301,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   for (int l = 0; l < L; ++l) layer_forward(l, recompute_ ? 0 : l, true);
   ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, nw(P + off_norm_), N, C,
                     cfg_.rms_norm_eps);
+  keep_bf16(A.hf.data(), size_t(N) * C);
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
   return reduce_loss(A.loss.to_vector(), targets, weights, N);
 }
@@ -327,6 +341,7 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
   const float* x = A.res.data() + size_t(l) * N * C;
   float* tmp = A.tmp.data();
   ops_->rmsnorm_fwd(t.h1, t.rstd1, x, nw(w.ln1), N, C, cfg_.rms_norm_eps);
+  keep_bf16(t.h1, size_t(N) * C);
   if (cfg_.is_linear(l)) {
     A.gdn_state.zero();  // each training sequence starts from an empty state
     gdn_forward(w, gdn_acts(slot), t.h1, B_, T_, nullptr, A.gdn_state.data(), tmp);
@@ -341,11 +356,13 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
       ops_->mul(x2.attg, x2.attg, t.att, size_t(N) * qd);
       o_in = x2.attg;
     }
+    keep_bf16(o_in, size_t(N) * qd);
     ops_->linear_fwd(tmp, o_in, w.wo, nullptr, N, qd, C);
   }
   ops_->add(t.xmid, x, tmp, size_t(N) * C);
   ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, nw(w.ln2), N, C, cfg_.rms_norm_eps);
-  mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp);
+  keep_bf16(t.h2, size_t(N) * C);
+  mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp, false, true);
   if (write_out) ops_->add(A.res.data() + size_t(l + 1) * N * C, t.xmid, tmp, size_t(N) * C);
 }
 
@@ -426,11 +443,11 @@ void Transformer::backward(float loss_scale) {
   SR_ASSERT(N > 0, "backward() without forward()");
   Workspace& W = work_;  // grow-only gradient buffers, reused across steps
   fit(W.g, N), fit(W.dlogits, size_t(A.logit_rows) * V), fit(W.dx, size_t(N) * C), fit(W.dh, size_t(N) * C);
-  fit(W.dtmp, size_t(N) * C), fit(W.dF1, size_t(N) * F), fit(W.dF2, size_t(N) * F), fit(W.dF3, size_t(N) * F);
+  fit(W.dF1, size_t(N) * F), fit(W.dF2, size_t(N) * F), fit(W.dF3, size_t(N) * F);
   fit(W.dq, size_t(N) * qd), fit(W.dk, size_t(N) * kvd), fit(W.dv, size_t(N) * kvd), fit(W.datt, size_t(N) * qd);
   upload_loss_grad(W.g, A.host_weights, loss_scale);
   float *P = backend_params(), *G = grads();
-  float *dx = W.dx.data(), *dh = W.dh.data(), *dtmp = W.dtmp.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
+  float *dx = W.dx.data(), *dh = W.dh.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
         *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
   // LM head + cross-entropy, chunk by chunk (logits recomputed when they were not kept whole).
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
@@ -439,9 +456,9 @@ void Transformer::backward(float loss_scale) {
     ops_->xent_bwd(W.dlogits.data(), A.logits.data(), A.lse_x.data() + r0, A.targets.data() + r0, W.g.data() + r0,
                    rows, V);
     ops_->linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
-                     lm_head(P), rows, C, V);
+                     lm_head(P), rows, C, V, false);
   }
-  ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, nw(P + off_norm_), A.rstdf.data(), N, C);
+  ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, nw(P + off_norm_), A.rstdf.data(), N, C, false);
   for (int l = L - 1; l >= 0; --l) {
     const int slot = recompute_ ? 0 : l;
     if (recompute_) layer_forward(l, slot, false);
@@ -451,17 +468,14 @@ void Transformer::backward(float loss_scale) {
     const float *h1 = t.h1, *h2 = t.h2, *q = t.q, *k = t.k, *v = t.v, *att = t.att, *xmid = t.xmid;
     const float *ga = t.g, *ua = t.u, *aa = t.a;
     // out = xmid + down(a): dx is d(out); d(xmid) accumulates dx + norm path
-    ops_->linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C);  // da
+    ops_->linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C, false);  // da
     ops_->swiglu_bwd(dF2, dF3, dF1, ga, ua, N, F);                 // dgate, dup
-    ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F);
-    ops_->linear_bwd(dtmp, gw.wu, nullptr, dF3, h2, w.wu, N, C, F);
-    ops_->add(dh, dh, dtmp, size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp, gw.ln2, dh, xmid, nw(w.ln2), t.rstd2, N, C);
-    ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(xmid)
+    ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F, false);
+    ops_->linear_bwd(dh, gw.wu, nullptr, dF3, h2, w.wu, N, C, F, true);  // dh += d(up path)
+    ops_->rmsnorm_bwd(dx, gw.ln2, dh, xmid, nw(w.ln2), t.rstd2, N, C, true);  // dx is now d(xmid)
     if (cfg_.is_linear(l)) {
-      gdn_backward(w, gw, gdn_acts(slot), h1, dx, dh, dtmp);
-      ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, nw(w.ln1), t.rstd1, N, C);
-      ops_->add(dx, dx, dtmp, size_t(N) * C);
+      gdn_backward(w, gw, gdn_acts(slot), h1, dx, dh);
+      ops_->rmsnorm_bwd(dx, gw.ln1, dh, x, nw(w.ln1), t.rstd1, N, C, true);
       continue;
     }
     // xmid = x + o_proj(att), att gated by sigmoid(gate) for Qwen3.5
@@ -474,13 +488,13 @@ void Transformer::backward(float loss_scale) {
       dgate = W.qx.data(), dqg = dgate + nq;  // dqg: [N, Hq, 2D] (q | gate rows of q_proj)
     }
     if (cfg_.attn_output_gate) {
-      ops_->linear_bwd(dgate, gw.wo, nullptr, dx, x2.attg, w.wo, N, int(qd), C);  // d attg
+      ops_->linear_bwd(dgate, gw.wo, nullptr, dx, x2.attg, w.wo, N, int(qd), C, false);  // d attg
       ops_->act_fwd(datt, x2.gate, nq, 1);                                         // sigmoid(gate)
       ops_->mul(dqg, dgate, att, nq);                                               // d attg * att
       ops_->mul(datt, datt, dgate, nq);                                             // d att
       ops_->act_bwd(dgate, dqg, x2.gate, nq, 1);                                    // d gate (pre-sigmoid)
     } else {
-      ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C);
+      ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C, false);
     }
     ops_->attention_bwd(dq, dk, dv, datt, q, k, v, att, t.lse, attn_shape(B, T, T, l));
     for (auto [g, H, rows] : {std::tuple{dq, Hq, size_t(N) * Hq}, std::tuple{dk, Hkv, size_t(N) * Hkv}}) {
@@ -493,32 +507,30 @@ void Transformer::backward(float loss_scale) {
       }
     }
     if (cfg_.qk_norm) {  // through the per-head RMSNorms (via scratch: the op's dx must not alias dout)
-      ops_->rmsnorm_bwd(dqg, gw.qn, dq, x2.qpre, nw(w.qn), x2.rq, N * Hq, D);
+      ops_->rmsnorm_bwd(dqg, gw.qn, dq, x2.qpre, nw(w.qn), x2.rq, N * Hq, D, false);
       ops_->strided_copy(dq, 1, dqg, 1, 1, nq);
-      ops_->rmsnorm_bwd(dqg, gw.kn, dk, x2.kpre, nw(w.kn), x2.rk, N * Hkv, D);
+      ops_->rmsnorm_bwd(dqg, gw.kn, dk, x2.kpre, nw(w.kn), x2.rk, N * Hkv, D, false);
       ops_->strided_copy(dk, 1, dqg, 1, 1, size_t(N) * Hkv * D);
     }
     if (cfg_.attn_output_gate) {  // q_proj rows per head are [q | gate]
       ops_->strided_copy(dqg, 2 * size_t(D), dq, D, size_t(N) * Hq, D);
       ops_->strided_copy(dqg + D, 2 * size_t(D), dgate, D, size_t(N) * Hq, D);
-      ops_->linear_bwd(dh, gw.wq, gw.bq, dqg, h1, w.wq, N, C, int(2 * qd));
+      ops_->linear_bwd(dh, gw.wq, gw.bq, dqg, h1, w.wq, N, C, int(2 * qd), false);
     } else {
-      ops_->linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd));
+      ops_->linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd), false);
     }
-    ops_->linear_bwd(dtmp, gw.wk, gw.bk, dk, h1, w.wk, N, C, int(kvd));
-    ops_->add(dh, dh, dtmp, size_t(N) * C);
-    ops_->linear_bwd(dtmp, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd));
-    ops_->add(dh, dh, dtmp, size_t(N) * C);
-    ops_->rmsnorm_bwd(dtmp, gw.ln1, dh, x, nw(w.ln1), t.rstd1, N, C);
-    ops_->add(dx, dx, dtmp, size_t(N) * C);  // dx is now d(x) of layer l
+    ops_->linear_bwd(dh, gw.wk, gw.bk, dk, h1, w.wk, N, C, int(kvd), true);
+    ops_->linear_bwd(dh, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd), true);
+    ops_->rmsnorm_bwd(dx, gw.ln1, dh, x, nw(w.ln1), t.rstd1, N, C, true);  // dx is now d(x) of layer l
   }
   ops_->embedding_bwd(G + off_embed_, dx, A.ids.data(), N, C);
+  drop_bf16_activations();
 }
 
 // Backward of a linear_attention mixer: dmix = d(mixer output) [N, C] -> dh [N, C] (=, input of the
-// mixer after the norm); parameter grads accumulate into gw. dtmp: [N, C] scratch.
+// mixer after the norm); parameter grads accumulate into gw.
 void Transformer::gdn_backward(const LayerParams& w, const LayerParams& gw, const GdnActs& t, const float* h,
-                               const float* dmix, float* dh, float* dtmp) {
+                               const float* dmix, float* dh) {
   const GdnDims d(cfg_);
   const int N = act_.N, C = cfg_.hidden_size, K = d.K, B = B_, T = T_;
   fit(work_.gdn, size_t(N) * (5 * size_t(d.Vd) + 4 * size_t(d.Kd) + 4 * size_t(d.Hv)));
@@ -528,7 +540,7 @@ void Transformer::gdn_backward(const LayerParams& w, const LayerParams& gw, cons
   float *don = take(d.Vd), *dO = take(d.Vd), *dz = take(d.Vd), *dvc = take(d.Vd), *dvp = take(d.Vd);
   float *dqn = take(d.Kd), *dkn = take(d.Kd), *dqp = take(d.Kd), *dkp = take(d.Kd);
   float *dg = take(d.Hv), *dbeta = take(d.Hv), *da = take(d.Hv), *db = take(d.Hv);
-  ops_->linear_bwd(don, gw.wout, nullptr, dmix, t.on, w.wout, N, d.Vd, C);
+  ops_->linear_bwd(don, gw.wout, nullptr, dmix, t.on, w.wout, N, d.Vd, C, false);
   ops_->gated_rmsnorm_bwd(dO, dz, gw.gnorm, don, t.o, t.z, w.gnorm, t.rstd, N * d.Hv, d.Dv);
   act_.gdn_state.zero();  // the initial state of every training sequence
   ops_->delta_rule_bwd(dqn, dkn, dvc, dg, dbeta, work_.gdn_state.data(), dO, nullptr, t.qn, t.kn, t.vc, t.g, t.beta,
@@ -541,13 +553,12 @@ void Transformer::gdn_backward(const LayerParams& w, const LayerParams& gw, cons
   ops_->causal_conv_bwd(dvp, gw.conv + size_t(2 * d.Kd) * K, dvc, t.vp, w.conv + size_t(2 * d.Kd) * K, nullptr, B, T,
                         d.Vd, K);
   // dh = sum of the six input projections' input gradients
-  ops_->linear_bwd(dh, gw.qkv, nullptr, dqp, h, w.qkv, N, C, d.Kd);
+  ops_->linear_bwd(dh, gw.qkv, nullptr, dqp, h, w.qkv, N, C, d.Kd, false);
   struct Proj { float* gwp; const float* wp; const float* dy; int O; };
   for (Proj pr : {Proj{gw.qkv + size_t(d.Kd) * C, w.qkv + size_t(d.Kd) * C, dkp, d.Kd},
                   Proj{gw.qkv + size_t(2 * d.Kd) * C, w.qkv + size_t(2 * d.Kd) * C, dvp, d.Vd},
                   Proj{gw.wz, w.wz, dz, d.Vd}, Proj{gw.wa, w.wa, da, d.Hv}, Proj{gw.wb, w.wb, db, d.Hv}}) {
-    ops_->linear_bwd(dtmp, pr.gwp, nullptr, pr.dy, h, pr.wp, N, C, pr.O);
-    ops_->add(dh, dh, dtmp, size_t(N) * C);
+    ops_->linear_bwd(dh, pr.gwp, nullptr, pr.dy, h, pr.wp, N, C, pr.O, true);
   }
 }
 

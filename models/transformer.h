@@ -15,6 +15,7 @@ namespace sr {
 class Transformer : public LanguageModel {
  public:
   explicit Transformer(const ModelConfig& cfg, const OpsTable* ops = nullptr);
+  ~Transformer() override { drop_bf16_activations(); }
 
   void init_random(uint64_t seed, float std = 0.02f) override;  // HF-style init (normal, norms = 1, biases = 0)
   float forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) override;
@@ -26,7 +27,10 @@ class Transformer : public LanguageModel {
   std::vector<LayerKVCache> empty_caches() const override;
 
  protected:
-  void drop_activations() override { act_ = Activations{}, work_ = Workspace{}; }
+  void drop_activations() override {
+    drop_bf16_activations();
+    act_ = Activations{}, work_ = Workspace{};
+  }
   void check_backend(const OpsTable& ops) const override;
 
  private:
@@ -54,7 +58,7 @@ class Transformer : public LanguageModel {
   };
 
   struct Workspace {  // backward temporaries, backend memory
-    Buffer<float> g, dlogits, dx, dh, dtmp, dF1, dF2, dF3, dq, dk, dv, datt;
+    Buffer<float> g, dlogits, dx, dh, dF1, dF2, dF3, dq, dk, dv, datt;
     Buffer<float> gdn, gdn_state;  // linear_attention layers
     Buffer<float> qx;              // Qwen3/3.5 attention backward temporaries
   };
@@ -84,7 +88,7 @@ class Transformer : public LanguageModel {
   void gdn_forward(const LayerParams& w, const GdnActs& t, const float* h, int B, int T, float* conv_state,
                    float* rec_state, float* out) const;
   void gdn_backward(const LayerParams& w, const LayerParams& gw, const GdnActs& t, const float* h, const float* dmix,
-                    float* dh, float* dtmp);
+                    float* dh);
   const float* lm_head(const float* base) const { return base + off_lm_head_; }
   AttnShape attn_shape(int B, int Tq, int Tk, int layer) const;
   // Shared helpers of both paths.
@@ -103,7 +107,13 @@ class Transformer : public LanguageModel {
   std::vector<NormSlot> norm_map_;
   mutable Buffer<float> norm_eff_, norm_ones_;
   void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out,
-                   bool cached = false) const;
+                   bool cached = false, bool keep_a = false) const;
+  // bf16 copies of training activations that several GEMMs read (h1, h2, the attention output, the
+  // SwiGLU product, the final norm): the backend's mirror_activation, made right after each is
+  // written and dropped before the next forward, after backward and with the buffers.
+  void keep_bf16(const float* x, size_t n) const;
+  void drop_bf16_activations() const;
+  mutable std::vector<const float*> bf16_kept_;
 
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
   std::vector<size_t> layer_off_;  // start of each layer's block

@@ -61,12 +61,15 @@ struct OpsTable {
   void (*embedding_bwd)(float* dtable, const float* dout, const int32_t* ids, int N, int C);
   // out[N,C] = x * rsqrt(mean(x^2) + eps) * w[C]; rstd[N] saved for backward
   void (*rmsnorm_fwd)(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
+  // dx[N,C] = d(x) (add_dx: dx += d(x)); dw[C] += d(w)
   void (*rmsnorm_bwd)(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
-                      int N, int C);
+                      int N, int C, bool add_dx);
   // out[N,O] = x[N,I] W[O,I]^T + b[O] (b may be null) -- W in Hugging Face [out, in] layout
   void (*linear_fwd)(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
+  // dx[N,I] = dout W (add_dx: dx += dout W, one pass instead of a product and an add);
+  // dW[O,I] += dout^T x; db[O] += column sums of dout
   void (*linear_bwd)(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
-                     int O);
+                     int O, bool add_dx);
   // RoPE, HF rotate-half layout: x[N,H,D] at positions pos[N]; out may alias x
   void (*rope_fwd)(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);
   void (*rope_bwd)(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta);
@@ -198,6 +201,10 @@ struct OpsTable {
   // The mirror's bf16 copy of the weights W[0, n) (device memory), or null when none holds them:
   // what linear_fwd_bf16w reads for decode with set_decode_weights("bf16") on such a backend.
   const uint16_t* (*weight_mirror_of)(const float* W, size_t n) = nullptr;
+  // Keeps a bf16 copy of the activation x[0, n) as it is now, which GEMMs reading it take instead of
+  // rounding it on each call (the same values: results unchanged); a call on the same x and n
+  // refreshes it, n = 0 releases it. The caller releases it before x changes or is freed.
+  void (*mirror_activation)(const float* x, size_t n) = nullptr;
   // ---- decode graphs (null where a backend has none) ----
   // Runs body(), ops on this backend and no host transfers or host bookkeeping, as one captured
   // graph where the backend has graphs switched on (otherwise body() runs as it is): the ops are

@@ -99,10 +99,17 @@ TEST(Cuda, DenseOpsMatchReference) {
       EXPECT_REL(down(dr_), r, 1e-5);
       ref::rmsnorm_bwd<float>(dx.data(), dw.data(), g.data(), x.data(), w.data(), r.data(), N, C);
       auto ddw = up(std::vector<float>(C, 0.25f));
-      gpu().rmsnorm_bwd(ddx_.data(), ddw.data(), dg.data(), dx_.data(), dw_.data(), dr_.data(), N, C);
+      gpu().rmsnorm_bwd(ddx_.data(), ddw.data(), dg.data(), dx_.data(), dw_.data(), dr_.data(), N, C, false);
       // C == 1: dx = r w dy (1 - x^2 r^2) cancels to ~eps/x^2, amplifying the rounding of rstd
       EXPECT_REL(down(ddx_), dx, C == 1 ? 1e-2 : 1e-5);
       EXPECT_REL(down(ddw), dw, 1e-5);
+      // add_dx (the backward's residual branch): the same bits as rmsnorm_bwd then add
+      {
+        auto acc = up(g), sep = up(g);
+        gpu().rmsnorm_bwd(acc.data(), nullptr, dg.data(), dx_.data(), dw_.data(), dr_.data(), N, C, true);
+        gpu().add(sep.data(), sep.data(), ddx_.data(), size_t(N) * C);
+        EXPECT_EQ(down(acc), down(sep));
+      }
       // the residual add fused into RMSNorm: the same bits as add then rmsnorm_fwd on the GPU
       {
         auto xa = up(x), xb = up(x), tt = up(g);
@@ -342,12 +349,20 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
         auto dW_ = up(std::vector<float>(size_t(O) * I, 0.0f)), db_ = up(std::vector<float>(O, 0.5f));
         Buffer<float> y_(gpu().mem, size_t(N) * O), dx_(gpu().mem, size_t(N) * I);
         gpu().linear_fwd(y_.data(), x_.data(), W_.data(), b_.data(), N, I, O);
-        gpu().linear_bwd(dx_.data(), dW_.data(), db_.data(), g_.data(), x_.data(), W_.data(), N, I, O);
+        gpu().linear_bwd(dx_.data(), dW_.data(), db_.data(), g_.data(), x_.data(), W_.data(), N, I, O, false);
         EXPECT_REL(down(db_), db, 1e-5);
+        // add_dx: dx += dout W in the product itself (the backward's residual branches), with dW as
+        // the model calls it (the paired path that rounds dout once)
+        const auto d0 = randn(size_t(N) * I, 5);
+        std::vector<float> dx_acc = d0;
+        ref::linear_bwd<float>(dx_acc.data(), nullptr, nullptr, g.data(), x.data(), W.data(), N, I, O, true);
+        auto dxa_ = up(d0), dWa_ = up(std::vector<float>(size_t(O) * I, 0.0f));
+        gpu().linear_bwd(dxa_.data(), dWa_.data(), nullptr, g_.data(), x_.data(), W_.data(), N, I, O, true);
         if (fp32) {
           EXPECT_REL(down(y_), y, 1e-5);
           EXPECT_REL(down(dx_), dx, 1e-5);
           EXPECT_REL(down(dW_), dW, 1e-5);
+          EXPECT_REL(down(dxa_), dx_acc, 1e-5);
           continue;
         }
         std::vector<float> ay(y.size()), adx(dx.size()), adW(dW.size(), 0.0f), adb(O, 0.0f);
@@ -361,6 +376,9 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
           for (int o = 0; o < O; ++o) yg[size_t(n) * O + o] -= b[o];
         EXPECT_LE(gemm_bound_excess(yg, yb, ay, 1e-2), 1.0);
         EXPECT_LE(gemm_bound_excess(down(dx_), dx, adx, 1e-2), 1.0);
+        std::vector<float> bound_acc = adx;  // the product's bound plus the fp32 add's
+        for (size_t i = 0; i < bound_acc.size(); ++i) bound_acc[i] += 1e-3f * std::fabs(d0[i]);
+        EXPECT_LE(gemm_bound_excess(down(dxa_), dx_acc, bound_acc, 1e-2), 1.0);
         EXPECT_LE(gemm_bound_excess(down(dW_), dW, adW, 1e-2), 1.0);
       }
   }
@@ -1014,6 +1032,58 @@ TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
   EXPECT_EQ(0, std::memcmp(with.data(), without.data(), with.size() * sizeof(float)));
   EXPECT_EQ(leak_with, 0u);
   EXPECT_EQ(leak_without, 0u);
+}
+
+// bf16 activation mirrors (h1, h2, the attention output, the SwiGLU product, the final norm, kept
+// for the GEMMs that read them): training steps, forward and backward, with and without activation
+// recomputation, for attention and Gated DeltaNet layers, give every bit of the losses, logits and
+// gradients they give without; nothing stays allocated once the model is gone.
+TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");
+  for (std::string layers : {"fs", "lf"})
+    for (bool recompute : {false, true}) {
+      SCOPED_TRACE(layers + (recompute ? " recompute" : ""));
+      ModelConfig c = tiny_config(layers, 16);
+      c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+      const int B = 2, T = 48;  // 96 rows: the GEMMs take the bf16-operand path
+      std::vector<int32_t> ids(B * T), tg(B * T);
+      Rng r(6);
+      for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
+      std::vector<float> w(B * T, 1.0f);
+      auto run = [&](bool mirrors) {
+        cuda::set_activation_mirrors(mirrors);
+        const size_t in_use = cuda::memory_stats().in_use;
+        std::vector<float> out;
+        {
+          Transformer m(c);
+          m.init_random(3, 0.1f);
+          m.set_ops(&gpu());
+          m.set_recompute(recompute);
+          AdamW opt(m.num_params(), {}, gpu());
+          for (int step = 0; step < 3; ++step) {
+            m.zero_grad();
+            out.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+            for (float x : m.last_logits()) out.push_back(x);
+            m.backward();
+            std::vector<float> g(m.num_params());
+            gpu().mem->to_host(g.data(), m.grads(), g.size() * sizeof(float));
+            out.insert(out.end(), g.begin(), g.end());
+            opt.step(m.backend_params(), m.grads(), 1e-2f);
+          }
+        }
+        cuda::synchronize();
+        return std::make_pair(out, cuda::memory_stats().in_use - in_use);
+      };
+      run(false);  // first use: lazily allocated workspaces
+      auto [with, leak_with] = run(true);
+      auto [without, leak_without] = run(false);
+      cuda::set_activation_mirrors(true);
+      ASSERT_EQ(with.size(), without.size());
+      EXPECT_EQ(0, std::memcmp(with.data(), without.data(), with.size() * sizeof(float)));
+      EXPECT_EQ(leak_with, 0u);
+      EXPECT_EQ(leak_without, 0u);
+    }
 }
 
 // Decode with bf16 weights on the GPU: the GEMV over bf16 rows (the mirror's layout) against the

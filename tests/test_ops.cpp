@@ -64,6 +64,14 @@ TEST(Ops, RmsNormCpuMatchesRef) {
       cpu::rmsnorm_bwd(dx2.data(), dw2.data(), dout.data(), x.data(), w.data(), r2.data(), N, C);
       EXPECT_CLOSE(dx2, dx1, 1e-5, 1e-4);
       EXPECT_CLOSE(dw2, dw1, 1e-4, 1e-4);
+      // add_dx: dx += d(x), onto a prior gradient (the reference adds its own dx exactly so)
+      const auto prior = randn(x.size(), 8);
+      std::vector<float> a1 = prior, a2 = prior, want(x.size());
+      ref::rmsnorm_bwd<float>(a1.data(), nullptr, dout.data(), x.data(), w.data(), r1.data(), N, C, true);
+      cpu::rmsnorm_bwd(a2.data(), nullptr, dout.data(), x.data(), w.data(), r2.data(), N, C, true);
+      for (size_t i = 0; i < want.size(); ++i) want[i] = prior[i] + dx1[i];
+      EXPECT_EQ(a1, want);
+      EXPECT_CLOSE(a2, a1, 1e-5, 1e-4);
     }
 }
 
@@ -137,6 +145,14 @@ TEST(Ops, LinearCpuMatchesRef) {
       EXPECT_CLOSE(dx2, dx1, 1e-4, 1e-4);
       EXPECT_CLOSE(dW2, dW1, 1e-4, 1e-4);  // accumulated onto 1.0
       EXPECT_CLOSE(db2, db1, 1e-4, 1e-4);
+      // add_dx: dx += dout W (the residual branches' gradients summed in the product)
+      const auto prior = randn(x.size(), 15);
+      std::vector<float> a1 = prior, a2 = prior, want(x.size());
+      ref::linear_bwd<float>(a1.data(), nullptr, nullptr, dout.data(), x.data(), W.data(), N, I, O, true);
+      cpu::linear_bwd(a2.data(), nullptr, nullptr, dout.data(), x.data(), W.data(), N, I, O, true);
+      for (size_t i = 0; i < want.size(); ++i) want[i] = prior[i] + dx1[i];
+      EXPECT_EQ(a1, want);
+      EXPECT_CLOSE(a2, a1, 1e-4, 1e-4);
     }
 }
 

@@ -59,7 +59,7 @@ void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const fl
 }
 
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
-                 int C) {
+                 int C, bool add_dx) {
   if (dx) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; ++n) {
@@ -68,7 +68,10 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
       for (int c = 0; c < C; ++c) dot += w[c] * dy[c] * xr[c];
       float k = r * r * dot / float(C);
       float* d = dx + size_t(n) * C;
-      for (int c = 0; c < C; ++c) d[c] = r * (w[c] * dy[c] - xr[c] * k);
+      if (add_dx)
+        for (int c = 0; c < C; ++c) d[c] += r * (w[c] * dy[c] - xr[c] * k);
+      else
+        for (int c = 0; c < C; ++c) d[c] = r * (w[c] * dy[c] - xr[c] * k);
     }
   }
   if (dw) {  // parallel over columns: each column sums its rows in order (deterministic)
@@ -114,11 +117,11 @@ void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float
   }
 }
 
-// dx[N,I] = dout[N,O] . W[O,I] ; dW[O,I] += dout^T . x ; db[O] += colsum(dout)
+// dx[N,I] (+)= dout[N,O] . W[O,I] ; dW[O,I] += dout^T . x ; db[O] += colsum(dout)
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
-                int O) {
+                int O, bool add_dx) {
   if (N == 0) return;
-  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I, 0.0f, dx, I);
+  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I, add_dx ? 1.0f : 0.0f, dx, I);
   if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, x, I, 1.0f, dW, I);
   if (db) {
 #pragma omp parallel for schedule(static)

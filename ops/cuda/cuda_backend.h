@@ -55,6 +55,9 @@ void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const vo
 // bf16 weight mirrors (what OpsTable::mirror_weights runs): on by default; off makes every GEMM
 // round its weight operand itself, as before the mirrors (benchmark A/B). Set before models load.
 void set_weight_mirrors(bool on);
+// bf16 activation mirrors (OpsTable::mirror_activation): on by default in the "bf16" GEMM mode;
+// off (or SMOOTHREAD_ACT_MIRRORS=0) makes every GEMM round its activation operand itself (A/B).
+void set_activation_mirrors(bool on);
 
 // Decode graphs (OpsTable::run_captured, graphs.cu): a decode step's ops are captured into a CUDA
 // graph and launched as one. A step whose key (pointers, shapes) equals the last graph's launches

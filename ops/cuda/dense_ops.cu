@@ -104,9 +104,9 @@ void rmsnorm_launch(float* out, float* rstd, float* x, const float* t, const flo
   if (N <= 64 && C <= kNormThreads * kNormPer) rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, rstd, x, t, w, C, eps);
   else rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, t, w, N, C, eps);
 }
-// dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k))
+// dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k)); add_dx: dx_c += that, rounded as a separate add
 __global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, const float* w, const float* rstd, int N,
-                                 int C) {
+                                 int C, bool add_dx) {
   int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (row >= N) return;
   const float *xr = x + size_t(row) * C, *dy = dout + size_t(row) * C;
@@ -114,7 +114,11 @@ __global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, c
   for (int c = lane; c < C; c += 32) dot += w[c] * dy[c] * xr[c];
   dot = warp_sum(dot) / C;
   float r = rstd[row];
-  for (int c = lane; c < C; c += 32) dx[size_t(row) * C + c] = r * (w[c] * dy[c] - xr[c] * r * r * dot);
+  float* d = dx + size_t(row) * C;
+  for (int c = lane; c < C; c += 32) {
+    const float v = r * (w[c] * dy[c] - xr[c] * r * r * dot);
+    d[c] = add_dx ? __fadd_rn(d[c], v) : v;
+  }
 }
 
 // Deterministic column sums: partial[chunk][c] over fixed 256-row chunks, then an ordered sum.
@@ -353,15 +357,22 @@ void check_blas(cublasStatus_t s, const char* what) {
 // operands that lie inside it are read from the mirror instead of being rounded again on every call:
 // the same bf16 values, so results are bitwise unchanged, with one conversion pass per optimizer
 // step instead of one per GEMM (forward, backward dx, recomputation).
+//
+// Activation mirrors use the same list: the model keeps a bf16 copy of an activation it has just
+// written (an RMSNorm output, the SwiGLU product, the attention output) that every GEMM reading it,
+// forward and backward, takes instead of rounding it again (h1 alone fed six roundings a layer).
+// Again the same bf16 values; the model drops them before the fp32 buffer changes.
 struct WeightMirror {
   const float* base;
   size_t n;
   __nv_bfloat16* m;
+  bool activation;
 };
 struct Mirrors {
   std::mutex mu;
   std::vector<WeightMirror> list;
-  bool enabled = true;
+  bool enabled = true;       // weight mirrors
+  int activations = -1;      // activation mirrors: -1 = not set yet (SMOOTHREAD_ACT_MIRRORS, default on)
 };
 Mirrors& mirrors() {
   static Mirrors m;
@@ -372,9 +383,8 @@ Mirrors& mirrors() {
 __nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
-  if (!M.enabled) return nullptr;
   for (const WeightMirror& w : M.list)
-    if (p >= w.base && p + n <= w.base + w.n) {
+    if (p >= w.base && p + n <= w.base + w.n && (w.activation || M.enabled)) {
       const size_t off = size_t(p - w.base);
       return aligned && off % 8 ? nullptr : w.m + off;
     }
@@ -617,21 +627,34 @@ void set_weight_mirrors(bool on) {
   std::lock_guard<std::mutex> lock(M.mu);
   M.enabled = on;
 }
-void mirror_weights(const float* base, size_t n) {
+// Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
+void mirror(const float* base, size_t n, bool activation) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
+  if (M.activations < 0) {
+    const char* e = std::getenv("SMOOTHREAD_ACT_MIRRORS");
+    M.activations = !(e && std::string(e) == "0");
+  }
+  const bool on = activation ? M.activations && blas().mode == "bf16" : M.enabled;
   auto it = std::find_if(M.list.begin(), M.list.end(), [&](const WeightMirror& w) { return w.base == base; });
-  if (it != M.list.end() && (it->n != n || !n || !M.enabled)) {  // released, resized or switched off
+  if (it != M.list.end() && (it->n != n || !n || !on)) {  // released, resized or switched off
     device_free(it->m);
     M.list.erase(it);
     it = M.list.end();
   }
-  if (!n || !M.enabled) return;
+  if (!n || !on) return;
   if (it == M.list.end()) {
-    M.list.push_back({base, n, static_cast<__nv_bfloat16*>(device_alloc(n * 2))});
+    M.list.push_back({base, n, static_cast<__nv_bfloat16*>(device_alloc(n * 2)), activation});
     it = M.list.end() - 1;
   }
   to_bf16(it->m, base, n);
+}
+void mirror_weights(const float* base, size_t n) { mirror(base, n, false); }
+void mirror_activation(const float* x, size_t n) { mirror(x, n, true); }
+void set_activation_mirrors(bool on) {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  M.activations = on;
 }
 
 // Row-major batched C[m,n] = op(A) op(B) + beta C in exact fp32 (CUBLAS_COMPUTE_32F, no bf16 or
@@ -667,10 +690,10 @@ void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const fl
   SR_CUDA_LAUNCHED("add_rmsnorm_fwd");
 }
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
-                 int C) {
+                 int C, bool add_dx) {
   if (dw) column_sum_accumulate(dw, dout, x, rstd, N, C, 1);
   if (dx) {
-    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, dout, x, w, rstd, N, C);
+    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, dout, x, w, rstd, N, C, add_dx);
     SR_CUDA_LAUNCHED("rmsnorm_bwd");
   }
 }
@@ -706,15 +729,16 @@ void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int 
   gemv_any_rows<true>(out, x, as_bf16(W), nullptr, N, I, F);
 }
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
-                int O) {
+                int O, bool add_dx) {
+  const float beta = add_dx ? 1.0f : 0.0f;  // dx = or += dout W
   if (dx && dW && bf16_gemm(I, N, O)) {  // both GEMMs read dout: round it to bf16 once
     const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I), x16(x, size_t(N) * I);
-    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, 0.0f, dx, I);
+    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, beta, dx, I);
     gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x16.get(), I, d16.get(), O, 1.0f, dW, I);
     if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
     return;
   }
-  if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, dx, I);      // dx^T[I,N] = W^T[I,O] dout^T
+  if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, beta, dx, I);      // dx^T[I,N] (+)= W^T[I,O] dout^T
   if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dW, I);      // dW^T[I,O] += x^T dout
   if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
 }

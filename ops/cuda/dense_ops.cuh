@@ -6,9 +6,11 @@ namespace sr::cuda::ops {
 void embedding_fwd(float* out, const int32_t* ids, const float* table, int N, int C);
 void embedding_bwd(float* dtable, const float* dout, const int32_t* ids, int N, int C);
 void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N, int C, float eps);
-void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N, int C);
+void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N, int C,
+                 bool add_dx = false);
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
-void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I, int O);
+void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I, int O,
+                bool add_dx = false);
 void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O);
 void linear_swiglu_fwd(float* out, const float* x, const float* W, int N, int I, int F);
 void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int N, int I, int F);
@@ -33,6 +35,7 @@ void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, s
 }  // namespace sr::cuda::ops
 namespace sr::cuda {
 void mirror_weights(const float* base, size_t n);
+void mirror_activation(const float* x, size_t n);
 const uint16_t* weight_mirror_of(const float* W, size_t n);
 }  // namespace sr::cuda
 namespace sr::cuda::ops {

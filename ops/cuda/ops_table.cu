@@ -75,6 +75,7 @@ const OpsTable& ops_cuda() {
       .linear_swiglu_fwd_bf16w = fused_swiglu() ? o::linear_swiglu_fwd_bf16w : nullptr,
       .mirror_weights = cuda::mirror_weights,
       .weight_mirror_of = cuda::weight_mirror_of,
+      .mirror_activation = cuda::mirror_activation,
       .run_captured = cuda::run_captured,
   };
   return t;
@@ -126,6 +127,10 @@ SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_
 SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd) SR_TIMED(strided_copy) SR_TIMED(mul) SR_TIMED(ring_store_kv) SR_TIMED(add_rmsnorm_fwd) SR_TIMED(linear_fwd_bf16w)
 SR_TIMED(linear_swiglu_fwd) SR_TIMED(linear_swiglu_fwd_bf16w)
 #undef SR_TIMED
+void timed_mirror_activation(const float* x, size_t n) {
+  Span s("mirror_activation");
+  mirror_activation(x, n);
+}
 }  // namespace
 
 std::string profile_report() {
@@ -206,6 +211,7 @@ const OpsTable& ops_cuda_profiled() {
                          : nullptr,
       .mirror_weights = cuda::mirror_weights,
       .weight_mirror_of = cuda::weight_mirror_of,
+      .mirror_activation = timed_mirror_activation,
   };
   return t;
 }

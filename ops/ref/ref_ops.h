@@ -39,7 +39,7 @@ void rmsnorm_fwd(T* out, T* rstd, const T* x, const T* w, int N, int C, T eps) {
 
 // y_c = w_c x_c r, r = (mean(x^2)+eps)^-1/2  =>  dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k))
 template <class T>
-void rmsnorm_bwd(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, int N, int C) {
+void rmsnorm_bwd(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, int N, int C, bool add_dx = false) {
   for (int n = 0; n < N; ++n) {
     const T* xr = x + size_t(n) * C;
     const T* dy = dout + size_t(n) * C;
@@ -48,7 +48,9 @@ void rmsnorm_bwd(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* r
     for (int c = 0; c < C; ++c) dot += w[c] * dy[c] * xr[c];
     for (int c = 0; c < C; ++c) {
       if (dw) dw[c] += dy[c] * xr[c] * r;
-      if (dx) dx[size_t(n) * C + c] = r * (w[c] * dy[c] - xr[c] * r * r * dot / T(C));
+      if (!dx) continue;
+      const T d = r * (w[c] * dy[c] - xr[c] * r * r * dot / T(C));
+      dx[size_t(n) * C + c] = add_dx ? dx[size_t(n) * C + c] + d : d;
     }
   }
 }
@@ -74,13 +76,13 @@ inline void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, cons
 }
 
 template <class T>
-void linear_bwd(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, int N, int I, int O) {
+void linear_bwd(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, int N, int I, int O, bool add_dx = false) {
   if (dx)
     for (int n = 0; n < N; ++n)
       for (int i = 0; i < I; ++i) {
         T acc = 0;
         for (int o = 0; o < O; ++o) acc += dout[size_t(n) * O + o] * W[size_t(o) * I + i];
-        dx[size_t(n) * I + i] = acc;
+        dx[size_t(n) * I + i] = add_dx ? dx[size_t(n) * I + i] + acc : acc;
       }
   if (dW)
     for (int o = 0; o < O; ++o)
