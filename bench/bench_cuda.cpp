@@ -11,8 +11,9 @@
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores), bf16
 //       operands with fp32 output (what linear_fwd runs after rounding), bf16 storage, and the op
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5 (0: no training)] [--decode 64] [--recompute 0|1]
-//       [--mirror 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above 16k tokens; mirror 0:
-//       no bf16 weight copy, every GEMM rounds its weights, for A/B runs; graphs: decode steps as CUDA graphs, default
+//       [--mirror 1|0] [--act-mirror 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above
+//       16k tokens; mirror 0: no bf16 weight copy, every GEMM rounds its weights; act-mirror 0: no bf16 activation
+//       copies, every GEMM rounds its activation operand; both for A/B runs; graphs: decode steps as CUDA graphs, default
 //       SMOOTHREAD_CUDA_GRAPHS); --profile 1 adds the per-op time split of one
 //       training step ("profile_ms") and of 16 decode steps ("decode_profile_ms"; ops synchronize one by
 //       one, so only the split is meaningful)
@@ -246,6 +247,8 @@ int model(std::map<std::string, std::string> a) {
   m.init_random(1);
   const bool mirror = geti(a, "mirror", 1) != 0;  // 0: every GEMM rounds its weights itself (A/B)
   cuda::set_weight_mirrors(mirror);
+  const bool act_mirror = geti(a, "act-mirror", 1) != 0;  // 0: every GEMM rounds its activations itself (A/B)
+  cuda::set_activation_mirrors(act_mirror);
   m.set_ops(&ops_cuda());
   const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
   m.set_recompute(recompute);
@@ -257,8 +260,8 @@ int model(std::map<std::string, std::string> a) {
   for (int l = 0; l < c.num_layers; ++l) attn_layers += !c.is_linear(l) && !c.is_rwkv7();
   const double attn_fwd = 4.0 * c.num_heads * c.head_dim * attn_layers * visible_pairs(L, W) / L;
   std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,"
-              "\"weight_mirror\":%d,\"device\":\"%s\"",
-              p.c_str(), P, L, W, int(recompute), int(mirror), cuda::device_summary().c_str());
+              "\"weight_mirror\":%d,\"act_mirror\":%d,\"device\":\"%s\"",
+              p.c_str(), P, L, W, int(recompute), int(mirror), int(act_mirror), cuda::device_summary().c_str());
   if (steps > 0) try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens
     AdamW opt(m.num_params(), {}, ops_cuda());
     std::vector<int32_t> ids(L), tg(L);

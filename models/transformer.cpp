@@ -246,18 +246,18 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
     linear(g, h2, w.wg, nullptr, N, C, F, cached);
     linear(u, h2, w.wu, nullptr, N, C, F, cached);
   }
+  if (keep_a) keep_bf16(a, size_t(N) * F, true);  // swiglu_fwd writes its bf16 copy too
   ops_->swiglu_fwd(a, g, u, N, F);
-  if (keep_a) keep_bf16(a, size_t(N) * F);
   linear(out, a, w.wd, nullptr, N, F, C, cached);
 }
 
-void Transformer::keep_bf16(const float* x, size_t n) const {
+void Transformer::keep_bf16(const float* x, size_t n, bool filled_by_next_op) const {
   if (!ops_->mirror_activation || act_.N < 64) return;  // below 64 rows GEMMs keep fp32 operands
-  ops_->mirror_activation(x, n);
+  ops_->mirror_activation(x, n, !filled_by_next_op);
   if (std::find(bf16_kept_.begin(), bf16_kept_.end(), x) == bf16_kept_.end()) bf16_kept_.push_back(x);
 }
 void Transformer::drop_bf16_activations() const {
-  for (const float* x : bf16_kept_) ops_->mirror_activation(x, 0);
+  for (const float* x : bf16_kept_) ops_->mirror_activation(x, 0, true);
   bf16_kept_.clear();
 }
 
@@ -469,6 +469,7 @@ void Transformer::backward(float loss_scale) {
     const float *ga = t.g, *ua = t.u, *aa = t.a;
     // out = xmid + down(a): dx is d(out); d(xmid) accumulates dx + norm path
     ops_->linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C, false);  // da
+    keep_bf16(dF2, size_t(N) * F, true), keep_bf16(dF3, size_t(N) * F, true);  // written by swiglu_bwd
     ops_->swiglu_bwd(dF2, dF3, dF1, ga, ua, N, F);                 // dgate, dup
     ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F, false);
     ops_->linear_bwd(dh, gw.wu, nullptr, dF3, h2, w.wu, N, C, F, true);  // dh += d(up path)

@@ -203,8 +203,10 @@ struct OpsTable {
   const uint16_t* (*weight_mirror_of)(const float* W, size_t n) = nullptr;
   // Keeps a bf16 copy of the activation x[0, n) as it is now, which GEMMs reading it take instead of
   // rounding it on each call (the same values: results unchanged); a call on the same x and n
-  // refreshes it, n = 0 releases it. The caller releases it before x changes or is freed.
-  void (*mirror_activation)(const float* x, size_t n) = nullptr;
+  // refreshes it, n = 0 releases it. fill = false only allocates it, for an output of the next op
+  // that writes x, which must be swiglu_fwd or swiglu_bwd: they write the mirrors of their outputs in
+  // the same pass. The caller releases it before anything else changes x or frees it.
+  void (*mirror_activation)(const float* x, size_t n, bool fill) = nullptr;
   // ---- decode graphs (null where a backend has none) ----
   // Runs body(), ops on this backend and no host transfers or host bookkeeping, as one captured
   // graph where the backend has graphs switched on (otherwise body() runs as it is): the ops are

@@ -121,16 +121,20 @@ __global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, c
   }
 }
 
-// Deterministic column sums: partial[chunk][c] over fixed 256-row chunks, then an ordered sum.
+// Deterministic column sums: partial[chunk][c] over fixed 64-row chunks, then an ordered sum.
 // kind 0: sum_n dy[n,c]          (bias grads)
 // kind 1: sum_n dy[n,c] x[n,c] r[n]  (RMSNorm weight grads)
-constexpr int kRowChunk = 256;
+// (64-row chunks: 4096 rows of 2048 columns make 1024 blocks; with 256-row chunks 256 blocks each
+// walked 256 dependent rows, latency-bound. Loops unrolled by 8 so loads issue ahead of the adds,
+// which stay in order.)
+constexpr int kRowChunk = 64;
 __global__ void colsum_partial_k(float* partial, const float* dy, const float* x, const float* r, int N, int C,
                                  int kind) {
   int c = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
   if (c >= C) return;
   int n0 = chunk * kRowChunk, n1 = min(N, n0 + kRowChunk);
   float s = 0;
+#pragma unroll 8
   for (int n = n0; n < n1; ++n) {
     size_t i = size_t(n) * C + c;
     s += kind == 0 ? dy[i] : dy[i] * x[i] * r[n];
@@ -141,6 +145,7 @@ __global__ void colsum_finish_k(float* out, const float* partial, int chunks, in
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float s = 0;
+#pragma unroll 8
   for (int k = 0; k < chunks; ++k) s += partial[size_t(k) * C + c];
   out[c] += s;
 }
@@ -178,16 +183,11 @@ __global__ void rope_k(float* out, const float* x, const int32_t* pos, int N, in
 // ---- SwiGLU ----
 // silu(g) * u (also what the decode GEMV's fused gate/up variant writes)
 __device__ __forceinline__ float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-__global__ void swiglu_fwd_k(float* out, const float* g, const float* u, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    out[i] = swiglu1(g[i], u[i]);
-}
-__global__ void swiglu_bwd_k(float* dg, float* du, const float* dout, const float* g, const float* u, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    float sg = 1.0f / (1.0f + expf(-g[i]));
-    if (du) du[i] = dout[i] * g[i] * sg;
-    if (dg) dg[i] = dout[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
-  }
+// d(gate), d(up) of one element
+__device__ __forceinline__ void swiglu_bwd1(float& dg, float& du, float d, float g, float u) {
+  const float sg = 1.0f / (1.0f + expf(-g));
+  du = d * g * sg;
+  dg = d * u * sg * (1.0f + g * (1.0f - sg));
 }
 
 // ---- cross-entropy: one block per row ----
@@ -262,6 +262,49 @@ __device__ __forceinline__ void grid_stride4(size_t n, bool vec, Four four, One 
 __device__ __forceinline__ uint2 pack4_bf16(float4 v) {
   __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
   return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
+}
+// SwiGLU forward and backward, four elements a thread where every pointer allows 16-byte access.
+// o16, dg16, du16: bf16 mirrors of the outputs (null when none), written in the same pass with the
+// rounding of to_bf16, so the GEMMs that read the outputs next take them as they are.
+__device__ __forceinline__ float4 ld4(const float* p, size_t i) { return reinterpret_cast<const float4*>(p)[i]; }
+__global__ void swiglu_fwd_k(float* out, __nv_bfloat16* o16, const float* g, const float* u, size_t n) {
+  grid_stride4(
+      n, aligned(out, 16) && aligned(g, 16) && aligned(u, 16) && aligned(o16, 8),
+      [&](size_t i) {
+        const float4 G = ld4(g, i), U = ld4(u, i);
+        const float4 O = make_float4(swiglu1(G.x, U.x), swiglu1(G.y, U.y), swiglu1(G.z, U.z), swiglu1(G.w, U.w));
+        reinterpret_cast<float4*>(out)[i] = O;
+        if (o16) reinterpret_cast<uint2*>(o16)[i] = pack4_bf16(O);
+      },
+      [&](size_t i) {
+        out[i] = swiglu1(g[i], u[i]);
+        if (o16) o16[i] = __float2bfloat16_rn(out[i]);
+      });
+}
+__global__ void swiglu_bwd_k(float* dg, float* du, __nv_bfloat16* dg16, __nv_bfloat16* du16, const float* dout,
+                             const float* g, const float* u, size_t n) {
+  grid_stride4(
+      n,
+      aligned(dg, 16) && aligned(du, 16) && aligned(dout, 16) && aligned(g, 16) && aligned(u, 16) && aligned(dg16, 8) &&
+          aligned(du16, 8),
+      [&](size_t i) {
+        const float4 D = ld4(dout, i), G = ld4(g, i), U = ld4(u, i);
+        float4 DG, DU;
+        swiglu_bwd1(DG.x, DU.x, D.x, G.x, U.x), swiglu_bwd1(DG.y, DU.y, D.y, G.y, U.y);
+        swiglu_bwd1(DG.z, DU.z, D.z, G.z, U.z), swiglu_bwd1(DG.w, DU.w, D.w, G.w, U.w);
+        if (dg) reinterpret_cast<float4*>(dg)[i] = DG;
+        if (du) reinterpret_cast<float4*>(du)[i] = DU;
+        if (dg16) reinterpret_cast<uint2*>(dg16)[i] = pack4_bf16(DG);
+        if (du16) reinterpret_cast<uint2*>(du16)[i] = pack4_bf16(DU);
+      },
+      [&](size_t i) {
+        float a, b;
+        swiglu_bwd1(a, b, dout[i], g[i], u[i]);
+        if (dg) dg[i] = a;
+        if (du) du[i] = b;
+        if (dg16) dg16[i] = __float2bfloat16_rn(a);
+        if (du16) du16[i] = __float2bfloat16_rn(b);
+      });
 }
 constexpr int kSumBlocks = 1024;
 __global__ void sum_squares_k(double* partial, const float* x, size_t n) {
@@ -628,7 +671,8 @@ void set_weight_mirrors(bool on) {
   M.enabled = on;
 }
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
-void mirror(const float* base, size_t n, bool activation) {
+// fill = false: only allocated; the op that writes the activation next fills it (swiglu_fwd/bwd).
+void mirror(const float* base, size_t n, bool activation, bool fill = true) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
   if (M.activations < 0) {
@@ -647,10 +691,10 @@ void mirror(const float* base, size_t n, bool activation) {
     M.list.push_back({base, n, static_cast<__nv_bfloat16*>(device_alloc(n * 2)), activation});
     it = M.list.end() - 1;
   }
-  to_bf16(it->m, base, n);
+  if (fill) to_bf16(it->m, base, n);
 }
 void mirror_weights(const float* base, size_t n) { mirror(base, n, false); }
-void mirror_activation(const float* x, size_t n) { mirror(x, n, true); }
+void mirror_activation(const float* x, size_t n, bool fill) { mirror(x, n, true, fill); }
 void set_activation_mirrors(bool on) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -750,14 +794,17 @@ void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, in
   rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(dx, dout, pos, N, H, D, theta, -1.0f);
   SR_CUDA_LAUNCHED("rope_bwd");
 }
+// (outputs with an activation mirror get it written in the same pass: mirror_activation(.., false))
 void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
   size_t n = size_t(N) * F;
-  swiglu_fwd_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(out, gate, up, n);
+  swiglu_fwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(out, find_mirror(out, n, false), gate,
+                                                                              up, n);
   SR_CUDA_LAUNCHED("swiglu_fwd");
 }
 void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F) {
   size_t n = size_t(N) * F;
-  swiglu_bwd_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(dgate, dup, dout, gate, up, n);
+  __nv_bfloat16 *dg16 = dgate ? find_mirror(dgate, n, false) : nullptr, *du16 = dup ? find_mirror(dup, n, false) : nullptr;
+  swiglu_bwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(dgate, dup, dg16, du16, dout, gate, up, n);
   SR_CUDA_LAUNCHED("swiglu_bwd");
 }
 void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V) {
