@@ -71,13 +71,12 @@ __global__ void rmsnorm_fwd_k(float* out, float* rstd, float* x, const float* t,
   if (lane == 0) rstd[row] = r;
   for (int c = lane; c < C; c += 32) out[size_t(row) * C + c] = xr[c] * r * w[c];
 }
-// The same with a block of kNormThreads per row, each thread keeping its <= kNormPer elements of the
-// row in registers, so the row is read once (C <= kNormThreads * kNormPer): every row count (decode's
-// one row; training's thousands, 2.x faster than a warp a row, which makes ~C/32 dependent passes
-// over global memory per pass kind). o16: the bf16 mirror of out (null when none), written with it.
+// The same for few rows (decode: N = 1): a block of kNormThreads per row, each thread keeping its
+// <= kNormPer elements of the row in registers, so the row is read once (C <= kNormThreads *
+// kNormPer). A warp per row would make ~C/32 dependent passes over global memory per pass kind.
 constexpr int kNormThreads = 256, kNormPer = 16;
-__global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, __nv_bfloat16* o16, float* rstd, float* x,
-                                                              const float* t, const float* w, int C, float eps) {
+__global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, float* rstd, float* x, const float* t,
+                                                              const float* w, int C, float eps) {
   __shared__ float red[32];
   const int row = blockIdx.x;
   float* xr = x + size_t(row) * C;
@@ -97,54 +96,15 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, __nv_b
     const int c = threadIdx.x + j * kNormThreads;
     if (c < C) {
       if (t) xr[c] = v[j];
-      const float y = v[j] * r * w[c];
-      out[size_t(row) * C + c] = y;
-      if (o16) o16[size_t(row) * C + c] = __float2bfloat16_rn(y);
+      out[size_t(row) * C + c] = v[j] * r * w[c];
     }
   }
 }
-__nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned);
 void rmsnorm_launch(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C, float eps) {
-  __nv_bfloat16* o16 = find_mirror(out, size_t(N) * C, false);
-  if (C <= kNormThreads * kNormPer) {
-    rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, o16, rstd, x, t, w, C, eps);
-    return;
-  }
-  rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, t, w, N, C, eps);
-  if (o16) to_bf16(o16, out, size_t(N) * C);  // (wider rows than the block kernel holds: a separate pass)
+  if (N <= 64 && C <= kNormThreads * kNormPer) rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, rstd, x, t, w, C, eps);
+  else rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, t, w, N, C, eps);
 }
-// dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k)); add_dx: dx_c += that, rounded as a separate add.
-// A block per row with the row in registers (C <= kNormThreads * kNormPer), read once; dx16: the
-// bf16 mirror of dx (null when none), written with it.
-__global__ void __launch_bounds__(kNormThreads) rmsnorm_bwd_row_k(float* dx, __nv_bfloat16* dx16, const float* dout,
-                                                                  const float* x, const float* w, const float* rstd,
-                                                                  int C, bool add_dx) {
-  __shared__ float red[32];
-  const size_t row = blockIdx.x;
-  const float *xr = x + row * C, *dy = dout + row * C;
-  float xv[kNormPer], wdy[kNormPer], dot = 0;
-#pragma unroll
-  for (int j = 0; j < kNormPer; ++j) {
-    const int c = threadIdx.x + j * kNormThreads;
-    xv[j] = c < C ? xr[c] : 0.0f;
-    wdy[j] = c < C ? w[c] * dy[c] : 0.0f;
-    dot += wdy[j] * xv[j];
-  }
-  dot = block_sum(dot, red) / C;
-  const float r = rstd[row];
-  float* d = dx + row * C;
-#pragma unroll
-  for (int j = 0; j < kNormPer; ++j) {
-    const int c = threadIdx.x + j * kNormThreads;
-    if (c < C) {
-      const float v = r * (wdy[j] - xv[j] * r * r * dot);
-      const float o = add_dx ? __fadd_rn(d[c], v) : v;
-      d[c] = o;
-      if (dx16) dx16[row * C + c] = __float2bfloat16_rn(o);
-    }
-  }
-}
-// (wider rows: a warp per row, two passes over the row)
+// dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k)); add_dx: dx_c += that, rounded as a separate add
 __global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, const float* w, const float* rstd, int N,
                                  int C, bool add_dx) {
   int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -711,8 +671,7 @@ void set_weight_mirrors(bool on) {
   M.enabled = on;
 }
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
-// fill = false: only allocated; the op that writes the activation next fills it (rmsnorm_fwd/bwd,
-// swiglu_fwd/bwd).
+// fill = false: only allocated; the op that writes the activation next fills it (swiglu_fwd/bwd).
 void mirror(const float* base, size_t n, bool activation, bool fill = true) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -778,13 +737,7 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
                  int C, bool add_dx) {
   if (dw) column_sum_accumulate(dw, dout, x, rstd, N, C, 1);
   if (dx) {
-    __nv_bfloat16* dx16 = find_mirror(dx, size_t(N) * C, false);
-    if (C <= kNormThreads * kNormPer) {
-      rmsnorm_bwd_row_k<<<N, kNormThreads, 0, stream()>>>(dx, dx16, dout, x, w, rstd, C, add_dx);
-    } else {
-      rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, dout, x, w, rstd, N, C, add_dx);
-      if (dx16) to_bf16(dx16, dx, size_t(N) * C);
-    }
+    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, dout, x, w, rstd, N, C, add_dx);
     SR_CUDA_LAUNCHED("rmsnorm_bwd");
   }
 }
