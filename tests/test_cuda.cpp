@@ -307,8 +307,9 @@ std::vector<float> absv(std::vector<float> v) {
   return v;
 }
 
-// RMSNorm's two kernels: a block per row (N <= 64, the row in registers: C <= 4096) and a warp per
-// row (otherwise), at widths that use several register slots and just past the limit
+// RMSNorm's two forward kernels: a block per row (N <= 64, the row in registers: C <= 4096) and a
+// warp per row (otherwise), at widths that use several register slots and just past the limit; and
+// the backward's dx (plain and add_dx) at the same shapes
 TEST(Cuda, RmsNormBothKernelsMatchReference) {
   SKIP_WITHOUT_GPU();
   for (int N : {1, 64, 65})
@@ -327,6 +328,15 @@ TEST(Cuda, RmsNormBothKernelsMatchReference) {
       EXPECT_EQ(down(xa), xr);
       EXPECT_EQ(down(ya), down(yb));
       EXPECT_EQ(down(ra), down(rb));
+      const auto dy = randn(size_t(N) * C, 4), prior = randn(size_t(N) * C, 5);
+      std::vector<float> dx(size_t(N) * C), dxa = prior;
+      ref::rmsnorm_bwd<float>(dx.data(), nullptr, dy.data(), xr.data(), w.data(), r.data(), N, C);
+      ref::rmsnorm_bwd<float>(dxa.data(), nullptr, dy.data(), xr.data(), w.data(), r.data(), N, C, true);
+      auto dy_ = up(dy), r_ = up(r), xr_ = up(xr), gx = up(prior), gxa = up(prior);
+      gpu().rmsnorm_bwd(gx.data(), nullptr, dy_.data(), xr_.data(), w_.data(), r_.data(), N, C, false);
+      gpu().rmsnorm_bwd(gxa.data(), nullptr, dy_.data(), xr_.data(), w_.data(), r_.data(), N, C, true);
+      EXPECT_REL(down(gx), dx, 1e-4);
+      EXPECT_REL(down(gxa), dxa, 1e-4);
     }
 }
 
