@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Decode of two builds in one run on a GPU machine: NEW and OLD bench_cuda binaries alternated
-# new-old-old-new per model, each line tagged "build"; then the table (docs/PERF.md "Decode kernels").
-# usage: bench/ab_builds.sh NEW_BENCH_CUDA OLD_BENCH_CUDA OUT.jsonl [preset:window ...]
-#   default rows: 0.5b:1024 3b:1024 0.5b:0 3b:0 0.5b-gdn:1024 0.5b-rwkv7:0
+# Two builds in one run on a GPU machine: NEW and OLD bench_cuda binaries alternated new-old-old-new
+# per row, each line tagged "build"; then the table (docs/PERF.md "Decode kernels", and with STEPS
+# the training-step A/Bs: "bf16 activation mirrors", "Cross-entropy in one pass").
+# usage: [STEPS=3] [ALSO="label:args"] bench/ab_builds.sh NEW_BENCH_CUDA OLD_BENCH_CUDA OUT.jsonl [preset:window[:L] ...]
+#   STEPS unset or 0: decode A/B (128 tokens after a 4k prefill); default rows 0.5b:1024 3b:1024
+#     0.5b:0 3b:0 0.5b-gdn:1024 0.5b-rwkv7:0
+#   STEPS > 0: training-step A/B (median of STEPS steps, no decode); default rows 3b:0 0.5b:0 (L 4096)
+#   ALSO="noact:--act-mirror 0": a third label, the NEW binary with those flags, in the same rotation
 set -uo pipefail
 cd "$(dirname "$0")/.."
 NEW=${1:?new bench_cuda}; OLD=${2:?old bench_cuda}; J=${3:?out jsonl}; shift 3
-for PW in ${*:-0.5b:1024 3b:1024 0.5b:0 3b:0 0.5b-gdn:1024 0.5b-rwkv7:0}; do
-  for V in new old old new; do
-    B=$NEW; [ $V = old ] && B=$OLD
-    timeout 120 "$B" model --preset ${PW%:*} --window ${PW#*:} --L 4096 --steps 0 --decode 128 |
-      sed "s/{/{\"build\":\"$V\",/" >> "$J"
+STEPS=${STEPS:-0}
+if [ "$STEPS" -gt 0 ]; then ROWS=${*:-3b:0 0.5b:0}; WORK="--steps $STEPS --decode 0"
+else ROWS=${*:-0.5b:1024 3b:1024 0.5b:0 3b:0 0.5b-gdn:1024 0.5b-rwkv7:0}; WORK="--steps 0 --decode 128"; fi
+LABELS="new old old new"; [ -n "${ALSO:-}" ] && LABELS="new old ${ALSO%%:*} ${ALSO%%:*} old new"
+for R in $ROWS; do
+  IFS=: read -r P W L <<< "$R"
+  for V in $LABELS; do
+    B=$NEW EX=""; [ $V = old ] && B=$OLD
+    [ -n "${ALSO:-}" ] && [ $V = "${ALSO%%:*}" ] && EX=${ALSO#*:}
+    timeout 300 "$B" model --preset $P --window $W --L ${L:-4096} $WORK $EX | sed "s/{/{\"build\":\"$V\",/" >> "$J"
   done
 done
-python3 bench/cuda_tables.py --builds "$J"
+if [ "$STEPS" -gt 0 ]; then python3 bench/cuda_tables.py --train-builds "$J"; else python3 bench/cuda_tables.py --builds "$J"; fi

@@ -117,6 +117,24 @@ def builds_tables(jpath):
                   f"{mean([r['decode_GBps'] for r in rs]):.0f} | {tps / base:.2f}x |")
 
 
+def train_builds_tables(jpath):
+    """Training steps of builds or settings in one run (lines tagged "build", alternated): per
+    model, L and window, the means of each label's runs and the speed-up over "old"."""
+    rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "build" in l and l.find("train_ms") > 0]
+    key = lambda r: (r["preset"], r["L"], r.get("window", 0))
+    print("| model | L | window | build | runs | ms / step | tokens/s | MFU | peak GiB | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for k in dict.fromkeys(key(r) for r in rows):
+        here = [r for r in rows if key(r) == k]
+        by = {v: [r for r in here if r["build"] == v] for v in dict.fromkeys(r["build"] for r in here)}
+        base = mean([r["train_ms"] for r in by["old" if "old" in by else list(by)[-1]]])
+        for v, rs in by.items():
+            ms = mean([r["train_ms"] for r in rs])
+            print(f"| {k[0]} | {k[1]} | {k[2] or 'full'} | {v} | {len(rs)} | {ms:.2f} | {k[1] / ms * 1e3:.0f} | "
+                  f"{100 * mean([r['train_mfu'] for r in rs]):.1f}% | {mean([r['train_peak_gib'] for r in rs]):.1f} | "
+                  f"{base / ms:.3f}x |")
+
+
 def attention_ab_tables(jpath, key, title, names, base, default, speed="fwd_ms"):
     """Attention under each setting of `key` (alternated in one run) and torch SDPA flash, same run:
     means of each setting's runs per shape; speed-up of `speed` (fwd_ms or fwdbwd_ms) over setting
@@ -203,6 +221,8 @@ if __name__ == "__main__":
         graphs_tables(sys.argv[2])
     elif sys.argv[1] == "--builds":
         builds_tables(sys.argv[2])
+    elif sys.argv[1] == "--train-builds":
+        train_builds_tables(sys.argv[2])
     elif sys.argv[1] == "--fwd-tiles":  # bench_cuda attention --fwd-tiles 1|2|3, alternated
         attention_ab_tables(sys.argv[2], "fwd_tiles", "forward tiles (queries x keys)", {1: "64 x 64", 2: "128 x 64", 3: "128 x 32"}, 1, 2)
     elif sys.argv[1] == "--bwd-kernel":  # bench_cuda attention --bwd-kernel 1|2, alternated
