@@ -97,6 +97,14 @@ def graphs_tables(jpath):
                   f"{mean([r['decode_GBps'] for r in rs]):.0f} | {built} | {tps / base:.2f}x |")
 
 
+def build_groups(rows, key):
+    """Per key(row) (in file order): ({build label: rows}, the baseline's rows: "old", else the last label)."""
+    for k in dict.fromkeys(key(r) for r in rows):
+        here = [r for r in rows if key(r) == k]
+        by = {v: [r for r in here if r["build"] == v] for v in dict.fromkeys(r["build"] for r in here)}
+        yield k, by, by["old" if "old" in by else list(by)[-1]]
+
+
 def builds_tables(jpath):
     """Decode of builds or settings in one run (lines tagged "build": "new" | "old" | any other label,
     alternated): means of each label's runs per model, speed-up over "old" (else over the last label)."""
@@ -107,10 +115,8 @@ def builds_tables(jpath):
                 (" W=%d" % r["window"] if r.get("window") else ""))
     print("| model | build | runs | decode tok/s | ms / token | GB/s read | speed-up |")
     print("|---|---|---|---|---|---|---|")
-    for p in dict.fromkeys(model(r) for r in rows):
-        here = [r for r in rows if model(r) == p]
-        by = {v: [r for r in here if r["build"] == v] for v in dict.fromkeys(r["build"] for r in here)}
-        base = mean([r["decode_tokens_per_s"] for r in by["old" if "old" in by else list(by)[-1]]])
+    for p, by, base_rows in build_groups(rows, model):
+        base = mean([r["decode_tokens_per_s"] for r in base_rows])
         for v, rs in by.items():
             tps = mean([r["decode_tokens_per_s"] for r in rs])
             print(f"| {p} | {v} | {len(rs)} | {tps:.1f} | {1e3 / tps:.2f} | "
@@ -124,10 +130,8 @@ def train_builds_tables(jpath):
     key = lambda r: (r["preset"], r["L"], r.get("window", 0))
     print("| model | L | window | build | runs | ms / step | tokens/s | MFU | peak GiB | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for k in dict.fromkeys(key(r) for r in rows):
-        here = [r for r in rows if key(r) == k]
-        by = {v: [r for r in here if r["build"] == v] for v in dict.fromkeys(r["build"] for r in here)}
-        base = mean([r["train_ms"] for r in by["old" if "old" in by else list(by)[-1]]])
+    for k, by, base_rows in build_groups(rows, key):
+        base = mean([r["train_ms"] for r in base_rows])
         for v, rs in by.items():
             ms = mean([r["train_ms"] for r in rs])
             print(f"| {k[0]} | {k[1]} | {k[2] or 'full'} | {v} | {len(rs)} | {ms:.2f} | {k[1] / ms * 1e3:.0f} | "
