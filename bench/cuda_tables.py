@@ -97,46 +97,45 @@ def graphs_tables(jpath):
                   f"{mean([r['decode_GBps'] for r in rs]):.0f} | {built} | {tps / base:.2f}x |")
 
 
-def build_groups(rows, key):
-    """Per key(row) (in file order): ({build label: rows}, the baseline's rows: "old", else the last label)."""
+def build_table(rows, key, key_head, key_cells, head, cells, speedup):
+    """A/B table of builds or settings in one run (lines tagged "build": "new" | "old" | any other
+    label, alternated): per key(row), in file order, one line per label: key_cells(key), the label,
+    its runs, cells(runs) and speedup(runs, baseline runs); the baseline is "old", else the last label."""
+    print("| " + " | ".join(key_head + ["build", "runs"] + head) + " | speed-up |")
+    print("|" + "---|" * (len(key_head) + len(head) + 3))
     for k in dict.fromkeys(key(r) for r in rows):
         here = [r for r in rows if key(r) == k]
         by = {v: [r for r in here if r["build"] == v] for v in dict.fromkeys(r["build"] for r in here)}
-        yield k, by, by["old" if "old" in by else list(by)[-1]]
+        base = by["old" if "old" in by else list(by)[-1]]
+        for v, rs in by.items():
+            print("| " + " | ".join(key_cells(k) + [v, str(len(rs))] + cells(rs)) + f" | {speedup(rs, base)} |")
 
 
 def builds_tables(jpath):
-    """Decode of builds or settings in one run (lines tagged "build": "new" | "old" | any other label,
-    alternated): means of each label's runs per model, speed-up over "old" (else over the last label)."""
+    """Decode of builds or settings in one run: means of each label's runs per model."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "build" in l]
     def model(r):  # bf16 decode weights: a model of its own
         w = r.get("decode_weights", "fp32")
         return (r["preset"] + (" (%s decode weights)" % w if w != "fp32" else "") +
                 (" W=%d" % r["window"] if r.get("window") else ""))
-    print("| model | build | runs | decode tok/s | ms / token | GB/s read | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    for p, by, base_rows in build_groups(rows, model):
-        base = mean([r["decode_tokens_per_s"] for r in base_rows])
-        for v, rs in by.items():
-            tps = mean([r["decode_tokens_per_s"] for r in rs])
-            print(f"| {p} | {v} | {len(rs)} | {tps:.1f} | {1e3 / tps:.2f} | "
-                  f"{mean([r['decode_GBps'] for r in rs]):.0f} | {tps / base:.2f}x |")
+    tps = lambda rs: mean([r["decode_tokens_per_s"] for r in rs])
+    build_table(rows, model, ["model"], lambda k: [k], ["decode tok/s", "ms / token", "GB/s read"],
+                lambda rs: [f"{tps(rs):.1f}", f"{1e3 / tps(rs):.2f}", f"{mean([r['decode_GBps'] for r in rs]):.0f}"],
+                lambda rs, base: f"{tps(rs) / tps(base):.2f}x")
 
 
 def train_builds_tables(jpath):
-    """Training steps of builds or settings in one run (lines tagged "build", alternated): per
-    model, L and window, the means of each label's runs and the speed-up over "old"."""
+    """Training steps of builds or settings in one run: per model, L and window, the means of each
+    label's runs."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "build" in l and l.find("train_ms") > 0]
-    key = lambda r: (r["preset"], r["L"], r.get("window", 0))
-    print("| model | L | window | build | runs | ms / step | tokens/s | MFU | peak GiB | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for k, by, base_rows in build_groups(rows, key):
-        base = mean([r["train_ms"] for r in base_rows])
-        for v, rs in by.items():
-            ms = mean([r["train_ms"] for r in rs])
-            print(f"| {k[0]} | {k[1]} | {k[2] or 'full'} | {v} | {len(rs)} | {ms:.2f} | {k[1] / ms * 1e3:.0f} | "
-                  f"{100 * mean([r['train_mfu'] for r in rs]):.1f}% | {mean([r['train_peak_gib'] for r in rs]):.1f} | "
-                  f"{base / ms:.3f}x |")
+    ms = lambda rs: mean([r["train_ms"] for r in rs])
+    build_table(rows, lambda r: (r["preset"], r["L"], r.get("window", 0)),
+                ["model", "L", "window"], lambda k: [k[0], str(k[1]), str(k[2] or "full")],
+                ["ms / step", "tokens/s", "MFU", "peak GiB"],
+                lambda rs: [f"{ms(rs):.2f}", f"{rs[0]['L'] / ms(rs) * 1e3:.0f}",
+                               f"{100 * mean([r['train_mfu'] for r in rs]):.1f}%",
+                               f"{mean([r['train_peak_gib'] for r in rs]):.1f}"],
+                lambda rs, base: f"{ms(base) / ms(rs):.3f}x")
 
 
 def attention_ab_tables(jpath, key, title, names, base, default, speed="fwd_ms"):
