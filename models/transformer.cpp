@@ -299,9 +299,9 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   float* P = backend_params();
   ops_->embedding_fwd(A.res.data(), A.ids.data(), P + off_embed_, N, C);
   for (int l = 0; l < L; ++l) layer_forward(l, recompute_ ? 0 : l, true);
+  keep_bf16(A.hf.data(), size_t(N) * C, true);  // rmsnorm_fwd writes the bf16 copy too
   ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, nw(P + off_norm_), N, C,
                     cfg_.rms_norm_eps);
-  keep_bf16(A.hf.data(), size_t(N) * C);
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
   return reduce_loss(A.loss.to_vector(), targets, weights, N);
 }
@@ -340,8 +340,8 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
   LayerActs t = layer_acts(slot);
   const float* x = A.res.data() + size_t(l) * N * C;
   float* tmp = A.tmp.data();
+  keep_bf16(t.h1, size_t(N) * C, true);
   ops_->rmsnorm_fwd(t.h1, t.rstd1, x, nw(w.ln1), N, C, cfg_.rms_norm_eps);
-  keep_bf16(t.h1, size_t(N) * C);
   if (cfg_.is_linear(l)) {
     A.gdn_state.zero();  // each training sequence starts from an empty state
     gdn_forward(w, gdn_acts(slot), t.h1, B_, T_, nullptr, A.gdn_state.data(), tmp);
@@ -360,8 +360,8 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
     ops_->linear_fwd(tmp, o_in, w.wo, nullptr, N, qd, C);
   }
   ops_->add(t.xmid, x, tmp, size_t(N) * C);
+  keep_bf16(t.h2, size_t(N) * C, true);
   ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, nw(w.ln2), N, C, cfg_.rms_norm_eps);
-  keep_bf16(t.h2, size_t(N) * C);
   mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp, false, true);
   if (write_out) ops_->add(A.res.data() + size_t(l + 1) * N * C, t.xmid, tmp, size_t(N) * C);
 }
@@ -458,6 +458,9 @@ void Transformer::backward(float loss_scale) {
     ops_->linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
                      lm_head(P), rows, C, V, false);
   }
+  // dx (the residual stream's gradient) is written only by rmsnorm_bwd, which writes its bf16 copy
+  // too: the dout of the o_proj / out_proj and down_proj products
+  keep_bf16(dx, size_t(N) * C, true);
   ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, nw(P + off_norm_), A.rstdf.data(), N, C, false);
   for (int l = L - 1; l >= 0; --l) {
     const int slot = recompute_ ? 0 : l;

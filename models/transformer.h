@@ -108,10 +108,10 @@ class Transformer : public LanguageModel {
   mutable Buffer<float> norm_eff_, norm_ones_;
   void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out,
                    bool cached = false, bool keep_a = false) const;
-  // bf16 copies of training activations that several GEMMs read (h1, h2, the attention output, the
-  // final norm: made right after each is written; the SwiGLU product and its two gradients:
-  // written by the SwiGLU ops themselves, filled_by_next_op), the backend's mirror_activation;
-  // dropped before the next forward, after backward and with the buffers.
+  // bf16 copies of training activations that GEMMs read (the attention output: made right after it
+  // is written; h1, h2, the final norm, the SwiGLU product, its two gradients and the residual
+  // gradient: written by the op that writes the activation, filled_by_next_op), the backend's
+  // mirror_activation; dropped before the next forward, after backward and with the buffers.
   void keep_bf16(const float* x, size_t n, bool filled_by_next_op = false) const;
   void drop_bf16_activations() const;
   mutable std::vector<const float*> bf16_kept_;

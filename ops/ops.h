@@ -204,8 +204,8 @@ struct OpsTable {
   // Keeps a bf16 copy of the activation x[0, n) as it is now, which GEMMs reading it take instead of
   // rounding it on each call (the same values: results unchanged); a call on the same x and n
   // refreshes it, n = 0 releases it. fill = false only allocates it, for an output of the next op
-  // that writes x, which must be swiglu_fwd or swiglu_bwd: they write the mirrors of their outputs in
-  // the same pass. The caller releases it before anything else changes x or frees it.
+  // that writes x, which must be rmsnorm_fwd, rmsnorm_bwd (dx), swiglu_fwd or swiglu_bwd: they write
+  // the mirrors of their outputs in the same pass. The caller releases it before anything else changes x or frees it.
   void (*mirror_activation)(const float* x, size_t n, bool fill) = nullptr;
   // ---- decode graphs (null where a backend has none) ----
   // Runs body(), ops on this backend and no host transfers or host bookkeeping, as one captured

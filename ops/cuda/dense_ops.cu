@@ -40,8 +40,9 @@ __global__ void embedding_bwd_k(float* dtable, const float* dout, const int32_t*
 // ---- RMSNorm: one warp per row ----
 // t: the residual to add into x first (add_rmsnorm_fwd: x += t; each lane writes and rereads only
 // its own columns), or null.
-__global__ void rmsnorm_fwd_k(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C,
-                              float eps) {
+// o16: the bf16 mirror of out (null when none), written with it (both RMSNorm kernels)
+__global__ void rmsnorm_fwd_k(float* out, __nv_bfloat16* o16, float* rstd, float* x, const float* t, const float* w,
+                              int N, int C, float eps) {
   int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (row >= N) return;
   float* xr = x + size_t(row) * C;
@@ -52,14 +53,18 @@ __global__ void rmsnorm_fwd_k(float* out, float* rstd, float* x, const float* t,
   ss = warp_sum(ss);
   float r = rsqrtf(ss / C + eps);
   if (lane == 0) rstd[row] = r;
-  for (int c = lane; c < C; c += 32) out[size_t(row) * C + c] = xr[c] * r * w[c];
+  for (int c = lane; c < C; c += 32) {
+    const float y = xr[c] * r * w[c];
+    out[size_t(row) * C + c] = y;
+    if (o16) o16[size_t(row) * C + c] = __float2bfloat16_rn(y);
+  }
 }
 // The same for few rows (decode: N = 1): a block of kNormThreads per row, each thread keeping its
 // <= kNormPer elements of the row in registers, so the row is read once (C <= kNormThreads *
 // kNormPer). A warp per row would make ~C/32 dependent passes over global memory per pass kind.
 constexpr int kNormThreads = 256, kNormPer = 16;
-__global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, float* rstd, float* x, const float* t,
-                                                              const float* w, int C, float eps) {
+__global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, __nv_bfloat16* o16, float* rstd, float* x,
+                                                              const float* t, const float* w, int C, float eps) {
   __shared__ float red[32];
   const int row = blockIdx.x;
   float* xr = x + size_t(row) * C;
@@ -79,17 +84,22 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, float*
     const int c = threadIdx.x + j * kNormThreads;
     if (c < C) {
       if (t) xr[c] = v[j];
-      out[size_t(row) * C + c] = v[j] * r * w[c];
+      const float y = v[j] * r * w[c];
+      out[size_t(row) * C + c] = y;
+      if (o16) o16[size_t(row) * C + c] = __float2bfloat16_rn(y);
     }
   }
 }
+__nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned);
 void rmsnorm_launch(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C, float eps) {
-  if (N <= 64 && C <= kNormThreads * kNormPer) rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, rstd, x, t, w, C, eps);
-  else rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, rstd, x, t, w, N, C, eps);
+  __nv_bfloat16* o16 = find_mirror(out, size_t(N) * C, false);
+  if (N <= 64 && C <= kNormThreads * kNormPer) rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, o16, rstd, x, t, w, C, eps);
+  else rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, o16, rstd, x, t, w, N, C, eps);
 }
-// dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k)); add_dx: dx_c += that, rounded as a separate add
-__global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, const float* w, const float* rstd, int N,
-                                 int C, bool add_dx) {
+// dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k)); add_dx: dx_c += that, rounded as a separate add;
+// dx16: the bf16 mirror of dx (null when none), written with it
+__global__ void rmsnorm_bwd_dx_k(float* dx, __nv_bfloat16* dx16, const float* dout, const float* x, const float* w,
+                                 const float* rstd, int N, int C, bool add_dx) {
   int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (row >= N) return;
   const float *xr = x + size_t(row) * C, *dy = dout + size_t(row) * C;
@@ -100,7 +110,9 @@ __global__ void rmsnorm_bwd_dx_k(float* dx, const float* dout, const float* x, c
   float* d = dx + size_t(row) * C;
   for (int c = lane; c < C; c += 32) {
     const float v = r * (w[c] * dy[c] - xr[c] * r * r * dot);
-    d[c] = add_dx ? __fadd_rn(d[c], v) : v;
+    const float o = add_dx ? __fadd_rn(d[c], v) : v;
+    d[c] = o;
+    if (dx16) dx16[size_t(row) * C + c] = __float2bfloat16_rn(o);
   }
 }
 
@@ -758,7 +770,8 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
                  int C, bool add_dx) {
   if (dw) column_sum_accumulate(dw, dout, x, rstd, N, C, 1);
   if (dx) {
-    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, dout, x, w, rstd, N, C, add_dx);
+    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, find_mirror(dx, size_t(N) * C, false), dout, x, w, rstd, N,
+                                                         C, add_dx);
     SR_CUDA_LAUNCHED("rmsnorm_bwd");
   }
 }
