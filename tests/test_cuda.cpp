@@ -1050,7 +1050,7 @@ TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
 }
 
 // bf16 activation mirrors (h1, h2, the attention output, the SwiGLU product and its gradients, the
-// final norm, kept for the GEMMs that read them) change no value: a training step's loss and logits
+// final norm and the residual gradient, kept for the GEMMs that read them) change no value: a training step's loss and logits
 // are bitwise those without, for attention and Gated DeltaNet layers, with and without
 // recomputation. Gradients are bitwise where the backward has no atomics upstream (every gradient
 // of the Gated DeltaNet model but the embedding's scatter; the last layer's MLP and norms and the
