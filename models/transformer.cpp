@@ -253,11 +253,14 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
 
 void Transformer::keep_bf16(const float* x, size_t n, bool filled_by_next_op) const {
   if (!ops_->mirror_activation || act_.N < 64) return;  // below 64 rows GEMMs keep fp32 operands
+  if (bf16_ops_ != ops_) drop_bf16_activations();
+  bf16_ops_ = ops_;
   ops_->mirror_activation(x, n, !filled_by_next_op);
   if (std::find(bf16_kept_.begin(), bf16_kept_.end(), x) == bf16_kept_.end()) bf16_kept_.push_back(x);
 }
+// (through the backend that made them: set_ops() switches ops_ before it drops the activations)
 void Transformer::drop_bf16_activations() const {
-  for (const float* x : bf16_kept_) ops_->mirror_activation(x, 0, true);
+  for (const float* x : bf16_kept_) bf16_ops_->mirror_activation(x, 0, true);
   bf16_kept_.clear();
 }
 

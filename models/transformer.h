@@ -115,6 +115,7 @@ class Transformer : public LanguageModel {
   void keep_bf16(const float* x, size_t n, bool filled_by_next_op = false) const;
   void drop_bf16_activations() const;
   mutable std::vector<const float*> bf16_kept_;
+  mutable const OpsTable* bf16_ops_ = nullptr;  // the backend holding them
 
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
   std::vector<size_t> layer_off_;  // start of each layer's block

@@ -1113,6 +1113,22 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
       EXPECT_EQ(leak_on, 0u);
       EXPECT_EQ(leak_off, 0u);
     }
+  // a forward leaves its copies until the next forward; moving the model to the CPU then releases
+  // them on the GPU (no crash through the CPU table, no device memory left) and the CPU runs on
+  ModelConfig c = tiny_config("fs", 16);
+  c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+  std::vector<int32_t> ids(96, 7), tg(96, 9);
+  std::vector<float> w(96, 1.0f);
+  cuda::synchronize();
+  const size_t in_use = cuda::memory_stats().in_use;
+  Transformer m(c);
+  m.init_random(3, 0.1f);
+  m.set_ops(&gpu());
+  const float on_gpu = m.forward(ids.data(), tg.data(), w.data(), 2, 48);
+  m.set_ops(&ops_cpu());
+  cuda::synchronize();
+  EXPECT_EQ(cuda::memory_stats().in_use, in_use);
+  EXPECT_NEAR(m.forward(ids.data(), tg.data(), w.data(), 2, 48), on_gpu, 1e-2);
 }
 
 // Decode with bf16 weights on the GPU: the GEMV over bf16 rows (the mirror's layout) against the
