@@ -434,10 +434,12 @@ void check_blas(cublasStatus_t s, const char* what) {
 // the same bf16 values, so results are bitwise unchanged, with one conversion pass per optimizer
 // step instead of one per GEMM (forward, backward dx, recomputation).
 //
-// Activation mirrors use the same list: the model keeps a bf16 copy of an activation it has just
-// written (an RMSNorm output, the SwiGLU product, the attention output) that every GEMM reading it,
-// forward and backward, takes instead of rounding it again (h1 alone fed six roundings a layer).
-// Again the same bf16 values; the model drops them before the fp32 buffer changes.
+// Activation mirrors use the same list: the model keeps a bf16 copy of an activation (an RMSNorm
+// output, the SwiGLU product and its gradients, the residual gradient, the attention output) that
+// every GEMM reading it, forward and backward, takes instead of rounding it again (h1 alone fed six
+// roundings a layer). The RMSNorm and SwiGLU kernels write the copies of their outputs themselves;
+// the attention output is rounded by one pass after it is written. Again the same bf16 values; the
+// model drops them before the fp32 buffer changes.
 struct WeightMirror {
   const float* base;
   size_t n;
@@ -704,7 +706,8 @@ void set_weight_mirrors(bool on) {
   M.enabled = on;
 }
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
-// fill = false: only allocated; the op that writes the activation next fills it (swiglu_fwd/bwd).
+// fill = false: only allocated; the op that writes the activation next fills it (rmsnorm_fwd/bwd,
+// swiglu_fwd/bwd: find_mirror on their outputs).
 void mirror(const float* base, size_t n, bool activation, bool fill = true) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
