@@ -11,9 +11,11 @@
 //       cuBLAS at the models' projection shapes: fp32 storage (bf16 / tf32 tensor cores), bf16
 //       operands with fp32 output (what linear_fwd runs after rounding), bf16 storage, and the op
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5 (0: no training)] [--decode 64] [--recompute 0|1]
-//       [--mirror 1|0] [--act-mirror 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above
+//       [--batch 1] [--accum 1] (a training step = accum forward+backward passes over batch sequences of L tokens, then AdamW)
+//       [--mirror 1|0] [--act-mirror 1|0] [--mirror-only 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above
 //       16k tokens; mirror 0: no bf16 weight copy, every GEMM rounds its weights; act-mirror 0: no bf16 activation
-//       copies, every GEMM rounds its activation operand; both for A/B runs; graphs: decode steps as CUDA graphs, default
+//       copies, every GEMM rounds its activation operand; mirror-only 0: the SwiGLU product and its gradients
+//       are written in fp32 beside their bf16 copies; all for A/B runs; graphs: decode steps as CUDA graphs, default
 //       SMOOTHREAD_CUDA_GRAPHS); --profile 1 adds the per-op time split of one
 //       training step ("profile_ms") and of 16 decode steps ("decode_profile_ms"; ops synchronize one by
 //       one, so only the split is meaningful)
@@ -249,6 +251,8 @@ int model(std::map<std::string, std::string> a) {
   cuda::set_weight_mirrors(mirror);
   const bool act_mirror = geti(a, "act-mirror", 1) != 0;  // 0: every GEMM rounds its activations itself (A/B)
   cuda::set_activation_mirrors(act_mirror);
+  const bool mirror_only = geti(a, "mirror-only", 1) != 0;  // 0: SwiGLU outputs written in fp32 too (A/B)
+  cuda::set_mirror_only(mirror_only);
   m.set_ops(&ops_cuda());
   const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
   m.set_recompute(recompute);
@@ -260,36 +264,42 @@ int model(std::map<std::string, std::string> a) {
   for (int l = 0; l < c.num_layers; ++l) attn_layers += !c.is_linear(l) && !c.is_rwkv7();
   const double attn_fwd = 4.0 * c.num_heads * c.head_dim * attn_layers * visible_pairs(L, W) / L;
   std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,"
-              "\"weight_mirror\":%d,\"act_mirror\":%d,\"device\":\"%s\"",
-              p.c_str(), P, L, W, int(recompute), int(mirror), int(act_mirror), cuda::device_summary().c_str());
-  if (steps > 0) try {  // training step: forward + backward + clip + AdamW on one sequence of L tokens
+              "\"weight_mirror\":%d,\"act_mirror\":%d,\"mirror_only\":%d,\"device\":\"%s\"",
+              p.c_str(), P, L, W, int(recompute), int(mirror), int(act_mirror), int(mirror_only),
+              cuda::device_summary().c_str());
+  // training step: zero_grad, then `accum` forward+backward passes over `batch` sequences of L
+  // tokens each (gradient accumulation, as the trainer's grad_accum), then clip + AdamW
+  const int batch = geti(a, "batch", 1), accum = geti(a, "accum", 1);
+  if (batch < 1 || accum < 1) fail("--batch/--accum", "must be at least 1");
+  std::printf(",\"batch\":%d,\"accum\":%d", batch, accum);
+  if (steps > 0) try {
     AdamW opt(m.num_params(), {}, ops_cuda());
-    std::vector<int32_t> ids(L), tg(L);
+    const size_t n = size_t(batch) * L;
+    std::vector<int32_t> ids(n), tg(n);
     Rng r(3);
-    for (int i = 0; i < L; ++i) ids[i] = int32_t(r.below(uint64_t(V))), tg[i] = int32_t(r.below(uint64_t(V)));
-    std::vector<float> w(L, 1.0f);
-    auto step = [&] {
-      m.zero_grad();
-      m.forward(ids.data(), tg.data(), w.data(), 1, L);
-      m.backward();
-      opt.step(m.backend_params(), m.grads(), 1e-4f, grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda()).clip_scale);
+    for (size_t i = 0; i < n; ++i) ids[i] = int32_t(r.below(uint64_t(V))), tg[i] = int32_t(r.below(uint64_t(V)));
+    std::vector<float> w(n, 1.0f);
+    auto make_step = [&](AdamW& o, const OpsTable& ops) {
+      return [&] {
+        m.zero_grad();
+        for (int i = 0; i < accum; ++i) {
+          m.forward(ids.data(), tg.data(), w.data(), batch, L);
+          m.backward(1.0f / float(accum));
+        }
+        o.step(m.backend_params(), m.grads(), 1e-4f, grad_norm(m.grads(), m.num_params(), 1.0, ops).clip_scale);
+      };
     };
+    auto step = make_step(opt, ops_cuda());
     cuda::reset_peak();
     double ms = median_ms(step, steps);
-    double tps = L / (ms * 1e-3);
+    double tps = double(n) * accum / (ms * 1e-3);
     std::printf(",\"train_ms\":%.2f,\"train_tokens_per_s\":%.0f,\"train_mfu\":%.4f,\"train_peak_gib\":%.2f", ms, tps,
                 tps * 3 * (mm + attn_fwd) / kPeakBf16, double(cuda::memory_stats().peak_in_use) / (1 << 30));
     if (geti(a, "profile", 0)) {
       m.set_ops(&ops_cuda_profiled());
       m.set_recompute(recompute);
       AdamW popt(m.num_params(), {}, ops_cuda_profiled());
-      auto pstep = [&] {
-        m.zero_grad();
-        m.forward(ids.data(), tg.data(), w.data(), 1, L);
-        m.backward();
-        popt.step(m.backend_params(), m.grads(), 1e-4f,
-                  grad_norm(m.grads(), m.num_params(), 1.0, ops_cuda_profiled()).clip_scale);
-      };
+      auto pstep = make_step(popt, ops_cuda_profiled());
       pstep();
       cuda::profile_reset();
       auto t0 = clk::now();

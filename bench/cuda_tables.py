@@ -129,10 +129,12 @@ def train_builds_tables(jpath):
     label's runs."""
     rows = [json.loads(l) for l in open(jpath) if l.strip().startswith("{") and "build" in l and l.find("train_ms") > 0]
     ms = lambda rs: mean([r["train_ms"] for r in rs])
-    build_table(rows, lambda r: (r["preset"], r["L"], r.get("window", 0)),
-                ["model", "L", "window"], lambda k: [k[0], str(k[1]), str(k[2] or "full")],
+    seqs = lambda r: "%d x %d" % (r.get("batch", 1), r.get("accum", 1))  # sequences a step: batch x accum
+    build_table(rows, lambda r: (r["preset"], r["L"], r.get("window", 0), seqs(r)),
+                ["model", "L", "window", "sequences / step (batch x accum)"],
+                lambda k: [k[0], str(k[1]), str(k[2] or "full"), k[3]],
                 ["ms / step", "tokens/s", "MFU", "peak GiB"],
-                lambda rs: [f"{ms(rs):.2f}", f"{rs[0]['L'] / ms(rs) * 1e3:.0f}",
+                lambda rs: [f"{ms(rs):.2f}", f"{mean([r['train_tokens_per_s'] for r in rs]):.0f}",
                                f"{100 * mean([r['train_mfu'] for r in rs]):.1f}%",
                                f"{mean([r['train_peak_gib'] for r in rs]):.1f}"],
                 lambda rs, base: f"{ms(base) / ms(rs):.3f}x")

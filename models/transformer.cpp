@@ -246,21 +246,27 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
     linear(g, h2, w.wg, nullptr, N, C, F, cached);
     linear(u, h2, w.wu, nullptr, N, C, F, cached);
   }
-  if (keep_a) keep_bf16(a, size_t(N) * F, true);  // swiglu_fwd writes its bf16 copy too
+  if (keep_a) keep_bf16(a, size_t(N) * F, mlp_fill());  // swiglu_fwd writes its bf16 copy (alone)
   ops_->swiglu_fwd(a, g, u, N, F);
   linear(out, a, w.wd, nullptr, N, F, C, cached);
 }
 
-void Transformer::keep_bf16(const float* x, size_t n, bool filled_by_next_op) const {
+void Transformer::keep_bf16(const float* x, size_t n, MirrorFill how) const {
   if (!ops_->mirror_activation || act_.N < 64) return;  // below 64 rows GEMMs keep fp32 operands
   if (bf16_ops_ != ops_) drop_bf16_activations();
   bf16_ops_ = ops_;
-  ops_->mirror_activation(x, n, !filled_by_next_op);
+  ops_->mirror_activation(x, n, how);
   if (std::find(bf16_kept_.begin(), bf16_kept_.end(), x) == bf16_kept_.end()) bf16_kept_.push_back(x);
+}
+// The SwiGLU product and its two gradients are read only by the MLP's GEMMs (down_proj forward and
+// backward; gate_proj / up_proj backward), which all run on bf16 operands when every dimension is
+// at least 64 (rows: keep_bf16's own condition): then their bf16 copies are the only ones written.
+MirrorFill Transformer::mlp_fill() const {
+  return std::min(cfg_.hidden_size, cfg_.intermediate_size) >= 64 ? MirrorFill::only_mirror : MirrorFill::by_next_op;
 }
 // (through the backend that made them: set_ops() switches ops_ before it drops the activations)
 void Transformer::drop_bf16_activations() const {
-  for (const float* x : bf16_kept_) bf16_ops_->mirror_activation(x, 0, true);
+  for (const float* x : bf16_kept_) bf16_ops_->mirror_activation(x, 0, MirrorFill::copy_now);
   bf16_kept_.clear();
 }
 
@@ -302,7 +308,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   float* P = backend_params();
   ops_->embedding_fwd(A.res.data(), A.ids.data(), P + off_embed_, N, C);
   for (int l = 0; l < L; ++l) layer_forward(l, recompute_ ? 0 : l, true);
-  keep_bf16(A.hf.data(), size_t(N) * C, true);  // rmsnorm_fwd writes the bf16 copy too
+  keep_bf16(A.hf.data(), size_t(N) * C, MirrorFill::by_next_op);  // rmsnorm_fwd writes the bf16 copy too
   ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, nw(P + off_norm_), N, C,
                     cfg_.rms_norm_eps);
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
@@ -343,7 +349,7 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
   LayerActs t = layer_acts(slot);
   const float* x = A.res.data() + size_t(l) * N * C;
   float* tmp = A.tmp.data();
-  keep_bf16(t.h1, size_t(N) * C, true);
+  keep_bf16(t.h1, size_t(N) * C, MirrorFill::by_next_op);
   ops_->rmsnorm_fwd(t.h1, t.rstd1, x, nw(w.ln1), N, C, cfg_.rms_norm_eps);
   if (cfg_.is_linear(l)) {
     A.gdn_state.zero();  // each training sequence starts from an empty state
@@ -363,7 +369,7 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
     ops_->linear_fwd(tmp, o_in, w.wo, nullptr, N, qd, C);
   }
   ops_->add(t.xmid, x, tmp, size_t(N) * C);
-  keep_bf16(t.h2, size_t(N) * C, true);
+  keep_bf16(t.h2, size_t(N) * C, MirrorFill::by_next_op);
   ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, nw(w.ln2), N, C, cfg_.rms_norm_eps);
   mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp, false, true);
   if (write_out) ops_->add(A.res.data() + size_t(l + 1) * N * C, t.xmid, tmp, size_t(N) * C);
@@ -463,7 +469,7 @@ void Transformer::backward(float loss_scale) {
   }
   // dx (the residual stream's gradient) is written only by rmsnorm_bwd, which writes its bf16 copy
   // too: the dout of the o_proj / out_proj and down_proj products
-  keep_bf16(dx, size_t(N) * C, true);
+  keep_bf16(dx, size_t(N) * C, MirrorFill::by_next_op);
   ops_->rmsnorm_bwd(dx, G + off_norm_, dh, A.res.data() + size_t(L) * N * C, nw(P + off_norm_), A.rstdf.data(), N, C, false);
   for (int l = L - 1; l >= 0; --l) {
     const int slot = recompute_ ? 0 : l;
@@ -475,7 +481,7 @@ void Transformer::backward(float loss_scale) {
     const float *ga = t.g, *ua = t.u, *aa = t.a;
     // out = xmid + down(a): dx is d(out); d(xmid) accumulates dx + norm path
     ops_->linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C, false);  // da
-    keep_bf16(dF2, size_t(N) * F, true), keep_bf16(dF3, size_t(N) * F, true);  // written by swiglu_bwd
+    keep_bf16(dF2, size_t(N) * F, mlp_fill()), keep_bf16(dF3, size_t(N) * F, mlp_fill());  // by swiglu_bwd
     ops_->swiglu_bwd(dF2, dF3, dF1, ga, ua, N, F);                 // dgate, dup
     ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F, false);
     ops_->linear_bwd(dh, gw.wu, nullptr, dF3, h2, w.wu, N, C, F, true);  // dh += d(up path)

@@ -109,10 +109,11 @@ class Transformer : public LanguageModel {
   void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out,
                    bool cached = false, bool keep_a = false) const;
   // bf16 copies of training activations that GEMMs read (the attention output: made right after it
-  // is written; h1, h2, the final norm, the SwiGLU product, its two gradients and the residual
-  // gradient: written by the op that writes the activation, filled_by_next_op), the backend's
+  // is written; h1, h2, the final norm and the residual gradient: written by the op that writes the
+  // activation, by_next_op; the SwiGLU product and its two gradients: mlp_fill()), the backend's
   // mirror_activation; dropped before the next forward, after backward and with the buffers.
-  void keep_bf16(const float* x, size_t n, bool filled_by_next_op = false) const;
+  void keep_bf16(const float* x, size_t n, MirrorFill how = MirrorFill::copy_now) const;
+  MirrorFill mlp_fill() const;
   void drop_bf16_activations() const;
   mutable std::vector<const float*> bf16_kept_;
   mutable const OpsTable* bf16_ops_ = nullptr;  // the backend holding them

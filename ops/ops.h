@@ -52,6 +52,9 @@ struct AdamWStep {
 
 // Function table so the model, tests and benchmarks can run any backend. All pointers are in
 // the backend's memory (`mem`): host memory for ref/cpu, device memory for cuda.
+// How OpsTable::mirror_activation gets its bf16 values (see there).
+enum class MirrorFill { copy_now, by_next_op, only_mirror };
+
 struct OpsTable {
   const char* name;
   const MemOps* mem;
@@ -201,12 +204,16 @@ struct OpsTable {
   // The mirror's bf16 copy of the weights W[0, n) (device memory), or null when none holds them:
   // what linear_fwd_bf16w reads for decode with set_decode_weights("bf16") on such a backend.
   const uint16_t* (*weight_mirror_of)(const float* W, size_t n) = nullptr;
-  // Keeps a bf16 copy of the activation x[0, n) as it is now, which GEMMs reading it take instead of
-  // rounding it on each call (the same values: results unchanged); a call on the same x and n
-  // refreshes it, n = 0 releases it. fill = false only allocates it, for an output of the next op
-  // that writes x, which must be rmsnorm_fwd, rmsnorm_bwd (dx), swiglu_fwd or swiglu_bwd: they write
-  // the mirrors of their outputs in the same pass. The caller releases it before anything else changes x or frees it.
-  void (*mirror_activation)(const float* x, size_t n, bool fill) = nullptr;
+  // Keeps a bf16 copy of the activation x[0, n), which GEMMs reading it take instead of rounding it
+  // on each call (the same values: results unchanged); a call on the same x and n refreshes it,
+  // n = 0 releases it. how (MirrorFill): copy_now rounds x as it is now; by_next_op only allocates
+  // it, for an output of the next op that writes x, which must be rmsnorm_fwd, rmsnorm_bwd (dx),
+  // swiglu_fwd or swiglu_bwd: they write the mirrors of their outputs in the same pass; only_mirror
+  // (swiglu_fwd/bwd outputs) also leaves x itself unwritten: the caller promises that only GEMMs on
+  // bf16 operands (every dimension >= 64) read x until it is released, and the backend refuses an
+  // fp32-operand GEMM on it. Returns whether x has a mirror now (false: off, or not the bf16 GEMM
+  // mode). The caller releases it before anything else changes x or frees it.
+  bool (*mirror_activation)(const float* x, size_t n, MirrorFill how) = nullptr;
   // ---- decode graphs (null where a backend has none) ----
   // Runs body(), ops on this backend and no host transfers or host bookkeeping, as one captured
   // graph where the backend has graphs switched on (otherwise body() runs as it is): the ops are

@@ -1072,6 +1072,7 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
       std::vector<ParamSpec> specs;
       auto run = [&](bool mirrors) {
         cuda::set_activation_mirrors(mirrors);
+        const cuda::ActivationMirrorStats s0 = cuda::activation_mirror_stats();
         const size_t in_use = cuda::memory_stats().in_use;
         std::vector<float> fwd, grads;
         {
@@ -1090,11 +1091,19 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
           gpu().mem->to_host(grads.data(), m.grads(), grads.size() * sizeof(float));
         }
         cuda::synchronize();
+        const cuda::ActivationMirrorStats s1 = cuda::activation_mirror_stats();
+        // the copies are in use: h1, h2, the attention output, ... made; with mirrors, the SwiGLU
+        // product and its gradients written as bf16 alone (2 passes x 2 layers x (1 + 2 + recompute))
+        EXPECT_EQ(s1.made > s0.made, mirrors);
+        EXPECT_EQ(s1.only_mirror_writes - s0.only_mirror_writes, mirrors ? 2 * 2 * (3 + recompute) : 0);
         return std::make_tuple(fwd, grads, cuda::memory_stats().in_use - in_use);
       };
+      // the fp32 buffers the SwiGLU ops leave unwritten get NaN: a stray fp32 read would show
+      cuda::set_mirror_only_poison(true);
       run(false);  // first use: lazily allocated workspaces
       auto [fwd_on, g_on, leak_on] = run(true);
       auto [fwd_off, g_off, leak_off] = run(false);
+      cuda::set_mirror_only_poison(false);
       cuda::set_activation_mirrors(true);
       ASSERT_EQ(fwd_on.size(), fwd_off.size());
       EXPECT_EQ(0, std::memcmp(fwd_on.data(), fwd_off.data(), fwd_on.size() * sizeof(float)));
@@ -1129,6 +1138,48 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
   cuda::synchronize();
   EXPECT_EQ(cuda::memory_stats().in_use, in_use);
   EXPECT_NEAR(m.forward(ids.data(), tg.data(), w.data(), 2, 48), on_gpu, 1e-2);
+}
+
+// An activation kept only as bf16 (MirrorFill::only_mirror): swiglu_fwd writes the bf16 copy the
+// GEMMs read and leaves the fp32 buffer alone, the bf16-operand GEMM gives what it gives on the
+// fp32-written activation, and a GEMM that would read fp32 values instead (another precision mode,
+// an operand reaching past the copy) is refused with an error rather than reading stale memory.
+TEST(Cuda, ActivationKeptOnlyAsBf16) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");
+  const int N = 96, F = 160, O = 72;
+  std::vector<float> g(N * F), u(N * F), w(O * F);
+  Rng r(11);
+  for (auto* v : {&g, &u, &w})
+    for (float& x : *v) x = float(r.normal());
+  Buffer<float> G = up(g), U = up(u), Wt = up(w), A(gpu().mem, N * F), A2(gpu().mem, N * F), Y(gpu().mem, N * O),
+                Y2(gpu().mem, N * O);
+  A.upload(std::vector<float>(N * F, 7.0f).data(), N * F);
+  gpu().swiglu_fwd(A2.data(), G.data(), U.data(), N, F);  // fp32 written: the reference
+  gpu().linear_fwd(Y2.data(), A2.data(), Wt.data(), nullptr, N, F, O);
+  ASSERT_TRUE(gpu().mirror_activation(A.data(), N * F, MirrorFill::only_mirror));
+  gpu().swiglu_fwd(A.data(), G.data(), U.data(), N, F);
+  EXPECT_EQ(A.to_vector(), std::vector<float>(N * F, 7.0f));  // fp32 left as it was
+  gpu().linear_fwd(Y.data(), A.data(), Wt.data(), nullptr, N, F, O);
+  EXPECT_EQ(Y.to_vector(), Y2.to_vector());
+  EXPECT_THROW(gpu().linear_fwd(Y.data(), A.data() - 8, Wt.data(), nullptr, N, F, O), Error);  // reaches past it
+  cuda::set_gemm_precision("tf32");
+  EXPECT_THROW(gpu().linear_fwd(Y.data(), A.data(), Wt.data(), nullptr, N, F, O), Error);
+  cuda::set_gemm_precision("bf16");
+  gpu().mirror_activation(A.data(), 0, MirrorFill::copy_now);  // released: fp32 GEMMs read it again
+  cuda::set_gemm_precision("tf32");
+  gpu().linear_fwd(Y.data(), A.data(), Wt.data(), nullptr, N, F, O);
+  cuda::set_gemm_precision("bf16");
+  // switched off (SMOOTHREAD_MIRROR_ONLY=0): written in fp32 too
+  cuda::set_mirror_only(false);
+  ASSERT_TRUE(gpu().mirror_activation(A.data(), N * F, MirrorFill::only_mirror));
+  gpu().swiglu_fwd(A.data(), G.data(), U.data(), N, F);
+  EXPECT_EQ(A.to_vector(), A2.to_vector());
+  gpu().mirror_activation(A.data(), 0, MirrorFill::copy_now);
+  cuda::set_mirror_only(true);
+  cuda::set_activation_mirrors(false);  // off: no mirror, fp32 written
+  EXPECT_FALSE(gpu().mirror_activation(A.data(), N * F, MirrorFill::only_mirror));
+  cuda::set_activation_mirrors(true);
 }
 
 // Decode with bf16 weights on the GPU: the GEMV over bf16 rows (the mirror's layout) against the

@@ -58,6 +58,18 @@ void set_weight_mirrors(bool on);
 // bf16 activation mirrors (OpsTable::mirror_activation): on by default in the "bf16" GEMM mode;
 // off (or SMOOTHREAD_ACT_MIRRORS=0) makes every GEMM round its activation operand itself (A/B).
 void set_activation_mirrors(bool on);
+// Activation mirrors made (allocations, not refreshes) and op outputs written as bf16 alone
+// (MirrorFill::only_mirror), since the process started: tests check that the mirrors are in use.
+struct ActivationMirrorStats {
+  long long made = 0, only_mirror_writes = 0;
+};
+ActivationMirrorStats activation_mirror_stats();
+// MirrorFill::only_mirror honoured (default; SMOOTHREAD_MIRROR_ONLY=0 or false: such outputs are
+// written in fp32 too, as by_next_op; benchmark A/B)
+void set_mirror_only(bool on);
+// Tests: an op output kept only as bf16 gets NaN in its fp32 buffer instead of being left as it
+// was, so that a stray fp32 read of it cannot pass unnoticed.
+void set_mirror_only_poison(bool on);
 
 // Decode graphs (OpsTable::run_captured, graphs.cu): a decode step's ops are captured into a CUDA
 // graph and launched as one. A step whose key (pointers, shapes) equals the last graph's launches

@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, __nv_b
     }
   }
 }
-__nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned);
+__nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned, bool* only = nullptr);
 void rmsnorm_launch(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C, float eps) {
   __nv_bfloat16* o16 = find_mirror(out, size_t(N) * C, false);
   if (N <= 64 && C <= kNormThreads * kNormPer) rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, o16, rstd, x, t, w, C, eps);
@@ -253,10 +253,6 @@ __global__ void xent_bwd_k(float* dlogits, const float* logits, const float* lse
 }
 
 // ---- elementwise / optimizer ----
-__global__ void add_k(float* out, const float* a, const float* b, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    out[i] = a[i] + b[i];
-}
 __global__ void mul_k(float* out, const float* a, const float* b, size_t n) {
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     out[i] = a[i] * b[i];
@@ -300,18 +296,28 @@ __device__ __forceinline__ uint2 pack4_bf16(float4 v) {
 // o16, dg16, du16: bf16 mirrors of the outputs (null when none), written in the same pass with the
 // rounding of to_bf16, so the GEMMs that read the outputs next take them as they are.
 __device__ __forceinline__ float4 ld4(const float* p, size_t i) { return reinterpret_cast<const float4*>(p)[i]; }
+__global__ void add_k(float* out, const float* a, const float* b, size_t n) {  // four-wide: the residual adds
+  grid_stride4(
+      n, aligned(out, 16) && aligned(a, 16) && aligned(b, 16),
+      [&](size_t i) {
+        const float4 A = ld4(a, i), B = ld4(b, i);
+        reinterpret_cast<float4*>(out)[i] = make_float4(A.x + B.x, A.y + B.y, A.z + B.z, A.w + B.w);
+      },
+      [&](size_t i) { out[i] = a[i] + b[i]; });
+}
 __global__ void swiglu_fwd_k(float* out, __nv_bfloat16* o16, const float* g, const float* u, size_t n) {
   grid_stride4(
       n, aligned(out, 16) && aligned(g, 16) && aligned(u, 16) && aligned(o16, 8),
       [&](size_t i) {
         const float4 G = ld4(g, i), U = ld4(u, i);
         const float4 O = make_float4(swiglu1(G.x, U.x), swiglu1(G.y, U.y), swiglu1(G.z, U.z), swiglu1(G.w, U.w));
-        reinterpret_cast<float4*>(out)[i] = O;
+        if (out) reinterpret_cast<float4*>(out)[i] = O;
         if (o16) reinterpret_cast<uint2*>(o16)[i] = pack4_bf16(O);
       },
       [&](size_t i) {
-        out[i] = swiglu1(g[i], u[i]);
-        if (o16) o16[i] = __float2bfloat16_rn(out[i]);
+        const float o = swiglu1(g[i], u[i]);
+        if (out) out[i] = o;
+        if (o16) o16[i] = __float2bfloat16_rn(o);
       });
 }
 __global__ void swiglu_bwd_k(float* dg, float* du, __nv_bfloat16* dg16, __nv_bfloat16* du16, const float* dout,
@@ -445,12 +451,16 @@ struct WeightMirror {
   size_t n;
   __nv_bfloat16* m;
   bool activation;
+  bool only;  // MirrorFill::only_mirror: the fp32 activation is left unwritten
 };
 struct Mirrors {
   std::mutex mu;
   std::vector<WeightMirror> list;
   bool enabled = true;       // weight mirrors
   int activations = -1;      // activation mirrors: -1 = not set yet (SMOOTHREAD_ACT_MIRRORS, default on)
+  int only = -1;             // MirrorFill::only_mirror honoured: -1 = not set yet (SMOOTHREAD_MIRROR_ONLY, default on)
+  bool poison = false;       // set_mirror_only_poison: only_mirror outputs get NaN in fp32 (tests)
+  ActivationMirrorStats stats;
 };
 Mirrors& mirrors() {
   static Mirrors m;
@@ -458,14 +468,38 @@ Mirrors& mirrors() {
 }
 // The mirror of [p, p + n), or null; `aligned`: only offsets that keep 16-byte alignment (cuBLAS
 // picks its fastest kernels for aligned operands).
-__nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned) {
+// only (when given): whether that mirror is the only copy (MirrorFill::only_mirror).
+__nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned, bool* only) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
+  if (only) *only = false;
   for (const WeightMirror& w : M.list)
     if (p >= w.base && p + n <= w.base + w.n && (w.activation || M.enabled)) {
       const size_t off = size_t(p - w.base);
+      if (only) *only = w.only;
       return aligned && off % 8 ? nullptr : w.m + off;
     }
+  return nullptr;
+}
+// Whether any of [p, p + n) lies in an activation kept only as bf16: such an operand has no fp32
+// values to read.
+bool overlaps_only_mirror(const float* p, size_t n) {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  for (const WeightMirror& w : M.list)
+    if (w.only && p < w.base + w.n && w.base < p + n) return true;
+  return false;
+}
+// The fp32 output of an op whose activation mirror is its only copy: null (the op writes the mirror
+// alone), or, with set_mirror_only_poison, NaN so that any fp32 read of it shows (tests).
+float* fp32_output(float* out, size_t n, __nv_bfloat16* m16, bool only) {
+  if (!out || !m16 || !only) return out;
+  Mirrors& M = mirrors();
+  {
+    std::lock_guard<std::mutex> lock(M.mu);
+    ++M.stats.only_mirror_writes;
+  }
+  if (M.poison) SR_CUDA(cudaMemsetAsync(out, 0xff, n * sizeof(float), stream()));  // all-ones: NaN
   return nullptr;
 }
 
@@ -475,6 +509,8 @@ class Bf16Operand {
  public:
   Bf16Operand(const float* x, size_t count) : p_(find_mirror(x, count, true)) {
     if (p_) return;
+    if (overlaps_only_mirror(x, count))
+      fail("gemm (cuda)", "a GEMM operand lies partly in (or off the alignment of) an activation kept only as bf16");
     owned_ = static_cast<__nv_bfloat16*>(device_alloc(count * 2));
     to_bf16(owned_, x, count);
     p_ = owned_;
@@ -512,12 +548,15 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
   const float alpha = 1.0f;
   // Small GEMMs (decode: a few tokens) are bandwidth-bound: converting the weights would move more
   // bytes than it saves, so they stay on fp32 operands with bf16 tensor-core arithmetic.
+  const size_t na = size_t(lda) * (ta == CUBLAS_OP_N ? k : m), nb = size_t(ldb) * (tb == CUBLAS_OP_N ? n : k);
   if (bf16_gemm(m, n, k)) {
-    const Bf16Operand a16(A, size_t(lda) * (ta == CUBLAS_OP_N ? k : m));
-    const Bf16Operand b16(B, size_t(ldb) * (tb == CUBLAS_OP_N ? n : k));
+    const Bf16Operand a16(A, na), b16(B, nb);
     gemm_bf16(ta, tb, m, n, k, a16.get(), lda, b16.get(), ldb, beta, C, ldc);
     return;
   }
+  if (overlaps_only_mirror(A, na) || overlaps_only_mirror(B, nb))
+    fail("gemm (cuda)", "an fp32-operand GEMM (" + std::to_string(m) + "x" + std::to_string(n) + "x" +
+                            std::to_string(k) + ") reads an activation kept only as bf16 (MirrorFill::only_mirror)");
   check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C, CUDA_R_32F,
                           ldc, b.mode == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF : b.compute, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
@@ -708,13 +747,11 @@ void set_weight_mirrors(bool on) {
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
 // fill = false: only allocated; the op that writes the activation next fills it (rmsnorm_fwd/bwd,
 // swiglu_fwd/bwd: find_mirror on their outputs).
-void mirror(const float* base, size_t n, bool activation, bool fill = true) {
+bool mirror(const float* base, size_t n, bool activation, MirrorFill how = MirrorFill::copy_now) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
-  if (M.activations < 0) {
-    const char* e = std::getenv("SMOOTHREAD_ACT_MIRRORS");
-    M.activations = !(e && std::string(e) == "0");
-  }
+  if (M.activations < 0) M.activations = env_int("SMOOTHREAD_ACT_MIRRORS", 1) != 0;
+  if (M.only < 0) M.only = env_int("SMOOTHREAD_MIRROR_ONLY", 1) != 0;
   const bool on = activation ? M.activations && blas().mode == "bf16" : M.enabled;
   auto it = std::find_if(M.list.begin(), M.list.end(), [&](const WeightMirror& w) { return w.base == base; });
   if (it != M.list.end() && (it->n != n || !n || !on)) {  // released, resized or switched off
@@ -722,15 +759,33 @@ void mirror(const float* base, size_t n, bool activation, bool fill = true) {
     M.list.erase(it);
     it = M.list.end();
   }
-  if (!n || !on) return;
+  if (!n || !on) return false;
   if (it == M.list.end()) {
-    M.list.push_back({base, n, static_cast<__nv_bfloat16*>(device_alloc(n * 2)), activation});
+    M.list.push_back({base, n, static_cast<__nv_bfloat16*>(device_alloc(n * 2)), activation, false});
     it = M.list.end() - 1;
+    if (activation) ++M.stats.made;
   }
-  if (fill) to_bf16(it->m, base, n);
+  it->only = how == MirrorFill::only_mirror && M.only;
+  if (how == MirrorFill::copy_now) to_bf16(it->m, base, n);
+  return true;
 }
 void mirror_weights(const float* base, size_t n) { mirror(base, n, false); }
-void mirror_activation(const float* x, size_t n, bool fill) { mirror(x, n, true, fill); }
+bool mirror_activation(const float* x, size_t n, MirrorFill how) { return mirror(x, n, true, how); }
+void set_mirror_only(bool on) {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  M.only = on;
+}
+void set_mirror_only_poison(bool on) {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  M.poison = on;
+}
+ActivationMirrorStats activation_mirror_stats() {
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  return M.stats;
+}
 void set_activation_mirrors(bool on) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -832,16 +887,22 @@ void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, in
   SR_CUDA_LAUNCHED("rope_bwd");
 }
 // (outputs with an activation mirror get it written in the same pass: mirror_activation(.., false))
+// (and an output whose mirror is its only copy, MirrorFill::only_mirror, is written as bf16 alone)
 void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
   size_t n = size_t(N) * F;
-  swiglu_fwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(out, find_mirror(out, n, false), gate,
-                                                                              up, n);
+  bool only = false;
+  __nv_bfloat16* o16 = find_mirror(out, n, false, &only);
+  swiglu_fwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(fp32_output(out, n, o16, only), o16,
+                                                                              gate, up, n);
   SR_CUDA_LAUNCHED("swiglu_fwd");
 }
 void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F) {
   size_t n = size_t(N) * F;
-  __nv_bfloat16 *dg16 = dgate ? find_mirror(dgate, n, false) : nullptr, *du16 = dup ? find_mirror(dup, n, false) : nullptr;
-  swiglu_bwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(dgate, dup, dg16, du16, dout, gate, up, n);
+  bool g_only = false, u_only = false;
+  __nv_bfloat16 *dg16 = dgate ? find_mirror(dgate, n, false, &g_only) : nullptr,
+                *du16 = dup ? find_mirror(dup, n, false, &u_only) : nullptr;
+  swiglu_bwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(
+      fp32_output(dgate, n, dg16, g_only), fp32_output(dup, n, du16, u_only), dg16, du16, dout, gate, up, n);
   SR_CUDA_LAUNCHED("swiglu_bwd");
 }
 void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V) {
@@ -856,7 +917,7 @@ void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32
   SR_CUDA_LAUNCHED("xent_bwd");
 }
 void add(float* out, const float* a, const float* b, size_t n) {
-  add_k<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(out, a, b, n);
+  add_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(out, a, b, n);
   SR_CUDA_LAUNCHED("add");
 }
 void mul(float* out, const float* a, const float* b, size_t n) {

@@ -35,7 +35,7 @@ void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, s
 }  // namespace sr::cuda::ops
 namespace sr::cuda {
 void mirror_weights(const float* base, size_t n);
-void mirror_activation(const float* x, size_t n, bool fill);
+bool mirror_activation(const float* x, size_t n, MirrorFill how);
 const uint16_t* weight_mirror_of(const float* W, size_t n);
 }  // namespace sr::cuda
 namespace sr::cuda::ops {

@@ -29,6 +29,9 @@ void set_gemm_precision(const std::string&) { no_cuda(); }
 std::string gemm_precision() { return "none"; }
 void set_weight_mirrors(bool) { no_cuda(); }
 void set_activation_mirrors(bool) { no_cuda(); }
+ActivationMirrorStats activation_mirror_stats() { return {}; }
+void set_mirror_only(bool) { no_cuda(); }
+void set_mirror_only_poison(bool) { no_cuda(); }
 void set_decode_graphs(bool) { no_cuda(); }
 void set_attention_fwd_tiles(int) { no_cuda(); }
 void set_attention_bwd_kernel(int) { no_cuda(); }

@@ -127,9 +127,9 @@ SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_
 SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd) SR_TIMED(strided_copy) SR_TIMED(mul) SR_TIMED(ring_store_kv) SR_TIMED(add_rmsnorm_fwd) SR_TIMED(linear_fwd_bf16w)
 SR_TIMED(linear_swiglu_fwd) SR_TIMED(linear_swiglu_fwd_bf16w)
 #undef SR_TIMED
-void timed_mirror_activation(const float* x, size_t n, bool fill) {
+bool timed_mirror_activation(const float* x, size_t n, MirrorFill how) {
   Span s("mirror_activation");
-  mirror_activation(x, n, fill);
+  return mirror_activation(x, n, how);
 }
 }  // namespace
 
