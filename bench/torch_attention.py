@@ -7,6 +7,7 @@
               when available -- the windowed baseline.
 One JSON object per line, the same keys as bench_cuda.
 usage: torch_attention.py --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
+                          [--impls sdpa,flex] (which baselines to run)
 """
 import argparse, json, sys
 
@@ -43,6 +44,7 @@ def main():
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--impls", default="sdpa,flex")
     a = ap.parse_args()
     L, W, H, D = a.L, a.window, a.heads, a.dim
     B = max(1, a.tokens // L)
@@ -63,10 +65,13 @@ def main():
                               fwd_tflops=round(flops / tf * 1e-9, 1), fwdbwd_tflops=round(3.5 * flops / tfb * 1e-9, 1))),
               flush=True)
 
-    if W == 0:
+    impls = a.impls.split(",")
+    if W == 0 and "sdpa" in impls:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             report("torch_sdpa_flash", lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    if "flex" not in impls:
+        return 0
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         def mask(b, h, i, j):

@@ -122,15 +122,36 @@ __device__ void load_lse_delta(float* sL, const float* lse, const float* delta, 
   }
 }
 
-// Starts loading rows [0, rows) (rows >= nvalid zero-filled) of a bf16 [*, ld] tensor into a smem
-// tile [rows][DP+8], columns >= D zero-filled. Asynchronous (cp.async) when rows are whole 16-byte
-// vectors; otherwise plain stores. Either way the data is ready after cp_async_wait_all() and a
-// barrier.
-template <int DP>
-__device__ void load_tile(bf16* sm, const bf16* g, int rows, int nvalid, size_t ld, int D) {
-  constexpr int SP = DP + 8, V8 = DP / 8;
+// Starts loading rows [0, ROWS) (rows >= nvalid zero-filled) of a bf16 [*, ld] tensor into a smem
+// tile [ROWS][DP+8], columns >= D zero-filled, by a block of NTHR threads. Asynchronous (cp.async)
+// when rows are whole 16-byte vectors; otherwise plain stores. Either way the data is ready after
+// cp_async_wait_all() and a barrier. The common case (D = DP, aligned rows) is unrolled: each
+// thread issues ROWS * DP / 8 / NTHR copies at fixed strides, with no per-copy index arithmetic,
+// loop tests or (when every row is valid) zero-fill selects -- the kernels run this for every tile.
+template <int DP, int ROWS, int NTHR>
+__device__ __forceinline__ void load_tile(bf16* sm, const bf16* g, int nvalid, size_t ld, int D) {
+  constexpr int SP = DP + 8, V8 = DP / 8, PER = ROWS * V8 / NTHR, RSTEP = NTHR / V8;
   const bool vec = (D == DP) && (ld % 8 == 0);
-  for (int idx = threadIdx.x; idx < rows * V8; idx += blockDim.x) {
+  if constexpr (NTHR % V8 == 0 && (ROWS * V8) % NTHR == 0) {
+    if (vec) {
+      const int r0 = threadIdx.x / V8, c = (threadIdx.x % V8) * 8;
+      const bf16* src = g + size_t(r0) * ld + c;
+      bf16* dst = sm + r0 * SP + c;
+      const size_t step = size_t(RSTEP) * ld;
+      if (nvalid >= ROWS) {
+#pragma unroll
+        for (int it = 0; it < PER; ++it) cp_async16(dst + it * RSTEP * SP, src + it * step, 16);
+      } else {
+#pragma unroll
+        for (int it = 0; it < PER; ++it) {
+          const bool ok = r0 + it * RSTEP < nvalid;
+          cp_async16(dst + it * RSTEP * SP, ok ? src + it * step : g, ok ? 16 : 0);
+        }
+      }
+      return;
+    }
+  }
+  for (int idx = threadIdx.x; idx < ROWS * V8; idx += NTHR) {
     const int r = idx / V8, c = (idx % V8) * 8;
     bf16* dst = sm + r * SP + c;
     if (vec) {
@@ -214,11 +235,11 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
   const int wrow0 = warp * 16 * MT;  // this warp's rows in the block: wrow0 + mt * 16 + [0, 16)
   auto load_kv = [&](int j0, int stage) {
     bf16* sK = sKV + stage * 2 * KN * SP;
-    load_tile<DP>(sK, kb + size_t(j0) * ldk, KN, min(KN, s.Tk - j0), ldk, D);
-    load_tile<DP>(sK + KN * SP, vb + size_t(j0) * ldk, KN, min(KN, s.Tk - j0), ldk, D);
+    load_tile<DP, KN, kThreadsA>(sK, kb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk, D);
+    load_tile<DP, KN, kThreadsA>(sK + KN * SP, vb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk, D);
     cp_async_commit();
   };
-  load_tile<DP>(sQ, qb, BM, min(BM, s.Tq - m0), ldq, D);
+  load_tile<DP, BM, kThreadsA>(sQ, qb, min(BM, s.Tq - m0), ldq, D);
   if (kbeg < kend) load_kv(kbeg, 0);
   else cp_async_commit();
   cp_async_wait_all();
@@ -373,8 +394,9 @@ __global__ void attn_delta_kernel(float* delta, const T* dout, const T* out, Att
 // sums meet in fp32 atomics. The block visits the QM-query tiles that see any of its keys
 // (positions j0 .. j0 + KN - 1 + W - 1), for every query head of the kv group (or the one, g_first,
 // when head_split): iteration t -> (query head h, first query i0). load() starts loading tile t (Q
-// and dO [QM][DP + 8] bf16, then lse and delta) into one stage of shared memory as one cp.async group.
-template <int DP, int KN, int QM>
+// and dO [QM][DP + 8] bf16, then lse and delta) into one stage of shared memory as one cp.async group
+// (NTHR: the block's threads).
+template <int DP, int KN, int QM, int NTHR>
 struct BwdTiles {
   int j0, kh, b, G, g_first, ibeg, tiles_per_head, ntiles;
   __device__ BwdTiles(const AttnShape& s, bool head_split) : G(s.Hq / s.Hkv) {
@@ -396,19 +418,19 @@ struct BwdTiles {
     tile(t, h, i0);
     const int nq = min(QM, s.Tq - i0);
     const size_t ldq = size_t(s.Hq) * s.D, row = (size_t(b) * s.Tq + i0) * ldq + size_t(h) * s.D;
-    load_tile<DP>(sQO_stage, q + row, QM, nq, ldq, s.D);
-    load_tile<DP>(sQO_stage + QM * (DP + 8), dout + row, QM, nq, ldq, s.D);
+    load_tile<DP, QM, NTHR>(sQO_stage, q + row, nq, ldq, s.D);
+    load_tile<DP, QM, NTHR>(sQO_stage + QM * (DP + 8), dout + row, nq, ldq, s.D);
     load_lse_delta(sLD_stage, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, QM, nq);
     cp_async_commit();
   }
 };
 // Starts loading the block's K and V rows j0 .. j0 + KN - 1 (zeros beyond Tk) into [KN][DP + 8] tiles.
-template <int DP, int KN>
+template <int DP, int KN, int NTHR>
 __device__ void load_kv_block(bf16* sK, bf16* sV, const bf16* k, const bf16* v, const AttnShape& s, int b, int kh,
                               int j0) {
   const size_t ldk = size_t(s.Hkv) * s.D, row = (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * s.D;
-  load_tile<DP>(sK, k + row, KN, min(KN, s.Tk - j0), ldk, s.D);
-  load_tile<DP>(sV, v + row, KN, min(KN, s.Tk - j0), ldk, s.D);
+  load_tile<DP, KN, NTHR>(sK, k + row, min(KN, s.Tk - j0), ldk, s.D);
+  load_tile<DP, KN, NTHR>(sV, v + row, min(KN, s.Tk - j0), ldk, s.D);
 }
 
 template <class TO, int DP>
@@ -426,7 +448,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   bf16* sS = sQO + 2 * 2 * kBwdM * SP;         // dS^T tile [keys][queries]
   float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse, delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  const BwdTiles<DP, kBwdN, kBwdM> tiles(s, head_split);
+  const BwdTiles<DP, kBwdN, kBwdM, kThreadsA> tiles(s, head_split);
   const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
   const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
@@ -436,7 +458,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   auto load_q = [&](int t, int stage) {
     tiles.load(t, sQO + stage * 2 * kBwdM * SP, sLD + stage * 2 * kBwdM, q, dout, lse, delta, s);
   };
-  load_kv_block<DP, kBwdN>(sK, sV, k, v, s, b, kh, j0);
+  load_kv_block<DP, kBwdN, kThreadsA>(sK, sV, k, v, s, b, kh, j0);
   if (ntiles > 0) load_q(0, 0);
   else cp_async_commit();
 
@@ -609,7 +631,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   const int wm = warp / 4, wn = warp % 4;  // S/dP: query rows wm*32, key cols wn*32; dQ: dims wn*DP/4
   const int wk = warp % 4, wd = warp / 4;  // dK/dV: key rows wk*32, dims wd*DP/2
-  const BwdTiles<DP, kB2N, kB2M> tiles(s, head_split);
+  const BwdTiles<DP, kB2N, kB2M, kB2Threads> tiles(s, head_split);
   const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
   const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
@@ -618,7 +640,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   auto load_q = [&](int t, int stage) {
     tiles.load(t, sQO + stage * 2 * kB2M * SP, sLD + stage * 2 * kB2M, q, dout, lse, delta, s);
   };
-  load_kv_block<DP, kB2N>(sK, sV, k, v, s, b, kh, j0);
+  load_kv_block<DP, kB2N, kB2Threads>(sK, sV, k, v, s, b, kh, j0);
   if (ntiles > 0) load_q(0, 0);
   else cp_async_commit();
 
