@@ -16,6 +16,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/cuda_common.cuh"
@@ -613,6 +614,8 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
 // per MMA, half the dQ atomics and half the Q/dO tile loads per key.
 constexpr int kB2Warps = 8, kB2Threads = kB2Warps * 32;
 constexpr int kB2N = 128, kB2M = 64;  // keys x queries
+// Whole tiles (no pair masked) take a path with no per-score mask test, and whole head dims add dQ
+// pairs with no per-pair column tests.
 template <class TO, int DP>
 __global__ void __launch_bounds__(kB2Threads, 1)
     attn_bwd2_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk, TO* __restrict__ dv, const bf16* __restrict__ dout,
@@ -696,26 +699,33 @@ __global__ void __launch_bounds__(kB2Threads, 1)
     // causal or window edge or the end need the mask
     const bool full_tile = (j0 + kB2N - 1 <= i0 + off) && (j0 + kB2N <= s.Tk) && (i0 + kB2M <= s.Tq) &&
                            (W == 0 || j0 > i0 + kB2M - 1 + off - W);
+    auto p_ds = [&](auto masked) {  // masked: std::true_type / std::false_type
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int il = wm * 32 + mt * 16 + g + r * 8;
-        const float lrow = sL[il] * kLog2e, drow = sD[il];
+        for (int r = 0; r < 2; ++r) {
+          const int il = wm * 32 + mt * 16 + g + r * 8;
+          const float lrow = sL[il] * kLog2e, drow = sD[il];
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          const int jl = wn * 32 + nt * 8 + tig * 2;
-          float p[2], ds[2];
+          for (int nt = 0; nt < 4; ++nt) {
+            const int jl = wn * 32 + nt * 8 + tig * 2;
+            float p[2], ds[2];
 #pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const float x = sc[mt][nt][2 * r + c];
-            p[c] = full_tile || visible(i0 + il, j0 + jl + c, off, s.Tq, s.Tk, W) ? exp2f(x * sl2 - lrow) : 0.0f;
-            ds[c] = p[c] * (dp[mt][nt][2 * r + c] - drow);
+            for (int c = 0; c < 2; ++c) {
+              const float x = sc[mt][nt][2 * r + c];
+              if constexpr (decltype(masked)::value)
+                p[c] = full_tile || visible(i0 + il, j0 + jl + c, off, s.Tq, s.Tk, W) ? exp2f(x * sl2 - lrow) : 0.0f;
+              else
+                p[c] = exp2f(x * sl2 - lrow);
+              ds[c] = p[c] * (dp[mt][nt][2 * r + c] - drow);
+            }
+            *reinterpret_cast<uint32_t*>(sP + il * SPP + jl) = pack_bf16(p[0], p[1]);
+            *reinterpret_cast<uint32_t*>(sdS + il * SPP + jl) = pack_bf16(ds[0], ds[1]);
           }
-          *reinterpret_cast<uint32_t*>(sP + il * SPP + jl) = pack_bf16(p[0], p[1]);
-          *reinterpret_cast<uint32_t*>(sdS + il * SPP + jl) = pack_bf16(ds[0], ds[1]);
         }
-      }
+    };
+    if (full_tile) p_ds(std::false_type{});
+    else p_ds(std::true_type{});
     __syncthreads();
     // dV += P^T dO, dK += dS^T Q over the tile's 64 queries (A: P^T / dS^T, read transposed)
 #pragma unroll
@@ -751,10 +761,17 @@ __global__ void __launch_bounds__(kB2Threads, 1)
           const int i = i0 + wm * 32 + mt * 16 + g + r * 8;
           if (i >= s.Tq) continue;
           float* dqr = dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
+          if (D == DP) {  // every column real, pairs 8-byte aligned
 #pragma unroll
-          for (int nt = 0; nt < NQ; ++nt)
-            atomic_add_pair(dqr, wn * (DP / 4) + nt * 8 + tig * 2, D, acc[mt][nt][2 * r] * s.scale,
-                            acc[mt][nt][2 * r + 1] * s.scale);
+            for (int nt = 0; nt < NQ; ++nt)
+              atomic_add2(dqr + wn * (DP / 4) + nt * 8 + tig * 2, acc[mt][nt][2 * r] * s.scale,
+                          acc[mt][nt][2 * r + 1] * s.scale, true);
+          } else {
+#pragma unroll
+            for (int nt = 0; nt < NQ; ++nt)
+              atomic_add_pair(dqr, wn * (DP / 4) + nt * 8 + tig * 2, D, acc[mt][nt][2 * r] * s.scale,
+                              acc[mt][nt][2 * r + 1] * s.scale);
+          }
         }
     }
   }
