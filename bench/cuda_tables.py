@@ -207,14 +207,17 @@ def main(jpath, gpu_path):
                   f"{g('delta_rule_fwd_ms')} | {g('rwkv7_wkv_fwd_ms')} |")
     mod = [r for r in rows if r.get("bench") == "model"]
     if mod:
-        print("\n| model | L | window | recompute | train tok/s | MFU | peak GiB | prefill tok/s | decode tok/s | decode GB/s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("\n| model | L | window | recompute | sequences / step (batch x accum) | train ms / step | train tok/s | MFU | "
+              "peak GiB | prefill tok/s | decode tok/s | decode GB/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in mod:
-            tr = (f"{r['train_tokens_per_s']:.0f} | {100*r['train_mfu']:.1f}% | {r['train_peak_gib']:.1f}"
-                  if "train_tokens_per_s" in r else f"{r.get('train_error', '')[:50]} | | ")
+            tr = (f"{r['train_ms']:.1f} | {r['train_tokens_per_s']:.0f} | {100*r['train_mfu']:.1f}% | {r['train_peak_gib']:.1f}"
+                  if "train_tokens_per_s" in r else f"{r.get('train_error', '')[:50]} | | | ")
             inf = (f"{r['prefill_tokens_per_s']:.0f} | {r['decode_tokens_per_s']:.1f} | {r['decode_GBps']:.0f}"
                    if "prefill_tokens_per_s" in r else f"{r.get('infer_error', '')[:50]} | | ")
-            print(f"| {r['preset']} | {r['L']} | {r['window']} | {'yes' if r.get('recompute') else 'no'} | {tr} | {inf} |")
+            seqs = "%d x %d" % (r.get("batch", 1), r.get("accum", 1))
+            print(f"| {r['preset']} | {r['L']} | {r['window'] or 'full'} | {'yes' if r.get('recompute') else 'no'} | {seqs} | "
+                  f"{tr} | {inf} |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 #     graphs = decode (128 tokens after a 4k prefill) with each step as one CUDA graph vs op by op (A/B)
 #     chunked = the delta-rule scans, chunked against the token kernels (SMOOTHREAD_DELTA_CHUNKED=0)
 #     in the same run: the mixer at 4k/16k/64k and the 0.5b-gdn / 0.5b-rwkv7 models at 4k and 64k
-#   env GRAPH_ROWS="0.5b:0 0.5b:1024 ..." (graphs rows, preset:window), PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out)
+#   env GRAPH_ROWS="0.5b:0 0.5b:1024 ..." (graphs rows, preset:window), PRESETS="0.5b 3b" (model sizes; 0.5b-gdn = the Gated DeltaNet hybrid, 0.5b-rwkv7 = RWKV-7), SKIP="3b-65536-0 ..." (model rows to leave out),
+#     ACCUM_ROWS="1:8 2:4" (extra 4k rows, batch:accumulation sequences a training step; "" for none)
 # Build BIN_DIR with: cmake -S . -B build-cuda -DSMOOTHREAD_CUDA=ON && cmake --build build-cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,11 @@ if [[ " $WHAT " == *" model "* ]]; then
         S=3; [[ $L -gt 16384 ]] && S=1
         timeout 300 "$BIN/bench_cuda" model --preset $P --L $L --window $W --steps $S --decode 32 | tee -a "$J"
       done
+    done
+    # several sequences a step at 4k, full attention: batch x accumulation (AdamW once a step)
+    for BA in ${ACCUM_ROWS-1:8 2:4}; do
+      timeout 300 "$BIN/bench_cuda" model --preset $P --L 4096 --steps 3 --decode 32 --batch ${BA%:*} --accum ${BA#*:} |
+        tee -a "$J"
     done
   done
 fi
