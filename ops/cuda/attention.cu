@@ -713,7 +713,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
               const float x = sc[mt][nt][2 * r + c];
-              if constexpr (decltype(masked)::value)
+              if constexpr (decltype(masked)::value)  // (full_tile is false here: the code as measured)
                 p[c] = full_tile || visible(i0 + il, j0 + jl + c, off, s.Tq, s.Tk, W) ? exp2f(x * sl2 - lrow) : 0.0f;
               else
                 p[c] = exp2f(x * sl2 - lrow);
