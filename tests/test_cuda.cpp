@@ -1163,6 +1163,10 @@ TEST(Cuda, ActivationKeptOnlyAsBf16) {
   gpu().linear_fwd(Y.data(), A.data(), Wt.data(), nullptr, N, F, O);
   EXPECT_EQ(Y.to_vector(), Y2.to_vector());
   EXPECT_THROW(gpu().linear_fwd(Y.data(), A.data() - 8, Wt.data(), nullptr, N, F, O), Error);  // reaches past it
+  {  // a bias gradient would sum the unwritten fp32 values
+    Buffer<float> dW(gpu().mem, F * O), db(gpu().mem, F), dX(gpu().mem, N * O);
+    EXPECT_THROW(gpu().linear_bwd(dX.data(), dW.data(), db.data(), A.data(), Y.data(), Wt.data(), N, O, F, false), Error);
+  }
   cuda::set_gemm_precision("tf32");
   EXPECT_THROW(gpu().linear_fwd(Y.data(), A.data(), Wt.data(), nullptr, N, F, O), Error);
   cuda::set_gemm_precision("bf16");

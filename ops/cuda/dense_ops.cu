@@ -867,6 +867,8 @@ void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int 
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
                 int O, bool add_dx) {
   const float beta = add_dx ? 1.0f : 0.0f;  // dx = or += dout W
+  if (db && overlaps_only_mirror(dout, size_t(N) * O))  // the bias gradient sums dout in fp32
+    fail("linear_bwd (cuda)", "a bias gradient over an output gradient kept only as bf16 (MirrorFill::only_mirror)");
   if (dx && dW && bf16_gemm(I, N, O)) {  // both GEMMs read dout: round it to bf16 once
     const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I), x16(x, size_t(N) * I);
     gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, beta, dx, I);
