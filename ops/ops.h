@@ -50,11 +50,11 @@ struct AdamWStep {
   float grad_scale = 1.0f;  // the update uses g * grad_scale: gradient clipping folded into the step
 };
 
-// Function table so the model, tests and benchmarks can run any backend. All pointers are in
-// the backend's memory (`mem`): host memory for ref/cpu, device memory for cuda.
 // How OpsTable::mirror_activation gets its bf16 values (see there).
 enum class MirrorFill { copy_now, by_next_op, only_mirror };
 
+// Function table so the model, tests and benchmarks can run any backend. All pointers are in
+// the backend's memory (`mem`): host memory for ref/cpu, device memory for cuda.
 struct OpsTable {
   const char* name;
   const MemOps* mem;

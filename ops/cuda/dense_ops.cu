@@ -292,9 +292,6 @@ __device__ __forceinline__ uint2 pack4_bf16(float4 v) {
   __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
   return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
 }
-// SwiGLU forward and backward, four elements a thread where every pointer allows 16-byte access.
-// o16, dg16, du16: bf16 mirrors of the outputs (null when none), written in the same pass with the
-// rounding of to_bf16, so the GEMMs that read the outputs next take them as they are.
 __device__ __forceinline__ float4 ld4(const float* p, size_t i) { return reinterpret_cast<const float4*>(p)[i]; }
 __global__ void add_k(float* out, const float* a, const float* b, size_t n) {  // four-wide: the residual adds
   grid_stride4(
@@ -305,6 +302,10 @@ __global__ void add_k(float* out, const float* a, const float* b, size_t n) {  /
       },
       [&](size_t i) { out[i] = a[i] + b[i]; });
 }
+// SwiGLU forward and backward, four elements a thread where every pointer allows 16-byte access.
+// o16, dg16, du16: bf16 mirrors of the outputs (null when none), written in the same pass with the
+// rounding of to_bf16, so the GEMMs that read the outputs next take them as they are; a null fp32
+// output (MirrorFill::only_mirror) is not written.
 __global__ void swiglu_fwd_k(float* out, __nv_bfloat16* o16, const float* g, const float* u, size_t n) {
   grid_stride4(
       n, aligned(out, 16) && aligned(g, 16) && aligned(u, 16) && aligned(o16, 8),
@@ -481,14 +482,14 @@ __nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned, bool* only) {
     }
   return nullptr;
 }
-// Whether any of [p, p + n) lies in an activation kept only as bf16: such an operand has no fp32
-// values to read.
-bool overlaps_only_mirror(const float* p, size_t n) {
+// Fails (naming `who`) when any of [p, p + n) lies in an activation kept only as bf16
+// (MirrorFill::only_mirror): an operand read in fp32 there would read unwritten memory.
+void require_fp32_values(const float* p, size_t n, const char* who) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
   for (const WeightMirror& w : M.list)
-    if (w.only && p < w.base + w.n && w.base < p + n) return true;
-  return false;
+    if (w.only && p < w.base + w.n && w.base < p + n)
+      fail(who, "reads fp32 values of an activation kept only as bf16 (MirrorFill::only_mirror)");
 }
 // The fp32 output of an op whose activation mirror is its only copy: null (the op writes the mirror
 // alone), or, with set_mirror_only_poison, NaN so that any fp32 read of it shows (tests).
@@ -509,8 +510,7 @@ class Bf16Operand {
  public:
   Bf16Operand(const float* x, size_t count) : p_(find_mirror(x, count, true)) {
     if (p_) return;
-    if (overlaps_only_mirror(x, count))
-      fail("gemm (cuda)", "a GEMM operand lies partly in (or off the alignment of) an activation kept only as bf16");
+    require_fp32_values(x, count, "gemm (cuda, bf16 operand off its mirror)");
     owned_ = static_cast<__nv_bfloat16*>(device_alloc(count * 2));
     to_bf16(owned_, x, count);
     p_ = owned_;
@@ -554,9 +554,8 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
     gemm_bf16(ta, tb, m, n, k, a16.get(), lda, b16.get(), ldb, beta, C, ldc);
     return;
   }
-  if (overlaps_only_mirror(A, na) || overlaps_only_mirror(B, nb))
-    fail("gemm (cuda)", "an fp32-operand GEMM (" + std::to_string(m) + "x" + std::to_string(n) + "x" +
-                            std::to_string(k) + ") reads an activation kept only as bf16 (MirrorFill::only_mirror)");
+  require_fp32_values(A, na, "gemm (cuda, fp32 operands)");
+  require_fp32_values(B, nb, "gemm (cuda, fp32 operands)");
   check_blas(cublasGemmEx(b.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C, CUDA_R_32F,
                           ldc, b.mode == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF : b.compute, CUBLAS_GEMM_DEFAULT),
              "GemmEx");
@@ -739,14 +738,17 @@ void from_bf16(float* dst, const void* src, size_t n) {
 const uint16_t* weight_mirror_of(const float* W, size_t n) {
   return reinterpret_cast<const uint16_t*>(find_mirror(W, n, false));
 }
-void set_weight_mirrors(bool on) {
+// Sets one of the Mirrors switches under the lock.
+template <class T>
+void set_switch(T Mirrors::*field, T value) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
-  M.enabled = on;
+  M.*field = value;
 }
+void set_weight_mirrors(bool on) { set_switch(&Mirrors::enabled, on); }
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
-// fill = false: only allocated; the op that writes the activation next fills it (rmsnorm_fwd/bwd,
-// swiglu_fwd/bwd: find_mirror on their outputs).
+// how: copy_now rounds it now; by_next_op / only_mirror only allocate it, and the op that writes the
+// activation next fills it (rmsnorm_fwd/bwd, swiglu_fwd/bwd: find_mirror on their outputs).
 bool mirror(const float* base, size_t n, bool activation, MirrorFill how = MirrorFill::copy_now) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -771,26 +773,14 @@ bool mirror(const float* base, size_t n, bool activation, MirrorFill how = Mirro
 }
 void mirror_weights(const float* base, size_t n) { mirror(base, n, false); }
 bool mirror_activation(const float* x, size_t n, MirrorFill how) { return mirror(x, n, true, how); }
-void set_mirror_only(bool on) {
-  Mirrors& M = mirrors();
-  std::lock_guard<std::mutex> lock(M.mu);
-  M.only = on;
-}
-void set_mirror_only_poison(bool on) {
-  Mirrors& M = mirrors();
-  std::lock_guard<std::mutex> lock(M.mu);
-  M.poison = on;
-}
+void set_mirror_only(bool on) { set_switch(&Mirrors::only, int(on)); }
+void set_mirror_only_poison(bool on) { set_switch(&Mirrors::poison, on); }
 ActivationMirrorStats activation_mirror_stats() {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
   return M.stats;
 }
-void set_activation_mirrors(bool on) {
-  Mirrors& M = mirrors();
-  std::lock_guard<std::mutex> lock(M.mu);
-  M.activations = on;
-}
+void set_activation_mirrors(bool on) { set_switch(&Mirrors::activations, int(on)); }
 
 // Row-major batched C[m,n] = op(A) op(B) + beta C in exact fp32 (CUBLAS_COMPUTE_32F, no bf16 or
 // TF32): the chunked delta-rule scans keep their state arithmetic in fp32 (standard 3).
@@ -867,8 +857,7 @@ void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int 
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
                 int O, bool add_dx) {
   const float beta = add_dx ? 1.0f : 0.0f;  // dx = or += dout W
-  if (db && overlaps_only_mirror(dout, size_t(N) * O))  // the bias gradient sums dout in fp32
-    fail("linear_bwd (cuda)", "a bias gradient over an output gradient kept only as bf16 (MirrorFill::only_mirror)");
+  if (db) require_fp32_values(dout, size_t(N) * O, "linear_bwd (cuda): the bias gradient");  // sums dout in fp32
   if (dx && dW && bf16_gemm(I, N, O)) {  // both GEMMs read dout: round it to bf16 once
     const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I), x16(x, size_t(N) * I);
     gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, beta, dx, I);
@@ -888,8 +877,8 @@ void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, in
   rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(dx, dout, pos, N, H, D, theta, -1.0f);
   SR_CUDA_LAUNCHED("rope_bwd");
 }
-// (outputs with an activation mirror get it written in the same pass: mirror_activation(.., false))
-// (and an output whose mirror is its only copy, MirrorFill::only_mirror, is written as bf16 alone)
+// (outputs with an activation mirror get it written in the same pass, MirrorFill::by_next_op; an
+// output whose mirror is its only copy, MirrorFill::only_mirror, is written as bf16 alone)
 void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
   size_t n = size_t(N) * F;
   bool only = false;
