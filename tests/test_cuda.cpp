@@ -544,6 +544,43 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
   cuda::set_attention_bwd_kernel(0);
 }
 
+// The forward's lazy rescaling: a row's running max moves only when a tile's max exceeds it by more
+// than 2^8 (log2 units). Keys whose norms grow along the sequence make the scores climb by far more
+// than that over the tiles (rescales), with smaller steps in between (stale maxima, p up to 2^8).
+TEST(Cuda, AttentionForwardRescalesWhenScoresClimbAlongTheKeys) {
+  SKIP_WITHOUT_GPU();
+  for (int tiles : {1, 2, 3}) {
+    AttnShape s;
+    s.B = 1, s.Tq = 300, s.Tk = 300, s.Hq = 2, s.Hkv = 1, s.D = 64, s.window = 0, s.scale = 0.125f;
+    SCOPED_TRACE("forward tiles " + std::to_string(tiles));
+    const size_t nq = size_t(s.Tq) * s.Hq * s.D, nk = size_t(s.Tk) * s.Hkv * s.D;
+    auto q = randn(nq, 11), k = randn(nk, 12), v = randn(nk, 13), dout = randn(nq, 14);
+    for (int j = 0; j < s.Tk; ++j)  // key norms x1 .. x8: a row's max climbs ~35 log2 units over its 5 key tiles
+      for (int d = 0; d < s.D; ++d) k[size_t(j) * s.D + d] *= 1.0f + 7.0f * j / s.Tk;
+    for (auto* x : {&q, &k, &v, &dout})  // bf16-exact inputs: the reference sees what the kernels see
+      for (float& e : *x) e = bf16_to_f32(bf16_round(e));
+    std::vector<float> o(nq), lse(size_t(s.Hq) * s.Tq), dq(nq), dk(nk), dv(nk);
+    ref::attention_fwd<float>(o.data(), lse.data(), q.data(), k.data(), v.data(), s);
+    ref::attention_bwd<float>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), o.data(),
+                              lse.data(), s);
+    cuda::set_attention_fwd_tiles(tiles);
+    auto q_ = up(q), k_ = up(k), v_ = up(v), do_ = up(dout);
+    auto o_ = up(std::vector<float>(nq, NAN)), lse_ = up(std::vector<float>(lse.size(), NAN));
+    gpu().attention_fwd(o_.data(), lse_.data(), q_.data(), k_.data(), v_.data(), s);
+    EXPECT_REL(down(o_), o, 2e-2);
+    EXPECT_CLOSE(down(lse_), lse, 2e-2, 2e-3);
+    auto dq_ = up(std::vector<float>(nq, NAN)), dk_ = up(std::vector<float>(nk, NAN)), dv_ = up(std::vector<float>(nk, NAN));
+    gpu().attention_bwd(dq_.data(), dk_.data(), dv_.data(), do_.data(), q_.data(), k_.data(), v_.data(), o_.data(),
+                        lse_.data(), s);
+    EXPECT_REL(down(dv_), dv, 3e-2);
+    EXPECT_REL(down(dq_), dq, 3e-2);
+    EXPECT_REL(down(dk_), dk, 3e-2);
+    s.scale = -s.scale;  // row maxima of raw scores: a negative scale is refused, not miscomputed
+    EXPECT_THROW(gpu().attention_fwd(o_.data(), lse_.data(), q_.data(), k_.data(), v_.data(), s), std::exception);
+  }
+  cuda::set_attention_fwd_tiles(0);
+}
+
 // fp32 <-> bf16 conversions (every GEMM's activation operand): bitwise the host's round-to-nearest-even
 // at any length (the 4-wide path and its tail) and any element offset (misaligned: one element a step)
 TEST(Cuda, Bf16ConversionsMatchHostRoundingAtAnyLengthAndOffset) {

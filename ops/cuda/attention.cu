@@ -4,7 +4,8 @@
 //
 // Forward: one block of 4 warps per (64 or 128 queries, head, batch); each warp owns 16 or 32
 // query rows. Key tiles of 64 stream through shared memory; tiles entirely outside the causal window are never
-// visited, so the cost is O(Tq * min(Tk, W)).
+// visited, so the cost is O(Tq * min(Tk, W)). Online softmax with lazy rescaling: a row's running max
+// moves (and O is rescaled) only when it would grow by more than 2^8.
 // Backward: one block per (key tile, kv head, batch) loops over the query tiles that see those
 // keys and over the group's query heads, so dK and dV stay in registers (no atomics); dQ is
 // accumulated with fp32 atomics. Delta = rowsum(dO * O) is precomputed. Two kernels: 128 keys a
@@ -15,6 +16,7 @@
 // Head dims up to 256 (padded to a multiple of 16 with zeros).
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -32,6 +34,7 @@ constexpr int kAutoFwdTiles = 2;        // fwd_tiles' automatic choice for 128+ 
 constexpr int kBwdN = 64, kBwdM = 64;  // backward tile: keys x queries
 constexpr int kAutoBwd = 2;           // bwd_kernel's automatic choice for head dims 64 and 128
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kMaxGrowth = 8.0f;  // forward: a row's max is moved only when it would grow by more (log2 units)
 
 // ---- tensor-core primitives ----
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -298,7 +301,8 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
         }
       }
     }
-    // mask (only tiles that straddle the causal/window edge or the end need it), scale to log2 units
+    // mask (only tiles that straddle the causal/window edge or the end need it); row maxima of the
+    // raw scores, then p = 2^(x * scale * log2 e - m) as one FFMA and one EX2 a score
     const bool full_tile = (j0 + KN - 1 <= m0 + off) && (j0 + KN <= s.Tk) && (m0 + BM <= s.Tq) &&
                            (W == 0 || j0 > m0 + BM - 1 + off - W);
 #pragma unroll
@@ -310,34 +314,44 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int i = qrow0 + (e / 2) * 8, j = j0 + nt * 8 + tig * 2 + (e % 2);
-          float x = sc[mt][nt][e] * sl2;
-          if (!full_tile && !visible(i, j, off, s.Tq, s.Tk, W)) x = -INFINITY;
-          sc[mt][nt][e] = x;
-          mx[e / 2] = fmaxf(mx[e / 2], x);
+          if (!full_tile && !visible(i, j, off, s.Tq, s.Tk, W)) sc[mt][nt][e] = -INFINITY;
+          mx[e / 2] = fmaxf(mx[e / 2], sc[mt][nt][e]);
         }
-      float corr[2];
+      // Lazy rescaling: a row keeps its running max m (log2 units) until a tile's max exceeds it by
+      // more than kMaxGrowth, so p <= 2^kMaxGrowth; exact, since l and O share the stale m and the
+      // lse uses it too. O and l are rescaled only when some row of the warp moves its max (warp-
+      // uniform branch): rarely, once the first tiles have set the maxima.
+      bool grow = false;
+      float mnew[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float mnew = fmaxf(mrow[mt][r], mx[r]);
-        const float muse = mnew == -INFINITY ? 0.0f : mnew;
-        corr[r] = exp2f(mrow[mt][r] - muse);
-        mrow[mt][r] = mnew;
-        mx[r] = muse;
-        lrow[mt][r] *= corr[r];
+        mnew[r] = fmaxf(mrow[mt][r], mx[r] * sl2);
+        grow |= mnew[r] > mrow[mt][r] + kMaxGrowth;  // (an unset row, m = -inf, grows at its first visible key)
       }
+      if (__any_sync(0xffffffffu, grow)) {
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          corr[r] = mnew[r] == -INFINITY ? 1.0f : exp2f(mrow[mt][r] - mnew[r]);
+          mrow[mt][r] = mnew[r];
+          lrow[mt][r] *= corr[r];
+        }
+#pragma unroll
+        for (int dt = 0; dt < ND; ++dt)
+          o[mt][dt][0] *= corr[0], o[mt][dt][1] *= corr[0], o[mt][dt][2] *= corr[1], o[mt][dt][3] *= corr[1];
+      }
+      const float neg_m[2] = {mrow[mt][0] == -INFINITY ? 0.0f : -mrow[mt][0],
+                              mrow[mt][1] == -INFINITY ? 0.0f : -mrow[mt][1]};
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float p = exp2f(sc[mt][nt][e] - mx[e / 2]);
+          const float p = exp2f(fmaf(sc[mt][nt][e], sl2, neg_m[e / 2]));
           sc[mt][nt][e] = p;
           lrow[mt][e / 2] += p;
         }
-#pragma unroll
-      for (int dt = 0; dt < ND; ++dt)
-        o[mt][dt][0] *= corr[0], o[mt][dt][1] *= corr[0], o[mt][dt][2] *= corr[1], o[mt][dt][3] *= corr[1];
     }
     // O += P V: each V fragment feeds the MT row tiles
 #pragma unroll
@@ -394,7 +408,8 @@ __global__ void attn_delta_kernel(float* delta, const T* dout, const T* out, Att
 // per kv head, so a GQA model with few kv heads still fills the GPU, and the group's dK/dV partial
 // sums meet in fp32 atomics. The block visits the QM-query tiles that see any of its keys
 // (positions j0 .. j0 + KN - 1 + W - 1), for every query head of the kv group (or the one, g_first,
-// when head_split): iteration t -> (query head h, first query i0). load() starts loading tile t (Q
+// when head_split): iteration t -> (query head h, first query i0), stepped by first() and next().
+// load() starts loading the tile (h, i0) (Q
 // and dO [QM][DP + 8] bf16, then lse and delta) into one stage of shared memory as one cp.async group
 // (NTHR: the block's threads).
 template <int DP, int KN, int QM, int NTHR>
@@ -410,13 +425,14 @@ struct BwdTiles {
     tiles_per_head = iend > ibeg ? (iend - ibeg + QM - 1) / QM : 0;
     ntiles = tiles_per_head * (head_split ? 1 : G);
   }
-  __device__ void tile(int t, int& h, int& i0) const {
-    h = kh * G + g_first + t / tiles_per_head, i0 = ibeg + (t % tiles_per_head) * QM;
+  // Tile 0, and the tile after (h, i0) (no integer division in the loop: the cursor steps).
+  __device__ void first(int& h, int& i0) const { h = kh * G + g_first, i0 = ibeg; }
+  __device__ void next(int& h, int& i0) const {
+    i0 += QM;
+    if (i0 >= ibeg + tiles_per_head * QM) i0 = ibeg, ++h;
   }
-  __device__ void load(int t, bf16* sQO_stage, float* sLD_stage, const bf16* q, const bf16* dout, const float* lse,
-                       const float* delta, const AttnShape& s) const {
-    int h, i0;
-    tile(t, h, i0);
+  __device__ void load(int h, int i0, bf16* sQO_stage, float* sLD_stage, const bf16* q, const bf16* dout,
+                       const float* lse, const float* delta, const AttnShape& s) const {
     const int nq = min(QM, s.Tq - i0);
     const size_t ldq = size_t(s.Hq) * s.D, row = (size_t(b) * s.Tq + i0) * ldq + size_t(h) * s.D;
     load_tile<DP, QM, NTHR>(sQO_stage, q + row, nq, ldq, s.D);
@@ -456,11 +472,13 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   const float sl2 = s.scale * kLog2e;
   const int ntiles = tiles.ntiles;
   const int krow0 = j0 + warp * 16 + g;  // this thread's key rows: krow0 and krow0 + 8
-  auto load_q = [&](int t, int stage) {
-    tiles.load(t, sQO + stage * 2 * kBwdM * SP, sLD + stage * 2 * kBwdM, q, dout, lse, delta, s);
+  auto load_q = [&](int h, int i0, int stage) {
+    tiles.load(h, i0, sQO + stage * 2 * kBwdM * SP, sLD + stage * 2 * kBwdM, q, dout, lse, delta, s);
   };
+  int h, i0;  // the current tile
+  tiles.first(h, i0);
   load_kv_block<DP, kBwdN, kThreadsA>(sK, sV, k, v, s, b, kh, j0);
-  if (ntiles > 0) load_q(0, 0);
+  if (ntiles > 0) load_q(h, i0, 0);
   else cp_async_commit();
 
   float dK[ND][4], dV[ND][4];
@@ -469,12 +487,13 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
 #pragma unroll
     for (int e = 0; e < 4; ++e) dK[i][e] = dV[i][e] = 0.0f;
 
-  for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1) {
-    int h, i0;
-    tiles.tile(t, h, i0);
+  int hn, in;  // the next tile
+  for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1, h = hn, i0 = in) {
+    hn = h, in = i0;
+    tiles.next(hn, in);
     cp_async_wait_all();
     __syncthreads();  // tile t visible; all warps done with tile t-1 (its stage and dS)
-    if (t + 1 < ntiles) load_q(t + 1, stage ^ 1);
+    if (t + 1 < ntiles) load_q(hn, in, stage ^ 1);
     const bf16* sQ = sQO + stage * 2 * kBwdM * SP;
     const bf16* sO = sQ + kBwdM * SP;
     const float* sL = sLD + stage * 2 * kBwdM;
@@ -640,11 +659,13 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const float sl2 = s.scale * kLog2e;
   const int ntiles = tiles.ntiles;
-  auto load_q = [&](int t, int stage) {
-    tiles.load(t, sQO + stage * 2 * kB2M * SP, sLD + stage * 2 * kB2M, q, dout, lse, delta, s);
+  auto load_q = [&](int h, int i0, int stage) {
+    tiles.load(h, i0, sQO + stage * 2 * kB2M * SP, sLD + stage * 2 * kB2M, q, dout, lse, delta, s);
   };
+  int h, i0;  // the current tile
+  tiles.first(h, i0);
   load_kv_block<DP, kB2N, kB2Threads>(sK, sV, k, v, s, b, kh, j0);
-  if (ntiles > 0) load_q(0, 0);
+  if (ntiles > 0) load_q(h, i0, 0);
   else cp_async_commit();
 
   float dK[2][NKV][4], dV[2][NKV][4];  // [key row tile][dim tile][fragment]
@@ -655,12 +676,13 @@ __global__ void __launch_bounds__(kB2Threads, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) dK[mt][i][e] = dV[mt][i][e] = 0.0f;
 
-  for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1) {
-    int h, i0;
-    tiles.tile(t, h, i0);
+  int hn, in;  // the next tile
+  for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1, h = hn, i0 = in) {
+    hn = h, in = i0;
+    tiles.next(hn, in);
     cp_async_wait_all();
     __syncthreads();  // tile t visible; every warp done with tile t-1 (its stage, P and dS)
-    if (t + 1 < ntiles) load_q(t + 1, stage ^ 1);
+    if (t + 1 < ntiles) load_q(hn, in, stage ^ 1);
     const bf16* sQ = sQO + stage * 2 * kB2M * SP;
     const bf16* sO = sQ + kB2M * SP;
     const float* sL = sLD + stage * 2 * kB2M;
@@ -754,25 +776,35 @@ __global__ void __launch_bounds__(kB2Threads, 1)
         for (int mt = 0; mt < 2; ++mt) ldsm_x4(a[mt], sdS + (wm * 32 + mt * 16 + lane % 16) * SPP + ks * 16 + (lane / 16) * 8);
         mma_a_rows_mt<NQ, 2>(acc, a, sK + wn * (DP / 4), ks * 16, SP, lane);
       }
+      const int irow = i0 + wm * 32 + g;  // this thread's rows: irow + mt * 16 + r * 8
+      if (D == DP) {
+        // Whole head dims (pairs 8-byte aligned): no branch around a row past the end -- it adds zeros
+        // to the last row instead -- so the 16 atomics issue back to back. (Branching around them
+        // stalled the next row's address arithmetic on the previous row's atomics: 1.02-1.03x.)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int i = i0 + wm * 32 + mt * 16 + g + r * 8;
-          if (i >= s.Tq) continue;
-          float* dqr = dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
-          if (D == DP) {  // every column real, pairs 8-byte aligned
+          for (int r = 0; r < 2; ++r) {
+            const int i = irow + mt * 16 + r * 8;
+            const float sc = i < s.Tq ? s.scale : 0.0f;
+            float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + wn * (DP / 4) + tig * 2;
+#pragma unroll
+            for (int nt = 0; nt < NQ; ++nt) atomic_add2(dqr + nt * 8, acc[mt][nt][2 * r] * sc, acc[mt][nt][2 * r + 1] * sc, true);
+          }
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int i = irow + mt * 16 + r * 8;
+            if (i >= s.Tq) continue;
+            float* row = dq_acc + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
 #pragma unroll
             for (int nt = 0; nt < NQ; ++nt)
-              atomic_add2(dqr + wn * (DP / 4) + nt * 8 + tig * 2, acc[mt][nt][2 * r] * s.scale,
-                          acc[mt][nt][2 * r + 1] * s.scale, true);
-          } else {
-#pragma unroll
-            for (int nt = 0; nt < NQ; ++nt)
-              atomic_add_pair(dqr, wn * (DP / 4) + nt * 8 + tig * 2, D, acc[mt][nt][2 * r] * s.scale,
+              atomic_add_pair(row, wn * (DP / 4) + nt * 8 + tig * 2, D, acc[mt][nt][2 * r] * s.scale,
                               acc[mt][nt][2 * r + 1] * s.scale);
           }
-        }
+      }
     }
   }
   // write dK (scaled) and dV for this warp's 32 keys x DP/2 dims
@@ -901,6 +933,8 @@ void check_shape(const AttnShape& s) {
   if (s.D < 1 || s.D > 256) fail("attention (cuda)", "head dim " + std::to_string(s.D) + " not supported (1..256)");
   if (s.Hkv < 1 || s.Hq % s.Hkv != 0) fail("attention (cuda)", "query heads must be a multiple of kv heads");
   if (s.Tq > s.Tk) fail("attention (cuda)", "more queries than keys");
+  // (the forward takes row maxima of the raw scores: valid for a positive scale only)
+  if (!(s.scale > 0.0f) || !std::isfinite(s.scale)) fail("attention (cuda)", "scale must be positive and finite");
 }
 
 int num_sms() {
