@@ -236,7 +236,9 @@ if __name__ == "__main__":
     elif sys.argv[1] == "--bwd-kernel":  # bench_cuda attention --bwd-kernel 1|2, alternated
         attention_ab_tables(sys.argv[2], "bwd_kernel", "backward kernel", {1: "64 keys, 4 warps", 2: "128 keys, 8 warps, 2-D"}, 1, 2,
                             "fwdbwd_ms")
-    elif sys.argv[1] == "--attn-builds":  # lines tagged "build": "old" | "new", alternated
-        attention_ab_tables(sys.argv[2], "build", "build", {"old": "old", "new": "new"}, "old", None, "fwdbwd_ms")
+    elif sys.argv[1] == "--attn-builds":  # lines tagged "build": "old" | "new" | any label, alternated
+        labels = [json.loads(l).get("build") for l in open(sys.argv[2]) if l.strip().startswith("{")]
+        labels = sorted(dict.fromkeys(v for v in labels if v), key=lambda v: (v != "old", v != "new"))  # old, new, others
+        attention_ab_tables(sys.argv[2], "build", "build", {v: v for v in labels}, "old", None, "fwdbwd_ms")
     else:
         main(*sys.argv[1:3])
