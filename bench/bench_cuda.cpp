@@ -3,6 +3,8 @@
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
 //       [--fwd-tiles 0|1|2|3] (the forward's tiling, set_attention_fwd_tiles; 0 = automatic)
 //       [--bwd-kernel 0|1|2] (the backward's kernel, set_attention_bwd_kernel; 0 = automatic)
+//       [--order -1|0|1] (the blocks' launch order, set_attention_block_order; -1 = SMOOTHREAD_ATTN_ORDER or 0)
+//       [--kv-heads H] (GQA: H kv heads shared by the query heads; default = heads)
 //       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
 //   bench_cuda mixer --L 4096 [--heads 16] [--dim 128] [--window 4096] [--reps 3]
 //       one layer's core on one sequence (fp32 entry points, as the model calls them): causal
@@ -89,11 +91,15 @@ int attention(std::map<std::string, std::string> a) {
   cuda::set_attention_fwd_tiles(fwd_tiles);
   const int bwd_kernel = geti(a, "bwd-kernel", 0);  // 1 | 2 forces the backward's kernel (cuda_backend.h)
   cuda::set_attention_bwd_kernel(bwd_kernel);
+  const int order = geti(a, "order", -1);  // 0 | 1 forces the blocks' launch order (cuda_backend.h)
+  cuda::set_attention_block_order(order);
+  const int Hkv = geti(a, "kv-heads", H);
+  if (Hkv < 1 || H % Hkv != 0) fail("bench_cuda attention", "--heads must be a multiple of --kv-heads");
   AttnShape s;
-  s.B = B, s.Tq = L, s.Tk = L, s.Hq = H, s.Hkv = H, s.D = D, s.window = W, s.scale = 1.0f / std::sqrt(float(D));
-  const size_t n = size_t(B) * L * H * D, nl = size_t(B) * H * L;
-  auto q = random_bf16(n, 1), k = random_bf16(n, 2), v = random_bf16(n, 3), dout = random_bf16(n, 4);
-  Buffer<uint16_t> out(ops_cuda().mem, n), dq(ops_cuda().mem, n), dk(ops_cuda().mem, n), dv(ops_cuda().mem, n);
+  s.B = B, s.Tq = L, s.Tk = L, s.Hq = H, s.Hkv = Hkv, s.D = D, s.window = W, s.scale = 1.0f / std::sqrt(float(D));
+  const size_t n = size_t(B) * L * H * D, nk = size_t(B) * L * Hkv * D, nl = size_t(B) * H * L;
+  auto q = random_bf16(n, 1), k = random_bf16(nk, 2), v = random_bf16(nk, 3), dout = random_bf16(n, 4);
+  Buffer<uint16_t> out(ops_cuda().mem, n), dq(ops_cuda().mem, n), dk(ops_cuda().mem, nk), dv(ops_cuda().mem, nk);
   Buffer<float> lse(ops_cuda().mem, nl), delta(ops_cuda().mem, nl), dqws(ops_cuda().mem, n);
   auto fwd = [&] { cuda::attention_fwd_bf16(out.data(), lse.data(), q.data(), k.data(), v.data(), s); };
   auto bwd = [&] {
@@ -103,9 +109,9 @@ int attention(std::map<std::string, std::string> a) {
   double tf = median_ms(fwd, reps), tfb = median_ms([&] { fwd(), bwd(); }, reps);
   const double flops = 4.0 * B * H * D * visible_pairs(L, W);  // forward; backward = 2.5x
   std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
-              "\"dim\":%d,\"fwd_tiles\":%d,\"bwd_kernel\":%d,\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,"
-              "\"fwdbwd_tflops\":%.1f}\n",
-              L, W, B, H, D, fwd_tiles, bwd_kernel, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
+              "\"kv_heads\":%d,\"dim\":%d,\"fwd_tiles\":%d,\"bwd_kernel\":%d,\"order\":%d,\"fwd_ms\":%.4f,"
+              "\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
+              L, W, B, H, Hkv, D, fwd_tiles, bwd_kernel, order, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
   return 0;
 }
 

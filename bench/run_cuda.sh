@@ -3,7 +3,8 @@
 # (bench_cuda and the PyTorch baselines, same card, same run) and the docs/PERF.md tables.
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
-#   what: tests attention gemm mixer model chunked mirror graphs (default: the first five)
+#   what: tests attention gemm mixer model chunked mirror graphs order (default: the first five)
+#     order = the attention blocks' launch order 0 vs 1 (attention at 4k/16k/64k, the 3b shape at 4k, the 3b step)
 #     mirror = the 0.5b and 3b training steps at 4k with the bf16 weight mirror on and off (A/B),
 #              and their decode on bf16 (mirror) vs fp32 weights
 #     graphs = decode (128 tokens after a 4k prefill) with each step as one CUDA graph vs op by op (A/B)
@@ -103,5 +104,25 @@ if [[ " $WHAT " == *" graphs "* ]]; then  # decode steps as CUDA graphs vs one l
     done
   done
   python3 bench/cuda_tables.py --graphs "$JG" | tee "$OUTD/graphs.md"
+fi
+if [[ " $WHAT " == *" order "* ]]; then  # the attention blocks' launch order 0 vs 1 (set_attention_block_order), alternated
+  JO="$OUTD/order.jsonl"
+  for L in 4096 16384 65536; do
+    for O in 0 1 1 0; do "$BIN/bench_cuda" attention --L $L --order $O | sed "s/{/{\"build\":\"order $O\",/" | tee -a "$JO"; done
+  done
+  # one 4k sequence of the 3b model's attention shape (16 query heads on 2 kv heads), and the 3b step itself
+  JQ="$OUTD/order-3b-shape.jsonl"
+  for O in 0 1 1 0; do
+    "$BIN/bench_cuda" attention --L 4096 --tokens 4096 --kv-heads 2 --order $O | sed "s/{/{\"build\":\"order $O\",/" |
+      tee -a "$JQ"
+  done
+  python3 bench/cuda_tables.py --attn-builds "$JO" | tee "$OUTD/order.md"
+  python3 bench/cuda_tables.py --attn-builds "$JQ" | tee -a "$OUTD/order.md"
+  JM="$OUTD/order-model.jsonl"
+  for O in 0 1 1 0; do
+    SMOOTHREAD_ATTN_ORDER=$O timeout 120 "$BIN/bench_cuda" model --preset 3b --L 4096 --steps 3 --decode 0 |
+      sed "s/{/{\"build\":\"order $O\",/" | tee -a "$JM"
+  done
+  python3 bench/cuda_tables.py --train-builds "$JM" | tee -a "$OUTD/order.md"
 fi
 [[ -s "$J" ]] && python3 bench/cuda_tables.py "$J" "$OUTD/gpu.txt" | tee "$OUTD/tables.md"

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "ops/cpu/cpu_ops.h"
+#include "ops/cuda/attention_schedule.h"
 #include "ops/ref/ref_ops.h"
 #include "test_util.h"
 
@@ -385,4 +386,35 @@ TEST(Ops, ExpNonpositiveIsWithinTwoUlpOfStdExp) {
   EXPECT_EQ(cpu::exp_nonpositive(0.0f), 1.0f);
   EXPECT_EQ(cpu::exp_nonpositive(-87.5f), 0.0f);
   EXPECT_EQ(cpu::exp_nonpositive(-std::numeric_limits<float>::infinity()), 0.0f);
+}
+
+// The CUDA attention kernels' launch orders (plain C++, checked here without a GPU): each order
+// visits every (tile, head, batch) once; kTilesFastest is the grid's own (x, y, z) order;
+// kHeaviestFirst starts every head's tile t before any head's tile t + 1.
+TEST(Ops, AttentionBlockOrdersVisitEveryBlockOnce) {
+  for (unsigned tiles : {1u, 3u, 32u})
+    for (unsigned heads : {1u, 5u, 16u})
+      for (unsigned batch : {1u, 2u, 4u})
+        for (int order : {sr::cuda::kTilesFastest, sr::cuda::kHeaviestFirst}) {
+          SCOPED_TRACE(std::to_string(tiles) + " tiles, " + std::to_string(heads) + " heads, batch " +
+                       std::to_string(batch) + ", order " + std::to_string(order));
+          const unsigned n = tiles * heads * batch;
+          std::vector<int> seen(n, 0);
+          unsigned last_tile = 0;
+          for (unsigned id = 0; id < n; ++id) {
+            const sr::cuda::AttnBlockPlace p = sr::cuda::attn_block_place(id, tiles, heads, batch, order);
+            ASSERT_LT(p.tile, tiles);
+            ASSERT_LT(p.head, heads);
+            ASSERT_LT(p.batch, batch);
+            ++seen[p.tile + tiles * (p.head + heads * p.batch)];
+            if (order == sr::cuda::kTilesFastest) {
+              EXPECT_EQ(p.tile + tiles * (p.head + heads * p.batch), id);  // the 3-D grid's linear order
+            } else {
+              EXPECT_GE(p.tile, last_tile);  // tiles in order: every head's heaviest first
+              EXPECT_EQ(p.head + heads * p.batch, id % (heads * batch));
+              last_tile = p.tile;
+            }
+          }
+          for (unsigned i = 0; i < n; ++i) ASSERT_EQ(seen[i], 1) << "block " << i;
+        }
 }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ops/cuda/attention_schedule.h"
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/dense_ops.cuh"
@@ -167,6 +168,19 @@ __device__ __forceinline__ void load_tile(bf16* sm, const bf16* g, int nvalid, s
   }
 }
 
+// This block's (tile, head, batch) in a (tiles, heads, batch) grid launched in order ORDER
+// (attention_schedule.h): kTilesFastest is the grid's own (x, y, z); otherwise the linear launch
+// position is renumbered.
+template <int ORDER>
+__device__ __forceinline__ AttnBlockPlace block_place() {
+  if constexpr (ORDER == kTilesFastest) {
+    return {blockIdx.x, blockIdx.y, blockIdx.z};
+  } else {
+    const unsigned id = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    return attn_block_place(id, gridDim.x, gridDim.y, gridDim.z, ORDER);
+  }
+}
+
 // Key j is visible to query row i (absolute position i + off) under the causal window rule.
 __device__ __forceinline__ bool visible(int i, int j, int off, int Tq, int Tk, int W) {
   const int p = i + off;
@@ -214,7 +228,7 @@ __device__ __forceinline__ void store_dkv(TO* dkr, TO* dvr, int c, int D, float 
 // the kernel); Q fragments are then reloaded from shared memory each tile instead of living in
 // registers, which would not fit beside 2 x 16 rows of O at head dim 128 (KN = 32 halves the score
 // registers for the same reason).
-template <class TO, int DP, int MT, int KN>
+template <class TO, int DP, int MT, int KN, int ORDER>
 __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ out, float* __restrict__ lse,
                                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                              const bf16* __restrict__ v, AttnShape s) {
@@ -224,8 +238,9 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
   bf16* sKV = sQ + BM * SP;  // two stages of [K tile, V tile]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  // heaviest (latest) query tiles first: better tail balance under causal masking
-  const int m0 = (gridDim.x - 1 - blockIdx.x) * BM, h = blockIdx.y, b = blockIdx.z;
+  // tile 0 = the heaviest = the last query tile (attention_schedule.h)
+  const AttnBlockPlace place = block_place<ORDER>();
+  const int m0 = (gridDim.x - 1 - place.tile) * BM, h = place.head, b = place.batch;
   const int G = s.Hq / s.Hkv, kh = h / G, D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const bf16* qb = q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D;
@@ -404,21 +419,22 @@ __global__ void attn_delta_kernel(float* delta, const T* dout, const T* out, Att
 }
 
 // A backward block's place and work (both backward kernels). Grid: (key tiles of KN, kv heads [x the
-// group size when head_split], batch); head_split: one block per (key tile, query head) instead of
-// per kv head, so a GQA model with few kv heads still fills the GPU, and the group's dK/dV partial
-// sums meet in fp32 atomics. The block visits the QM-query tiles that see any of its keys
+// group size when head_split], batch), launched in order ORDER (attention_schedule.h); head_split: one
+// block per (key tile, query head) instead of per kv head, so a GQA model with few kv heads still
+// fills the GPU, and the group's dK/dV partial sums meet in fp32 atomics. The block visits the QM-query tiles that see any of its keys
 // (positions j0 .. j0 + KN - 1 + W - 1), for every query head of the kv group (or the one, g_first,
 // when head_split): iteration t -> (query head h, first query i0), stepped by first() and next().
 // load() starts loading the tile (h, i0) (Q
 // and dO [QM][DP + 8] bf16, then lse and delta) into one stage of shared memory as one cp.async group
 // (NTHR: the block's threads).
-template <int DP, int KN, int QM, int NTHR>
+template <int DP, int KN, int QM, int NTHR, int ORDER>
 struct BwdTiles {
   int j0, kh, b, G, g_first, ibeg, tiles_per_head, ntiles;
   __device__ BwdTiles(const AttnShape& s, bool head_split) : G(s.Hq / s.Hkv) {
     const int split = head_split ? G : 1;
-    j0 = blockIdx.x * KN, kh = blockIdx.y / split, b = blockIdx.z;
-    g_first = head_split ? blockIdx.y % split : 0;
+    const AttnBlockPlace p = block_place<ORDER>();  // tile 0 = the heaviest = the first key tile
+    j0 = p.tile * KN, kh = p.head / split, b = p.batch;
+    g_first = head_split ? p.head % split : 0;
     const int off = s.Tk - s.Tq;
     ibeg = max(0, j0 - off) / QM * QM;
     const int iend = s.window > 0 ? min(s.Tq, j0 + KN - 1 + s.window - 1 - off + 1) : s.Tq;
@@ -450,7 +466,7 @@ __device__ void load_kv_block(bf16* sK, bf16* sV, const bf16* k, const bf16* v, 
   load_tile<DP, KN, NTHR>(sV, v + row, min(KN, s.Tk - j0), ldk, s.D);
 }
 
-template <class TO, int DP>
+template <class TO, int DP, int ORDER>
 __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk,
                                                              TO* __restrict__ dv, const bf16* __restrict__ dout,
                                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
@@ -465,7 +481,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   bf16* sS = sQO + 2 * 2 * kBwdM * SP;         // dS^T tile [keys][queries]
   float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse, delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  const BwdTiles<DP, kBwdN, kBwdM, kThreadsA> tiles(s, head_split);
+  const BwdTiles<DP, kBwdN, kBwdM, kThreadsA, ORDER> tiles(s, head_split);
   const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
   const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
@@ -635,7 +651,7 @@ constexpr int kB2Warps = 8, kB2Threads = kB2Warps * 32;
 constexpr int kB2N = 128, kB2M = 64;  // keys x queries
 // Whole tiles (no pair masked) take a path with no per-score mask test, and whole head dims add dQ
 // pairs with no per-pair column tests.
-template <class TO, int DP>
+template <class TO, int DP, int ORDER>
 __global__ void __launch_bounds__(kB2Threads, 1)
     attn_bwd2_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk, TO* __restrict__ dv, const bf16* __restrict__ dout,
                      const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
@@ -653,7 +669,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   const int wm = warp / 4, wn = warp % 4;  // S/dP: query rows wm*32, key cols wn*32; dQ: dims wn*DP/4
   const int wk = warp % 4, wd = warp / 4;  // dK/dV: key rows wk*32, dims wd*DP/2
-  const BwdTiles<DP, kB2N, kB2M, kB2Threads> tiles(s, head_split);
+  const BwdTiles<DP, kB2N, kB2M, kB2Threads, ORDER> tiles(s, head_split);
   const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
   const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
@@ -955,14 +971,22 @@ constexpr size_t bwd_smem() {
          2 * 2 * kBwdM * sizeof(float);
 }
 
+int g_block_order = -1;  // set_attention_block_order; -1: not set (SMOOTHREAD_ATTN_ORDER or kTilesFastest)
+int block_order() {
+  static const int env = env_int("SMOOTHREAD_ATTN_ORDER", kTilesFastest);
+  const int order = g_block_order >= 0 ? g_block_order : env;
+  return order == kHeaviestFirst ? kHeaviestFirst : kTilesFastest;
+}
 template <class TO, int DP, int MT, int KN>
 void fwd_launch_tiles(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
-  auto kern = attn_fwd_kernel<TO, DP, MT, KN>;
-  static bool attr = [&] {
+  const bool heaviest_first = block_order() == kHeaviestFirst;
+  auto kern = heaviest_first ? attn_fwd_kernel<TO, DP, MT, KN, kHeaviestFirst>
+                              : attn_fwd_kernel<TO, DP, MT, KN, kTilesFastest>;
+  static bool attr[2] = {};
+  if (!attr[heaviest_first]) {
     SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP, MT, KN>())));
-    return true;
-  }();
-  (void)attr;
+    attr[heaviest_first] = true;
+  }
   dim3 grid((s.Tq + kFwdM * MT - 1) / (kFwdM * MT), s.Hq, s.B);
   kern<<<grid, kThreadsA, fwd_smem<DP, MT, KN>(), stream()>>>(out, lse, q, k, v, s);
   SR_CUDA_LAUNCHED("attention_fwd");
@@ -1011,15 +1035,19 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
   const int which = bwd_kernel<DP>();
   const int keys = which == 2 ? kB2N : kBwdN, threads = which == 2 ? kB2Threads : kThreadsA;
   size_t smem = bwd_smem<DP>();
+  const bool heaviest_first = block_order() == kHeaviestFirst;
   void (*kern)(float*, TO*, TO*, const bf16*, const bf16*, const bf16*, const bf16*, const float*, const float*,
-               AttnShape, bool) = attn_bwd_kernel<TO, DP>;
+               AttnShape, bool) =
+      heaviest_first ? attn_bwd_kernel<TO, DP, kHeaviestFirst> : attn_bwd_kernel<TO, DP, kTilesFastest>;
   if constexpr (DP == 64 || DP == 128) {
-    if (which == 2) kern = attn_bwd2_kernel<TO, DP>, smem = bwd2_smem<DP>();
+    if (which == 2)
+      kern = heaviest_first ? attn_bwd2_kernel<TO, DP, kHeaviestFirst> : attn_bwd2_kernel<TO, DP, kTilesFastest>,
+      smem = bwd2_smem<DP>();
   }
-  static bool attr[3] = {};
-  if (!attr[which]) {
+  static bool attr[3][2] = {};
+  if (!attr[which][heaviest_first]) {
     SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attr[which] = true;
+    attr[which][heaviest_first] = true;
   }
   // Split the query heads of a kv group over blocks when there are too few blocks to fill the GPU
   // twice over (8 warps a block or two blocks of 4 per SM) (fp32 outputs only: the partial dK/dV
@@ -1074,6 +1102,7 @@ Buffer<bf16> as_bf16(const float* x, size_t n) {
 
 void set_attention_fwd_tiles(int tiles) { g_fwd_tiles = tiles; }
 void set_attention_bwd_kernel(int which) { g_bwd_kernel = which; }
+void set_attention_block_order(int order) { g_block_order = order; }
 
 void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s) {
   attention_fwd_any<bf16>(static_cast<bf16*>(out), lse, static_cast<const bf16*>(q), static_cast<const bf16*>(k),

@@ -49,6 +49,13 @@ void set_attention_fwd_tiles(int tiles);
 // 2 = 128 keys a block of 8 warps with FlashAttention-2's 2-D warp tiling (head dims 64 and 128;
 // others always take 1); 0 = automatic. SMOOTHREAD_ATTN_BWD sets it when this is not called.
 void set_attention_bwd_kernel(int which);
+// Launch order of the attention forward's and backward's blocks (ops/cuda/attention_schedule.h):
+// 0 = each head's tiles in turn, heaviest first (the default), 1 = every head's heaviest tile
+// first, then every head's next (causal work is uneven; the last wave of a short sequence packs
+// better); -1 = SMOOTHREAD_ATTN_ORDER or 0. The blocks' work does not change: outputs, lse, dK and
+// dV are bitwise the same either way (dQ and head-split dK/dV sum in fp32 atomics, whose order is
+// not fixed under either). For benchmarks and tests.
+void set_attention_block_order(int order);
 // dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace
 void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s);
