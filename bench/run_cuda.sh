@@ -3,8 +3,10 @@
 # (bench_cuda and the PyTorch baselines, same card, same run) and the docs/PERF.md tables.
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
-#   what: tests attention gemm mixer model chunked mirror graphs order (default: the first five)
+#   what: tests attention gemm mixer model chunked mirror graphs order sass (default: the first five)
 #     order = the attention blocks' launch order 0 vs 1 (attention at 4k/16k/64k, the 3b shape at 4k, the 3b step)
+#     sass = Nsight Compute per-instruction counters of our attention kernels and SDPA flash's at 16k, summarized
+#            by bench/ncu_sass_summary.py (needs ncu on the PATH)
 #     mirror = the 0.5b and 3b training steps at 4k with the bf16 weight mirror on and off (A/B),
 #              and their decode on bf16 (mirror) vs fp32 weights
 #     graphs = decode (128 tokens after a 4k prefill) with each step as one CUDA graph vs op by op (A/B)
@@ -124,5 +126,24 @@ if [[ " $WHAT " == *" order "* ]]; then  # the attention blocks' launch order 0 
       sed "s/{/{\"build\":\"order $O\",/" | tee -a "$JM"
   done
   python3 bench/cuda_tables.py --train-builds "$JM" | tee -a "$OUTD/order.md"
+fi
+if [[ " $WHAT " == *" sass "* ]]; then  # Nsight Compute per-instruction counters: our attention and SDPA's at 16k
+  SEC="--section SourceCounters --section WarpStateStats --section InstructionStats --section SpeedOfLight --import-source yes"
+  cat > "$OUTD/sdpa_once.py" <<'PY'
+import torch, torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel, SDPBackend
+q, k, v = (torch.randn(1, 16, 16384, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(torch.randn_like(q))
+torch.cuda.synchronize()
+PY
+  for NK in "ours-fwd attn_fwd_kernel bench" "ours-bwd attn_bwd bench" "sdpa-fwd flash_fwd_kernel torch" "sdpa-bwd dq_dk_dv torch"; do
+    set -- $NK
+    if [[ $3 == bench ]]; then CMD=("$BIN/bench_cuda" attention --L 16384 --tokens 16384 --reps 1); else CMD=(python3 "$OUTD/sdpa_once.py"); fi
+    ncu $SEC --kernel-name regex:$2 --launch-count 1 -f -o "$OUTD/$1" "${CMD[@]}" > "$OUTD/$1-run.txt" 2>&1
+    ncu -i "$OUTD/$1.ncu-rep" --page source --csv --print-source sass > "$OUTD/sass-$1.csv"
+  done
+  python3 bench/ncu_sass_summary.py "$OUTD"/sass-ours-fwd.csv "$OUTD"/sass-sdpa-fwd.csv "$OUTD"/sass-ours-bwd.csv \
+    "$OUTD"/sass-sdpa-bwd.csv | tee "$OUTD/sass.md"
 fi
 [[ -s "$J" ]] && python3 bench/cuda_tables.py "$J" "$OUTD/gpu.txt" | tee "$OUTD/tables.md"
