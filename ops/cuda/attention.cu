@@ -456,15 +456,19 @@ struct BwdTiles {
     load_lse_delta(sLD_stage, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, QM, nq);
     cp_async_commit();
   }
+  // Sets (h, i0) to tile 0 and starts loading the block's K and V rows j0 .. j0 + KN - 1 (zeros beyond
+  // Tk) into [KN][DP + 8] tiles, then tile 0 with load_q(h, i0, stage 0) (an empty group when none).
+  template <class LoadQ>
+  __device__ void start(int& h, int& i0, const LoadQ& load_q, bf16* sK, bf16* sV, const bf16* k, const bf16* v,
+                        const AttnShape& s) const {
+    first(h, i0);
+    const size_t ldk = size_t(s.Hkv) * s.D, row = (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * s.D;
+    load_tile<DP, KN, NTHR>(sK, k + row, min(KN, s.Tk - j0), ldk, s.D);
+    load_tile<DP, KN, NTHR>(sV, v + row, min(KN, s.Tk - j0), ldk, s.D);
+    if (ntiles > 0) load_q(h, i0, 0);
+    else cp_async_commit();
+  }
 };
-// Starts loading the block's K and V rows j0 .. j0 + KN - 1 (zeros beyond Tk) into [KN][DP + 8] tiles.
-template <int DP, int KN, int NTHR>
-__device__ void load_kv_block(bf16* sK, bf16* sV, const bf16* k, const bf16* v, const AttnShape& s, int b, int kh,
-                              int j0) {
-  const size_t ldk = size_t(s.Hkv) * s.D, row = (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * s.D;
-  load_tile<DP, KN, NTHR>(sK, k + row, min(KN, s.Tk - j0), ldk, s.D);
-  load_tile<DP, KN, NTHR>(sV, v + row, min(KN, s.Tk - j0), ldk, s.D);
-}
 
 template <class TO, int DP, int ORDER>
 __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk,
@@ -492,10 +496,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
     tiles.load(h, i0, sQO + stage * 2 * kBwdM * SP, sLD + stage * 2 * kBwdM, q, dout, lse, delta, s);
   };
   int h, i0;  // the current tile
-  tiles.first(h, i0);
-  load_kv_block<DP, kBwdN, kThreadsA>(sK, sV, k, v, s, b, kh, j0);
-  if (ntiles > 0) load_q(h, i0, 0);
-  else cp_async_commit();
+  tiles.start(h, i0, load_q, sK, sV, k, v, s);
 
   float dK[ND][4], dV[ND][4];
 #pragma unroll
@@ -679,10 +680,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
     tiles.load(h, i0, sQO + stage * 2 * kB2M * SP, sLD + stage * 2 * kB2M, q, dout, lse, delta, s);
   };
   int h, i0;  // the current tile
-  tiles.first(h, i0);
-  load_kv_block<DP, kB2N, kB2Threads>(sK, sV, k, v, s, b, kh, j0);
-  if (ntiles > 0) load_q(h, i0, 0);
-  else cp_async_commit();
+  tiles.start(h, i0, load_q, sK, sV, k, v, s);
 
   float dK[2][NKV][4], dV[2][NKV][4];  // [key row tile][dim tile][fragment]
 #pragma unroll

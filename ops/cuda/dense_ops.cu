@@ -461,6 +461,7 @@ struct Mirrors {
   int activations = -1;      // activation mirrors: -1 = not set yet (SMOOTHREAD_ACT_MIRRORS, default on)
   int only = -1;             // MirrorFill::only_mirror honoured: -1 = not set yet (SMOOTHREAD_MIRROR_ONLY, default on)
   bool poison = false;       // set_mirror_only_poison: only_mirror outputs get NaN in fp32 (tests)
+  int only_count = 0;        // entries of `list` with `only` set (none outside training: no scan then)
   ActivationMirrorStats stats;
 };
 Mirrors& mirrors() {
@@ -487,6 +488,7 @@ __nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned, bool* only) {
 void require_fp32_values(const float* p, size_t n, const char* who) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
+  if (M.only_count == 0) return;  // (every fp32 GEMM asks: decode's small ones included)
   for (const WeightMirror& w : M.list)
     if (w.only && p < w.base + w.n && w.base < p + n)
       fail(who, "reads fp32 values of an activation kept only as bf16 (MirrorFill::only_mirror)");
@@ -758,6 +760,7 @@ bool mirror(const float* base, size_t n, bool activation, MirrorFill how = Mirro
   auto it = std::find_if(M.list.begin(), M.list.end(), [&](const WeightMirror& w) { return w.base == base; });
   if (it != M.list.end() && (it->n != n || !n || !on)) {  // released, resized or switched off
     device_free(it->m);
+    M.only_count -= it->only;
     M.list.erase(it);
     it = M.list.end();
   }
@@ -767,7 +770,9 @@ bool mirror(const float* base, size_t n, bool activation, MirrorFill how = Mirro
     it = M.list.end() - 1;
     if (activation) ++M.stats.made;
   }
-  it->only = how == MirrorFill::only_mirror && M.only;
+  const bool only = how == MirrorFill::only_mirror && M.only;
+  M.only_count += int(only) - int(it->only);
+  it->only = only;
   if (how == MirrorFill::copy_now) to_bf16(it->m, base, n);
   return true;
 }
