@@ -3,7 +3,10 @@
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
 //       [--fwd-tiles 0|1|2|3] (the forward's tiling, set_attention_fwd_tiles; 0 = automatic)
 //       [--bwd-kernel 0|1|2] (the backward's kernel, set_attention_bwd_kernel; 0 = automatic)
-//       [--order -1|0|1] (the blocks' launch order, set_attention_block_order; -1 = SMOOTHREAD_ATTN_ORDER or 0)
+//       [--order -1|0|1|2] (the blocks' launch order, set_attention_block_order; -1 = SMOOTHREAD_ATTN_ORDER or 2)
+//       [--section N] (order 2's section in (head, batch) pairs, set_attention_block_section; 0 = automatic)
+//       [--path bf16|model] (bf16: the bf16 kernels alone; model: the fp32 entry points the model calls,
+//       with their bf16 roundings and GQA head split)
 //       [--kv-heads H] (GQA: H kv heads shared by the query heads; default = heads)
 //       bf16 attention, forward and forward+backward, batch = max(1, tokens / L)
 //   bench_cuda mixer --L 4096 [--heads 16] [--dim 128] [--window 4096] [--reps 3]
@@ -51,13 +54,21 @@ std::map<std::string, std::string> parse(int argc, char** argv, int from) {
   return a;
 }
 int geti(std::map<std::string, std::string>& a, const char* k, int d) { return a.count(k) ? std::stoi(a[k]) : d; }
+std::string gets(std::map<std::string, std::string>& a, const char* k, const char* d) {
+  return a.count(k) ? a[k] : d;
+}
 
-Buffer<uint16_t> random_bf16(size_t n, uint64_t seed) {
+// n standard normal draws (seeded) on the GPU, fp32 and rounded to bf16
+Buffer<float> random_f32(size_t n, uint64_t seed) {
   std::vector<float> h(n);
   Rng r(seed);
   for (auto& x : h) x = float(r.normal());
   Buffer<float> f(ops_cuda().mem, n);
   f.upload(h.data(), n);
+  return f;
+}
+Buffer<uint16_t> random_bf16(size_t n, uint64_t seed) {
+  Buffer<float> f = random_f32(n, seed);
   Buffer<uint16_t> b(ops_cuda().mem, n);
   cuda::to_bf16(b.data(), f.data(), n);
   return b;
@@ -91,27 +102,45 @@ int attention(std::map<std::string, std::string> a) {
   cuda::set_attention_fwd_tiles(fwd_tiles);
   const int bwd_kernel = geti(a, "bwd-kernel", 0);  // 1 | 2 forces the backward's kernel (cuda_backend.h)
   cuda::set_attention_bwd_kernel(bwd_kernel);
-  const int order = geti(a, "order", -1);  // 0 | 1 forces the blocks' launch order (cuda_backend.h)
+  const int order = geti(a, "order", -1);  // 0 | 1 | 2 forces the blocks' launch order (cuda_backend.h)
   cuda::set_attention_block_order(order);
+  const int section = geti(a, "section", 0);
+  cuda::set_attention_block_section(section);
+  const std::string path = gets(a, "path", "bf16");
+  if (path != "bf16" && path != "model") fail("bench_cuda attention", "--path must be bf16 or model");
   const int Hkv = geti(a, "kv-heads", H);
   if (Hkv < 1 || H % Hkv != 0) fail("bench_cuda attention", "--heads must be a multiple of --kv-heads");
   AttnShape s;
   s.B = B, s.Tq = L, s.Tk = L, s.Hq = H, s.Hkv = Hkv, s.D = D, s.window = W, s.scale = 1.0f / std::sqrt(float(D));
   const size_t n = size_t(B) * L * H * D, nk = size_t(B) * L * Hkv * D, nl = size_t(B) * H * L;
-  auto q = random_bf16(n, 1), k = random_bf16(nk, 2), v = random_bf16(nk, 3), dout = random_bf16(n, 4);
-  Buffer<uint16_t> out(ops_cuda().mem, n), dq(ops_cuda().mem, n), dk(ops_cuda().mem, nk), dv(ops_cuda().mem, nk);
-  Buffer<float> lse(ops_cuda().mem, nl), delta(ops_cuda().mem, nl), dqws(ops_cuda().mem, n);
-  auto fwd = [&] { cuda::attention_fwd_bf16(out.data(), lse.data(), q.data(), k.data(), v.data(), s); };
+  const bool model_path = path == "model";
+  const size_t nb = model_path ? 0 : n, nkb = model_path ? 0 : nk, nf = model_path ? n : 0, nkf = model_path ? nk : 0;
+  auto q = random_bf16(nb, 1), k = random_bf16(nkb, 2), v = random_bf16(nkb, 3), dout = random_bf16(nb, 4);
+  Buffer<uint16_t> out(ops_cuda().mem, nb), dq(ops_cuda().mem, nb), dk(ops_cuda().mem, nkb), dv(ops_cuda().mem, nkb);
+  Buffer<float> lse(ops_cuda().mem, nl), delta(ops_cuda().mem, nb ? nl : 0), dqws(ops_cuda().mem, nb);
+  // the model path's fp32 tensors (the same random draws, rounded to bf16 by the entry points)
+  auto qf = random_f32(nf, 1), kf = random_f32(nkf, 2), vf = random_f32(nkf, 3), doutf = random_f32(nf, 4);
+  Buffer<float> outf(ops_cuda().mem, nf), dqf(ops_cuda().mem, nf), dkf(ops_cuda().mem, nkf), dvf(ops_cuda().mem, nkf);
+  const OpsTable& o = ops_cuda();
+  auto fwd = [&] {
+    if (model_path) o.attention_fwd(outf.data(), lse.data(), qf.data(), kf.data(), vf.data(), s);
+    else cuda::attention_fwd_bf16(out.data(), lse.data(), q.data(), k.data(), v.data(), s);
+  };
   auto bwd = [&] {
-    cuda::attention_bwd_bf16(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
-                             lse.data(), delta.data(), dqws.data(), s);
+    if (model_path)
+      o.attention_bwd(dqf.data(), dkf.data(), dvf.data(), doutf.data(), qf.data(), kf.data(), vf.data(), outf.data(),
+                      lse.data(), s);
+    else
+      cuda::attention_bwd_bf16(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+                               lse.data(), delta.data(), dqws.data(), s);
   };
   double tf = median_ms(fwd, reps), tfb = median_ms([&] { fwd(), bwd(); }, reps);
   const double flops = 4.0 * B * H * D * visible_pairs(L, W);  // forward; backward = 2.5x
   std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
-              "\"kv_heads\":%d,\"dim\":%d,\"fwd_tiles\":%d,\"bwd_kernel\":%d,\"order\":%d,\"fwd_ms\":%.4f,"
-              "\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
-              L, W, B, H, Hkv, D, fwd_tiles, bwd_kernel, order, tf, tfb, flops / tf * 1e-9, 3.5 * flops / tfb * 1e-9);
+              "\"kv_heads\":%d,\"dim\":%d,\"fwd_tiles\":%d,\"bwd_kernel\":%d,\"order\":%d,\"section\":%d,"
+              "\"path\":\"%s\",\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
+              L, W, B, H, Hkv, D, fwd_tiles, bwd_kernel, order, section, path.c_str(), tf, tfb, flops / tf * 1e-9,
+              3.5 * flops / tfb * 1e-9);
   return 0;
 }
 

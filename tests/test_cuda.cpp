@@ -517,11 +517,16 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
     auto q_ = up(q), k_ = up(k), v_ = up(v), do_ = up(dout);
     // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys; 0: the automatic choice)
     // under every backward kernel (1: 64 keys x 4 warps, 2: 128 keys x 8 warps, 2-D; 0: automatic)
-    // ... under both launch orders of the blocks (0: each head's tiles in turn, 1: every head's heaviest first)
-    for (int order : {0, 1})
+    // ... under every launch order of the blocks (0: each head's tiles in turn, 1: every head's
+    // heaviest first, 2: sections of 2 (head, batch) pairs, 3: order 2's automatic sections)
+    for (int order : {0, 1, 2, 3})
     for (int tiles : {1, 2, 3, 0})
       for (int bwd : {1, 2, 0}) {
-        cuda::set_attention_block_order(order);
+        const auto set_order = [](int o) {
+          cuda::set_attention_block_order(std::min(o, 2));
+          cuda::set_attention_block_section(o == 2 ? 2 : 0);
+        };
+        set_order(order);
         cuda::set_attention_fwd_tiles(tiles);
         cuda::set_attention_bwd_kernel(bwd);
         SCOPED_TRACE("block order " + std::to_string(order) + ", forward tiles " + std::to_string(tiles) +
@@ -530,13 +535,13 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
         gpu().attention_fwd(o_.data(), lse_.data(), q_.data(), k_.data(), v_.data(), s);
         EXPECT_REL(down(o_), o, 1e-2);
         EXPECT_CLOSE(down(lse_), lse, 2e-2, 2e-3);
-        if (order == 1 && bwd == 0) {  // the launch order changes no block's work: the forward is bitwise the same
-          cuda::set_attention_block_order(0);
+        if (order > 0 && bwd == 0) {  // the launch order changes no block's work: the forward is bitwise the same
+          set_order(0);
           auto o0 = up(std::vector<float>(nq, NAN)), lse0 = up(std::vector<float>(lse.size(), NAN));
           gpu().attention_fwd(o0.data(), lse0.data(), q_.data(), k_.data(), v_.data(), s);
           EXPECT_TRUE(down(o0) == down(o_));
           EXPECT_TRUE(down(lse0) == down(lse_));
-          cuda::set_attention_block_order(1);
+          set_order(order);
         }
         auto dq_ = up(std::vector<float>(nq, NAN)), dk_ = up(std::vector<float>(nk, NAN)),
              dv_ = up(std::vector<float>(nk, NAN));
@@ -555,6 +560,7 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
   cuda::set_attention_fwd_tiles(0);
   cuda::set_attention_bwd_kernel(0);
   cuda::set_attention_block_order(-1);
+  cuda::set_attention_block_section(0);
 }
 
 // The forward's lazy rescaling: a row's running max moves only when a tile's max exceeds it by more

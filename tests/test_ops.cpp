@@ -388,33 +388,42 @@ TEST(Ops, ExpNonpositiveIsWithinTwoUlpOfStdExp) {
   EXPECT_EQ(cpu::exp_nonpositive(-std::numeric_limits<float>::infinity()), 0.0f);
 }
 
-// The CUDA attention kernels' launch orders (plain C++, checked here without a GPU): each order
-// visits every (tile, head, batch) once; kTilesFastest is the grid's own (x, y, z) order;
-// kHeaviestFirst starts every head's tile t before any head's tile t + 1.
+// The CUDA attention kernels' launch orders (plain C++, checked here without a GPU): every section
+// size visits every (tile, head, batch) once; section 1 is the grid's own (x, y, z) order; a
+// section of S (head, batch) pairs runs its pairs' tile t before any of their tile t + 1, and the
+// sections in turn; attn_section picks 1, every pair, or enough pairs to fill the GPU four times.
 TEST(Ops, AttentionBlockOrdersVisitEveryBlockOnce) {
   for (unsigned tiles : {1u, 3u, 32u})
     for (unsigned heads : {1u, 5u, 16u})
       for (unsigned batch : {1u, 2u, 4u})
-        for (int order : {sr::cuda::kTilesFastest, sr::cuda::kHeaviestFirst}) {
+        for (unsigned section : {1u, 2u, 3u, 7u, 1000u}) {
           SCOPED_TRACE(std::to_string(tiles) + " tiles, " + std::to_string(heads) + " heads, batch " +
-                       std::to_string(batch) + ", order " + std::to_string(order));
-          const unsigned n = tiles * heads * batch;
+                       std::to_string(batch) + ", section " + std::to_string(section));
+          const unsigned n = tiles * heads * batch, pairs = heads * batch, S = std::min(section, pairs);
+          const unsigned sections = pairs / S;  // the last one also takes the remainder
           std::vector<int> seen(n, 0);
-          unsigned last_tile = 0;
           for (unsigned id = 0; id < n; ++id) {
-            const sr::cuda::AttnBlockPlace p = sr::cuda::attn_block_place(id, tiles, heads, batch, order);
+            const sr::cuda::AttnBlockPlace p = sr::cuda::attn_block_place(id, tiles, heads, batch, section);
             ASSERT_LT(p.tile, tiles);
             ASSERT_LT(p.head, heads);
             ASSERT_LT(p.batch, batch);
-            ++seen[p.tile + tiles * (p.head + heads * p.batch)];
-            if (order == sr::cuda::kTilesFastest) {
-              EXPECT_EQ(p.tile + tiles * (p.head + heads * p.batch), id);  // the 3-D grid's linear order
-            } else {
-              EXPECT_GE(p.tile, last_tile);  // tiles in order: every head's heaviest first
-              EXPECT_EQ(p.head + heads * p.batch, id % (heads * batch));
-              last_tile = p.tile;
-            }
+            const unsigned pair = p.head + heads * p.batch;
+            ++seen[p.tile + tiles * pair];
+            const unsigned sec = std::min(id / (S * tiles), sections - 1);
+            const unsigned in_sec = sec == sections - 1 ? pairs - sec * S : S;
+            EXPECT_GE(in_sec, S);
+            EXPECT_EQ(std::min(pair / S, sections - 1), sec);  // the sections in turn
+            EXPECT_EQ(p.tile, (id - sec * S * tiles) / in_sec);  // tile by tile within a section
+            EXPECT_EQ(pair, sec * S + (id - sec * S * tiles) % in_sec);
+            if (S == 1) EXPECT_EQ(p.tile + tiles * pair, id);  // the 3-D grid's linear order
           }
           for (unsigned i = 0; i < n; ++i) ASSERT_EQ(seen[i], 1) << "block " << i;
         }
+  using namespace sr::cuda;
+  EXPECT_EQ(attn_section(kTilesFastest, 32, 16, 132), 1u);
+  EXPECT_EQ(attn_section(kHeaviestFirst, 512, 16, 132), 16u);
+  EXPECT_EQ(attn_section(kSectioned, 32, 16, 132), 9u);    // 4k, 128-row tiles: ceil(264 / 32) (one section of 16)
+  EXPECT_EQ(attn_section(kSectioned, 128, 16, 132), 3u);   // 16k: ceil(264 / 128)
+  EXPECT_EQ(attn_section(kSectioned, 512, 16, 132), 1u);   // 64k: the grid's own order
+  EXPECT_EQ(attn_section(kSectioned, 0, 16, 132), 16u);    // an empty grid: any section
 }

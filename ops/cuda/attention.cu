@@ -170,14 +170,14 @@ __device__ __forceinline__ void load_tile(bf16* sm, const bf16* g, int nvalid, s
 
 // This block's (tile, head, batch) in a (tiles, heads, batch) grid launched in order ORDER
 // (attention_schedule.h): kTilesFastest is the grid's own (x, y, z); otherwise the linear launch
-// position is renumbered.
+// position is renumbered in sections of `section` (head, batch) pairs.
 template <int ORDER>
-__device__ __forceinline__ AttnBlockPlace block_place() {
+__device__ __forceinline__ AttnBlockPlace block_place(unsigned section) {
   if constexpr (ORDER == kTilesFastest) {
     return {blockIdx.x, blockIdx.y, blockIdx.z};
   } else {
     const unsigned id = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-    return attn_block_place(id, gridDim.x, gridDim.y, gridDim.z, ORDER);
+    return attn_block_place(id, gridDim.x, gridDim.y, gridDim.z, section);
   }
 }
 
@@ -231,7 +231,8 @@ __device__ __forceinline__ void store_dkv(TO* dkr, TO* dvr, int c, int D, float 
 template <class TO, int DP, int MT, int KN, int ORDER>
 __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ out, float* __restrict__ lse,
                                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                                             const bf16* __restrict__ v, AttnShape s) {
+                                                             const bf16* __restrict__ v, AttnShape s,
+                                                             unsigned section) {
   constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, NT = KN / 8, BM = kFwdM * MT;
   constexpr bool kQInRegs = MT == 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -239,7 +240,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
   bf16* sKV = sQ + BM * SP;  // two stages of [K tile, V tile]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   // tile 0 = the heaviest = the last query tile (attention_schedule.h)
-  const AttnBlockPlace place = block_place<ORDER>();
+  const AttnBlockPlace place = block_place<ORDER>(section);
   const int m0 = (gridDim.x - 1 - place.tile) * BM, h = place.head, b = place.batch;
   const int G = s.Hq / s.Hkv, kh = h / G, D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
@@ -430,9 +431,9 @@ __global__ void attn_delta_kernel(float* delta, const T* dout, const T* out, Att
 template <int DP, int KN, int QM, int NTHR, int ORDER>
 struct BwdTiles {
   int j0, kh, b, G, g_first, ibeg, tiles_per_head, ntiles;
-  __device__ BwdTiles(const AttnShape& s, bool head_split) : G(s.Hq / s.Hkv) {
+  __device__ BwdTiles(const AttnShape& s, bool head_split, unsigned section) : G(s.Hq / s.Hkv) {
     const int split = head_split ? G : 1;
-    const AttnBlockPlace p = block_place<ORDER>();  // tile 0 = the heaviest = the first key tile
+    const AttnBlockPlace p = block_place<ORDER>(section);  // tile 0 = the heaviest = the first key tile
     j0 = p.tile * KN, kh = p.head / split, b = p.batch;
     g_first = head_split ? p.head % split : 0;
     const int off = s.Tk - s.Tq;
@@ -476,7 +477,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
                                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
                                                              const bf16* __restrict__ v, const float* __restrict__ lse,
                                                              const float* __restrict__ delta, AttnShape s,
-                                                             bool head_split) {
+                                                             bool head_split, unsigned section) {
   constexpr int SP = DP + 8, KD = DP / 16, ND = DP / 8, SPS = kBwdM + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);
@@ -485,7 +486,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
   bf16* sS = sQO + 2 * 2 * kBwdM * SP;         // dS^T tile [keys][queries]
   float* sLD = reinterpret_cast<float*>(sS + kBwdN * SPS);  // two stages of [lse, delta]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  const BwdTiles<DP, kBwdN, kBwdM, kThreadsA, ORDER> tiles(s, head_split);
+  const BwdTiles<DP, kBwdN, kBwdM, kThreadsA, ORDER> tiles(s, head_split, section);
   const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
   const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
@@ -656,7 +657,8 @@ template <class TO, int DP, int ORDER>
 __global__ void __launch_bounds__(kB2Threads, 1)
     attn_bwd2_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk, TO* __restrict__ dv, const bf16* __restrict__ dout,
                      const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
-                     const float* __restrict__ lse, const float* __restrict__ delta, AttnShape s, bool head_split) {
+                     const float* __restrict__ lse, const float* __restrict__ delta, AttnShape s, bool head_split,
+                     unsigned section) {
   static_assert(DP == 64 || DP == 128, "2-D backward tiling for head dims 64 and 128");
   constexpr int SP = DP + 8, KD = DP / 16, SPP = kB2N + 8;
   constexpr int NKV = DP / 16, NQ = DP / 32;  // n-tiles of 8 dims a warp: dK/dV (DP/2 dims), dQ (DP/4)
@@ -670,7 +672,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
   const int wm = warp / 4, wn = warp % 4;  // S/dP: query rows wm*32, key cols wn*32; dQ: dims wn*DP/4
   const int wk = warp % 4, wd = warp / 4;  // dK/dV: key rows wk*32, dims wd*DP/2
-  const BwdTiles<DP, kB2N, kB2M, kB2Threads, ORDER> tiles(s, head_split);
+  const BwdTiles<DP, kB2N, kB2M, kB2Threads, ORDER> tiles(s, head_split, section);
   const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
   const int D = s.D, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
@@ -969,24 +971,32 @@ constexpr size_t bwd_smem() {
          2 * 2 * kBwdM * sizeof(float);
 }
 
-int g_block_order = -1;  // set_attention_block_order; -1: not set (SMOOTHREAD_ATTN_ORDER or kTilesFastest)
+int g_block_order = -1;  // set_attention_block_order; -1: not set (SMOOTHREAD_ATTN_ORDER or kSectioned)
 int block_order() {
-  static const int env = env_int("SMOOTHREAD_ATTN_ORDER", kTilesFastest);
+  static const int env = env_int("SMOOTHREAD_ATTN_ORDER", kSectioned);
   const int order = g_block_order >= 0 ? g_block_order : env;
-  return order == kHeaviestFirst ? kHeaviestFirst : kTilesFastest;
+  return order == kTilesFastest || order == kHeaviestFirst ? order : kSectioned;
+}
+// The section of a grid of tiles x pairs blocks under block_order(); the kernels take the grid's
+// own order (template kTilesFastest) when it is 1 and renumber their blocks (kSectioned) otherwise.
+int g_block_section = 0;  // set_attention_block_section; 0: automatic
+unsigned block_section(int tiles, int pairs) {
+  const int order = block_order();
+  if (order == kSectioned && g_block_section > 0) return unsigned(std::min(g_block_section, std::max(pairs, 1)));
+  return attn_section(order, tiles, pairs, num_sms());
 }
 template <class TO, int DP, int MT, int KN>
 void fwd_launch_tiles(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
-  const bool heaviest_first = block_order() == kHeaviestFirst;
-  auto kern = heaviest_first ? attn_fwd_kernel<TO, DP, MT, KN, kHeaviestFirst>
-                              : attn_fwd_kernel<TO, DP, MT, KN, kTilesFastest>;
-  static bool attr[2] = {};
-  if (!attr[heaviest_first]) {
-    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP, MT, KN>())));
-    attr[heaviest_first] = true;
-  }
   dim3 grid((s.Tq + kFwdM * MT - 1) / (kFwdM * MT), s.Hq, s.B);
-  kern<<<grid, kThreadsA, fwd_smem<DP, MT, KN>(), stream()>>>(out, lse, q, k, v, s);
+  const unsigned section = block_section(grid.x, s.Hq * s.B);
+  const bool renumber = section > 1;
+  auto kern = renumber ? attn_fwd_kernel<TO, DP, MT, KN, kSectioned> : attn_fwd_kernel<TO, DP, MT, KN, kTilesFastest>;
+  static bool attr[2] = {};
+  if (!attr[renumber]) {
+    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP, MT, KN>())));
+    attr[renumber] = true;
+  }
+  kern<<<grid, kThreadsA, fwd_smem<DP, MT, KN>(), stream()>>>(out, lse, q, k, v, s, section);
   SR_CUDA_LAUNCHED("attention_fwd");
 }
 int g_fwd_tiles = -1;  // set_attention_fwd_tiles; -1: not set (SMOOTHREAD_ATTN_FWD_TILES or automatic)
@@ -1033,32 +1043,33 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
   const int which = bwd_kernel<DP>();
   const int keys = which == 2 ? kB2N : kBwdN, threads = which == 2 ? kB2Threads : kThreadsA;
   size_t smem = bwd_smem<DP>();
-  const bool heaviest_first = block_order() == kHeaviestFirst;
-  void (*kern)(float*, TO*, TO*, const bf16*, const bf16*, const bf16*, const bf16*, const float*, const float*,
-               AttnShape, bool) =
-      heaviest_first ? attn_bwd_kernel<TO, DP, kHeaviestFirst> : attn_bwd_kernel<TO, DP, kTilesFastest>;
-  if constexpr (DP == 64 || DP == 128) {
-    if (which == 2)
-      kern = heaviest_first ? attn_bwd2_kernel<TO, DP, kHeaviestFirst> : attn_bwd2_kernel<TO, DP, kTilesFastest>,
-      smem = bwd2_smem<DP>();
-  }
-  static bool attr[3][2] = {};
-  if (!attr[which][heaviest_first]) {
-    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attr[which][heaviest_first] = true;
-  }
   // Split the query heads of a kv group over blocks when there are too few blocks to fill the GPU
   // twice over (8 warps a block or two blocks of 4 per SM) (fp32 outputs only: the partial dK/dV
   // are summed with atomics into zeroed outputs).
   const int key_tiles = (s.Tk + keys - 1) / keys, G = s.Hq / s.Hkv;
   const int blocks_per_sm = which == 2 ? 1 : 2;
   const bool head_split = sizeof(TO) == 4 && G > 1 && key_tiles * s.Hkv * s.B < 2 * blocks_per_sm * num_sms();
+  dim3 grid(key_tiles, s.Hkv * (head_split ? G : 1), s.B);
+  const unsigned section = block_section(grid.x, grid.y * grid.z);
+  const bool renumber = section > 1;
+  void (*kern)(float*, TO*, TO*, const bf16*, const bf16*, const bf16*, const bf16*, const float*, const float*,
+               AttnShape, bool, unsigned) =
+      renumber ? attn_bwd_kernel<TO, DP, kSectioned> : attn_bwd_kernel<TO, DP, kTilesFastest>;
+  if constexpr (DP == 64 || DP == 128) {
+    if (which == 2)
+      kern = renumber ? attn_bwd2_kernel<TO, DP, kSectioned> : attn_bwd2_kernel<TO, DP, kTilesFastest>,
+      smem = bwd2_smem<DP>();
+  }
+  static bool attr[3][2] = {};
+  if (!attr[which][renumber]) {
+    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attr[which][renumber] = true;
+  }
   if (head_split) {
     SR_CUDA(cudaMemsetAsync(dk, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));
     SR_CUDA(cudaMemsetAsync(dv, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));
   }
-  dim3 grid(key_tiles, s.Hkv * (head_split ? G : 1), s.B);
-  kern<<<grid, threads, smem, stream()>>>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s, head_split);
+  kern<<<grid, threads, smem, stream()>>>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s, head_split, section);
   SR_CUDA_LAUNCHED("attention_bwd");
 }
 
@@ -1101,6 +1112,7 @@ Buffer<bf16> as_bf16(const float* x, size_t n) {
 void set_attention_fwd_tiles(int tiles) { g_fwd_tiles = tiles; }
 void set_attention_bwd_kernel(int which) { g_bwd_kernel = which; }
 void set_attention_block_order(int order) { g_block_order = order; }
+void set_attention_block_section(int pairs) { g_block_section = std::max(0, pairs); }
 
 void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s) {
   attention_fwd_any<bf16>(static_cast<bf16*>(out), lse, static_cast<const bf16*>(q), static_cast<const bf16*>(k),

@@ -50,12 +50,16 @@ void set_attention_fwd_tiles(int tiles);
 // others always take 1); 0 = automatic. SMOOTHREAD_ATTN_BWD sets it when this is not called.
 void set_attention_bwd_kernel(int which);
 // Launch order of the attention forward's and backward's blocks (ops/cuda/attention_schedule.h):
-// 0 = each head's tiles in turn, heaviest first (the default), 1 = every head's heaviest tile
-// first, then every head's next (causal work is uneven; the last wave of a short sequence packs
-// better); -1 = SMOOTHREAD_ATTN_ORDER or 0. The blocks' work does not change: outputs, lse, dK and
-// dV are bitwise the same either way (dQ and head-split dK/dV sum in fp32 atomics, whose order is
-// not fixed under either). For benchmarks and tests.
+// 0 = each head's tiles in turn, heaviest first; 1 = every head's heaviest tile first, then every
+// head's next (causal work is uneven: the last wave packs better); 2 = the default: sections of
+// enough heads to fill the GPU twice over, each section's heaviest tiles first (1's packing
+// without streaming every head's K/V at once at long contexts); -1 = SMOOTHREAD_ATTN_ORDER or 2.
+// The blocks' work does not change: outputs, lse, dK and dV are bitwise the same in every order
+// (dQ and head-split dK/dV sum in fp32 atomics, whose order is not fixed under any). For
+// benchmarks and tests.
 void set_attention_block_order(int order);
+// Order 2's section in (head, batch) pairs (0 = automatic; tests use small sections on small grids).
+void set_attention_block_section(int pairs);
 // dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace
 void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s);

@@ -36,6 +36,7 @@ void set_decode_graphs(bool) { no_cuda(); }
 void set_attention_fwd_tiles(int) { no_cuda(); }
 void set_attention_bwd_kernel(int) { no_cuda(); }
 void set_attention_block_order(int) { no_cuda(); }
+void set_attention_block_section(int) { no_cuda(); }
 bool decode_graphs() { return false; }
 DecodeGraphStats decode_graph_stats() { return {}; }
 void run_captured(const std::vector<uintptr_t>&, const std::function<void()>& body) { body(); }
