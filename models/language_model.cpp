@@ -141,3 +141,20 @@ std::unique_ptr<LanguageModel> make_model(const ModelConfig& cfg, const OpsTable
 }
 
 }  // namespace sr
+
+namespace sr {
+
+float* LanguageModel::begin_backward_grads() {
+  float* G = grads_unzeroed();
+  grad_writes_.begin(G, grads_.size(), grads_.mem(), grad_zero_deferred_);
+  grad_zero_deferred_ = false;
+  return G;
+}
+
+void LanguageModel::linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W,
+                               int N, int I, int O, bool add_dx) {
+  const int flags = (add_dx ? kAddDx : 0) | (dW ? grad_writes_.dw_flags(dW, size_t(O) * I) : 0);
+  ops_->linear_bwd(dx, dW, db, dout, x, W, N, I, O, flags);
+}
+
+}  // namespace sr

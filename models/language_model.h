@@ -20,6 +20,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "models/config.h"
+#include "models/grad_first_write.h"
 #include "ops/ops.h"
 
 namespace sr {
@@ -86,17 +87,27 @@ class LanguageModel {
   void sync_params_to_host() const;  // backend -> host params() (no-op on the CPU)
   float* backend_params() { return on_device() ? dparams_.data() : params_.data(); }
   // Gradients (backend memory), allocated on first use: an inference-only model never pays for them.
+  // (Zeroed first when zero_grad() left the zeroing to a backward() that has not run yet.)
   float* grads() {
-    if (grads_.size() != params_.size()) grads_.resize(params_.size()), grads_.zero();
-    return grads_.data();
+    float* G = grads_unzeroed();
+    if (grad_zero_deferred_) grads_.zero(), grad_zero_deferred_ = false;
+    return G;
   }
   const std::vector<ParamSpec>& param_specs() const { return specs_; }
   const ParamSpec* find_param(const std::string& name) const;
+  // bytes of gradient the last lazily zeroed backward() zeroed (the rest it set)
+  size_t grad_bytes_zeroed() const { return grad_writes_.bytes_zeroed(); }
   virtual void init_random(uint64_t seed, float std = 0.02f) = 0;
+  // Zeroes the gradients. With first-write gradients on (the default), the next backward() zeroes
+  // only what it does not set with its first product (GradFirstWrite), unless grads() is asked
+  // for before it.
   void zero_grad() {
-    grads();
-    grads_.zero();
+    grads_unzeroed();
+    if (first_write_grads_) grad_zero_deferred_ = true;
+    else grads_.zero(), grad_zero_deferred_ = false;
   }
+  // First-write gradients on / off (off: zero_grad() memsets every gradient; for A/B benchmarks).
+  void set_first_write_grads(bool on) { first_write_grads_ = on; }
 
   // ---- training ----
   // ids, targets, weights: [B,T]. targets < 0 or weight 0 -> no loss. Returns
@@ -112,6 +123,9 @@ class LanguageModel {
   virtual std::vector<float> last_logits() const = 0;
   double last_weight_sum() const { return weight_sum_; }
   static constexpr size_t kLogitsChunkFloats = size_t(1) << 27;  // 512 MiB of fp32 logits at a time
+  // fp32 logits a training forward holds at a time (the LM head runs in chunks of rows; at least
+  // one row a chunk); kLogitsChunkFloats by default.
+  void set_logits_chunk_floats(size_t n) { logits_chunk_floats_ = n, drop_activations(); }
 
   // ---- inference ----
   // Runs n tokens of one sequence at positions caches[*].n_seen .. +n, appending to the caches.
@@ -185,6 +199,21 @@ class LanguageModel {
   // is written by init_random() or the loader), so a large checkpoint loads in one pass
   mutable std::vector<float, NoInitAllocator<float>> params_;
   Buffer<float> dparams_, grads_;      // device parameters (device backends only); gradients
+  // backward()'s gradients: starts GradFirstWrite's bookkeeping (zeroing what it will not set)
+  float* begin_backward_grads();
+  float* grads_unzeroed() {  // allocated (zeroed) on first use, as they are
+    if (grads_.size() != params_.size()) grads_.resize(params_.size()), grads_.zero(), grad_zero_deferred_ = false;
+    return grads_.data();
+  }
+  // ops_->linear_bwd, with dW set by its first product when this backward zeroes lazily
+  void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
+                  int O, bool add_dx);
+  // before an op other than linear_bwd adds into gradients a linear_bwd may also write (a tied embedding)
+  void adding_to_grads(const float* g, size_t n) { grad_writes_.adding(g, n); }
+  void end_backward_grads() { grad_writes_.end(); }
+  GradFirstWrite grad_writes_;
+  size_t logits_chunk_floats_ = kLogitsChunkFloats;
+  bool first_write_grads_ = true, grad_zero_deferred_ = false;
   double weight_sum_ = 0;
   bool recompute_ = false;
 };

@@ -200,7 +200,7 @@ float Rwkv7::forward(const int32_t* ids, const int32_t* targets, const float* we
   Activations& A = act_;
   if (A.N != N || A.res.mem() != ops_->mem) {
     A.N = N;
-    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, kLogitsChunkFloats / size_t(V))));
+    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, logits_chunk_floats_ / size_t(V))));
     const size_t S = recompute_ ? 1 : size_t(L);
     fit(A.emb, size_t(N) * C), fit(A.m0, N), fit(A.r0, N);
     fit(A.res, size_t(L + 1) * N * C);
@@ -224,7 +224,9 @@ float Rwkv7::forward(const int32_t* ids, const int32_t* targets, const float* we
   }
   ops_->layernorm_fwd(A.hf.data(), A.mf.data(), A.rf.data(), A.res.data() + size_t(L) * N * C, P + off_norm_,
                       P + off_norm_ + C, N, 1, C, eps);
-  for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
+  // the LM head chunk by chunk, the last chunk first: backward() starts with chunk 0, still held
+  for (int r0 = (N - 1) / A.logit_rows * A.logit_rows; r0 >= 0; r0 -= A.logit_rows)
+    lm_head_rows(r0, std::min(A.logit_rows, N - r0));
   return reduce_loss(A.loss.to_vector(), targets, weights, N);
 }
 
@@ -233,6 +235,7 @@ void Rwkv7::lm_head_rows(int r0, int rows) {
   const int C = cfg_.hidden_size, V = cfg_.vocab_size;
   ops_->linear_fwd(A.logits.data(), A.hf.data() + size_t(r0) * C, backend_params() + off_lm_head_, nullptr, rows, C, V);
   ops_->xent_fwd(A.loss.data() + r0, A.lse_x.data() + r0, A.logits.data(), A.targets.data() + r0, rows, V);
+  A.logits_r0 = r0;
 }
 
 std::vector<float> Rwkv7::last_logits() const {
@@ -256,14 +259,14 @@ void Rwkv7::backward(float loss_scale) {
   fit(W.scratch, size_t(N) * (24 * size_t(C) + rw + ra + rv + rg + F));
   upload_loss_grad(W.g, A.host_weights, loss_scale);
   W.dvfirst.zero();
-  float *P = backend_params(), *G = grads();
+  float *P = backend_params(), *G = begin_backward_grads();
   float *dx = W.dx.data(), *dh = W.dh.data(), *dtmp = W.dtmp.data();
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
     const int rows = std::min(A.logit_rows, N - r0);
-    if (A.logit_rows < N) lm_head_rows(r0, rows);
+    if (A.logits_r0 != r0) lm_head_rows(r0, rows);  // recomputed unless held
     ops_->xent_bwd(W.dlogits.data(), A.logits.data(), A.lse_x.data() + r0, A.targets.data() + r0, W.g.data() + r0,
                    rows, V);
-    ops_->linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
+    linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
                      P + off_lm_head_, rows, C, V, false);
   }
   ops_->layernorm_bwd(dx, G + off_norm_, G + off_norm_ + C, dh, A.res.data() + size_t(L) * NC, P + off_norm_,
@@ -286,14 +289,14 @@ void Rwkv7::backward(float loss_scale) {
     }
     LayerParams w = layer(P, l), gw = layer(G, l);
     // ---- channel mix: out = xmid + W_value relu^2(W_key fx) ----
-    ops_->linear_bwd(dF, gw.fval, nullptr, dx, t.fact, w.fval, N, F, C, false);
+    linear_bwd(dF, gw.fval, nullptr, dx, t.fact, w.fval, N, F, C, false);
     ops_->act_bwd(dF, dF, t.fpre, size_t(N) * F, 2);
-    ops_->linear_bwd(dtmp, gw.fkey, nullptr, dF, t.fx, w.fkey, N, C, F, false);
+    linear_bwd(dtmp, gw.fkey, nullptr, dF, t.fx, w.fkey, N, C, F, false);
     ops_->token_shift_bwd(dh, gw.ffn_mu, dtmp, t.h2, nullptr, w.ffn_mu, B, T, C, 1);
     ops_->layernorm_bwd(dtmp, gw.ln2_w, gw.ln2_b, dh, t.xmid, w.ln2_w, t.m2, t.r2, N, 1, C);
     ops_->add(dx, dx, dtmp, NC);  // dx = d(xmid)
     // ---- time mix: xmid = x + W_o o ----
-    ops_->linear_bwd(dout, gw.wo, nullptr, dx, t.o, w.wo, N, C, C, false);
+    linear_bwd(dout, gw.wo, nullptr, dx, t.o, w.wo, N, C, C, false);
     ops_->rwkv7_out_bwd(dyn, dr2, dk2, dv2, gw.rk, dg, dout, t.yn, t.r, t.kmod, t.vmod, w.rk, t.g, N, H, D);
     ops_->layernorm_bwd(dy, gw.gn_w, gw.gn_b, dyn, t.y, w.gn_w, t.gm, t.gr, N, H, D);
     A.state.zero();
@@ -308,28 +311,30 @@ void Rwkv7::backward(float loss_scale) {
           *dxg = dmix + 5 * NC;
     const float *xr = t.mix, *xw = t.mix + NC, *xk = t.mix + 2 * NC, *xv = t.mix + 3 * NC, *xa = t.mix + 4 * NC,
                 *xg = t.mix + 5 * NC;
-    ops_->linear_bwd(dxr, gw.wr, nullptr, dr, xr, w.wr, N, C, C, false);
-    ops_->linear_bwd(dxk, gw.wk, nullptr, dk, xk, w.wk, N, C, C, false);
-    ops_->linear_bwd(dxv, gw.wv, nullptr, dv, xv, w.wv, N, C, C, false);
-    ops_->linear_bwd(dwh, gw.w2, gw.w0, dwl, t.wha, w.w2, N, rw, C, false);
+    linear_bwd(dxr, gw.wr, nullptr, dr, xr, w.wr, N, C, C, false);
+    linear_bwd(dxk, gw.wk, nullptr, dk, xk, w.wk, N, C, C, false);
+    linear_bwd(dxv, gw.wv, nullptr, dv, xv, w.wv, N, C, C, false);
+    linear_bwd(dwh, gw.w2, gw.w0, dwl, t.wha, w.w2, N, rw, C, false);
     ops_->act_bwd(dwh, dwh, t.whp, size_t(N) * rw, 0);
-    ops_->linear_bwd(dxw, gw.w1, nullptr, dwh, xw, w.w1, N, C, rw, false);
-    ops_->linear_bwd(dah, gw.a2, gw.a0, dal, t.ah, w.a2, N, ra, C, false);
-    ops_->linear_bwd(dxa, gw.a1, nullptr, dah, xa, w.a1, N, C, ra, false);
+    linear_bwd(dxw, gw.w1, nullptr, dwh, xw, w.w1, N, C, rw, false);
+    linear_bwd(dah, gw.a2, gw.a0, dal, t.ah, w.a2, N, ra, C, false);
+    linear_bwd(dxa, gw.a1, nullptr, dah, xa, w.a1, N, C, ra, false);
     if (l > 0) {
-      ops_->linear_bwd(dvh, gw.v2, gw.v0, dvl, t.vh, w.v2, N, rv, C, false);
-      ops_->linear_bwd(dxv, gw.v1, nullptr, dvh, xv, w.v1, N, C, rv, true);
+      linear_bwd(dvh, gw.v2, gw.v0, dvl, t.vh, w.v2, N, rv, C, false);
+      linear_bwd(dxv, gw.v1, nullptr, dvh, xv, w.v1, N, C, rv, true);
     }
-    ops_->linear_bwd(dgh, gw.g2, nullptr, dg, t.ga, w.g2, N, rg, C, false);
+    linear_bwd(dgh, gw.g2, nullptr, dg, t.ga, w.g2, N, rg, C, false);
     ops_->act_bwd(dgh, dgh, t.gp, size_t(N) * rg, 1);
-    ops_->linear_bwd(dxg, gw.g1, nullptr, dgh, xg, w.g1, N, C, rg, false);
+    linear_bwd(dxg, gw.g1, nullptr, dgh, xg, w.g1, N, C, rg, false);
     ops_->token_shift_bwd(dh, gw.mu, dmix, t.h1, nullptr, w.mu, B, T, C, 6);
     ops_->layernorm_bwd(dtmp, gw.ln1_w, gw.ln1_b, dh, x, w.ln1_w, t.m1, t.r1, N, 1, C);
     ops_->add(dx, dx, dtmp, NC);  // dx = d(x) of layer l
   }
   ops_->layernorm_bwd(dh, G + off_pre_, G + off_pre_ + C, dx, A.emb.data(), P + off_pre_, A.m0.data(), A.r0.data(), N,
                       1, C);
+  adding_to_grads(G + off_embed_, size_t(cfg_.vocab_size) * C);  // a tied LM head set it first
   ops_->embedding_bwd(G + off_embed_, dh, A.ids.data(), N, C);
+  end_backward_grads();
 }
 
 std::vector<LayerKVCache> Rwkv7::empty_caches() const {

@@ -51,6 +51,7 @@ class Rwkv7 : public LanguageModel {
   };
   struct Activations {  // training activations, sized for the current [B,T], backend memory
     int N = 0, logit_rows = 0;
+    int logits_r0 = -1;         // the first row of the chunk whose logits `logits` holds (-1: none)
     Buffer<float> emb, m0, r0;  // embeddings and the pre-norm statistics
     Buffer<float> res;          // [L+1, N, C] residual stream entering each layer (+ final)
     Buffer<float> layers;       // one Acts block per slot (per layer, or one under recompute)

@@ -220,6 +220,10 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
       ops_->rope_fwd(q, q, pos, 1, Hq + Hkv, D, cfg_.rope_theta);
       return;
     }
+    if (keep) {  // training: RoPE writes bf16 copies of q and k, the attention's operands (forward and backward)
+      keep_bf16(q, rq * D, MirrorFill::by_next_op);
+      keep_bf16(k, rk * D, MirrorFill::by_next_op);
+    }
     ops_->rope_fwd(q, q, pos, N, Hq, D, cfg_.rope_theta);
     ops_->rope_fwd(k, k, pos, N, Hkv, D, cfg_.rope_theta);
     return;
@@ -280,7 +284,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   Activations& A = act_;
   if (A.N != N || A.res.mem() != ops_->mem) {  // batches of varying length reuse the same memory
     A.N = N;
-    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, kLogitsChunkFloats / size_t(V))));
+    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, logits_chunk_floats_ / size_t(V))));
     const size_t S = recompute_ ? 1 : size_t(L);  // activation slots
     fit(A.res, size_t(L + 1) * N * C);
     fit(A.h1, S * N * C), fit(A.rstd1, S * N);
@@ -311,7 +315,9 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   keep_bf16(A.hf.data(), size_t(N) * C, MirrorFill::by_next_op);  // rmsnorm_fwd writes the bf16 copy too
   ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, nw(P + off_norm_), N, C,
                     cfg_.rms_norm_eps);
-  for (int r0 = 0; r0 < N; r0 += A.logit_rows) lm_head_rows(r0, std::min(A.logit_rows, N - r0));
+  // the LM head chunk by chunk, the last chunk first: backward() starts with chunk 0, still held
+  for (int r0 = (N - 1) / A.logit_rows * A.logit_rows; r0 >= 0; r0 -= A.logit_rows)
+    lm_head_rows(r0, std::min(A.logit_rows, N - r0));
   return reduce_loss(A.loss.to_vector(), targets, weights, N);
 }
 
@@ -441,6 +447,7 @@ void Transformer::lm_head_rows(int r0, int rows) {
   const int C = cfg_.hidden_size, V = cfg_.vocab_size;
   ops_->linear_fwd(A.logits.data(), A.hf.data() + size_t(r0) * C, lm_head(backend_params()), nullptr, rows, C, V);
   ops_->xent_fwd(A.loss.data() + r0, A.lse_x.data() + r0, A.logits.data(), A.targets.data() + r0, rows, V);
+  A.logits_r0 = r0;
 }
 
 void Transformer::backward(float loss_scale) {
@@ -455,16 +462,16 @@ void Transformer::backward(float loss_scale) {
   fit(W.dF1, size_t(N) * F), fit(W.dF2, size_t(N) * F), fit(W.dF3, size_t(N) * F);
   fit(W.dq, size_t(N) * qd), fit(W.dk, size_t(N) * kvd), fit(W.dv, size_t(N) * kvd), fit(W.datt, size_t(N) * qd);
   upload_loss_grad(W.g, A.host_weights, loss_scale);
-  float *P = backend_params(), *G = grads();
+  float *P = backend_params(), *G = begin_backward_grads();
   float *dx = W.dx.data(), *dh = W.dh.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
         *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
-  // LM head + cross-entropy, chunk by chunk (logits recomputed when they were not kept whole).
+  // LM head + cross-entropy, chunk by chunk (logits recomputed, but for the chunk the forward left).
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
     const int rows = std::min(A.logit_rows, N - r0);
-    if (A.logit_rows < N) lm_head_rows(r0, rows);
+    if (A.logits_r0 != r0) lm_head_rows(r0, rows);  // recomputed unless held
     ops_->xent_bwd(W.dlogits.data(), A.logits.data(), A.lse_x.data() + r0, A.targets.data() + r0, W.g.data() + r0,
                    rows, V);
-    ops_->linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
+    linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
                      lm_head(P), rows, C, V, false);
   }
   // dx (the residual stream's gradient) is written only by rmsnorm_bwd, which writes its bf16 copy
@@ -480,11 +487,11 @@ void Transformer::backward(float loss_scale) {
     const float *h1 = t.h1, *h2 = t.h2, *q = t.q, *k = t.k, *v = t.v, *att = t.att, *xmid = t.xmid;
     const float *ga = t.g, *ua = t.u, *aa = t.a;
     // out = xmid + down(a): dx is d(out); d(xmid) accumulates dx + norm path
-    ops_->linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C, false);  // da
+    linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C, false);  // da
     keep_bf16(dF2, size_t(N) * F, mlp_fill()), keep_bf16(dF3, size_t(N) * F, mlp_fill());  // by swiglu_bwd
     ops_->swiglu_bwd(dF2, dF3, dF1, ga, ua, N, F);                 // dgate, dup
-    ops_->linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F, false);
-    ops_->linear_bwd(dh, gw.wu, nullptr, dF3, h2, w.wu, N, C, F, true);  // dh += d(up path)
+    linear_bwd(dh, gw.wg, nullptr, dF2, h2, w.wg, N, C, F, false);
+    linear_bwd(dh, gw.wu, nullptr, dF3, h2, w.wu, N, C, F, true);  // dh += d(up path)
     ops_->rmsnorm_bwd(dx, gw.ln2, dh, xmid, nw(w.ln2), t.rstd2, N, C, true);  // dx is now d(xmid)
     if (cfg_.is_linear(l)) {
       gdn_backward(w, gw, gdn_acts(slot), h1, dx, dh);
@@ -501,13 +508,13 @@ void Transformer::backward(float loss_scale) {
       dgate = W.qx.data(), dqg = dgate + nq;  // dqg: [N, Hq, 2D] (q | gate rows of q_proj)
     }
     if (cfg_.attn_output_gate) {
-      ops_->linear_bwd(dgate, gw.wo, nullptr, dx, x2.attg, w.wo, N, int(qd), C, false);  // d attg
+      linear_bwd(dgate, gw.wo, nullptr, dx, x2.attg, w.wo, N, int(qd), C, false);  // d attg
       ops_->act_fwd(datt, x2.gate, nq, 1);                                         // sigmoid(gate)
       ops_->mul(dqg, dgate, att, nq);                                               // d attg * att
       ops_->mul(datt, datt, dgate, nq);                                             // d att
       ops_->act_bwd(dgate, dqg, x2.gate, nq, 1);                                    // d gate (pre-sigmoid)
     } else {
-      ops_->linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C, false);
+      linear_bwd(datt, gw.wo, nullptr, dx, att, w.wo, N, int(qd), C, false);
     }
     ops_->attention_bwd(dq, dk, dv, datt, q, k, v, att, t.lse, attn_shape(B, T, T, l));
     for (auto [g, H, rows] : {std::tuple{dq, Hq, size_t(N) * Hq}, std::tuple{dk, Hkv, size_t(N) * Hkv}}) {
@@ -528,15 +535,17 @@ void Transformer::backward(float loss_scale) {
     if (cfg_.attn_output_gate) {  // q_proj rows per head are [q | gate]
       ops_->strided_copy(dqg, 2 * size_t(D), dq, D, size_t(N) * Hq, D);
       ops_->strided_copy(dqg + D, 2 * size_t(D), dgate, D, size_t(N) * Hq, D);
-      ops_->linear_bwd(dh, gw.wq, gw.bq, dqg, h1, w.wq, N, C, int(2 * qd), false);
+      linear_bwd(dh, gw.wq, gw.bq, dqg, h1, w.wq, N, C, int(2 * qd), false);
     } else {
-      ops_->linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd), false);
+      linear_bwd(dh, gw.wq, gw.bq, dq, h1, w.wq, N, C, int(qd), false);
     }
-    ops_->linear_bwd(dh, gw.wk, gw.bk, dk, h1, w.wk, N, C, int(kvd), true);
-    ops_->linear_bwd(dh, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd), true);
+    linear_bwd(dh, gw.wk, gw.bk, dk, h1, w.wk, N, C, int(kvd), true);
+    linear_bwd(dh, gw.wv, gw.bv, dv, h1, w.wv, N, C, int(kvd), true);
     ops_->rmsnorm_bwd(dx, gw.ln1, dh, x, nw(w.ln1), t.rstd1, N, C, true);  // dx is now d(x) of layer l
   }
+  adding_to_grads(G + off_embed_, size_t(cfg_.vocab_size) * C);  // a tied LM head set it first
   ops_->embedding_bwd(G + off_embed_, dx, A.ids.data(), N, C);
+  end_backward_grads();
   drop_bf16_activations();
 }
 
@@ -553,7 +562,7 @@ void Transformer::gdn_backward(const LayerParams& w, const LayerParams& gw, cons
   float *don = take(d.Vd), *dO = take(d.Vd), *dz = take(d.Vd), *dvc = take(d.Vd), *dvp = take(d.Vd);
   float *dqn = take(d.Kd), *dkn = take(d.Kd), *dqp = take(d.Kd), *dkp = take(d.Kd);
   float *dg = take(d.Hv), *dbeta = take(d.Hv), *da = take(d.Hv), *db = take(d.Hv);
-  ops_->linear_bwd(don, gw.wout, nullptr, dmix, t.on, w.wout, N, d.Vd, C, false);
+  linear_bwd(don, gw.wout, nullptr, dmix, t.on, w.wout, N, d.Vd, C, false);
   ops_->gated_rmsnorm_bwd(dO, dz, gw.gnorm, don, t.o, t.z, w.gnorm, t.rstd, N * d.Hv, d.Dv);
   act_.gdn_state.zero();  // the initial state of every training sequence
   ops_->delta_rule_bwd(dqn, dkn, dvc, dg, dbeta, work_.gdn_state.data(), dO, nullptr, t.qn, t.kn, t.vc, t.g, t.beta,
@@ -566,12 +575,12 @@ void Transformer::gdn_backward(const LayerParams& w, const LayerParams& gw, cons
   ops_->causal_conv_bwd(dvp, gw.conv + size_t(2 * d.Kd) * K, dvc, t.vp, w.conv + size_t(2 * d.Kd) * K, nullptr, B, T,
                         d.Vd, K);
   // dh = sum of the six input projections' input gradients
-  ops_->linear_bwd(dh, gw.qkv, nullptr, dqp, h, w.qkv, N, C, d.Kd, false);
+  linear_bwd(dh, gw.qkv, nullptr, dqp, h, w.qkv, N, C, d.Kd, false);
   struct Proj { float* gwp; const float* wp; const float* dy; int O; };
   for (Proj pr : {Proj{gw.qkv + size_t(d.Kd) * C, w.qkv + size_t(d.Kd) * C, dkp, d.Kd},
                   Proj{gw.qkv + size_t(2 * d.Kd) * C, w.qkv + size_t(2 * d.Kd) * C, dvp, d.Vd},
                   Proj{gw.wz, w.wz, dz, d.Vd}, Proj{gw.wa, w.wa, da, d.Hv}, Proj{gw.wb, w.wb, db, d.Hv}}) {
-    ops_->linear_bwd(dh, pr.gwp, nullptr, pr.dy, h, pr.wp, N, C, pr.O, true);
+    linear_bwd(dh, pr.gwp, nullptr, pr.dy, h, pr.wp, N, C, pr.O, true);
   }
 }
 

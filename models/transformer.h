@@ -46,6 +46,7 @@ class Transformer : public LanguageModel {
   GdnActs carve_gdn(float* p, size_t N) const;
   struct Activations {  // training activations, sized for the current [B,T], backend memory
     int N = 0, logit_rows = 0;       // logit_rows: rows of logits computed at a time (LM-head chunk)
+    int logits_r0 = -1;              // the first row of the chunk whose logits `logits` holds (-1: none)
     Buffer<float> res;               // [L+1, N, C] residual stream entering each layer (+ final)
     Buffer<float> h1, rstd1, q, k, v, att, lse, xmid, h2, rstd2, g, u, a;  // per layer, concatenated
     Buffer<float> hf, rstdf, logits, lse_x, loss, tmp;

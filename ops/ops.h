@@ -50,6 +50,12 @@ struct AdamWStep {
   float grad_scale = 1.0f;  // the update uses g * grad_scale: gradient clipping folded into the step
 };
 
+// OpsTable::linear_bwd's flags
+enum LinearBwdFlags : int {
+  kAddDx = 1,  // dx += dout W (else dx = dout W)
+  kSetDW = 2,  // dW = dout^T x (else dW += dout^T x)
+};
+
 // How OpsTable::mirror_activation gets its bf16 values (see there).
 enum class MirrorFill { copy_now, by_next_op, only_mirror };
 
@@ -69,10 +75,12 @@ struct OpsTable {
                       int N, int C, bool add_dx);
   // out[N,O] = x[N,I] W[O,I]^T + b[O] (b may be null) -- W in Hugging Face [out, in] layout
   void (*linear_fwd)(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
-  // dx[N,I] = dout W (add_dx: dx += dout W, one pass instead of a product and an add);
-  // dW[O,I] += dout^T x; db[O] += column sums of dout
+  // dx[N,I] = dout W (flags & kAddDx: dx += dout W, one pass instead of a product and an add);
+  // dW[O,I] += dout^T x (flags & kSetDW: dW = dout^T x, the first contribution to a gradient that
+  // was not zeroed: no memset, no read of zeros); db[O] += column sums of dout. (flags: LinearBwdFlags;
+  // true = kAddDx)
   void (*linear_bwd)(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
-                     int O, bool add_dx);
+                     int O, int flags);
   // RoPE, HF rotate-half layout: x[N,H,D] at positions pos[N]; out may alias x
   void (*rope_fwd)(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);
   void (*rope_bwd)(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta);

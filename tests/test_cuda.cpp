@@ -368,6 +368,17 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
         ref::linear_bwd<float>(dx_acc.data(), nullptr, nullptr, g.data(), x.data(), W.data(), N, I, O, true);
         auto dxa_ = up(d0), dWa_ = up(std::vector<float>(size_t(O) * I, 0.0f));
         gpu().linear_bwd(dxa_.data(), dWa_.data(), nullptr, g_.data(), x_.data(), W_.data(), N, I, O, true);
+        // kSetDW: dW = dout^T x over stale values (NaN), the first product after a lazy zero_grad(),
+        // alone and paired with dx (one rounding of dout)
+        for (bool with_dx : {false, true}) {
+          auto dWs_ = up(std::vector<float>(size_t(O) * I, NAN));
+          Buffer<float> dxs_(gpu().mem, size_t(N) * I);
+          gpu().linear_bwd(with_dx ? dxs_.data() : nullptr, dWs_.data(), nullptr, g_.data(), x_.data(), W_.data(), N, I,
+                           O, kSetDW);
+          const std::vector<float> set = down(dWs_);
+          for (float v : set) ASSERT_TRUE(std::isfinite(v));
+          EXPECT_REL(set, down(dW_), 1e-5);
+        }
         if (fp32) {
           EXPECT_REL(down(y_), y, 1e-5);
           EXPECT_REL(down(dx_), dx, 1e-5);

@@ -2,13 +2,16 @@
 // receptive field, snapshot/restore and save/load bitwise, constant SWA state size.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstring>
 
 #include "core/error.h"
 
 #include "infer/session.h"
 #include "model_fixtures.h"
+#include "models/grad_first_write.h"
 #include "models/model_dir.h"
 #include "models/transformer.h"
 #include "test_util.h"
@@ -289,4 +292,124 @@ TEST(Model, Bf16DecodeWeightsStayCloseToFp32) {
     EXPECT_EQ(run(), f);
     EXPECT_THROW(m->set_decode_weights("fp16"), Error);
   }
+}
+
+// First-write gradients (models/grad_first_write.h): after zero_grad() a backward sets each linear
+// weight's gradient with its first product instead of adding onto a memset. The gradients must be
+// bitwise those of a zeroed backward whatever the buffer held before (NaN here): on the first step
+// (nothing learned yet: everything zeroed), later steps (the learned regions set), a second
+// backward of the same step (adds), and grads() asked for between zero_grad() and backward()
+// (zeroes at once). Tied and untied LM heads, the Gated DeltaNet hybrid and RWKV-7.
+TEST(Model, FirstWriteGradientsMatchZeroedOnes) {
+  auto tied = tiny_config("fs");
+  tied.tie_word_embeddings = true;
+  const std::vector<std::pair<std::string, ModelConfig>> configs = {
+      {"fs", tiny_config("fs")}, {"fs tied", tied}, {"lf", tiny_config("lf")}, {"rwkv7", tiny_rwkv7_config()}};
+  for (const auto& [name, c] : configs)
+    for (const OpsTable* ops : {&ops_ref(), &ops_cpu()}) {
+      SCOPED_TRACE(name + " on " + ops->name);
+      auto lazy = make_model(c, ops), eager = make_model(c, ops);
+      lazy->init_random(5, 0.3f);
+      std::memcpy(eager->params(), lazy->params(), lazy->num_params() * sizeof(float));
+      eager->set_first_write_grads(false);
+      const int B = 2, T = 5;
+      const size_t bytes = lazy->num_params() * sizeof(float);
+      for (int step = 0; step < 4; ++step) {
+        SCOPED_TRACE("step " + std::to_string(step));
+        auto ids = random_ids(B * T, c.vocab_size, 10 + step), tg = random_ids(B * T, c.vocab_size, 20 + step);
+        std::vector<float> w(B * T, 1.0f);
+        std::fill(lazy->grads(), lazy->grads() + lazy->num_params(), NAN);  // stale gradients
+        lazy->zero_grad(), eager->zero_grad();
+        if (step == 2) {  // grads() before backward: zeroed at once, then every product adds
+          EXPECT_EQ(lazy->grads()[0], 0.0f);
+        }
+        const int passes = step == 3 ? 2 : 1;  // step 3: gradient accumulation
+        for (int pass = 0; pass < passes; ++pass) {
+          for (LanguageModel* m : {lazy.get(), eager.get()}) {
+            m->forward(ids.data(), tg.data(), w.data(), B, T);
+            m->backward(0.5f);
+          }
+        }
+        ASSERT_EQ(0, std::memcmp(lazy->grads(), eager->grads(), bytes));
+        if (step == 0) EXPECT_EQ(lazy->grad_bytes_zeroed(), bytes);  // nothing known yet
+        if (step == 1 || step == 3) EXPECT_LT(lazy->grad_bytes_zeroed(), bytes / 2);  // the weights were set
+      }
+    }
+}
+
+// GradFirstWrite's corner cases on host memory: a product into part of an expected region, an op
+// adding into an expected region before its product, and an expected region nobody writes: each
+// is zeroed first, so nothing adds onto stale values.
+TEST(Model, GradFirstWriteZeroesWhatItDoesNotSet) {
+  std::vector<float> G(40);
+  GradFirstWrite g;
+  auto run = [&](const std::function<void()>& calls) {
+    std::fill(G.begin(), G.end(), NAN);
+    g.begin(G.data(), G.size(), &host_mem(), true);
+    calls();
+    g.end();
+  };
+  // learn: [0, 10) and [20, 30) set by products, [10, 20) added by another op, [30, 40) untouched
+  run([&] {
+    EXPECT_EQ(g.dw_flags(G.data(), 10), 0);  // nothing expected yet: zeroed by begin()
+    g.adding(G.data() + 10, 10);
+    EXPECT_EQ(g.dw_flags(G.data() + 20, 10), 0);
+    EXPECT_EQ(g.dw_flags(G.data(), 10), 0);  // a second product into [0, 10): adds
+  });
+  EXPECT_EQ(g.expected_regions(), 2u);
+  for (float x : G) EXPECT_EQ(x, 0.0f);  // nothing was written in this simulation: all zero
+  run([&] {
+    for (int i = 10; i < 20; ++i) EXPECT_EQ(G[i], 0.0f);       // not expected: zeroed by begin()
+    for (int i = 30; i < 40; ++i) EXPECT_EQ(G[i], 0.0f);
+    EXPECT_TRUE(std::isnan(G[0]) && std::isnan(G[20]));        // expected: left for their products
+    EXPECT_EQ(g.dw_flags(G.data() + 20, 5), 0);                 // part of [20, 30): the region is zeroed
+    for (int i = 20; i < 30; ++i) EXPECT_EQ(G[i], 0.0f);
+    g.adding(G.data() + 5, 1);                                  // an add into [0, 10) first: zeroed
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(G[i], 0.0f);
+    EXPECT_EQ(g.dw_flags(G.data(), 10), 0);                     // then its product adds
+  });
+  EXPECT_EQ(g.expected_regions(), 1u);  // [20, 25) was the first touch of its region this time
+  run([&] {
+    EXPECT_TRUE(std::isnan(G[20]));
+    EXPECT_EQ(g.dw_flags(G.data() + 20, 5), kSetDW);  // the one expected region: set
+    // nothing else is called: end() zeroes no expected region left, begin() zeroed the rest
+  });
+  for (int i = 0; i < 40; ++i)
+    if (i < 20 || i >= 25) EXPECT_EQ(G[i], 0.0f) << i;
+  run([&] {});  // an expected region nobody writes: end() zeroes it
+  for (float x : G) EXPECT_EQ(x, 0.0f);
+  // not fresh (no deferred zeroing): every call adds, nothing is zeroed
+  std::fill(G.begin(), G.end(), 1.0f);
+  g.begin(G.data(), G.size(), &host_mem(), false);
+  EXPECT_EQ(g.dw_flags(G.data() + 20, 5), 0);
+  g.end();
+  for (float x : G) EXPECT_EQ(x, 1.0f);
+}
+
+// The LM head in chunks of rows (what a large vocabulary takes): the same loss and gradients as
+// one chunk, with the forward's last chunk (chunk 0) reused by the backward instead of recomputed,
+// also for a second backward() of the same forward and under gradient accumulation.
+TEST(Model, ChunkedLmHeadMatchesOneChunk) {
+  for (const ModelConfig& c : {tiny_config("fs"), tiny_rwkv7_config()})
+    for (int rows : {1, 3, 4}) {
+      SCOPED_TRACE(c.model_type + ", " + std::to_string(rows) + " rows a chunk");
+      auto one = make_model(c, &ops_cpu()), chunked = make_model(c, &ops_cpu());
+      one->init_random(7, 0.3f);
+      std::memcpy(chunked->params(), one->params(), one->num_params() * sizeof(float));
+      chunked->set_logits_chunk_floats(size_t(rows) * c.vocab_size);
+      const int B = 2, T = 5;
+      auto ids = random_ids(B * T, c.vocab_size, 1), tg = random_ids(B * T, c.vocab_size, 2);
+      tg[3] = -1;
+      std::vector<float> w(B * T);
+      for (int i = 0; i < B * T; ++i) w[i] = 0.5f + 0.25f * (i % 3);
+      one->zero_grad(), chunked->zero_grad();
+      EXPECT_EQ(chunked->forward(ids.data(), tg.data(), w.data(), B, T), one->forward(ids.data(), tg.data(), w.data(), B, T));
+      one->backward(), chunked->backward();
+      one->backward(0.5f), chunked->backward(0.5f);  // again, from the chunk the first backward left
+      std::vector<float> g1(one->grads(), one->grads() + one->num_params());
+      std::vector<float> g2(chunked->grads(), chunked->grads() + chunked->num_params());
+      double scale = 0;  // rounding in the summation order of the chunks, relative to the largest gradient
+      for (float x : g1) scale = std::max(scale, double(std::fabs(x)));
+      EXPECT_CLOSE(g2, g1, 1e-6 * scale, 1e-5);
+    }
 }

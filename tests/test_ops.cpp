@@ -154,7 +154,21 @@ TEST(Ops, LinearCpuMatchesRef) {
       for (size_t i = 0; i < want.size(); ++i) want[i] = prior[i] + dx1[i];
       EXPECT_EQ(a1, want);
       EXPECT_CLOSE(a2, a1, 1e-4, 1e-4);
+      // kSetDW: dW = dout^T x over whatever dW held (NaN here): the accumulated result less its 1.0
+      std::vector<float> s1(W.size(), NAN), s2(W.size(), NAN), z(W.size(), 0.f);
+      ref::linear_bwd<float>(nullptr, s1.data(), nullptr, dout.data(), x.data(), W.data(), N, I, O, kSetDW);
+      cpu::linear_bwd(nullptr, s2.data(), nullptr, dout.data(), x.data(), W.data(), N, I, O, kSetDW);
+      ref::linear_bwd<float>(nullptr, z.data(), nullptr, dout.data(), x.data(), W.data(), N, I, O);
+      EXPECT_EQ(s1, z);  // set = added onto zeros, bitwise
+      EXPECT_CLOSE(s2, s1, 1e-4, 1e-4);
+      for (size_t i = 0; i < s1.size(); ++i) ASSERT_NEAR(s1[i], dW1[i] - 1.0f, 1e-4);
     }
+  // no rows: a set dW is zero, an added one unchanged
+  std::vector<float> none(6, NAN), kept(6, 2.f);
+  cpu::linear_bwd(nullptr, none.data(), nullptr, nullptr, nullptr, nullptr, 0, 2, 3, kSetDW);
+  cpu::linear_bwd(nullptr, kept.data(), nullptr, nullptr, nullptr, nullptr, 0, 2, 3, 0);
+  EXPECT_EQ(none, std::vector<float>(6, 0.f));
+  EXPECT_EQ(kept, std::vector<float>(6, 2.f));
 }
 
 // bf16-stored weights (inference decode): the reference is the fp32 loop on the widened weights,

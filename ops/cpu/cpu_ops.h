@@ -34,7 +34,7 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
 void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O);
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
-                int O, bool add_dx = false);
+                int O, int flags = 0);
 void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta);
 void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta);
 void attention_fwd(float* out, float* lse, const float* q, const float* k, const float* v, const AttnShape& s);

@@ -117,12 +117,16 @@ void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float
   }
 }
 
-// dx[N,I] (+)= dout[N,O] . W[O,I] ; dW[O,I] += dout^T . x ; db[O] += colsum(dout)
+// dx[N,I] (+)= dout[N,O] . W[O,I] ; dW[O,I] (+)= dout^T . x ; db[O] += colsum(dout)
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
-                int O, bool add_dx) {
-  if (N == 0) return;
-  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I, add_dx ? 1.0f : 0.0f, dx, I);
-  if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, x, I, 1.0f, dW, I);
+                int O, int flags) {
+  const float dx_beta = flags & kAddDx ? 1.0f : 0.0f, dW_beta = flags & kSetDW ? 0.0f : 1.0f;
+  if (N == 0) {  // no rows: dx has none, dW = 0 when it is set
+    if (dW && dW_beta == 0.0f) std::fill(dW, dW + size_t(O) * I, 0.0f);
+    return;
+  }
+  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I, dx_beta, dx, I);
+  if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, x, I, dW_beta, dW, I);
   if (db) {
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < O; ++o) {

@@ -157,7 +157,9 @@ void column_sum_accumulate(float* out, const float* dy, const float* x, const fl
 // One thread per (token, rotary pair): the angle's sine and cosine (in double, as the reference) are
 // computed once and applied to every head of the token (they were computed once per head before:
 // the same doubles, so the same bits, at 1/H of the fp64 work).
-__global__ void rope_k(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta, float sign) {
+// o16: the bf16 mirror of out (null when none), written with it (the attention's q and k operands).
+__global__ void rope_k(float* out, __nv_bfloat16* o16, const float* x, const int32_t* pos, int N, int H, int D,
+                       float theta, float sign) {
   const int half = D / 2;
   const size_t total = size_t(N) * half;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
@@ -169,8 +171,10 @@ __global__ void rope_k(float* out, const float* x, const int32_t* pos, int N, in
     for (int h = 0; h < H; ++h) {
       const size_t base = (size_t(n) * H + h) * D;
       const float x1 = x[base + m], x2 = x[base + m + half];
-      out[base + m] = x1 * c - x2 * s;
-      out[base + m + half] = x2 * c + x1 * s;
+      const float y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
+      out[base + m] = y1;
+      out[base + m + half] = y2;
+      if (o16) o16[base + m] = __float2bfloat16_rn(y1), o16[base + m + half] = __float2bfloat16_rn(y2);
     }
   }
 }
@@ -740,6 +744,7 @@ void from_bf16(float* dst, const void* src, size_t n) {
 const uint16_t* weight_mirror_of(const float* W, size_t n) {
   return reinterpret_cast<const uint16_t*>(find_mirror(W, n, false));
 }
+const uint16_t* mirror_of(const float* x, size_t n) { return reinterpret_cast<const uint16_t*>(find_mirror(x, n, false)); }
 // Sets one of the Mirrors switches under the lock.
 template <class T>
 void set_switch(T Mirrors::*field, T value) {
@@ -750,7 +755,7 @@ void set_switch(T Mirrors::*field, T value) {
 void set_weight_mirrors(bool on) { set_switch(&Mirrors::enabled, on); }
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
 // how: copy_now rounds it now; by_next_op / only_mirror only allocate it, and the op that writes the
-// activation next fills it (rmsnorm_fwd/bwd, swiglu_fwd/bwd: find_mirror on their outputs).
+// activation next fills it (rmsnorm_fwd/bwd, swiglu_fwd/bwd, rope_fwd: find_mirror on their outputs).
 bool mirror(const float* base, size_t n, bool activation, MirrorFill how = MirrorFill::copy_now) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -860,26 +865,33 @@ void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int 
   gemv_any_rows<true>(out, x, as_bf16(W), nullptr, N, I, F);
 }
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I,
-                int O, bool add_dx) {
-  const float beta = add_dx ? 1.0f : 0.0f;  // dx = or += dout W
+                int O, int flags) {
+  const float beta = flags & kAddDx ? 1.0f : 0.0f;       // dx = or += dout W
+  const float dW_beta = flags & kSetDW ? 0.0f : 1.0f;    // dW = or += dout^T x
+  if (N == 0) {  // no rows: nothing to add; a set dW is zero
+    if (dW && dW_beta == 0.0f) SR_CUDA(cudaMemsetAsync(dW, 0, size_t(O) * I * sizeof(float), stream()));
+    return;
+  }
   if (db) require_fp32_values(dout, size_t(N) * O, "linear_bwd (cuda): the bias gradient");  // sums dout in fp32
   if (dx && dW && bf16_gemm(I, N, O)) {  // both GEMMs read dout: round it to bf16 once
     const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I), x16(x, size_t(N) * I);
     gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, beta, dx, I);
-    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x16.get(), I, d16.get(), O, 1.0f, dW, I);
+    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x16.get(), I, d16.get(), O, dW_beta, dW, I);
     if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
     return;
   }
   if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, beta, dx, I);      // dx^T[I,N] (+)= W^T[I,O] dout^T
-  if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, 1.0f, dW, I);      // dW^T[I,O] += x^T dout
+  if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, dW_beta, dW, I);   // dW^T[I,O] (+)= x^T dout
   if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
 }
 void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta) {
-  rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(out, x, pos, N, H, D, theta, 1.0f);
+  __nv_bfloat16* o16 = find_mirror(out, size_t(N) * H * D, false);
+  rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(out, o16, x, pos, N, H, D, theta, 1.0f);
   SR_CUDA_LAUNCHED("rope_fwd");
 }
 void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, int D, float theta) {
-  rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(dx, dout, pos, N, H, D, theta, -1.0f);
+  rope_k<<<blocks_for(size_t(N) * (D / 2), kThreads), kThreads, 0, stream()>>>(dx, nullptr, dout, pos, N, H, D, theta,
+                                                                                -1.0f);
   SR_CUDA_LAUNCHED("rope_bwd");
 }
 // (outputs with an activation mirror get it written in the same pass, MirrorFill::by_next_op; an

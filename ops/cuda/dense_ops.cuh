@@ -10,7 +10,7 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
                  bool add_dx = false);
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I, int O,
-                bool add_dx = false);
+                int flags = 0);
 void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O);
 void linear_swiglu_fwd(float* out, const float* x, const float* W, int N, int I, int F);
 void linear_swiglu_fwd_bf16w(float* out, const float* x, const uint16_t* W, int N, int I, int F);
@@ -37,6 +37,8 @@ namespace sr::cuda {
 void mirror_weights(const float* base, size_t n);
 bool mirror_activation(const float* x, size_t n, MirrorFill how);
 const uint16_t* weight_mirror_of(const float* W, size_t n);
+// The bf16 mirror holding [x, x + n) (a weight's or an activation's), or null.
+const uint16_t* mirror_of(const float* x, size_t n);
 }  // namespace sr::cuda
 namespace sr::cuda::ops {
 // Gated DeltaNet layer pieces (gated_deltanet.cu)

@@ -76,7 +76,8 @@ inline void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, cons
 }
 
 template <class T>
-void linear_bwd(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, int N, int I, int O, bool add_dx = false) {
+void linear_bwd(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, int N, int I, int O, int flags = 0) {
+  const bool add_dx = flags & kAddDx, set_dW = flags & kSetDW;
   if (dx)
     for (int n = 0; n < N; ++n)
       for (int i = 0; i < I; ++i) {
@@ -89,7 +90,7 @@ void linear_bwd(T* dx, T* dW, T* db, const T* dout, const T* x, const T* W, int 
       for (int i = 0; i < I; ++i) {
         T acc = 0;
         for (int n = 0; n < N; ++n) acc += dout[size_t(n) * O + o] * x[size_t(n) * I + i];
-        dW[size_t(o) * I + i] += acc;
+        dW[size_t(o) * I + i] = set_dW ? acc : dW[size_t(o) * I + i] + acc;
       }
   if (db)
     for (int o = 0; o < O; ++o) {
