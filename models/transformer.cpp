@@ -466,6 +466,11 @@ void Transformer::backward(float loss_scale) {
   float *dx = W.dx.data(), *dh = W.dh.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
         *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
   // LM head + cross-entropy, chunk by chunk (logits recomputed, but for the chunk the forward left).
+  // dlogits is read only by the LM head's two GEMMs: on bf16 operands when every chunk has 64 rows
+  // (and C, V >= 64), xent_bwd writes its bf16 copy alone
+  const int last_rows = N - (N - 1) / A.logit_rows * A.logit_rows;
+  keep_bf16(W.dlogits.data(), size_t(A.logit_rows) * V,
+            std::min({C, V, last_rows}) >= 64 ? MirrorFill::only_mirror : MirrorFill::by_next_op);
   for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
     const int rows = std::min(A.logit_rows, N - r0);
     if (A.logits_r0 != r0) lm_head_rows(r0, rows);  // recomputed unless held

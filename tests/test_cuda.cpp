@@ -19,6 +19,7 @@
 #include "infer/session.h"
 #include "model_fixtures.h"
 #include "ops/cuda/cuda_backend.h"
+#include "ops/cuda/dense_ops.cuh"
 #include "ops/ref/gated_deltanet.h"
 #include "ops/ref/ref_ops.h"
 #include "test_util.h"
@@ -1251,6 +1252,78 @@ TEST(Cuda, ActivationKeptOnlyAsBf16) {
   cuda::set_activation_mirrors(false);  // off: no mirror, fp32 written
   EXPECT_FALSE(gpu().mirror_activation(A.data(), N * F, MirrorFill::only_mirror));
   cuda::set_activation_mirrors(true);
+}
+
+// The other ops that fill activation mirrors, as the model uses them in training: xent_bwd writes
+// dlogits' bf16 copy alone (the LM head's GEMMs then give bitwise the results of rounding fp32
+// dlogits), and RoPE writes q's and k's copies, which the attention then reads (bitwise the
+// results of rounding them itself).
+TEST(Cuda, XentBwdAndRopeFillActivationMirrors) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");
+  const int N = 96, V = 131, C = 72;  // V odd: rows off 16-byte alignment take the scalar path
+  Rng r(12);
+  auto rnd = [&](size_t n, float sc) {
+    std::vector<float> v(n);
+    for (float& x : v) x = sc * float(r.normal());
+    return v;
+  };
+  std::vector<int32_t> t(N);
+  for (int i = 0; i < N; ++i) t[i] = i % 7 == 3 ? -1 : int32_t(r.below(V));
+  Buffer<float> H = up(rnd(size_t(N) * C, 1.0f)), G = up(rnd(N, 0.01f)), lse(gpu().mem, N), loss(gpu().mem, N);
+  Buffer<int32_t> T(gpu().mem, N);
+  T.upload(t.data(), N);
+  for (int v : {V, 128}) {  // 128: the aligned four-wide path
+    SCOPED_TRACE("V=" + std::to_string(v));
+    Buffer<float> D1(gpu().mem, size_t(N) * v), D2(gpu().mem, size_t(N) * v), dh1(gpu().mem, size_t(N) * C),
+        dh2(gpu().mem, size_t(N) * C), dW1(gpu().mem, size_t(v) * C), dW2(gpu().mem, size_t(v) * C);
+    Buffer<float> Zv = up(rnd(size_t(N) * v, 2.0f)), Wv = up(rnd(size_t(v) * C, 0.1f));
+    gpu().xent_fwd(loss.data(), lse.data(), Zv.data(), T.data(), N, v);
+    gpu().xent_bwd(D1.data(), Zv.data(), lse.data(), T.data(), G.data(), N, v);  // fp32, rounded by the GEMMs
+    gpu().linear_bwd(dh1.data(), dW1.data(), nullptr, D1.data(), H.data(), Wv.data(), N, C, v, kSetDW);
+    D2.upload(std::vector<float>(size_t(N) * v, 7.0f).data(), size_t(N) * v);
+    ASSERT_TRUE(gpu().mirror_activation(D2.data(), size_t(N) * v, MirrorFill::only_mirror));
+    gpu().xent_bwd(D2.data(), Zv.data(), lse.data(), T.data(), G.data(), N, v);
+    EXPECT_EQ(D2.to_vector(), std::vector<float>(size_t(N) * v, 7.0f));  // fp32 left as it was
+    gpu().linear_bwd(dh2.data(), dW2.data(), nullptr, D2.data(), H.data(), Wv.data(), N, C, v, kSetDW);
+    EXPECT_EQ(dh2.to_vector(), dh1.to_vector());
+    EXPECT_EQ(dW2.to_vector(), dW1.to_vector());
+    gpu().mirror_activation(D2.data(), 0, MirrorFill::copy_now);
+  }
+  // RoPE fills q's and k's mirrors; the attention reads them
+  const int Tn = 80, Hq = 4, Hkv = 2, D = 64;
+  AttnShape s;
+  s.B = 1, s.Tq = Tn, s.Tk = Tn, s.Hq = Hq, s.Hkv = Hkv, s.D = D, s.scale = 0.125f;
+  std::vector<int32_t> pos(Tn);
+  for (int i = 0; i < Tn; ++i) pos[i] = i;
+  Buffer<int32_t> P(gpu().mem, Tn);
+  P.upload(pos.data(), Tn);
+  const size_t nq = size_t(Tn) * Hq * D, nk = size_t(Tn) * Hkv * D;
+  Buffer<float> q = up(rnd(nq, 1.0f)), k = up(rnd(nk, 1.0f)), v = up(rnd(nk, 1.0f)), dO = up(rnd(nq, 1.0f));
+  ASSERT_TRUE(gpu().mirror_activation(q.data(), nq, MirrorFill::by_next_op));
+  ASSERT_TRUE(gpu().mirror_activation(k.data(), nk, MirrorFill::by_next_op));
+  gpu().rope_fwd(q.data(), q.data(), P.data(), Tn, Hq, D, 1e4f);
+  gpu().rope_fwd(k.data(), k.data(), P.data(), Tn, Hkv, D, 1e4f);
+  const std::vector<float> qh = q.to_vector();
+  std::vector<uint16_t> qm(nq);
+  gpu().mem->to_host(qm.data(), cuda::mirror_of(q.data(), nq), nq * 2);
+  for (size_t i = 0; i < nq; ++i) ASSERT_EQ(qm[i], bf16_round(qh[i])) << i;  // the mirror = q rounded
+  auto attend = [&](std::vector<float>& o, std::vector<float>& dq, std::vector<float>& dk) {
+    Buffer<float> O(gpu().mem, nq), L(gpu().mem, size_t(Hq) * Tn), dQ(gpu().mem, nq), dK(gpu().mem, nk),
+        dV(gpu().mem, nk);
+    gpu().attention_fwd(O.data(), L.data(), q.data(), k.data(), v.data(), s);
+    gpu().attention_bwd(dQ.data(), dK.data(), dV.data(), dO.data(), q.data(), k.data(), v.data(), O.data(), L.data(), s);
+    o = O.to_vector(), dq = dQ.to_vector(), dk = dK.to_vector();
+  };
+  std::vector<float> o1, dq1, dk1, o2, dq2, dk2;
+  attend(o1, dq1, dk1);  // on the mirrors
+  gpu().mirror_activation(q.data(), 0, MirrorFill::copy_now);
+  gpu().mirror_activation(k.data(), 0, MirrorFill::copy_now);
+  EXPECT_EQ(cuda::mirror_of(q.data(), nq), nullptr);
+  attend(o2, dq2, dk2);  // rounding q and k itself
+  EXPECT_EQ(o1, o2);
+  EXPECT_REL(dq1, dq2, 1e-6);  // dQ and the head-split dK sum in fp32 atomics
+  EXPECT_REL(dk1, dk2, 1e-6);
 }
 
 // Decode with bf16 weights on the GPU: the GEMV over bf16 rows (the mirror's layout) against the

@@ -236,24 +236,38 @@ __global__ void xent_fwd_k(float* loss, float* lse, const float* logits, const i
   }
 }
 // d = g (softmax(z) - onehot(t)), four a store where the rows are 16-byte aligned
-__global__ void xent_bwd_k(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
-                           const float* g, int V) {
+// Four floats rounded to bf16 (nearest even), packed as 8 bytes.
+__device__ __forceinline__ uint2 pack4_bf16(float4 v) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
+}
+// d16: the bf16 mirror of dlogits (null when none), written with it; dlogits null: the mirror alone
+// (MirrorFill::only_mirror: the LM head's two backward GEMMs read only the bf16 copy).
+__global__ void xent_bwd_k(float* dlogits, __nv_bfloat16* d16, const float* logits, const float* lse,
+                           const int32_t* targets, const float* g, int V) {
   const size_t row = blockIdx.x;
   const int t = targets[row];
   const float gn = t >= 0 ? g[row] : 0.0f, L = lse[row];
   const float* z = logits + row * V;
-  float* d = dlogits + row * V;
+  float* d = dlogits ? dlogits + row * V : nullptr;
+  __nv_bfloat16* h = d16 ? d16 + row * V : nullptr;
   auto one = [&](int v, float zv) { return gn == 0.0f ? 0.0f : gn * (expf(zv - L) - (v == t ? 1.0f : 0.0f)); };
   int v0 = 0;
-  if (aligned(z, 16) && aligned(d, 16)) {
+  if (aligned(z, 16) && (!d || aligned(d, 16)) && (!h || aligned(h, 8))) {
 #pragma unroll 4
     for (int i = threadIdx.x; i < V / 4; i += blockDim.x) {
       const float4 q = gn == 0.0f ? make_float4(0, 0, 0, 0) : reinterpret_cast<const float4*>(z)[i];
-      reinterpret_cast<float4*>(d)[i] = make_float4(one(4 * i, q.x), one(4 * i + 1, q.y), one(4 * i + 2, q.z), one(4 * i + 3, q.w));
+      const float4 r = make_float4(one(4 * i, q.x), one(4 * i + 1, q.y), one(4 * i + 2, q.z), one(4 * i + 3, q.w));
+      if (d) reinterpret_cast<float4*>(d)[i] = r;
+      if (h) reinterpret_cast<uint2*>(h)[i] = pack4_bf16(r);
     }
     v0 = V / 4 * 4;
   }
-  for (int v = v0 + threadIdx.x; v < V; v += blockDim.x) d[v] = one(v, z[v]);
+  for (int v = v0 + threadIdx.x; v < V; v += blockDim.x) {
+    const float r = one(v, z[v]);
+    if (d) d[v] = r;
+    if (h) h[v] = __float2bfloat16(r);
+  }
 }
 
 // ---- elementwise / optimizer ----
@@ -290,11 +304,6 @@ __device__ __forceinline__ void grid_stride4(size_t n, bool vec, Four four, One 
     done = n / 4 * 4;
   }
   for (size_t i = done + tid; i < n; i += stride) one(i);
-}
-// Four floats rounded to bf16 (nearest even), packed as 8 bytes.
-__device__ __forceinline__ uint2 pack4_bf16(float4 v) {
-  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-  return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
 }
 __device__ __forceinline__ float4 ld4(const float* p, size_t i) { return reinterpret_cast<const float4*>(p)[i]; }
 __global__ void add_k(float* out, const float* a, const float* b, size_t n) {  // four-wide: the residual adds
@@ -755,7 +764,7 @@ void set_switch(T Mirrors::*field, T value) {
 void set_weight_mirrors(bool on) { set_switch(&Mirrors::enabled, on); }
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
 // how: copy_now rounds it now; by_next_op / only_mirror only allocate it, and the op that writes the
-// activation next fills it (rmsnorm_fwd/bwd, swiglu_fwd/bwd, rope_fwd: find_mirror on their outputs).
+// activation next fills it (rmsnorm_fwd/bwd, swiglu_fwd/bwd, rope_fwd, xent_bwd: find_mirror on their outputs).
 bool mirror(const float* base, size_t n, bool activation, MirrorFill how = MirrorFill::copy_now) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -921,7 +930,10 @@ void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targe
 void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N,
               int V) {
   if (N <= 0) return;
-  xent_bwd_k<<<N, 512, 0, stream()>>>(dlogits, logits, lse, targets, g, V);
+  const size_t n = size_t(N) * V;
+  bool only = false;
+  __nv_bfloat16* d16 = find_mirror(dlogits, n, false, &only);
+  xent_bwd_k<<<N, 512, 0, stream()>>>(fp32_output(dlogits, n, d16, only), d16, logits, lse, targets, g, V);
   SR_CUDA_LAUNCHED("xent_bwd");
 }
 void add(float* out, const float* a, const float* b, size_t n) {
