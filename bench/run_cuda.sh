@@ -4,7 +4,7 @@
 # usage: bench/run_cuda.sh BIN_DIR [OUT_DIR] [what...]
 #   BIN_DIR holds test_cuda, bench_cuda (and their non-CUDA shared libraries when carried);
 #   what: tests attention gemm mixer model chunked mirror graphs order sass (default: the first five)
-#     order = the attention blocks' launch order 0 vs 1 (attention at 4k/16k/64k, the 3b shape at 4k, the 3b step)
+#     order = the attention blocks' launch orders 0 / 1 / 2 (attention at 4k/16k/64k, the 3b shape at 4k, the 3b step)
 #     sass = Nsight Compute per-instruction counters of our attention kernels and SDPA flash's at 16k, summarized
 #            by bench/ncu_sass_summary.py (needs ncu on the PATH)
 #     mirror = the 0.5b and 3b training steps at 4k with the bf16 weight mirror on and off (A/B),
@@ -107,21 +107,22 @@ if [[ " $WHAT " == *" graphs "* ]]; then  # decode steps as CUDA graphs vs one l
   done
   python3 bench/cuda_tables.py --graphs "$JG" | tee "$OUTD/graphs.md"
 fi
-if [[ " $WHAT " == *" order "* ]]; then  # the attention blocks' launch order 0 vs 1 (set_attention_block_order), alternated
+if [[ " $WHAT " == *" order "* ]]; then  # the attention blocks' launch orders 0 / 1 / 2 (set_attention_block_order), alternated
   JO="$OUTD/order.jsonl"
   for L in 4096 16384 65536; do
-    for O in 0 1 1 0; do "$BIN/bench_cuda" attention --L $L --order $O | sed "s/{/{\"build\":\"order $O\",/" | tee -a "$JO"; done
+    for O in 0 1 2 2 1 0; do "$BIN/bench_cuda" attention --L $L --order $O | sed "s/{/{\"build\":\"order $O\",/" | tee -a "$JO"; done
   done
-  # one 4k sequence of the 3b model's attention shape (16 query heads on 2 kv heads), and the 3b step itself
+  # one 4k sequence of the 3b model's attention shape (16 query heads on 2 kv heads, the fp32 entry
+  # points the model calls), and the 3b step itself
   JQ="$OUTD/order-3b-shape.jsonl"
-  for O in 0 1 1 0; do
-    "$BIN/bench_cuda" attention --L 4096 --tokens 4096 --kv-heads 2 --order $O | sed "s/{/{\"build\":\"order $O\",/" |
-      tee -a "$JQ"
+  for O in 0 2 2 0; do
+    "$BIN/bench_cuda" attention --L 4096 --tokens 4096 --kv-heads 2 --path model --order $O |
+      sed "s/{/{\"build\":\"order $O\",/" | tee -a "$JQ"
   done
   python3 bench/cuda_tables.py --attn-builds "$JO" | tee "$OUTD/order.md"
   python3 bench/cuda_tables.py --attn-builds "$JQ" | tee -a "$OUTD/order.md"
   JM="$OUTD/order-model.jsonl"
-  for O in 0 1 1 0; do
+  for O in 0 2 2 0; do
     SMOOTHREAD_ATTN_ORDER=$O timeout 120 "$BIN/bench_cuda" model --preset 3b --L 4096 --steps 3 --decode 0 |
       sed "s/{/{\"build\":\"order $O\",/" | tee -a "$JM"
   done
