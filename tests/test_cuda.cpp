@@ -19,7 +19,6 @@
 #include "infer/session.h"
 #include "model_fixtures.h"
 #include "ops/cuda/cuda_backend.h"
-#include "ops/cuda/dense_ops.cuh"
 #include "ops/ref/gated_deltanet.h"
 #include "ops/ref/ref_ops.h"
 #include "test_util.h"

@@ -60,6 +60,8 @@ void set_attention_bwd_kernel(int which);
 void set_attention_block_order(int order);
 // Order 2's section in (head, batch) pairs (0 = automatic; tests use small sections on small grids).
 void set_attention_block_section(int pairs);
+// The bf16 mirror (device memory) holding [x, x + n): a weight's or an activation's, or null.
+const uint16_t* mirror_of(const float* x, size_t n);
 // dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace
 void attention_bwd_bf16(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, float* delta_ws, float* dq_ws, const AttnShape& s);

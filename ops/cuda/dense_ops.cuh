@@ -37,8 +37,6 @@ namespace sr::cuda {
 void mirror_weights(const float* base, size_t n);
 bool mirror_activation(const float* x, size_t n, MirrorFill how);
 const uint16_t* weight_mirror_of(const float* W, size_t n);
-// The bf16 mirror holding [x, x + n) (a weight's or an activation's), or null.
-const uint16_t* mirror_of(const float* x, size_t n);
 }  // namespace sr::cuda
 namespace sr::cuda::ops {
 // Gated DeltaNet layer pieces (gated_deltanet.cu)
