@@ -58,7 +58,7 @@ void GradFirstWrite::end() {
   // the next expected regions: first touched by a linear_bwd (disjoint: each overlapped nothing
   // touched before it)
   std::sort(next_.begin(), next_.end(), [](const Region& a, const Region& b) { return a.off < b.off; });
-  expected_ = next_;
+  expected_.swap(next_);
   fresh_ = false;
 }
 

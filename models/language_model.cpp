@@ -140,10 +140,6 @@ std::unique_ptr<LanguageModel> make_model(const ModelConfig& cfg, const OpsTable
   return std::make_unique<Transformer>(cfg, ops);
 }
 
-}  // namespace sr
-
-namespace sr {
-
 float* LanguageModel::begin_backward_grads() {
   float* G = grads_unzeroed();
   grad_writes_.begin(G, grads_.size(), grads_.mem(), grad_zero_deferred_);

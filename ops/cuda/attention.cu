@@ -403,33 +403,23 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
 }
 
 // ---------------------------------------------------------------- backward
-// delta[b,h,i] = sum_d dout * out (bf16 tensors)
-__global__ void attn_delta_kernel(float* delta, const bf16* dout, const bf16* out, AttnShape s) {
+// delta[b,h,i] = sum_d dout * out (dout, out: bf16, or fp32 from the model's entry point); dout16
+// (or null): dout rounded to bf16 in the same pass, the kernels' operand (the values a separate
+// rounding gives)
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+template <class T>
+__global__ void attn_delta_kernel(float* delta, bf16* dout16, const T* dout, const T* out, AttnShape s) {
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   const int total = s.B * s.Tq * s.Hq;
   if (row >= total) return;
   const int h = row % s.Hq, i = (row / s.Hq) % s.Tq, b = row / (s.Hq * s.Tq);
-  const bf16 *a = dout + size_t(row) * s.D, *c = out + size_t(row) * s.D;
-  float acc = 0;
-  for (int d = lane; d < s.D; d += 32) acc += __bfloat162float(a[d]) * __bfloat162float(c[d]);
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  if (lane == 0) delta[(size_t(b) * s.Hq + h) * s.Tq + i] = acc;
-}
-
-// delta for fp32 dout and out, writing dout rounded to bf16 (the kernels' operand) in the same
-// pass: the same delta, the same bf16 values as a separate rounding.
-__global__ void attn_delta_round_kernel(float* delta, bf16* dout16, const float* dout, const float* out, AttnShape s) {
-  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int total = s.B * s.Tq * s.Hq;
-  if (row >= total) return;
-  const int h = row % s.Hq, i = (row / s.Hq) % s.Tq, b = row / (s.Hq * s.Tq);
-  const float *a = dout + size_t(row) * s.D, *c = out + size_t(row) * s.D;
-  bf16* a16 = dout16 + size_t(row) * s.D;
+  const T *a = dout + size_t(row) * s.D, *c = out + size_t(row) * s.D;
   float acc = 0;
   for (int d = lane; d < s.D; d += 32) {
-    const float x = a[d];
-    a16[d] = __float2bfloat16(x);
-    acc += x * c[d];
+    const float x = to_f(a[d]);
+    if (dout16) dout16[size_t(row) * s.D + d] = __float2bfloat16(x);
+    acc += x * to_f(c[d]);
   }
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (lane == 0) delta[(size_t(b) * s.Hq + h) * s.Tq + i] = acc;
@@ -1112,22 +1102,11 @@ void attention_bwd_any(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf
   else if (s.D <= 128) bwd_launch<TO, 128>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
   else bwd_launch<TO, 256>(dq_acc, dk, dv, dout, q, k, v, lse, delta, s);
 }
-void compute_delta(float* delta, const bf16* dout, const bf16* out, const AttnShape& s) {
+template <class T>
+void compute_delta(float* delta, const T* dout, const T* out, const AttnShape& s, bf16* dout16 = nullptr) {
   const int rows = s.B * s.Tq * s.Hq;
-  attn_delta_kernel<<<(rows + 7) / 8, 256, 0, stream()>>>(delta, dout, out, s);
+  attn_delta_kernel<T><<<(rows + 7) / 8, 256, 0, stream()>>>(delta, dout16, dout, out, s);
   SR_CUDA_LAUNCHED("attention_delta");
-}
-Buffer<bf16> as_bf16(const float* x, size_t n) {
-  Buffer<bf16> b(&device_mem(), n);
-  to_bf16(b.data(), x, n);
-  return b;
-}
-// The attention's bf16 operand for fp32 x[n]: its activation mirror when the model keeps one (RoPE
-// writes q's and k's in training), else a rounded copy held in `owned`.
-const bf16* bf16_operand(const float* x, size_t n, Buffer<bf16>& owned) {
-  if (const uint16_t* m = mirror_of(x, n)) return reinterpret_cast<const bf16*>(m);
-  owned = as_bf16(x, n);
-  return owned.data();
 }
 }  // namespace
 
@@ -1191,8 +1170,9 @@ void attention_fwd(float* out, float* lse, const float* q, const float* k, const
     return attention_decode(out, lse, q, k, v, s);
   }
   const size_t nq = size_t(s.B) * s.Tq * s.Hq * s.D, nk = size_t(s.B) * s.Tk * s.Hkv * s.D;
-  Buffer<bf16> qo, ko, vo;
-  attention_fwd_any<float>(out, lse, bf16_operand(q, nq, qo), bf16_operand(k, nk, ko), bf16_operand(v, nk, vo), s);
+  // (q and k are usually their mirrors: RoPE writes them in training)
+  const Bf16Operand qb(q, nq), kb(k, nk), vb(v, nk);
+  attention_fwd_any<float>(out, lse, qb.get(), kb.get(), vb.get(), s);
 }
 void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* out, const float* lse, const AttnShape& s) {
@@ -1203,12 +1183,10 @@ void attention_bwd(float* dq, float* dk, float* dv, const float* dout, const flo
   float* dq_acc = dq ? dq : dq_tmp.data();
   SR_CUDA(cudaMemsetAsync(dq_acc, 0, nq * sizeof(float), stream()));
   if (s.B * s.Tq == 0) return;
-  Buffer<bf16> db(&device_mem(), nq), qo, ko, vo;
-  const int rows = s.B * s.Tq * s.Hq;  // delta = rowsum(dO * O), dO rounded in the same pass
-  attn_delta_round_kernel<<<(rows + 7) / 8, 256, 0, stream()>>>(delta.data(), db.data(), dout, out, s);
-  SR_CUDA_LAUNCHED("attention_delta");
-  attention_bwd_any<float>(dq_acc, dk, dv, db.data(), bf16_operand(q, nq, qo), bf16_operand(k, nk, ko),
-                           bf16_operand(v, nk, vo), lse, delta.data(), s);
+  Buffer<bf16> db(&device_mem(), nq);
+  compute_delta(delta.data(), dout, out, s, db.data());  // dO rounded in the same pass
+  const Bf16Operand qb(q, nq), kb(k, nk), vb(v, nk);
+  attention_bwd_any<float>(dq_acc, dk, dv, db.data(), qb.get(), kb.get(), vb.get(), lse, delta.data(), s);
 }
 }  // namespace ops
 

@@ -235,12 +235,12 @@ __global__ void xent_fwd_k(float* loss, float* lse, const float* logits, const i
     loss[blockIdx.x] = t >= 0 ? L - z[t] : 0.0f;
   }
 }
-// d = g (softmax(z) - onehot(t)), four a store where the rows are 16-byte aligned
 // Four floats rounded to bf16 (nearest even), packed as 8 bytes.
 __device__ __forceinline__ uint2 pack4_bf16(float4 v) {
   __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
   return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
 }
+// d = g (softmax(z) - onehot(t)), four a store where the rows are 16-byte aligned;
 // d16: the bf16 mirror of dlogits (null when none), written with it; dlogits null: the mirror alone
 // (MirrorFill::only_mirror: the LM head's two backward GEMMs read only the bf16 copy).
 __global__ void xent_bwd_k(float* dlogits, __nv_bfloat16* d16, const float* logits, const float* lse,
@@ -455,9 +455,10 @@ void check_blas(cublasStatus_t s, const char* what) {
 // step instead of one per GEMM (forward, backward dx, recomputation).
 //
 // Activation mirrors use the same list: the model keeps a bf16 copy of an activation (an RMSNorm
-// output, the SwiGLU product and its gradients, the residual gradient, the attention output) that
-// every GEMM reading it, forward and backward, takes instead of rounding it again (h1 alone fed six
-// roundings a layer). The RMSNorm and SwiGLU kernels write the copies of their outputs themselves;
+// output, the SwiGLU product and its gradients, the residual gradient, the attention output and
+// its q and k operands, the LM head's dlogits) that every GEMM (or attention) reading it, forward
+// and backward, takes instead of rounding it again (h1 alone fed six roundings a layer). The
+// RMSNorm, SwiGLU, RoPE and cross-entropy kernels write the copies of their outputs themselves;
 // the attention output is rounded by one pass after it is written. Again the same bf16 values; the
 // model drops them before the fp32 buffer changes.
 struct WeightMirror {
@@ -519,28 +520,6 @@ float* fp32_output(float* out, size_t n, __nv_bfloat16* m16, bool only) {
   return nullptr;
 }
 
-// A bf16 view of an fp32 GEMM operand of `count` floats: the mirror when it holds the operand, else
-// a rounded copy (one elementwise pass, freed stream-ordered when the view goes).
-class Bf16Operand {
- public:
-  Bf16Operand(const float* x, size_t count) : p_(find_mirror(x, count, true)) {
-    if (p_) return;
-    require_fp32_values(x, count, "gemm (cuda, bf16 operand off its mirror)");
-    owned_ = static_cast<__nv_bfloat16*>(device_alloc(count * 2));
-    to_bf16(owned_, x, count);
-    p_ = owned_;
-  }
-  ~Bf16Operand() {
-    if (owned_) device_free(owned_);  // stream-ordered: queued GEMMs run before any reuse
-  }
-  Bf16Operand(const Bf16Operand&) = delete;
-  Bf16Operand& operator=(const Bf16Operand&) = delete;
-  const __nv_bfloat16* get() const { return p_; }
-
- private:
-  const __nv_bfloat16* p_ = nullptr;
-  __nv_bfloat16* owned_ = nullptr;
-};
 
 // Column-major C[m,n] = op(A) op(B) + beta C on bf16 operands, fp32 accumulation and fp32 C.
 void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const __nv_bfloat16* A, int lda,
@@ -750,10 +729,18 @@ void from_bf16(float* dst, const void* src, size_t n) {
   SR_CUDA_LAUNCHED("from_bf16");
 }
 
-const uint16_t* weight_mirror_of(const float* W, size_t n) {
-  return reinterpret_cast<const uint16_t*>(find_mirror(W, n, false));
-}
 const uint16_t* mirror_of(const float* x, size_t n) { return reinterpret_cast<const uint16_t*>(find_mirror(x, n, false)); }
+
+Bf16Operand::Bf16Operand(const float* x, size_t count) : p_(find_mirror(x, count, true)) {
+  if (p_) return;
+  require_fp32_values(x, count, "gemm (cuda, bf16 operand off its mirror)");
+  owned_ = static_cast<__nv_bfloat16*>(device_alloc(count * 2));
+  to_bf16(owned_, x, count);
+  p_ = owned_;
+}
+Bf16Operand::~Bf16Operand() {
+  if (owned_) device_free(owned_);  // stream-ordered: queued kernels run before any reuse
+}
 // Sets one of the Mirrors switches under the lock.
 template <class T>
 void set_switch(T Mirrors::*field, T value) {

@@ -1,5 +1,7 @@
 // The CUDA ops behind ops_cuda() (device pointers, contracts in ops/ops.h).
 #pragma once
+#include <cuda_bf16.h>
+
 #include "ops/ops.h"
 
 namespace sr::cuda::ops {
@@ -36,7 +38,21 @@ void adamw(float* p, const float* g, float* m, float* v, const uint8_t* decay, s
 namespace sr::cuda {
 void mirror_weights(const float* base, size_t n);
 bool mirror_activation(const float* x, size_t n, MirrorFill how);
-const uint16_t* weight_mirror_of(const float* W, size_t n);
+// A bf16 view of an fp32 operand of `count` floats (a GEMM's, the attention's): the mirror when one
+// holds the operand, else a rounded copy (one elementwise pass, freed stream-ordered when the view
+// goes). Fails when the operand lies in an activation kept only as bf16 but not in its mirror.
+class Bf16Operand {
+ public:
+  Bf16Operand(const float* x, size_t count);
+  ~Bf16Operand();
+  Bf16Operand(const Bf16Operand&) = delete;
+  Bf16Operand& operator=(const Bf16Operand&) = delete;
+  const __nv_bfloat16* get() const { return p_; }
+
+ private:
+  const __nv_bfloat16* p_ = nullptr;
+  __nv_bfloat16* owned_ = nullptr;
+};
 }  // namespace sr::cuda
 namespace sr::cuda::ops {
 // Gated DeltaNet layer pieces (gated_deltanet.cu)

@@ -74,7 +74,7 @@ const OpsTable& ops_cuda() {
       .linear_swiglu_fwd = fused_swiglu() ? o::linear_swiglu_fwd : nullptr,
       .linear_swiglu_fwd_bf16w = fused_swiglu() ? o::linear_swiglu_fwd_bf16w : nullptr,
       .mirror_weights = cuda::mirror_weights,
-      .weight_mirror_of = cuda::weight_mirror_of,
+      .weight_mirror_of = cuda::mirror_of,
       .mirror_activation = cuda::mirror_activation,
       .run_captured = cuda::run_captured,
   };
@@ -210,7 +210,7 @@ const OpsTable& ops_cuda_profiled() {
           fused_swiglu() ? static_cast<decltype(OpsTable::linear_swiglu_fwd_bf16w)>(timed_linear_swiglu_fwd_bf16w)
                          : nullptr,
       .mirror_weights = cuda::mirror_weights,
-      .weight_mirror_of = cuda::weight_mirror_of,
+      .weight_mirror_of = cuda::mirror_of,
       .mirror_activation = timed_mirror_activation,
   };
   return t;
