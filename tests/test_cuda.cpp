@@ -340,6 +340,68 @@ TEST(Cuda, RmsNormBothKernelsMatchReference) {
     }
 }
 
+// The vector RMSNorm kernels (C a multiple of 4 in 512..4096, 16-byte aligned rows: the training
+// shapes): 1-4 float4 columns a thread, full and partial; rows per block past the 1024-block limit
+// (N = 8200: 9 rows a block, the last block short). Forward, residual add, dx (plain and add_dx,
+// which must equal dx then a separate add), dw against the reference and bitwise across runs, and a
+// misaligned row start (the warp kernels) against the same reference.
+TEST(Cuda, RmsNormVectorKernelsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  struct Shape { int N, C; };
+  for (const Shape sh : {Shape{1, 512}, Shape{65, 896}, Shape{1000, 2048}, Shape{130, 3584}, Shape{9, 4096},
+                         Shape{8200, 896}, Shape{70, 600}})
+    for (int misalign : {0, 1}) {
+      const int N = sh.N, C = sh.C;
+      SCOPED_TRACE("N=" + std::to_string(N) + " C=" + std::to_string(C) + " misalign=" + std::to_string(misalign));
+      const size_t n = size_t(N) * C;
+      auto x = randn(n, 1), t = randn(n, 2), w = randn(C, 3), dy = randn(n, 4), prior = randn(n, 5);
+      std::vector<float> y(n), r(N), xr = x;
+      ref::add_rmsnorm_fwd<float>(xr.data(), y.data(), r.data(), t.data(), w.data(), N, C, 1e-6f);
+      // device copies start `misalign` floats into their buffers
+      auto dev = [&](const std::vector<float>& v) {
+        std::vector<float> pad(misalign, 0.0f);
+        pad.insert(pad.end(), v.begin(), v.end());
+        return up(pad);
+      };
+      auto down_at = [&](Buffer<float>& b, size_t count) {
+        auto v = down(b);
+        return std::vector<float>(v.begin() + misalign, v.begin() + misalign + count);
+      };
+      auto xa = dev(x), xb = dev(x), t_ = dev(t), w_ = up(w), ya = dev(y), yb = dev(y), dy_ = dev(dy), gx = dev(prior),
+           gxa = dev(prior), gsep = dev(prior);
+      Buffer<float> ra(gpu().mem, N), rb(gpu().mem, N);
+      gpu().add_rmsnorm_fwd(xa.data() + misalign, ya.data() + misalign, ra.data(), t_.data() + misalign, w_.data(), N, C,
+                            1e-6f);
+      gpu().add(xb.data() + misalign, xb.data() + misalign, t_.data() + misalign, n);
+      gpu().rmsnorm_fwd(yb.data() + misalign, rb.data(), xb.data() + misalign, w_.data(), N, C, 1e-6f);
+      EXPECT_EQ(down_at(xa, n), xr);
+      EXPECT_REL(down_at(ya, n), y, 1e-5);
+      EXPECT_REL(down(ra), r, 1e-5);
+      EXPECT_EQ(down_at(ya, n), down_at(yb, n));
+      EXPECT_EQ(down(ra), down(rb));
+      // backward on the reference's rstd
+      std::vector<float> dx(n), dxa = prior, dw(C, 0.25f);
+      ref::rmsnorm_bwd<float>(dx.data(), dw.data(), dy.data(), xr.data(), w.data(), r.data(), N, C);
+      ref::rmsnorm_bwd<float>(dxa.data(), nullptr, dy.data(), xr.data(), w.data(), r.data(), N, C, true);
+      auto r_ = up(r), xr_ = dev(xr), gw = up(std::vector<float>(C, 0.25f)), gw2 = up(std::vector<float>(C, 0.25f));
+      gpu().rmsnorm_bwd(gx.data() + misalign, gw.data(), dy_.data() + misalign, xr_.data() + misalign, w_.data(), r_.data(),
+                        N, C, false);
+      gpu().rmsnorm_bwd(gxa.data() + misalign, gw2.data(), dy_.data() + misalign, xr_.data() + misalign, w_.data(),
+                        r_.data(), N, C, true);
+      EXPECT_REL(down_at(gx, n), dx, 1e-4);
+      EXPECT_REL(down_at(gxa, n), dxa, 1e-4);
+      EXPECT_REL(down(gw), dw, 1e-5);
+      EXPECT_EQ(down(gw), down(gw2));  // the same sums, in the same order
+      // add_dx: the same bits as dx then a separate add; dx without dw: the same bits as with it
+      Buffer<float> alone(gpu().mem, n + misalign);
+      gpu().rmsnorm_bwd(alone.data() + misalign, nullptr, dy_.data() + misalign, xr_.data() + misalign, w_.data(),
+                        r_.data(), N, C, false);
+      EXPECT_EQ(down_at(alone, n), down_at(gx, n));
+      gpu().add(gsep.data() + misalign, gsep.data() + misalign, gx.data() + misalign, n);
+      EXPECT_EQ(down_at(gxa, n), down_at(gsep, n));
+    }
+}
+
 TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
   SKIP_WITHOUT_GPU();
   for (const char* mode : {"fp32", "bf16"}) {

@@ -28,7 +28,7 @@ inline unsigned blocks_for(size_t n, unsigned threads) {
 }
 
 // A whole number from the environment (the A/B switches: SMOOTHREAD_GEMV_SPLIT,
-// SMOOTHREAD_ATTN_FWD_TILES, SMOOTHREAD_ATTN_BWD, SMOOTHREAD_FUSED_SWIGLU), or fallback when it is unset or not a number.
+// SMOOTHREAD_ATTN_FWD_TILES, SMOOTHREAD_ATTN_BWD, SMOOTHREAD_FUSED_SWIGLU, SMOOTHREAD_VEC_NORM), or fallback when it is unset or not a number.
 inline int env_int(const char* name, int fallback) {
   const char* e = std::getenv(name);
   if (!e || !*e) return fallback;

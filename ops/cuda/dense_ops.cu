@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <mutex>
 
 #include "ops/cuda/cuda_backend.h"
@@ -91,11 +92,6 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_row_k(float* out, __nv_b
   }
 }
 __nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned, bool* only = nullptr);
-void rmsnorm_launch(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C, float eps) {
-  __nv_bfloat16* o16 = find_mirror(out, size_t(N) * C, false);
-  if (N <= 64 && C <= kNormThreads * kNormPer) rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, o16, rstd, x, t, w, C, eps);
-  else rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, o16, rstd, x, t, w, N, C, eps);
-}
 // dx_c = r (w_c dy_c - x_c r^2 mean_k(w_k dy_k x_k)); add_dx: dx_c += that, rounded as a separate add;
 // dx16: the bf16 mirror of dx (null when none), written with it
 __global__ void rmsnorm_bwd_dx_k(float* dx, __nv_bfloat16* dx16, const float* dout, const float* x, const float* w,
@@ -113,6 +109,160 @@ __global__ void rmsnorm_bwd_dx_k(float* dx, __nv_bfloat16* dx16, const float* do
     const float o = add_dx ? __fadd_rn(d[c], v) : v;
     d[c] = o;
     if (dx16) dx16[size_t(row) * C + c] = __float2bfloat16_rn(o);
+  }
+}
+
+// ---- RMSNorm over rows of 512..4096 columns, 16-byte vectors (the training shapes) ----
+// A block of 256 threads walks `rows` consecutive rows; thread t owns the float4 columns t, t + 256,
+// ... (PER of them) and keeps w's in registers. A row's sum is one block reduction with one barrier
+// (the warps' partial sums double-buffered by row parity). The warp-a-row kernels above read with
+// 4-byte loads and (backward) made a second pass over dy and x for the weight gradient; here the
+// weight gradient's partial sums over the block's rows accumulate in registers while the row is read.
+constexpr int kVecNormThreads = 256, kVecNormWarps = kVecNormThreads / 32, kVecNormMaxPer = 4;
+__device__ __forceinline__ float rows_block_sum(float v, float (*red)[kVecNormWarps], int parity) {
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) red[parity][threadIdx.x / 32] = v;
+  __syncthreads();  // red[parity] is written again two rows later, after the next row's barrier
+  float r = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kVecNormWarps; ++i) r += red[parity][i];
+  return r;
+}
+__device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void st4_bf16(__nv_bfloat16* p, float4 v) {
+  __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 u;
+  u.x = *reinterpret_cast<uint32_t*>(&a), u.y = *reinterpret_cast<uint32_t*>(&b);
+  *reinterpret_cast<uint2*>(p) = u;
+}
+// Forward: as rmsnorm_fwd_k (t: the residual added into x first; o16: out's bf16 mirror or null).
+template <int PER>
+__global__ void __launch_bounds__(kVecNormThreads) rmsnorm_fwd_vec_k(float* out, __nv_bfloat16* o16, float* rstd, float* x,
+                                                                     const float* t, const float* w, int N, int C, int rows,
+                                                                     float eps) {
+  __shared__ float red[2][kVecNormWarps];
+  const int C4 = C / 4;
+  float4 wr[PER];
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int c4 = threadIdx.x + j * kVecNormThreads;
+    wr[j] = c4 < C4 ? ld4(w + 4 * c4) : make_float4(0, 0, 0, 0);
+  }
+  const int n0 = blockIdx.x * rows, n1 = min(N, n0 + rows);
+  for (int n = n0; n < n1; ++n) {
+    float* xr = x + size_t(n) * C;
+    float4 v[PER];
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int c4 = threadIdx.x + j * kVecNormThreads;
+      v[j] = make_float4(0, 0, 0, 0);
+      if (c4 < C4) {
+        v[j] = ld4(xr + 4 * c4);
+        if (t) {
+          const float4 a = ld4(t + size_t(n) * C + 4 * c4);
+          v[j].x += a.x, v[j].y += a.y, v[j].z += a.z, v[j].w += a.w;
+        }
+      }
+      ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
+    const float r = rsqrtf(rows_block_sum(ss, red, n & 1) / C + eps);
+    if (threadIdx.x == 0) rstd[n] = r;
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int c4 = threadIdx.x + j * kVecNormThreads;
+      if (c4 >= C4) continue;
+      if (t) st4(xr + 4 * c4, v[j]);
+      const float4 y = make_float4(v[j].x * r * wr[j].x, v[j].y * r * wr[j].y, v[j].z * r * wr[j].z, v[j].w * r * wr[j].w);
+      st4(out + size_t(n) * C + 4 * c4, y);
+      if (o16) st4_bf16(o16 + size_t(n) * C + 4 * c4, y);
+    }
+  }
+}
+// Backward: dx as rmsnorm_bwd_dx_k (when dx is not null), and dw_partial[block][c] = sum over the
+// block's rows of dy x r in row order (colsum_finish_k adds the blocks' partial sums into dw).
+template <int PER>
+__global__ void __launch_bounds__(kVecNormThreads) rmsnorm_bwd_vec_k(float* dx, __nv_bfloat16* dx16, float* dw_partial,
+                                                                     const float* dout, const float* x, const float* w,
+                                                                     const float* rstd, int N, int C, int rows, bool add_dx) {
+  __shared__ float red[2][kVecNormWarps];
+  const int C4 = C / 4;
+  float4 wr[PER], acc[PER];
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int c4 = threadIdx.x + j * kVecNormThreads;
+    wr[j] = c4 < C4 ? ld4(w + 4 * c4) : make_float4(0, 0, 0, 0);
+    acc[j] = make_float4(0, 0, 0, 0);
+  }
+  const int n0 = blockIdx.x * rows, n1 = min(N, n0 + rows);
+  for (int n = n0; n < n1; ++n) {
+    const size_t row = size_t(n) * C;
+    float4 dy[PER], xv[PER];
+    float dot = 0.0f;
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int c4 = threadIdx.x + j * kVecNormThreads;
+      dy[j] = xv[j] = make_float4(0, 0, 0, 0);
+      if (c4 < C4) dy[j] = ld4(dout + row + 4 * c4), xv[j] = ld4(x + row + 4 * c4);
+      dot += wr[j].x * dy[j].x * xv[j].x + wr[j].y * dy[j].y * xv[j].y + wr[j].z * dy[j].z * xv[j].z +
+             wr[j].w * dy[j].w * xv[j].w;
+    }
+    const float r = rstd[n];
+    dot = rows_block_sum(dot, red, n & 1) / C;
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int c4 = threadIdx.x + j * kVecNormThreads;
+      if (c4 >= C4) continue;
+      acc[j].x += dy[j].x * xv[j].x * r, acc[j].y += dy[j].y * xv[j].y * r;
+      acc[j].z += dy[j].z * xv[j].z * r, acc[j].w += dy[j].w * xv[j].w * r;
+      if (!dx) continue;
+      const float rr = r * r * dot;
+      float4 v = make_float4(r * (wr[j].x * dy[j].x - xv[j].x * rr), r * (wr[j].y * dy[j].y - xv[j].y * rr),
+                             r * (wr[j].z * dy[j].z - xv[j].z * rr), r * (wr[j].w * dy[j].w - xv[j].w * rr));
+      if (add_dx) {
+        const float4 d = ld4(dx + row + 4 * c4);
+        v = make_float4(__fadd_rn(d.x, v.x), __fadd_rn(d.y, v.y), __fadd_rn(d.z, v.z), __fadd_rn(d.w, v.w));
+      }
+      st4(dx + row + 4 * c4, v);
+      if (dx16) st4_bf16(dx16 + row + 4 * c4, v);
+    }
+  }
+  if (dw_partial)
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int c4 = threadIdx.x + j * kVecNormThreads;
+      if (c4 < C4) st4(dw_partial + size_t(blockIdx.x) * C + 4 * c4, acc[j]);
+    }
+}
+// The float4 columns a thread of the vector kernels owns (0: those kernels do not apply: C not a
+// multiple of 4 in 512..4096, or an operand not 16-byte aligned (bf16 mirrors: 8-byte)).
+// SMOOTHREAD_VEC_NORM=0 keeps the warp kernels (the A/B switch).
+int vec_norm_per(int C, std::initializer_list<const void*> f32, std::initializer_list<const void*> b16) {
+  static const bool enabled = env_int("SMOOTHREAD_VEC_NORM", 1) != 0;
+  if (!enabled || C % 4 || C < 512 || C > 4 * kVecNormThreads * kVecNormMaxPer) return 0;
+  for (const void* p : f32)
+    if (reinterpret_cast<uintptr_t>(p) % 16) return 0;
+  for (const void* p : b16)
+    if (reinterpret_cast<uintptr_t>(p) % 8) return 0;
+  return (C / 4 + kVecNormThreads - 1) / kVecNormThreads;
+}
+template <class K, class... A>  // k: the kernel for PER = 1 .. kVecNormMaxPer
+void launch_vec_norm(int per, K (&k)[kVecNormMaxPer], unsigned blocks, A... args) {
+  k[per - 1]<<<blocks, kVecNormThreads, 0, stream()>>>(args...);
+}
+void rmsnorm_launch(float* out, float* rstd, float* x, const float* t, const float* w, int N, int C, float eps) {
+  __nv_bfloat16* o16 = find_mirror(out, size_t(N) * C, false);
+  if (N <= 64 && C <= kNormThreads * kNormPer) {
+    rmsnorm_row_k<<<N, kNormThreads, 0, stream()>>>(out, o16, rstd, x, t, w, C, eps);
+  } else if (const int per = vec_norm_per(C, {out, x, t, w}, {o16})) {
+    constexpr int kRows = 4;  // rows a block: 1024 blocks at 4096 rows
+    static void (*const k[kVecNormMaxPer])(float*, __nv_bfloat16*, float*, float*, const float*, const float*, int, int,
+                                           int, float) = {rmsnorm_fwd_vec_k<1>, rmsnorm_fwd_vec_k<2>, rmsnorm_fwd_vec_k<3>,
+                                                          rmsnorm_fwd_vec_k<4>};
+    launch_vec_norm(per, k, unsigned((N + kRows - 1) / kRows), out, o16, rstd, x, t, w, N, C, kRows, eps);
+  } else {
+    rmsnorm_fwd_k<<<(N + 7) / 8, 256, 0, stream()>>>(out, o16, rstd, x, t, w, N, C, eps);
   }
 }
 
@@ -136,19 +286,34 @@ __global__ void colsum_partial_k(float* partial, const float* dy, const float* x
   }
   partial[size_t(chunk) * C + c] = s;
 }
-__global__ void colsum_finish_k(float* out, const float* partial, int chunks, int C) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+// out[c] += sum_k partial[k][c]: a block per 32 columns; warp g sums chunks g, g + 8, ... and the
+// eight sums are added in warp order (a fixed order: the same bits every run)
+constexpr int kFinishGroups = 8;
+__global__ void __launch_bounds__(32 * kFinishGroups) colsum_finish_k(float* out, const float* partial, int chunks, int C) {
+  __shared__ float part[kFinishGroups][32];
+  const int lane = threadIdx.x % 32, grp = threadIdx.x / 32, c = blockIdx.x * 32 + lane;
   float s = 0;
+  if (c < C) {
 #pragma unroll 8
-  for (int k = 0; k < chunks; ++k) s += partial[size_t(k) * C + c];
-  out[c] += s;
+    for (int k = grp; k < chunks; k += kFinishGroups) s += partial[size_t(k) * C + c];
+  }
+  part[grp][lane] = s;
+  __syncthreads();
+  if (grp == 0 && c < C) {
+    float t = part[0][lane];
+#pragma unroll
+    for (int g = 1; g < kFinishGroups; ++g) t += part[g][lane];
+    out[c] += t;
+  }
+}
+void colsum_finish(float* out, const float* partial, int chunks, int C) {
+  colsum_finish_k<<<(C + 31) / 32, 32 * kFinishGroups, 0, stream()>>>(out, partial, chunks, C);
 }
 void column_sum_accumulate(float* out, const float* dy, const float* x, const float* r, int N, int C, int kind) {
   int chunks = (N + kRowChunk - 1) / kRowChunk;
   float* partial = static_cast<float*>(device_alloc(size_t(chunks) * C * sizeof(float)));
   colsum_partial_k<<<dim3((C + 127) / 128, chunks), 128, 0, stream()>>>(partial, dy, x, r, N, C, kind);
-  colsum_finish_k<<<(C + 127) / 128, 128, 0, stream()>>>(out, partial, chunks, C);
+  colsum_finish(out, partial, chunks, C);
   SR_CUDA_LAUNCHED("column_sum");
   device_free(partial);  // stream-ordered reuse: later work on the same stream runs after these kernels
 }
@@ -822,10 +987,23 @@ void add_rmsnorm_fwd(float* x, float* out, float* rstd, const float* t, const fl
 }
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N,
                  int C, bool add_dx) {
+  __nv_bfloat16* dx16 = dx ? find_mirror(dx, size_t(N) * C, false) : nullptr;
+  if (const int per = vec_norm_per(C, {dx, dout, x, w}, {dx16})) {
+    // one pass: dx and the weight gradient's partial sums over blocks of `rows` rows (at most 1024 blocks)
+    const int rows = std::max(8, (N + 1023) / 1024), blocks = (N + rows - 1) / rows;
+    float* partial = dw ? static_cast<float*>(device_alloc(size_t(blocks) * C * sizeof(float))) : nullptr;
+    static void (*const k[kVecNormMaxPer])(float*, __nv_bfloat16*, float*, const float*, const float*, const float*,
+                                           const float*, int, int, int, bool) = {
+        rmsnorm_bwd_vec_k<1>, rmsnorm_bwd_vec_k<2>, rmsnorm_bwd_vec_k<3>, rmsnorm_bwd_vec_k<4>};
+    launch_vec_norm(per, k, unsigned(blocks), dx, dx16, partial, dout, x, w, rstd, N, C, rows, add_dx);
+    if (dw) colsum_finish(dw, partial, blocks, C);
+    SR_CUDA_LAUNCHED("rmsnorm_bwd");
+    if (partial) device_free(partial);
+    return;
+  }
   if (dw) column_sum_accumulate(dw, dout, x, rstd, N, C, 1);
   if (dx) {
-    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, find_mirror(dx, size_t(N) * C, false), dout, x, w, rstd, N,
-                                                         C, add_dx);
+    rmsnorm_bwd_dx_k<<<(N + 7) / 8, 256, 0, stream()>>>(dx, dx16, dout, x, w, rstd, N, C, add_dx);
     SR_CUDA_LAUNCHED("rmsnorm_bwd");
   }
 }
