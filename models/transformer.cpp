@@ -237,7 +237,7 @@ void Transformer::project_qkv(const LayerParams& w, const float* h, int N, const
 
 // out[N,C] = down(silu(gate h2) * up h2); g,u,a [N,F] kept for backward.
 void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a,
-                              float* out, bool cached, bool keep_a) const {
+                              float* out, bool cached, bool keep_a, const float* res) const {
   const int C = cfg_.hidden_size, F = cfg_.intermediate_size;
   const bool adjacent = w.wu == w.wg + size_t(F) * C;  // [wg; wu]: one [2F, C] block
   if (N == 1 && cached && adjacent && linear_swiglu(a, h2, w.wg, 1, C, F)) {  // decode: one fused op
@@ -252,7 +252,13 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
   }
   if (keep_a) keep_bf16(a, size_t(N) * F, mlp_fill());  // swiglu_fwd writes its bf16 copy (alone)
   ops_->swiglu_fwd(a, g, u, N, F);
+  if (!out) return;
+  if (res && !cached && ops_->linear_fwd_add) {
+    ops_->linear_fwd_add(out, res, a, w.wd, N, F, C);
+    return;
+  }
   linear(out, a, w.wd, nullptr, N, F, C, cached);
+  if (res) ops_->add(out, res, out, size_t(N) * C);
 }
 
 void Transformer::keep_bf16(const float* x, size_t n, MirrorFill how) const {
@@ -360,6 +366,7 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
   if (cfg_.is_linear(l)) {
     A.gdn_state.zero();  // each training sequence starts from an empty state
     gdn_forward(w, gdn_acts(slot), t.h1, B_, T_, nullptr, A.gdn_state.data(), tmp);
+    ops_->add(t.xmid, x, tmp, size_t(N) * C);
   } else {
     const QxActs x2 = qx_acts(slot);
     fit(work_.qx, size_t(N) * 2 * qd);  // projection scratch
@@ -372,13 +379,19 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
       o_in = x2.attg;
     }
     keep_bf16(o_in, size_t(N) * qd);
-    ops_->linear_fwd(tmp, o_in, w.wo, nullptr, N, qd, C);
+    if (ops_->linear_fwd_add) {
+      ops_->linear_fwd_add(t.xmid, x, o_in, w.wo, N, qd, C);  // xmid = x + o_proj(att) in one product
+    } else {
+      ops_->linear_fwd(tmp, o_in, w.wo, nullptr, N, qd, C);
+      ops_->add(t.xmid, x, tmp, size_t(N) * C);
+    }
   }
-  ops_->add(t.xmid, x, tmp, size_t(N) * C);
   keep_bf16(t.h2, size_t(N) * C, MirrorFill::by_next_op);
   ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, nw(w.ln2), N, C, cfg_.rms_norm_eps);
-  mlp_forward(w, t.h2, N, t.g, t.u, t.a, tmp, false, true);
-  if (write_out) ops_->add(A.res.data() + size_t(l + 1) * N * C, t.xmid, tmp, size_t(N) * C);
+  // the layer's output = xmid + down_proj(a) (the recomputation of a layer in the backward needs
+  // only its activations: no output then)
+  mlp_forward(w, t.h2, N, t.g, t.u, t.a, write_out ? A.res.data() + size_t(l + 1) * N * C : nullptr, false, true,
+              t.xmid);
 }
 
 // ---- Gated DeltaNet (linear_attention) layers ----

@@ -107,8 +107,10 @@ class Transformer : public LanguageModel {
   const float* nw(const float* w) const;
   std::vector<NormSlot> norm_map_;
   mutable Buffer<float> norm_eff_, norm_ones_;
+  // out[N,C] = down(silu(gate(h2)) * up(h2)) (+ res[N,C] when given: the residual add, in the
+  // down product's epilogue where the backend has linear_fwd_add); out null: g, u and a only
   void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out,
-                   bool cached = false, bool keep_a = false) const;
+                   bool cached = false, bool keep_a = false, const float* res = nullptr) const;
   // bf16 copies of training activations that GEMMs read (the attention output: made right after it
   // is written; h1, h2, the final norm and the residual gradient: written by the op that writes the
   // activation, by_next_op; the SwiGLU product and its two gradients: mlp_fill()), the backend's

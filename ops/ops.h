@@ -205,6 +205,9 @@ struct OpsTable {
   // weights for a few tokens (decode's MLP; it is no GEMM for many rows)
   void (*linear_swiglu_fwd)(float* out, const float* x, const float* W, int N, int I, int F) = nullptr;
   void (*linear_swiglu_fwd_bf16w)(float* out, const float* x, const uint16_t* W, int N, int I, int F) = nullptr;
+  // out[N,O] = res[N,O] + x[N,I] W[O,I]^T: linear_fwd then add(out, res, .) (the residual stream's
+  // adds after o_proj and down_proj), the add made in the GEMM's epilogue; out may be res
+  void (*linear_fwd_add)(float* out, const float* res, const float* x, const float* W, int N, int I, int O) = nullptr;
   // ---- bf16 weight mirror (null where a backend has none) ----
   // Keeps a bf16 copy of the fp32 weights [base, base+n) (rewritten by each call and by adamw() on
   // that range), which GEMMs read instead of rounding a weight on every call; n = 0 releases it.

@@ -402,6 +402,7 @@ TEST(Cuda, RmsNormVectorKernelsMatchReference) {
     }
 }
 
+// (linear_fwd with a bias and linear_fwd_add run in cuBLASLt epilogues on bf16 operands from 64 rows)
 TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
   SKIP_WITHOUT_GPU();
   for (const char* mode : {"fp32", "bf16"}) {
@@ -432,6 +433,18 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
         gpu().linear_bwd(dxa_.data(), dWa_.data(), nullptr, g_.data(), x_.data(), W_.data(), N, I, O, true);
         // kSetDW: dW = dout^T x over stale values (NaN), the first product after a lazy zero_grad(),
         // alone and paired with dx (one rounding of dout)
+        // linear_fwd_add: out = res + x W^T (the residual adds; in the GEMM's epilogue on bf16
+        // operands), into another buffer and in place (out = res): the same bits
+        const auto r0 = randn(size_t(N) * O, 6);
+        std::vector<float> yr(size_t(N) * O);
+        ref::linear_fwd<float>(yr.data(), x.data(), W.data(), nullptr, N, I, O);
+        for (size_t i = 0; i < yr.size(); ++i) yr[i] += r0[i];
+        auto res_ = up(r0), inplace_ = up(r0);
+        Buffer<float> yr_(gpu().mem, size_t(N) * O);
+        gpu().linear_fwd_add(yr_.data(), res_.data(), x_.data(), W_.data(), N, I, O);
+        gpu().linear_fwd_add(inplace_.data(), inplace_.data(), x_.data(), W_.data(), N, I, O);
+        EXPECT_TRUE(down(inplace_) == down(yr_));
+        EXPECT_TRUE(down(res_) == r0);
         for (bool with_dx : {false, true}) {
           auto dWs_ = up(std::vector<float>(size_t(O) * I, NAN));
           Buffer<float> dxs_(gpu().mem, size_t(N) * I);
@@ -446,6 +459,7 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
           EXPECT_REL(down(dx_), dx, 1e-5);
           EXPECT_REL(down(dW_), dW, 1e-5);
           EXPECT_REL(down(dxa_), dx_acc, 1e-5);
+          EXPECT_REL(down(yr_), yr, 1e-5);
           continue;
         }
         std::vector<float> ay(y.size()), adx(dx.size()), adW(dW.size(), 0.0f), adb(O, 0.0f);
@@ -463,6 +477,9 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
         for (size_t i = 0; i < bound_acc.size(); ++i) bound_acc[i] += 1e-3f * std::fabs(d0[i]);
         EXPECT_LE(gemm_bound_excess(down(dxa_), dx_acc, bound_acc, 1e-2), 1.0);
         EXPECT_LE(gemm_bound_excess(down(dW_), dW, adW, 1e-2), 1.0);
+        std::vector<float> bound_res = ay;  // the product's bound plus the fp32 add's
+        for (size_t i = 0; i < bound_res.size(); ++i) bound_res[i] += 1e-3f * std::fabs(r0[i]);
+        EXPECT_LE(gemm_bound_excess(down(yr_), yr, bound_res, 1e-2), 1.0);
       }
   }
   cuda::set_gemm_precision("bf16");

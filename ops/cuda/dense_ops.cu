@@ -2,13 +2,16 @@
 // storage is fp32. Reductions (norms, sums, softmax statistics) accumulate in fp32 (fp64 for
 // sum_squares), in a fixed order where the result feeds the optimizer (column sums for dW of
 // RMSNorm and bias grads; sum_squares). embedding_bwd uses atomics (order-dependent rounding).
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <initializer_list>
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/cuda_common.cuh"
@@ -694,6 +697,102 @@ void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, 
                           CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "GemmEx (bf16)");
 }
+// ---- GEMMs with an epilogue (cuBLASLt): D = op(A) op(B) + C, or + a bias per row of D ----
+// cublasGemmEx reads and writes one C; the model's residual adds (x + o_proj(att), xmid +
+// down_proj(a)) keep x and xmid for the backward, so they ran as a GEMM into a scratch buffer and an
+// add pass (two extra reads and a write of the activation). With C and D apart, and the qkv bias
+// as the epilogue's bias, those passes go. alpha = beta = 1: D = acc + C (or acc + bias) is rounded
+// once, as the GEMM then the add were (the fp32 accumulator is the GEMM's output).
+struct LtGemms {
+  cublasLtHandle_t h = nullptr;
+  void* ws = nullptr;
+  static constexpr size_t kWorkspace = size_t(32) << 20;
+  struct Plan {
+    bool ok = false;
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  // (ta, tb, m, n, k, lda, ldb, ldc, bias, alignment of A, B, C/D in bytes)
+  std::map<std::tuple<int, int, int, int, int, int, int, int, bool, int, int, int>, Plan> plans;
+  std::mutex mu;
+};
+LtGemms& lt() {
+  static LtGemms g;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (cublasLtCreate(&g.h) != CUBLAS_STATUS_SUCCESS) fail("cuda", "cublasLtCreate failed");
+    SR_CUDA(cudaMalloc(&g.ws, LtGemms::kWorkspace));
+  });
+  return g;
+}
+int pointer_alignment(const void* p) {  // the largest power of two up to 256 dividing the address
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  int a = 256;
+  while (a > 1 && u % a) a /= 2;
+  return a;
+}
+// Column-major D[m,n] = op(A) op(B) + (C or bias[m]) on bf16 A and B, fp32 C, D and bias; false
+// (nothing run) when cuBLASLt offers no algorithm for it.
+bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const __nv_bfloat16* A, int lda,
+                        const __nv_bfloat16* B, int ldb, const float* C, const float* bias, float* D, int ldc) {
+  LtGemms& g = lt();
+  std::lock_guard<std::mutex> lock(g.mu);
+  const int alA = pointer_alignment(A), alB = pointer_alignment(B),
+            alC = std::min(pointer_alignment(D), C ? pointer_alignment(C) : 256);
+  auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, bias != nullptr, alA, alB, alC);
+  auto it = g.plans.find(key);
+  if (it == g.plans.end()) {
+    LtGemms::Plan pl;
+    auto ok = [](cublasStatus_t st) { return st == CUBLAS_STATUS_SUCCESS; };
+    bool good = ok(cublasLtMatmulDescCreate(&pl.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    good = good && ok(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta))) &&
+           ok(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (good && bias) {
+      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      const cudaDataType_t bt = CUDA_R_32F;
+      good = ok(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi))) &&
+             ok(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt))) &&
+             ok(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    }
+    good = good && ok(cublasLtMatrixLayoutCreate(&pl.a, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda)) &&
+           ok(cublasLtMatrixLayoutCreate(&pl.b, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb)) &&
+           ok(cublasLtMatrixLayoutCreate(&pl.c, CUDA_R_32F, m, n, ldc));
+    cublasLtMatmulPreference_t pref = nullptr;
+    if (good && ok(cublasLtMatmulPreferenceCreate(&pref))) {
+      const size_t ws = LtGemms::kWorkspace;
+      const uint32_t a32 = alA, b32 = alB, c32 = alC;
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a32, sizeof(a32));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &b32, sizeof(b32));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &c32, sizeof(c32));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &c32, sizeof(c32));
+      cublasLtMatmulHeuristicResult_t res{};
+      int found = 0;
+      good = ok(cublasLtMatmulAlgoGetHeuristic(g.h, pl.op, pl.a, pl.b, pl.c, pl.c, pref, 1, &res, &found)) && found > 0;
+      if (good) pl.algo = res.algo;
+      cublasLtMatmulPreferenceDestroy(pref);
+    } else {
+      good = false;
+    }
+    pl.ok = good;
+    it = g.plans.emplace(key, pl).first;
+  }
+  LtGemms::Plan& pl = it->second;
+  if (!pl.ok) return false;
+  if (bias) check_blas(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "Lt bias");
+  const float alpha = 1.0f, beta = C ? 1.0f : 0.0f;
+  check_blas(cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : D, pl.c, D, pl.c, &pl.algo, g.ws,
+                            LtGemms::kWorkspace, stream()),
+             "LtMatmul");
+  return true;
+}
+// SMOOTHREAD_GEMM_EPILOGUE=0: GEMMs then separate bias / residual passes (the A/B switch).
+bool gemm_epilogues_enabled() {
+  static const bool on = env_int("SMOOTHREAD_GEMM_EPILOGUE", 1) != 0;
+  return on;
+}
+
 // Whether a GEMM of these dimensions runs on bf16 operands (see gemm()).
 bool bf16_gemm(int m, int n, int k) { return blas().mode == "bf16" && std::min(m, std::min(n, k)) >= 64; }
 
@@ -1008,11 +1107,20 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
   }
 }
 // out[N,O] = x[N,I] W[O,I]^T (+ b): column-major out^T[O,N] = W^T' x^T
+// out[N,O] = x W^T + (res or b) through gemm_bf16_epilogue when the GEMM runs on bf16 operands
+// (false: nothing run)
+bool linear_fwd_epilogue(float* out, const float* res, const float* x, const float* W, const float* b, int N, int I,
+                         int O) {
+  if (!gemm_epilogues_enabled() || !bf16_gemm(O, N, I)) return false;
+  const Bf16Operand w16(W, size_t(O) * I), x16(x, size_t(N) * I);
+  return gemm_bf16_epilogue(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w16.get(), I, x16.get(), I, res, b, out, O);
+}
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
   if (N <= kGemvMaxRows) {  // decode: bandwidth-bound, one pass over W in fp32
     gemv(out, x, W, b, N, I, O);
     return;
   }
+  if (b && linear_fwd_epilogue(out, nullptr, x, W, b, N, I, O)) return;
   gemm(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W, I, x, I, 0.0f, out, O);
   if (b) {
     bias_add_k<<<blocks_for(size_t(N) * O, kThreads), kThreads, 0, stream()>>>(out, b, size_t(N), O);
@@ -1104,6 +1212,13 @@ void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32
 void add(float* out, const float* a, const float* b, size_t n) {
   add_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(out, a, b, n);
   SR_CUDA_LAUNCHED("add");
+}
+void linear_fwd_add(float* out, const float* res, const float* x, const float* W, int N, int I, int O) {
+  if (N > kGemvMaxRows && linear_fwd_epilogue(out, res, x, W, nullptr, N, I, O)) return;
+  float* tmp = static_cast<float*>(device_alloc(size_t(N) * O * sizeof(float)));  // out may alias res
+  linear_fwd(tmp, x, W, nullptr, N, I, O);
+  add(out, res, tmp, size_t(N) * O);
+  device_free(tmp);
 }
 void mul(float* out, const float* a, const float* b, size_t n) {
   if (n) mul_k<<<blocks_for(n, 256), 256, 0, stream()>>>(out, a, b, n);

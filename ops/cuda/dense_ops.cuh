@@ -11,6 +11,7 @@ void rmsnorm_fwd(float* out, float* rstd, const float* x, const float* w, int N,
 void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd, int N, int C,
                  bool add_dx = false);
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O);
+void linear_fwd_add(float* out, const float* res, const float* x, const float* W, int N, int I, int O);
 void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float* x, const float* W, int N, int I, int O,
                 int flags = 0);
 void linear_fwd_bf16w(float* out, const float* x, const uint16_t* W, const float* b, int N, int I, int O);

@@ -73,6 +73,7 @@ const OpsTable& ops_cuda() {
       .linear_fwd_bf16w = o::linear_fwd_bf16w,
       .linear_swiglu_fwd = fused_swiglu() ? o::linear_swiglu_fwd : nullptr,
       .linear_swiglu_fwd_bf16w = fused_swiglu() ? o::linear_swiglu_fwd_bf16w : nullptr,
+      .linear_fwd_add = o::linear_fwd_add,
       .mirror_weights = cuda::mirror_weights,
       .weight_mirror_of = cuda::mirror_of,
       .mirror_activation = cuda::mirror_activation,
@@ -125,7 +126,7 @@ SR_TIMED(linear_bwd) SR_TIMED(rope_fwd) SR_TIMED(rope_bwd) SR_TIMED(attention_fw
 SR_TIMED(swiglu_fwd) SR_TIMED(swiglu_bwd) SR_TIMED(xent_fwd) SR_TIMED(xent_bwd) SR_TIMED(add) SR_TIMED(scale)
 SR_TIMED(sum_squares) SR_TIMED(adamw) SR_TIMED(causal_conv_fwd) SR_TIMED(causal_conv_bwd) SR_TIMED(l2norm_fwd) SR_TIMED(l2norm_bwd) SR_TIMED(gdn_gates_fwd) SR_TIMED(gdn_gates_bwd) SR_TIMED(gated_rmsnorm_fwd) SR_TIMED(gated_rmsnorm_bwd) SR_TIMED(delta_rule_fwd) SR_TIMED(delta_rule_bwd)
 SR_TIMED(gdr_fwd) SR_TIMED(gdr_bwd) SR_TIMED(layernorm_fwd) SR_TIMED(layernorm_bwd) SR_TIMED(token_shift_fwd) SR_TIMED(token_shift_bwd) SR_TIMED(act_fwd) SR_TIMED(act_bwd) SR_TIMED(rwkv7_prep_fwd) SR_TIMED(rwkv7_prep_bwd) SR_TIMED(rwkv7_out_fwd) SR_TIMED(rwkv7_out_bwd) SR_TIMED(strided_copy) SR_TIMED(mul) SR_TIMED(ring_store_kv) SR_TIMED(add_rmsnorm_fwd) SR_TIMED(linear_fwd_bf16w)
-SR_TIMED(linear_swiglu_fwd) SR_TIMED(linear_swiglu_fwd_bf16w)
+SR_TIMED(linear_swiglu_fwd) SR_TIMED(linear_swiglu_fwd_bf16w) SR_TIMED(linear_fwd_add)
 #undef SR_TIMED
 bool timed_mirror_activation(const float* x, size_t n, MirrorFill how) {
   Span s("mirror_activation");
@@ -209,6 +210,7 @@ const OpsTable& ops_cuda_profiled() {
       .linear_swiglu_fwd_bf16w =
           fused_swiglu() ? static_cast<decltype(OpsTable::linear_swiglu_fwd_bf16w)>(timed_linear_swiglu_fwd_bf16w)
                          : nullptr,
+      .linear_fwd_add = timed_linear_fwd_add,
       .mirror_weights = cuda::mirror_weights,
       .weight_mirror_of = cuda::mirror_of,
       .mirror_activation = timed_mirror_activation,
