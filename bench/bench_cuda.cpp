@@ -18,6 +18,8 @@
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5 (0: no training)] [--decode 64] [--recompute 0|1]
 //       [--batch 1] [--accum 1] (a training step = accum forward+backward passes over batch sequences of L tokens, then AdamW)
 //       [--first-write 1|0] (0: zero_grad() memsets every gradient instead of the backward setting them)
+//       [--head-in-forward 1|0] (0: forward() then backward() instead of forward_backward(), which runs the LM
+//       head's backward in the forward while the logits are at hand)
 //       [--mirror 1|0] [--act-mirror 1|0] [--mirror-only 1|0] [--decode-weights fp32|bf16] [--graphs 1|0] (recompute defaults to 1 above
 //       16k tokens; mirror 0: no bf16 weight copy, every GEMM rounds its weights; act-mirror 0: no bf16 activation
 //       copies, every GEMM rounds its activation operand; mirror-only 0: the SwiGLU product and its gradients
@@ -291,6 +293,8 @@ int model(std::map<std::string, std::string> a) {
   cuda::set_mirror_only(mirror_only);
   const bool first_write = geti(a, "first-write", 1) != 0;  // 0: zero_grad() memsets every gradient (A/B)
   m.set_first_write_grads(first_write);
+  // 0: forward() then backward(), the LM head's logits computed again in the backward (A/B)
+  const bool head_in_forward = geti(a, "head-in-forward", 1) != 0;
   m.set_ops(&ops_cuda());
   const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
   m.set_recompute(recompute);
@@ -302,8 +306,8 @@ int model(std::map<std::string, std::string> a) {
   for (int l = 0; l < c.num_layers; ++l) attn_layers += !c.is_linear(l) && !c.is_rwkv7();
   const double attn_fwd = 4.0 * c.num_heads * c.head_dim * attn_layers * visible_pairs(L, W) / L;
   std::printf("{\"bench\":\"model\",\"preset\":\"%s\",\"params\":%.0f,\"L\":%d,\"window\":%d,\"recompute\":%d,"
-              "\"weight_mirror\":%d,\"act_mirror\":%d,\"mirror_only\":%d,\"first_write\":%d,\"device\":\"%s\"",
-              p.c_str(), P, L, W, int(recompute), int(mirror), int(act_mirror), int(mirror_only), int(first_write),
+              "\"weight_mirror\":%d,\"act_mirror\":%d,\"mirror_only\":%d,\"first_write\":%d,\"head_in_forward\":%d,\"device\":\"%s\"",
+              p.c_str(), P, L, W, int(recompute), int(mirror), int(act_mirror), int(mirror_only), int(first_write), int(head_in_forward),
               cuda::device_summary().c_str());
   // training step: zero_grad, then `accum` forward+backward passes over `batch` sequences of L
   // tokens each (gradient accumulation, as the trainer's grad_accum), then clip + AdamW
@@ -321,8 +325,12 @@ int model(std::map<std::string, std::string> a) {
       return [&] {
         m.zero_grad();
         for (int i = 0; i < accum; ++i) {
-          m.forward(ids.data(), tg.data(), w.data(), batch, L);
-          m.backward(1.0f / float(accum));
+          if (head_in_forward) {
+            m.forward_backward(ids.data(), tg.data(), w.data(), batch, L, 1.0f / float(accum));
+          } else {
+            m.forward(ids.data(), tg.data(), w.data(), batch, L);
+            m.backward(1.0f / float(accum));
+          }
         }
         o.step(m.backend_params(), m.grads(), 1e-4f, grad_norm(m.grads(), m.num_params(), 1.0, ops).clip_scale);
       };

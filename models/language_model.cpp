@@ -119,11 +119,18 @@ void LanguageModel::check_ids(const int32_t* ids, const int32_t* targets, int n,
   }
 }
 
-float LanguageModel::reduce_loss(const std::vector<float>& loss, const int32_t* targets, const float* weights, int N) {
-  double num = 0, den = 0;
+double LanguageModel::loss_weight_sum(const int32_t* targets, const float* weights, int N) {
+  double den = 0;
   for (int i = 0; i < N; ++i)
-    if (targets[i] >= 0) num += double(weights[i]) * loss[i], den += weights[i];
-  weight_sum_ = den;
+    if (targets[i] >= 0) den += weights[i];
+  return den;
+}
+
+float LanguageModel::reduce_loss(const std::vector<float>& loss, const int32_t* targets, const float* weights, int N) {
+  double num = 0;
+  for (int i = 0; i < N; ++i)
+    if (targets[i] >= 0) num += double(weights[i]) * loss[i];
+  const double den = weight_sum_ = loss_weight_sum(targets, weights, N);
   return den > 0 ? float(num / den) : 0.0f;
 }
 

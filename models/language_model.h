@@ -115,6 +115,15 @@ class LanguageModel {
   virtual float forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) = 0;
   // Accumulates d(loss * loss_scale)/d(params) into grads() for the last forward().
   virtual void backward(float loss_scale = 1.0f) = 0;
+  // forward() then backward(loss_scale), the same loss and gradients bit for bit; a model may fold
+  // work of the backward into the forward (the Transformer runs its LM head's backward chunk by
+  // chunk while the logits are at hand, instead of computing them again). The trainer's step.
+  virtual float forward_backward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T,
+                                 float loss_scale = 1.0f) {
+    const float loss = forward(ids, targets, weights, B, T);
+    backward(loss_scale);
+    return loss;
+  }
   // Activation recomputation: forward() keeps only each layer's input (the residual stream) and
   // backward() recomputes one layer at a time (same results, ~one extra forward of compute).
   void set_recompute(bool on) { recompute_ = on, drop_activations(); }
@@ -189,6 +198,8 @@ class LanguageModel {
   void check_ids(const int32_t* ids, const int32_t* targets, int n, const char* where) const;
   // The weighted mean of per-token losses (sets last_weight_sum()).
   float reduce_loss(const std::vector<float>& loss, const int32_t* targets, const float* weights, int N);
+  // sum(w_t) over the tokens with a target (reduce_loss's denominator, in its order)
+  static double loss_weight_sum(const int32_t* targets, const float* weights, int N);
   // dL/dloss_t = scale * w_t / sum(w), uploaded into g[N].
   void upload_loss_grad(Buffer<float>& g, const std::vector<float>& weights, float loss_scale) const;
 

@@ -321,10 +321,37 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   keep_bf16(A.hf.data(), size_t(N) * C, MirrorFill::by_next_op);  // rmsnorm_fwd writes the bf16 copy too
   ops_->rmsnorm_fwd(A.hf.data(), A.rstdf.data(), A.res.data() + size_t(L) * N * C, nw(P + off_norm_), N, C,
                     cfg_.rms_norm_eps);
-  // the LM head chunk by chunk, the last chunk first: backward() starts with chunk 0, still held
-  for (int r0 = (N - 1) / A.logit_rows * A.logit_rows; r0 >= 0; r0 -= A.logit_rows)
-    lm_head_rows(r0, std::min(A.logit_rows, N - r0));
+  head_done_ = nullptr;
+  if (head_in_forward_) {
+    // forward_backward: each chunk's backward while its logits are at hand, in the order backward()
+    // takes the chunks (so the head's weight gradient sums them in the same order)
+    weight_sum_ = loss_weight_sum(targets, weights, N);  // the loss gradient's denominator
+    float* G = head_backward_begin(head_scale_);
+    for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
+      const int rows = std::min(A.logit_rows, N - r0);
+      lm_head_rows(r0, rows);
+      head_backward_rows(G, r0, rows);
+    }
+    head_done_ = G;
+  } else {
+    // the LM head chunk by chunk, the last chunk first: backward() starts with chunk 0, still held
+    for (int r0 = (N - 1) / A.logit_rows * A.logit_rows; r0 >= 0; r0 -= A.logit_rows)
+      lm_head_rows(r0, std::min(A.logit_rows, N - r0));
+  }
   return reduce_loss(A.loss.to_vector(), targets, weights, N);
+}
+
+float Transformer::forward_backward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T,
+                                    float loss_scale) {
+  struct Flag {
+    bool& f;
+    ~Flag() { f = false; }
+  } reset{head_in_forward_};
+  head_in_forward_ = true, head_scale_ = loss_scale;
+  const float loss = forward(ids, targets, weights, B, T);
+  head_in_forward_ = false;
+  backward(loss_scale);
+  return loss;
 }
 
 Transformer::LayerActs Transformer::layer_acts(int slot) {
@@ -463,35 +490,55 @@ void Transformer::lm_head_rows(int r0, int rows) {
   A.logits_r0 = r0;
 }
 
-void Transformer::backward(float loss_scale) {
+float* Transformer::head_backward_begin(float loss_scale) {
   drop_decode_weights();  // training changes the weights: decode reads fp32 again
   Activations& A = act_;
-  const int N = A.N, B = B_, T = T_, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size,
-            L = cfg_.num_layers;
+  const int N = A.N, C = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
   const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
-  SR_ASSERT(N > 0, "backward() without forward()");
   Workspace& W = work_;  // grow-only gradient buffers, reused across steps
   fit(W.g, N), fit(W.dlogits, size_t(A.logit_rows) * V), fit(W.dx, size_t(N) * C), fit(W.dh, size_t(N) * C);
   fit(W.dF1, size_t(N) * F), fit(W.dF2, size_t(N) * F), fit(W.dF3, size_t(N) * F);
   fit(W.dq, size_t(N) * qd), fit(W.dk, size_t(N) * kvd), fit(W.dv, size_t(N) * kvd), fit(W.datt, size_t(N) * qd);
   upload_loss_grad(W.g, A.host_weights, loss_scale);
-  float *P = backend_params(), *G = begin_backward_grads();
-  float *dx = W.dx.data(), *dh = W.dh.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
-        *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
-  // LM head + cross-entropy, chunk by chunk (logits recomputed, but for the chunk the forward left).
   // dlogits is read only by the LM head's two GEMMs: on bf16 operands when every chunk has 64 rows
   // (and C, V >= 64), xent_bwd writes its bf16 copy alone
   const int last_rows = N - (N - 1) / A.logit_rows * A.logit_rows;
   keep_bf16(W.dlogits.data(), size_t(A.logit_rows) * V,
             std::min({C, V, last_rows}) >= 64 ? MirrorFill::only_mirror : MirrorFill::by_next_op);
-  for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
-    const int rows = std::min(A.logit_rows, N - r0);
-    if (A.logits_r0 != r0) lm_head_rows(r0, rows);  // recomputed unless held
-    ops_->xent_bwd(W.dlogits.data(), A.logits.data(), A.lse_x.data() + r0, A.targets.data() + r0, W.g.data() + r0,
-                   rows, V);
-    linear_bwd(dh + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
-                     lm_head(P), rows, C, V, false);
+  return begin_backward_grads();
+}
+
+void Transformer::head_backward_rows(float* G, int r0, int rows) {
+  Activations& A = act_;
+  Workspace& W = work_;
+  const int C = cfg_.hidden_size, V = cfg_.vocab_size;
+  ops_->xent_bwd(W.dlogits.data(), A.logits.data(), A.lse_x.data() + r0, A.targets.data() + r0, W.g.data() + r0, rows,
+                 V);
+  linear_bwd(W.dh.data() + size_t(r0) * C, G + off_lm_head_, nullptr, W.dlogits.data(), A.hf.data() + size_t(r0) * C,
+             lm_head(backend_params()), rows, C, V, false);
+}
+
+void Transformer::backward(float loss_scale) {
+  Activations& A = act_;
+  const int N = A.N, B = B_, T = T_, C = cfg_.hidden_size, F = cfg_.intermediate_size, L = cfg_.num_layers;
+  const size_t qd = size_t(cfg_.num_heads) * cfg_.head_dim, kvd = size_t(cfg_.num_kv_heads) * cfg_.head_dim;
+  SR_ASSERT(N > 0, "backward() without forward()");
+  float* G = head_done_;  // forward_backward's forward ran the LM head's backward
+  SR_ASSERT(!G || loss_scale == head_scale_, "backward(): another loss scale than forward_backward's");
+  head_done_ = nullptr;
+  if (!G) {
+    // LM head + cross-entropy, chunk by chunk (logits recomputed, but for the chunk the forward left)
+    G = head_backward_begin(loss_scale);
+    for (int r0 = 0; r0 < N; r0 += A.logit_rows) {
+      const int rows = std::min(A.logit_rows, N - r0);
+      if (A.logits_r0 != r0) lm_head_rows(r0, rows);  // recomputed unless held
+      head_backward_rows(G, r0, rows);
+    }
   }
+  Workspace& W = work_;
+  float* P = backend_params();
+  float *dx = W.dx.data(), *dh = W.dh.data(), *dF1 = W.dF1.data(), *dF2 = W.dF2.data(),
+        *dF3 = W.dF3.data(), *dq = W.dq.data(), *dk = W.dk.data(), *dv = W.dv.data(), *datt = W.datt.data();
   // dx (the residual stream's gradient) is written only by rmsnorm_bwd, which writes its bf16 copy
   // too: the dout of the o_proj / out_proj and down_proj products
   keep_bf16(dx, size_t(N) * C, MirrorFill::by_next_op);

@@ -20,6 +20,8 @@ class Transformer : public LanguageModel {
   void init_random(uint64_t seed, float std = 0.02f) override;  // HF-style init (normal, norms = 1, biases = 0)
   float forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) override;
   void backward(float loss_scale = 1.0f) override;
+  float forward_backward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T,
+                         float loss_scale = 1.0f) override;
   // Only when the batch's logits fit in one LM-head chunk (kLogitsChunkFloats), as in tests.
   std::vector<float> last_logits() const override;
   void forward_cached(const int32_t* ids, int n, std::vector<LayerKVCache>& caches, float* logits_out,
@@ -66,6 +68,15 @@ class Transformer : public LanguageModel {
   LayerParams layer(float* base, int l) const;
   // LM head + cross-entropy over rows [r0, r0+rows) of the final hidden state into A.logits.
   void lm_head_rows(int r0, int rows);
+  // The LM head's backward: head_backward_begin sizes the gradient workspace, uploads the loss
+  // gradient and starts the backward's gradient writes (returns the gradient buffer);
+  // head_backward_rows runs cross-entropy's backward and the head's two products for rows
+  // [r0, r0 + rows), whose logits `logits` holds. forward_backward() runs them in the forward.
+  float* head_backward_begin(float loss_scale);
+  void head_backward_rows(float* G, int r0, int rows);
+  bool head_in_forward_ = false;  // set by forward_backward while its forward runs
+  float head_scale_ = 1;          // ... with its loss scale
+  float* head_done_ = nullptr;    // the gradients whose LM-head part the last forward wrote, or null
   // Pointers to activation slot `slot` (= the layer, or 0 for every layer under recompute).
   struct LayerActs {
     float *h1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *h2, *rstd2, *g, *u, *a;

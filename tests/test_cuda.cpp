@@ -1287,6 +1287,61 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
   EXPECT_NEAR(m.forward(ids.data(), tg.data(), w.data(), 2, 48), on_gpu, 1e-2);
 }
 
+// forward_backward() (the LM head's backward run in the forward) = forward() then backward() on the
+// GPU too: over two accumulated calls, the losses and the LM head's and final norm's gradients bit
+// for bit, the rest within the rounding of the fp32 atomics (attention's dQ, the embedding) whose
+// order is not fixed; logits in one chunk (dlogits written as bf16 alone) and in chunks of 64 rows
+// (a 32-row last chunk: dlogits in fp32 too), with and without recomputation.
+TEST(Cuda, ForwardBackwardMatchesForwardThenBackward) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");
+  for (std::string layers : {"fs", "lf"})
+    for (int rows : {0, 64})
+      for (bool recompute : {false, true}) {
+        SCOPED_TRACE(layers + " " + std::to_string(rows) + " rows a chunk" + (recompute ? " recompute" : ""));
+        ModelConfig c = tiny_config(layers, 16);
+        c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+        const int B = 2, T = 48;
+        std::vector<int32_t> ids(B * T), tg(B * T);
+        Rng r(8);
+        for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
+        tg[5] = -1;
+        std::vector<float> w(B * T);
+        for (int i = 0; i < B * T; ++i) w[i] = 0.5f + 0.25f * (i % 3);
+        auto run = [&](bool fused) {
+          Transformer m(c);
+          m.init_random(3, 0.1f);
+          m.set_ops(&gpu());
+          if (rows) m.set_logits_chunk_floats(size_t(rows) * c.vocab_size);
+          m.set_recompute(recompute);
+          m.zero_grad();
+          std::vector<float> out;
+          for (int call = 0; call < 2; ++call) {
+            if (fused) {
+              out.push_back(m.forward_backward(ids.data(), tg.data(), w.data(), B, T, 0.5f));
+            } else {
+              out.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+              m.backward(0.5f);
+            }
+          }
+          std::vector<float> g(m.num_params());
+          gpu().mem->to_host(g.data(), m.grads(), g.size() * sizeof(float));
+          return std::make_pair(out, g);
+        };
+        const auto [loss_plain, g_plain] = run(false);
+        const auto [loss_fused, g_fused] = run(true);
+        EXPECT_EQ(loss_plain, loss_fused);
+        std::vector<ParamSpec> specs = Transformer(c).param_specs();
+        for (const ParamSpec& p : specs) {
+          SCOPED_TRACE(p.name);
+          const std::vector<float> a(g_plain.begin() + p.offset, g_plain.begin() + p.offset + shape_numel(p.shape)),
+              b(g_fused.begin() + p.offset, g_fused.begin() + p.offset + shape_numel(p.shape));
+          if (p.name == "lm_head.weight" || p.name == "model.norm.weight") EXPECT_EQ(a, b);
+          else EXPECT_REL(a, b, 1e-5);
+        }
+      }
+}
+
 // An activation kept only as bf16 (MirrorFill::only_mirror): swiglu_fwd writes the bf16 copy the
 // GEMMs read and leaves the fp32 buffer alone, the bf16-operand GEMM gives what it gives on the
 // fp32-written activation, and a GEMM that would read fp32 values instead (another precision mode,

@@ -413,3 +413,51 @@ TEST(Model, ChunkedLmHeadMatchesOneChunk) {
       EXPECT_CLOSE(g2, g1, 1e-6 * scale, 1e-5);
     }
 }
+
+// forward_backward() = forward() then backward(), bit for bit (the Transformer runs its LM head's
+// backward inside the forward, chunk by chunk): the losses and the gradients of two accumulated
+// calls (loss scale 0.5) and of a third call after a plain forward and backward, with the logits
+// in chunks of 1 and 3 rows (a short last chunk) and in one, tied and untied heads, the Gated
+// DeltaNet hybrid, activation recomputation, the ref and CPU backends, and RWKV-7 (the default).
+TEST(Model, ForwardBackwardMatchesForwardThenBackward) {
+  auto tied = tiny_config("fs");
+  tied.tie_word_embeddings = true;
+  const std::vector<std::pair<std::string, ModelConfig>> configs = {
+      {"fs", tiny_config("fs")}, {"fs tied", tied}, {"lf", tiny_config("lf")}, {"rwkv7", tiny_rwkv7_config()}};
+  for (const auto& [name, c] : configs)
+    for (const OpsTable* ops : {&ops_ref(), &ops_cpu()})
+      for (int rows : {1, 3, 0})
+        for (bool recompute : {false, true}) {
+          SCOPED_TRACE(name + (ops == &ops_ref() ? " ref" : " cpu") + ", " + std::to_string(rows) + " rows a chunk" +
+                       (recompute ? ", recompute" : ""));
+          auto a = make_model(c, ops), b = make_model(c, ops);
+          a->init_random(7, 0.3f);
+          std::memcpy(b->params(), a->params(), a->num_params() * sizeof(float));
+          for (auto* m : {a.get(), b.get()}) {
+            if (rows) m->set_logits_chunk_floats(size_t(rows) * c.vocab_size);
+            m->set_recompute(recompute);
+            m->zero_grad();
+          }
+          const int B = 2, T = 5;
+          std::vector<float> w(B * T);
+          for (int i = 0; i < B * T; ++i) w[i] = 0.5f + 0.25f * (i % 3);
+          for (int call = 0; call < 3; ++call) {
+            auto ids = random_ids(B * T, c.vocab_size, 1 + call), tg = random_ids(B * T, c.vocab_size, 11 + call);
+            tg[3 + call] = -1;
+            const float scale = call < 2 ? 0.5f : 1.0f;
+            const float la = a->forward(ids.data(), tg.data(), w.data(), B, T);
+            a->backward(scale);
+            float lb;
+            if (call < 2) {
+              lb = b->forward_backward(ids.data(), tg.data(), w.data(), B, T, scale);
+            } else {  // a plain forward and backward on the same model after the fused calls
+              lb = b->forward(ids.data(), tg.data(), w.data(), B, T);
+              b->backward(scale);
+            }
+            EXPECT_EQ(la, lb);
+          }
+          const std::vector<float> ga(a->grads(), a->grads() + a->num_params());
+          const std::vector<float> gb(b->grads(), b->grads() + b->num_params());
+          EXPECT_TRUE(ga == gb);
+        }
+}

@@ -154,8 +154,9 @@ void Trainer::run(const std::function<void(const json&)>& on_log, bool resume, i
     double loss = 0;
     for (int a = 0; a < cfg_.grad_accum; ++a) {
       Batch b = loader_->next();
-      loss += model_->forward(b.inputs.data(), b.targets.data(), b.weights.data(), b.B, b.T) / cfg_.grad_accum;
-      model_->backward(1.0f / float(cfg_.grad_accum));
+      loss += model_->forward_backward(b.inputs.data(), b.targets.data(), b.weights.data(), b.B, b.T,
+                                       1.0f / float(cfg_.grad_accum)) /
+              cfg_.grad_accum;
       tokens_since_log += b.tokens;
       tokens_seen_ += b.tokens;
     }
