@@ -294,6 +294,13 @@ TEST(Model, Bf16DecodeWeightsStayCloseToFp32) {
   }
 }
 
+// The models the gradient-path tests run: untied and tied LM heads, the Gated DeltaNet hybrid, RWKV-7.
+static std::vector<std::pair<std::string, ModelConfig>> gradient_test_configs() {
+  auto tied = tiny_config("fs");
+  tied.tie_word_embeddings = true;
+  return {{"fs", tiny_config("fs")}, {"fs tied", tied}, {"lf", tiny_config("lf")}, {"rwkv7", tiny_rwkv7_config()}};
+}
+
 // First-write gradients (models/grad_first_write.h): after zero_grad() a backward sets each linear
 // weight's gradient with its first product instead of adding onto a memset. The gradients must be
 // bitwise those of a zeroed backward whatever the buffer held before (NaN here): on the first step
@@ -301,10 +308,7 @@ TEST(Model, Bf16DecodeWeightsStayCloseToFp32) {
 // backward of the same step (adds), and grads() asked for between zero_grad() and backward()
 // (zeroes at once). Tied and untied LM heads, the Gated DeltaNet hybrid and RWKV-7.
 TEST(Model, FirstWriteGradientsMatchZeroedOnes) {
-  auto tied = tiny_config("fs");
-  tied.tie_word_embeddings = true;
-  const std::vector<std::pair<std::string, ModelConfig>> configs = {
-      {"fs", tiny_config("fs")}, {"fs tied", tied}, {"lf", tiny_config("lf")}, {"rwkv7", tiny_rwkv7_config()}};
+  const auto configs = gradient_test_configs();
   for (const auto& [name, c] : configs)
     for (const OpsTable* ops : {&ops_ref(), &ops_cpu()}) {
       SCOPED_TRACE(name + " on " + ops->name);
@@ -420,10 +424,7 @@ TEST(Model, ChunkedLmHeadMatchesOneChunk) {
 // in chunks of 1 and 3 rows (a short last chunk) and in one, tied and untied heads, the Gated
 // DeltaNet hybrid, activation recomputation, the ref and CPU backends, and RWKV-7 (the default).
 TEST(Model, ForwardBackwardMatchesForwardThenBackward) {
-  auto tied = tiny_config("fs");
-  tied.tie_word_embeddings = true;
-  const std::vector<std::pair<std::string, ModelConfig>> configs = {
-      {"fs", tiny_config("fs")}, {"fs tied", tied}, {"lf", tiny_config("lf")}, {"rwkv7", tiny_rwkv7_config()}};
+  const auto configs = gradient_test_configs();
   for (const auto& [name, c] : configs)
     for (const OpsTable* ops : {&ops_ref(), &ops_cpu()})
       for (int rows : {1, 3, 0})
