@@ -5,6 +5,7 @@
 //       [--bwd-kernel 0|1|2] (the backward's kernel, set_attention_bwd_kernel; 0 = automatic)
 //       [--order -1|0|1|2] (the blocks' launch order, set_attention_block_order; -1 = SMOOTHREAD_ATTN_ORDER or 2)
 //       [--section N] (order 2's section in (head, batch) pairs, set_attention_block_section; 0 = automatic)
+//       [--named-barriers -1|0|1] (the 2-D backward's P/dS barrier, set_attention_named_barriers; -1 = automatic)
 //       [--path bf16|model] (bf16: the bf16 kernels alone; model: the fp32 entry points the model calls,
 //       with their bf16 roundings and GQA head split)
 //       [--kv-heads H] (GQA: H kv heads shared by the query heads; default = heads)
@@ -109,6 +110,8 @@ int attention(std::map<std::string, std::string> a) {
   cuda::set_attention_block_order(order);
   const int section = geti(a, "section", 0);
   cuda::set_attention_block_section(section);
+  const int named = geti(a, "named-barriers", -1);  // 0 | 1 forces the 2-D backward's barrier kind (cuda_backend.h)
+  cuda::set_attention_named_barriers(named);
   const std::string path = gets(a, "path", "bf16");
   if (path != "bf16" && path != "model") fail("bench_cuda attention", "--path must be bf16 or model");
   const int Hkv = geti(a, "kv-heads", H);
@@ -141,8 +144,8 @@ int attention(std::map<std::string, std::string> a) {
   const double flops = 4.0 * B * H * D * visible_pairs(L, W);  // forward; backward = 2.5x
   std::printf("{\"bench\":\"attention\",\"impl\":\"smoothread\",\"L\":%d,\"window\":%d,\"batch\":%d,\"heads\":%d,"
               "\"kv_heads\":%d,\"dim\":%d,\"fwd_tiles\":%d,\"bwd_kernel\":%d,\"order\":%d,\"section\":%d,"
-              "\"path\":\"%s\",\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
-              L, W, B, H, Hkv, D, fwd_tiles, bwd_kernel, order, section, path.c_str(), tf, tfb, flops / tf * 1e-9,
+              "\"named_barriers\":%d,\"path\":\"%s\",\"fwd_ms\":%.4f,\"fwdbwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwdbwd_tflops\":%.1f}\n",
+              L, W, B, H, Hkv, D, fwd_tiles, bwd_kernel, order, section, named, path.c_str(), tf, tfb, flops / tf * 1e-9,
               3.5 * flops / tfb * 1e-9);
   return 0;
 }

@@ -619,8 +619,9 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
         set_order(order);
         cuda::set_attention_fwd_tiles(tiles);
         cuda::set_attention_bwd_kernel(bwd);
+        cuda::set_attention_named_barriers(tiles % 2);  // both barrier kinds under every order and kernel
         SCOPED_TRACE("block order " + std::to_string(order) + ", forward tiles " + std::to_string(tiles) +
-                     ", backward kernel " + std::to_string(bwd));
+                     ", backward kernel " + std::to_string(bwd) + ", named barriers " + std::to_string(tiles % 2));
         auto o_ = up(std::vector<float>(nq, NAN)), lse_ = up(std::vector<float>(lse.size(), NAN));  // poisoned
         gpu().attention_fwd(o_.data(), lse_.data(), q_.data(), k_.data(), v_.data(), s);
         EXPECT_REL(down(o_), o, 1e-2);
@@ -651,6 +652,7 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
   cuda::set_attention_bwd_kernel(0);
   cuda::set_attention_block_order(-1);
   cuda::set_attention_block_section(0);
+  cuda::set_attention_named_barriers(-1);
 }
 
 // The forward's lazy rescaling: a row's running max moves only when a tile's max exceeds it by more

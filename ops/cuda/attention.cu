@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <set>
 #include <type_traits>
 
 #include "ops/cuda/attention_schedule.h"
@@ -653,13 +654,22 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
 //   P and dS go to shared memory (bf16, [queries][keys]);
 //   dV += P^T dO, dK += dS^T Q [128 k x DP]: warps 4 (keys) x 2 (dims), 32 x DP/2 each, in registers;
 //   dQ += dS K                 [64 q x DP]:  warps 2 (queries) x 4 (dims), 32 x DP/4 each, fp32 atomics.
+// Between writing P/dS and reading them: one block-wide barrier, or (NAMED) the narrower barriers
+// over the warps that share the data (below).
 // Against attn_bwd_kernel (4 warps, 16 keys x every query a warp): ~20% less shared-memory traffic
 // per MMA, half the dQ atomics and half the Q/dO tile loads per key.
 constexpr int kB2Warps = 8, kB2Threads = kB2Warps * 32;
 constexpr int kB2N = 128, kB2M = 64;  // keys x queries
 // Whole tiles (no pair masked) take a path with no per-score mask test, and whole head dims add dQ
 // pairs with no per-pair column tests.
-template <class TO, int DP, int ORDER>
+// Barrier over the `threads` threads (whole warps) that use named barrier `id` (1..15; 0 is __syncthreads')
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+// NAMED: the barrier between writing P/dS and reading them is two narrower ones: dV/dK's warps
+// (wk, wd) read the key columns that warps wk and 4 + wk wrote (one 64-thread barrier a pair), and
+// dQ's warps (wm, .) the query rows that warps 4 wm .. 4 wm + 3 wrote (one 128-thread barrier a quad)
+template <class TO, int DP, int ORDER, bool NAMED = false>
 __global__ void __launch_bounds__(kB2Threads, 1)
     attn_bwd2_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk, TO* __restrict__ dv, const bf16* __restrict__ dout,
                      const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
@@ -770,7 +780,8 @@ __global__ void __launch_bounds__(kB2Threads, 1)
     };
     if (full_tile) p_ds(std::false_type{});
     else p_ds(std::true_type{});
-    __syncthreads();
+    if constexpr (NAMED) named_barrier(1 + wk, 64);
+    else __syncthreads();
     // dV += P^T dO, dK += dS^T Q over the tile's 64 queries (A: P^T / dS^T, read transposed)
 #pragma unroll
     for (int ks = 0; ks < kB2M / 16; ++ks) {
@@ -784,6 +795,7 @@ __global__ void __launch_bounds__(kB2Threads, 1)
       mma_a_rows_mt<NKV, 2>(dV, ap, sO + wd * (DP / 2), ks * 16, SP, lane);
       mma_a_rows_mt<NKV, 2>(dK, as, sQ + wd * (DP / 2), ks * 16, SP, lane);
     }
+    if constexpr (NAMED) named_barrier(5 + wm, 128);
     // dQ[64 q, DP] += scale * dS[64 q, 128 k] K[128 k, DP]: this warp's 32 queries x DP/4 dims
     {
       float acc[2][NQ][4];
@@ -1043,6 +1055,16 @@ int bwd_kernel() {
   if (DP != 64 && DP != 128) return 1;
   return forced == 1 || forced == 2 ? forced : kAutoBwd;
 }
+int g_named_barriers = -1;  // set_attention_named_barriers; -1: not set (SMOOTHREAD_ATTN_NAMED_BAR or automatic)
+// Whether the 2-D backward syncs P/dS with named pair/quad barriers (attn_bwd2_kernel's NAMED).
+// Automatic: in the sectioned launch order (renumbered blocks), where it measured 1.02-1.03x faster
+// at 4k-32k; not in grid order (one head a section: 64k and longer), where that instantiation
+// measured 0.96x (docs/PERF.md).
+bool named_barriers(bool renumbered) {
+  static const int env = env_int("SMOOTHREAD_ATTN_NAMED_BAR", -1);
+  const int forced = g_named_barriers >= 0 ? g_named_barriers : env;
+  return forced == 0 || forced == 1 ? forced == 1 : renumbered;
+}
 template <class TO, int DP>
 void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
                 const float* lse, const float* delta, const AttnShape& s) {
@@ -1062,15 +1084,15 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
                AttnShape, bool, unsigned) =
       renumber ? attn_bwd_kernel<TO, DP, kSectioned> : attn_bwd_kernel<TO, DP, kTilesFastest>;
   if constexpr (DP == 64 || DP == 128) {
+    const bool named = named_barriers(renumber);
     if (which == 2)
-      kern = renumber ? attn_bwd2_kernel<TO, DP, kSectioned> : attn_bwd2_kernel<TO, DP, kTilesFastest>,
+      kern = named ? (renumber ? attn_bwd2_kernel<TO, DP, kSectioned, true> : attn_bwd2_kernel<TO, DP, kTilesFastest, true>)
+                   : (renumber ? attn_bwd2_kernel<TO, DP, kSectioned> : attn_bwd2_kernel<TO, DP, kTilesFastest>),
       smem = bwd2_smem<DP>();
   }
-  static bool attr[3][2] = {};
-  if (!attr[which][renumber]) {
+  static std::set<const void*> configured;  // kernels whose shared-memory limit is raised
+  if (configured.insert(reinterpret_cast<const void*>(kern)).second)
     SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attr[which][renumber] = true;
-  }
   if (head_split) {
     SR_CUDA(cudaMemsetAsync(dk, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));
     SR_CUDA(cudaMemsetAsync(dv, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));
@@ -1114,6 +1136,7 @@ void set_attention_fwd_tiles(int tiles) { g_fwd_tiles = tiles; }
 void set_attention_bwd_kernel(int which) { g_bwd_kernel = which; }
 void set_attention_block_order(int order) { g_block_order = order; }
 void set_attention_block_section(int pairs) { g_block_section = std::max(0, pairs); }
+void set_attention_named_barriers(int on) { g_named_barriers = on; }
 
 void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s) {
   attention_fwd_any<bf16>(static_cast<bf16*>(out), lse, static_cast<const bf16*>(q), static_cast<const bf16*>(k),

@@ -60,6 +60,10 @@ void set_attention_bwd_kernel(int which);
 void set_attention_block_order(int order);
 // Order 2's section in (head, batch) pairs (0 = automatic; tests use small sections on small grids).
 void set_attention_block_section(int pairs);
+// The 2-D backward's barrier between writing P/dS and reading them: 1 = named barriers over the
+// warps that share the data (two pairs of warps, then quads), 0 = one block-wide barrier, -1 =
+// SMOOTHREAD_ATTN_NAMED_BAR or automatic (named in the sectioned launch order). Same results.
+void set_attention_named_barriers(int on);
 // The bf16 mirror (device memory) holding [x, x + n): a weight's or an activation's, or null.
 const uint16_t* mirror_of(const float* x, size_t n);
 // dq, dk, dv bf16; delta_ws: fp32 [B,Hq,Tq] workspace, dq_ws: fp32 [B,Tq,Hq,D] workspace

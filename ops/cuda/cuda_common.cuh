@@ -27,7 +27,7 @@ inline unsigned blocks_for(size_t n, unsigned threads) {
   return unsigned(b < 65535u * 16 ? (b == 0 ? 1 : b) : 65535u * 16);
 }
 
-// A whole number from the environment (the A/B switches: SMOOTHREAD_GEMV_SPLIT,
+// A whole number from the environment (the A/B switches: SMOOTHREAD_GEMV_SPLIT, SMOOTHREAD_ATTN_NAMED_BAR,
 // SMOOTHREAD_ATTN_FWD_TILES, SMOOTHREAD_ATTN_BWD, SMOOTHREAD_FUSED_SWIGLU, SMOOTHREAD_VEC_NORM), or fallback when it is unset or not a number.
 inline int env_int(const char* name, int fallback) {
   const char* e = std::getenv(name);
