@@ -1059,7 +1059,7 @@ int g_named_barriers = -1;  // set_attention_named_barriers; -1: not set (SMOOTH
 // Whether the 2-D backward syncs P/dS with named pair/quad barriers (attn_bwd2_kernel's NAMED).
 // Automatic: in the sectioned launch order (renumbered blocks), where it measured 1.02-1.03x faster
 // at 4k-32k; not in grid order (one head a section: 64k and longer), where that instantiation
-// measured 0.96x (docs/PERF.md).
+// measured 0.96x: with bf16 outputs ptxas spills it (80 bytes a thread; docs/PERF.md).
 bool named_barriers(bool renumbered) {
   static const int env = env_int("SMOOTHREAD_ATTN_NAMED_BAR", -1);
   const int forced = g_named_barriers >= 0 ? g_named_barriers : env;
