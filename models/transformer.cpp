@@ -253,12 +253,18 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
   if (keep_a) keep_bf16(a, size_t(N) * F, mlp_fill());  // swiglu_fwd writes its bf16 copy (alone)
   ops_->swiglu_fwd(a, g, u, N, F);
   if (!out) return;
-  if (res && !cached && ops_->linear_fwd_add) {
-    ops_->linear_fwd_add(out, res, a, w.wd, N, F, C);
+  if (res) linear_residual(out, res, a, w.wd, N, F, C, cached);
+  else linear(out, a, w.wd, nullptr, N, F, C, cached);
+}
+
+void Transformer::linear_residual(float* out, const float* res, const float* x, const float* W, int N, int I, int O,
+                                  bool cached) const {
+  if (!cached && ops_->linear_fwd_add) {
+    ops_->linear_fwd_add(out, res, x, W, N, I, O);
     return;
   }
-  linear(out, a, w.wd, nullptr, N, F, C, cached);
-  if (res) ops_->add(out, res, out, size_t(N) * C);
+  linear(out, x, W, nullptr, N, I, O, cached);
+  ops_->add(out, res, out, size_t(N) * O);
 }
 
 void Transformer::keep_bf16(const float* x, size_t n, MirrorFill how) const {
@@ -349,7 +355,6 @@ float Transformer::forward_backward(const int32_t* ids, const int32_t* targets, 
   } reset{head_in_forward_};
   head_in_forward_ = true, head_scale_ = loss_scale;
   const float loss = forward(ids, targets, weights, B, T);
-  head_in_forward_ = false;
   backward(loss_scale);
   return loss;
 }
@@ -406,12 +411,7 @@ void Transformer::layer_forward(int l, int slot, bool write_out) {
       o_in = x2.attg;
     }
     keep_bf16(o_in, size_t(N) * qd);
-    if (ops_->linear_fwd_add) {
-      ops_->linear_fwd_add(t.xmid, x, o_in, w.wo, N, qd, C);  // xmid = x + o_proj(att) in one product
-    } else {
-      ops_->linear_fwd(tmp, o_in, w.wo, nullptr, N, qd, C);
-      ops_->add(t.xmid, x, tmp, size_t(N) * C);
-    }
+    linear_residual(t.xmid, x, o_in, w.wo, N, qd, C, false);  // xmid = x + o_proj(att)
   }
   keep_bf16(t.h2, size_t(N) * C, MirrorFill::by_next_op);
   ops_->rmsnorm_fwd(t.h2, t.rstd2, t.xmid, nw(w.ln2), N, C, cfg_.rms_norm_eps);

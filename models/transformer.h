@@ -122,6 +122,10 @@ class Transformer : public LanguageModel {
   // down product's epilogue where the backend has linear_fwd_add); out null: g, u and a only
   void mlp_forward(const LayerParams& w, const float* h2, int N, float* g, float* u, float* a, float* out,
                    bool cached = false, bool keep_a = false, const float* res = nullptr) const;
+  // out[N,O] = res[N,O] + x[N,I] W[O,I]^T (the residual adds after o_proj and down_proj): in the
+  // product's epilogue where the backend has linear_fwd_add, else the product then an add
+  void linear_residual(float* out, const float* res, const float* x, const float* W, int N, int I, int O,
+                       bool cached) const;
   // bf16 copies of training activations that GEMMs read (the attention output: made right after it
   // is written; h1, h2, the final norm and the residual gradient: written by the op that writes the
   // activation, by_next_op; the SwiGLU product and its two gradients: mlp_fill()), the backend's

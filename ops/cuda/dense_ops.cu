@@ -131,14 +131,17 @@ __device__ __forceinline__ float rows_block_sum(float v, float (*red)[kVecNormWa
   for (int i = 0; i < kVecNormWarps; ++i) r += red[parity][i];
   return r;
 }
+// Four-wide helpers (16-byte aligned fp32, 8-byte aligned bf16): the vector norms, cross-entropy,
+// the elementwise ops and the conversions.
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 ld4(const float* p, size_t i) { return ld4(p + 4 * i); }  // the i-th float4
 __device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
-__device__ __forceinline__ void st4_bf16(__nv_bfloat16* p, float4 v) {
-  __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-  uint2 u;
-  u.x = *reinterpret_cast<uint32_t*>(&a), u.y = *reinterpret_cast<uint32_t*>(&b);
-  *reinterpret_cast<uint2*>(p) = u;
+// Four floats rounded to bf16 (nearest even), packed as 8 bytes.
+__device__ __forceinline__ uint2 pack4_bf16(float4 v) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
 }
+__device__ __forceinline__ void st4_bf16(__nv_bfloat16* p, float4 v) { *reinterpret_cast<uint2*>(p) = pack4_bf16(v); }
 // Forward: as rmsnorm_fwd_k (t: the residual added into x first; o16: out's bf16 mirror or null).
 template <int PER>
 __global__ void __launch_bounds__(kVecNormThreads) rmsnorm_fwd_vec_k(float* out, __nv_bfloat16* o16, float* rstd, float* x,
@@ -403,11 +406,6 @@ __global__ void xent_fwd_k(float* loss, float* lse, const float* logits, const i
     loss[blockIdx.x] = t >= 0 ? L - z[t] : 0.0f;
   }
 }
-// Four floats rounded to bf16 (nearest even), packed as 8 bytes.
-__device__ __forceinline__ uint2 pack4_bf16(float4 v) {
-  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-  return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
-}
 // d = g (softmax(z) - onehot(t)), four a store where the rows are 16-byte aligned;
 // d16: the bf16 mirror of dlogits (null when none), written with it; dlogits null: the mirror alone
 // (MirrorFill::only_mirror: the LM head's two backward GEMMs read only the bf16 copy).
@@ -473,7 +471,6 @@ __device__ __forceinline__ void grid_stride4(size_t n, bool vec, Four four, One 
   }
   for (size_t i = done + tid; i < n; i += stride) one(i);
 }
-__device__ __forceinline__ float4 ld4(const float* p, size_t i) { return reinterpret_cast<const float4*>(p)[i]; }
 __global__ void add_k(float* out, const float* a, const float* b, size_t n) {  // four-wide: the residual adds
   grid_stride4(
       n, aligned(out, 16) && aligned(a, 16) && aligned(b, 16),
@@ -1106,7 +1103,6 @@ void rmsnorm_bwd(float* dx, float* dw, const float* dout, const float* x, const 
     SR_CUDA_LAUNCHED("rmsnorm_bwd");
   }
 }
-// out[N,O] = x[N,I] W[O,I]^T (+ b): column-major out^T[O,N] = W^T' x^T
 // out[N,O] = x W^T + (res or b) through gemm_bf16_epilogue when the GEMM runs on bf16 operands
 // (false: nothing run)
 bool linear_fwd_epilogue(float* out, const float* res, const float* x, const float* W, const float* b, int N, int I,
@@ -1115,6 +1111,7 @@ bool linear_fwd_epilogue(float* out, const float* res, const float* x, const flo
   const Bf16Operand w16(W, size_t(O) * I), x16(x, size_t(N) * I);
   return gemm_bf16_epilogue(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w16.get(), I, x16.get(), I, res, b, out, O);
 }
+// out[N,O] = x[N,I] W[O,I]^T (+ b): column-major out^T[O,N] = W^T' x^T
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
   if (N <= kGemvMaxRows) {  // decode: bandwidth-bound, one pass over W in fp32
     gemv(out, x, W, b, N, I, O);
