@@ -1,7 +1,7 @@
 // GPU benchmarks (CUDA build only). One JSON object per line on stdout; bench/run_cuda.sh runs the
 // PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
-//       [--fwd-tiles 0|1|2|3] (the forward's tiling, set_attention_fwd_tiles; 0 = automatic)
+//       [--fwd-tiles 0|1|2|3|4] (the forward's tiling, set_attention_fwd_tiles; 0 = automatic)
 //       [--bwd-kernel 0|1|2] (the backward's kernel, set_attention_bwd_kernel; 0 = automatic)
 //       [--order -1|0|1|2] (the blocks' launch order, set_attention_block_order; -1 = SMOOTHREAD_ATTN_ORDER or 2)
 //       [--section N] (order 2's section in (head, batch) pairs, set_attention_block_section; 0 = automatic)
@@ -102,7 +102,7 @@ double visible_pairs(double L, double W) {
 int attention(std::map<std::string, std::string> a) {
   const int L = geti(a, "L", 4096), W = geti(a, "window", 0), H = geti(a, "heads", 16), D = geti(a, "dim", 128);
   const int B = std::max(1, geti(a, "tokens", 16384) / L), reps = geti(a, "reps", 10);
-  const int fwd_tiles = geti(a, "fwd-tiles", 0);  // 1 | 2 | 3 forces the forward's tiling (cuda_backend.h)
+  const int fwd_tiles = geti(a, "fwd-tiles", 0);  // 1 | 2 | 3 | 4 forces the forward's tiling (cuda_backend.h)
   cuda::set_attention_fwd_tiles(fwd_tiles);
   const int bwd_kernel = geti(a, "bwd-kernel", 0);  // 1 | 2 forces the backward's kernel (cuda_backend.h)
   cuda::set_attention_bwd_kernel(bwd_kernel);

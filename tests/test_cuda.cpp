@@ -605,12 +605,13 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
     ref::attention_bwd<float>(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), o.data(),
                               lse.data(), s);
     auto q_ = up(q), k_ = up(k), v_ = up(v), do_ = up(dout);
-    // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys; 0: the automatic choice)
+    // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys, 4: 128 x 128 on warpgroup
+    // MMAs for head dim 128; 0: the automatic choice)
     // under every backward kernel (1: 64 keys x 4 warps, 2: 128 keys x 8 warps, 2-D; 0: automatic)
     // ... under every launch order of the blocks (0: each head's tiles in turn, 1: every head's
     // heaviest first, 2: sections of 2 (head, batch) pairs, 3: order 2's automatic sections)
     for (int order : {0, 1, 2, 3})
-    for (int tiles : {1, 2, 3, 0})
+    for (int tiles : {1, 2, 3, 4, 0})
       for (int bwd : {1, 2, 0}) {
         const auto set_order = [](int o) {
           cuda::set_attention_block_order(std::min(o, 2));
@@ -660,9 +661,10 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
 // than that over the tiles (rescales), with smaller steps in between (stale maxima, p up to 2^8).
 TEST(Cuda, AttentionForwardRescalesWhenScoresClimbAlongTheKeys) {
   SKIP_WITHOUT_GPU();
-  for (int tiles : {1, 2, 3}) {
+  for (int tiles : {1, 2, 3, 4}) {
     AttnShape s;
-    s.B = 1, s.Tq = 300, s.Tk = 300, s.Hq = 2, s.Hkv = 1, s.D = 64, s.window = 0, s.scale = 0.125f;
+    s.B = 1, s.Tq = 300, s.Tk = 300, s.Hq = 2, s.Hkv = 1, s.D = tiles == 4 ? 128 : 64, s.window = 0;
+    s.scale = tiles == 4 ? 0.088f : 0.125f;
     SCOPED_TRACE("forward tiles " + std::to_string(tiles));
     const size_t nq = size_t(s.Tq) * s.Hq * s.D, nk = size_t(s.Tk) * s.Hkv * s.D;
     auto q = randn(nq, 11), k = randn(nk, 12), v = randn(nk, 13), dout = randn(nq, 14);
@@ -690,6 +692,15 @@ TEST(Cuda, AttentionForwardRescalesWhenScoresClimbAlongTheKeys) {
     EXPECT_THROW(gpu().attention_fwd(o_.data(), lse_.data(), q_.data(), k_.data(), v_.data(), s), std::exception);
   }
   cuda::set_attention_fwd_tiles(0);
+}
+
+// The attention tests run forward tiles 4 (warpgroup MMAs) on an H100/H200 with the default sm_90a
+// build: not silently the mma.sync fallback
+TEST(Cuda, AttentionWarpgroupForwardRunsOnHopper) {
+  SKIP_WITHOUT_GPU();
+  const std::string dev = cuda::device_summary();  // "NVIDIA H200, sm_90, 132 SMs, ..."
+  if (dev.find(", sm_90,") == std::string::npos) GTEST_SKIP() << "not an sm_90 GPU: " << dev;
+  EXPECT_TRUE(cuda::attention_wgmma_available());
 }
 
 // fp32 <-> bf16 conversions (every GEMM's activation operand): bitwise the host's round-to-nearest-even

@@ -3,7 +3,9 @@
 // queries (ops.h), so the same kernels serve training, chunked prefill into a cache and decode.
 //
 // Forward: one block of 4 warps per (64 or 128 queries, head, batch); each warp owns 16 or 32
-// query rows. Key tiles of 64 stream through shared memory; tiles entirely outside the causal window are never
+// query rows. On Hopper (sm_90a) head dim 128 runs a warpgroup-MMA (wgmma) forward instead: 128
+// queries x 128 keys a tile, the softmax overlapped with the P V product (attn_fwd_wg_kernel).
+// Key tiles stream through shared memory; tiles entirely outside the causal window are never
 // visited, so the cost is O(Tq * min(Tk, W)). Online softmax with lazy rescaling: a row's running max
 // moves (and O is rescaled) only when it would grow by more than 2^8.
 // Backward: one block per (key tile, kv head, batch) loops over the query tiles that see those
@@ -25,6 +27,7 @@
 #include "ops/cuda/cuda_backend.h"
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/dense_ops.cuh"
+#include "ops/cuda/wgmma.cuh"
 
 namespace sr::cuda {
 
@@ -400,6 +403,188 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
       }
       if (tig == 0) lse[(size_t(b) * s.Hq + h) * s.Tq + i] = l > 0 ? (mrow[mt][r] / kLog2e + logf(l)) : -INFINITY;
     }
+  }
+}
+
+// ---------------------------------------------------------------- forward on warpgroup MMAs (Hopper)
+// Head dim 128 (D = 128), sm_90a. One block of 2 warpgroups (256 threads) per (128 queries, head,
+// batch); warpgroup w owns query rows 64w .. 64w + 63 and keeps its O [64 x 128] in fp32
+// accumulators (64 a thread). Key tiles of 128 (K and V) stream through shared memory in three
+// stages (cp.async, tile t+1 loading during tile t), in the 128-byte-swizzle layout wgmma reads
+// (wgmma.cuh). Per key tile t a warpgroup issues S = Q K^T (8 wgmma, A = its Q rows and B = the K
+// tile from shared memory), then tile t-1's O += P V (8 wgmma, P as bf16 A fragments in registers,
+// V read M/N-major); the mask and the online softmax of tile t (lazy rescaling, on accumulators
+// laid out as mma.sync's, so the code is the mma.sync forward's) run while O += P V is in flight.
+// Against the mma.sync forward: no ldmatrix (the tensor cores read shared memory themselves), 4x
+// wider MMAs, and the softmax hidden behind them. Two layouts measured and not kept (docs/PERF.md):
+// wgmma's unswizzled core-matrix layout (its loads read half lines: L2-bound), Q in registers.
+constexpr int kWgM = 128, kWgN = 128, kWgD = 128, kWgThreads = 256, kWgStages = 3;
+// the Q tile and kWgStages stages of [K tile, V tile], + 1 KB to align them to 1024 bytes
+constexpr size_t kWgFwdSmem = size_t(kWgM + kWgStages * 2 * kWgN) * kWgD * sizeof(bf16) + 1024;
+
+// Starts loading rows [0, ROWS) (rows >= nvalid zero-filled) of a bf16 [*, ld] tensor with 128
+// columns into shared memory in the 128-byte-swizzle layout: two halves of 64 columns, [ROWS][64]
+// each; row r's 16-byte chunk c (of 8) of a half at byte r * 128 + (c ^ (r % 8)) * 16. A warp's 32
+// chunks are 4 whole 128-byte lines in global and 512 contiguous bytes of shared memory.
+template <int ROWS>
+__device__ __forceinline__ void load_tile_sw128(bf16* sm, const bf16* g, int nvalid, size_t ld) {
+  constexpr int PER = ROWS * 16 / kWgThreads;
+  const int t = threadIdx.x, c = t % 8;
+#pragma unroll
+  for (int it = 0; it < PER; ++it) {
+    const int x = t + it * kWgThreads, half = x / (ROWS * 8), r = (x % (ROWS * 8)) / 8;
+    const bool ok = r < nvalid;
+    cp_async16(sm + half * ROWS * 64 + r * 64 + ((c ^ (r % 8)) * 8), ok ? g + size_t(r) * ld + half * 64 + c * 8 : g,
+               ok ? 16 : 0);
+  }
+}
+
+template <class TO, int ORDER>
+__global__ void __launch_bounds__(kWgThreads, 1) attn_fwd_wg_kernel(TO* __restrict__ out, float* __restrict__ lse,
+                                                                    const bf16* __restrict__ q,
+                                                                    const bf16* __restrict__ k,
+                                                                    const bf16* __restrict__ v, AttnShape s,
+                                                                    unsigned section) {
+  constexpr int KN = kWgN, TILE = KN * kWgD;  // elements of a K or V tile
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // [128 queries][128], then the stages; 1024-byte aligned (the swizzle's period)
+  bf16* sQ = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  bf16* sKV = sQ + kWgM * kWgD;
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4,
+            tig = lane % 4;
+  const AttnBlockPlace place = block_place<ORDER>(section);  // tile 0 = the heaviest = the last query tile
+  const int m0 = (gridDim.x - 1 - place.tile) * kWgM, h = place.head, b = place.batch;
+  const int G = s.Hq / s.Hkv, kh = h / G, D = kWgD, W = s.window, off = s.Tk - s.Tq;
+  const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
+  const bf16* kb = k + size_t(b) * s.Tk * ldk + size_t(kh) * D;
+  const bf16* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;
+  const float sl2 = s.scale * kLog2e;
+  const int last_q = min(m0 + kWgM, s.Tq) - 1;
+  const int kend = min(s.Tk, last_q + off + 1);
+  const int kbeg = (W > 0 ? max(0, m0 + off - W + 1) : 0) / KN * KN;
+  const int ntiles = kend > kbeg ? (kend - kbeg + KN - 1) / KN : 0;
+  auto stage_k = [&](int t) { return sKV + (t % kWgStages) * 2 * TILE; };  // tile t's K; its V follows
+  auto load_kv = [&](int t) {
+    const int j0 = kbeg + t * KN;
+    load_tile_sw128<KN>(stage_k(t), kb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk);
+    load_tile_sw128<KN>(stage_k(t) + TILE, vb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk);
+    cp_async_commit();
+  };
+  load_tile_sw128<kWgM>(sQ, q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D, min(kWgM, s.Tq - m0), ldq);
+  if (ntiles > 0) load_kv(0);
+  else cp_async_commit();
+
+  float o[64], sc[64];  // O and S accumulators [64 rows x 128 columns] (wgmma.cuh's layout)
+#pragma unroll
+  for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, corr[2] = {1.0f, 1.0f};
+  bool rescale = false;
+  uint32_t pa[KN / 16][4];  // P of the last softmaxed tile as bf16 A fragments, one per 16 keys
+  const int qrow0 = m0 + wg * 64 + warp * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
+  auto issue_s = [&](int t) {  // S [64 q x 128 k] = Q K^T over 8 steps of 16 head dims (K-major A and B)
+    const bf16* sK = stage_k(t);
+#pragma unroll
+    for (int kk = 0; kk < kWgD / 16; ++kk)  // half kk / 4 of the columns, 32 bytes a step within its rows
+      wgmma_ss<0, 0>(sc, wgmma_desc_sw128(sQ + (kk / 4) * kWgM * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
+                     wgmma_desc_sw128(sK + (kk / 4) * KN * 64 + (kk % 4) * 16, 16), kk > 0);
+    wgmma_commit();
+  };
+  auto issue_pv = [&](int t) {  // O [64 q x 128 d] += P V over 8 steps of 16 keys (V: M/N-major B)
+    const bf16* sV = stage_k(t) + TILE;
+#pragma unroll
+    for (int kc = 0; kc < KN / 16; ++kc)  // 16 keys = 2048 bytes a step; head dims 64.. a half (KN x 128 bytes) on
+      wgmma_rs<1>(o, pa[kc], wgmma_desc_sw128(sV + kc * 16 * 64, KN * 128), 1);
+    wgmma_commit();
+  };
+  // mask, row maxima of the raw scores, the lazy rescaling decision (corr, rescale), p = 2^(x scale
+  // log2 e - m) into sc and the row sums: as the mma.sync forward; O is rescaled once O += P V is done
+  auto softmax = [&](int t) {
+    const int j0 = kbeg + t * KN;
+    const bool full_tile = (j0 + KN - 1 <= m0 + off) && (j0 + KN <= s.Tk) && (m0 + kWgM <= s.Tq) &&
+                           (W == 0 || j0 > m0 + kWgM - 1 + off - W);
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < KN / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = qrow0 + (e / 2) * 8, j = j0 + nt * 8 + tig * 2 + (e % 2);
+        if (!full_tile && !visible(i, j, off, s.Tq, s.Tk, W)) sc[4 * nt + e] = -INFINITY;
+        mx[e / 2] = fmaxf(mx[e / 2], sc[4 * nt + e]);
+      }
+    bool grow = false;
+    float mnew[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      mnew[r] = fmaxf(mrow[r], mx[r] * sl2);
+      grow |= mnew[r] > mrow[r] + kMaxGrowth;  // (an unset row, m = -inf, grows at its first visible key)
+    }
+    rescale = __any_sync(0xffffffffu, grow);
+    if (rescale) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        corr[r] = mnew[r] == -INFINITY ? 1.0f : exp2f(mrow[r] - mnew[r]);
+        mrow[r] = mnew[r];
+        lrow[r] *= corr[r];
+      }
+    }
+    const float neg_m[2] = {mrow[0] == -INFINITY ? 0.0f : -mrow[0], mrow[1] == -INFINITY ? 0.0f : -mrow[1]};
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      sc[i] = exp2f(fmaf(sc[i], sl2, neg_m[(i / 2) % 2]));
+      lrow[(i / 2) % 2] += sc[i];
+    }
+  };
+
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait_all();
+    fence_proxy_async();  // tile t's copies visible to the tensor cores' operand reads of every warp;
+    __syncthreads();      // every warpgroup is done with tile t-2 (its O += P V waited), whose stage loads next
+    if (t + 1 < ntiles) load_kv(t + 1);
+    wgmma_fence();
+    issue_s(t);
+    if (t > 0) {
+      issue_pv(t - 1);
+      wgmma_wait<1>();  // S of tile t is done; tile t-1's O += P V may still run
+    } else {
+      wgmma_wait<0>();
+    }
+    softmax(t);
+    wgmma_wait<0>();
+    if (rescale) {
+#pragma unroll
+      for (int i = 0; i < 64; ++i) o[i] *= corr[(i / 2) % 2];
+    }
+#pragma unroll
+    for (int kc = 0; kc < KN / 16; ++kc)  // mma.sync's accumulator -> A fragment trick (acc_to_a)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) pa[kc][x] = pack_bf16(sc[8 * kc + 2 * x], sc[8 * kc + 2 * x + 1]);
+  }
+  if (ntiles > 0) {
+    wgmma_fence();
+    issue_pv(ntiles - 1);
+    wgmma_wait<0>();
+  }
+  // finish: full row sums across the quad, normalize, write
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = qrow0 + r * 8;
+    if (i >= s.Tq) continue;
+    const float l = lrow[r], inv = l > 0 ? 1.0f / l : 0.0f;
+    TO* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
+#pragma unroll
+    for (int dt = 0; dt < kWgD / 8; ++dt) {
+      const int c = dt * 8 + tig * 2;
+      orow[c] = from_f<TO>(o[4 * dt + 2 * r] * inv);
+      orow[c + 1] = from_f<TO>(o[4 * dt + 2 * r + 1] * inv);
+    }
+    if (tig == 0) lse[(size_t(b) * s.Hq + h) * s.Tq + i] = l > 0 ? (mrow[r] / kLog2e + logf(l)) : -INFINITY;
   }
 }
 
@@ -1019,20 +1204,57 @@ void fwd_launch_tiles(TO* out, float* lse, const bf16* q, const bf16* k, const b
 }
 int g_fwd_tiles = -1;  // set_attention_fwd_tiles; -1: not set (SMOOTHREAD_ATTN_FWD_TILES or automatic)
 // The forward's tiles: 1 = 64 queries x 64 keys (16 query rows a warp), 2 = 128 x 64, 3 = 128 x 32
-// (32 rows a warp). Two row tiles a warp only for head dims 64 and 128 (256 has no registers for
-// it) and at least 128 queries (a shorter block would waste half of it).
+// (32 rows a warp), 4 = 128 x 128 on warpgroup MMAs (head dim 128, sm_90a). Two row tiles a warp
+// only for head dims 64 and 128 (256 has no registers for it) and at least 128 queries (a shorter
+// block would waste half of it).
 template <int DP>
 int fwd_tiles(int Tq) {
   static const int env = env_int("SMOOTHREAD_ATTN_FWD_TILES", 0);
   const int forced = g_fwd_tiles >= 0 ? g_fwd_tiles : env;
   if (DP == 256 || DP < 64) return 1;
-  if (forced >= 1 && forced <= 3) return forced;
-  return Tq >= 2 * kFwdM ? kAutoFwdTiles : 1;
+  if (forced >= 1 && forced <= 4) return forced;
+  return Tq >= 2 * kFwdM ? (DP == 128 ? 4 : kAutoFwdTiles) : 1;  // 4 where it runs (fwd_launch), else 2
+}
+// Whether this build and GPU run the warpgroup-MMA forward (sm_90a code, a compute capability 9.0 device)
+bool wgmma_forward_available() {
+#if defined(SMOOTHREAD_SM90A)
+  static const bool ok = [] {
+    int dev = 0, major = 0, minor = 0;
+    SR_CUDA(cudaGetDevice(&dev));
+    SR_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    SR_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    return major == 9 && minor == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+template <class TO>
+void fwd_launch_wg(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
+  dim3 grid((s.Tq + kWgM - 1) / kWgM, s.Hq, s.B);
+  const unsigned section = block_section(grid.x, s.Hq * s.B);
+  const bool renumber = section > 1;
+  auto kern = renumber ? attn_fwd_wg_kernel<TO, kSectioned> : attn_fwd_wg_kernel<TO, kTilesFastest>;
+  static bool attr[2] = {};
+  if (!attr[renumber]) {
+    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWgFwdSmem)));
+    attr[renumber] = true;
+  }
+  kern<<<grid, kWgThreads, kWgFwdSmem, stream()>>>(out, lse, q, k, v, s, section);
+  SR_CUDA_LAUNCHED("attention_fwd_wgmma");
 }
 template <class TO, int DP>
 void fwd_launch(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
+  int tiles = fwd_tiles<DP>(s.Tq);
+  if (tiles == 4) {  // the warpgroup-MMA forward where it applies, else the automatic choice
+    if constexpr (DP == 128) {
+      if (s.D == 128 && wgmma_forward_available()) return fwd_launch_wg<TO>(out, lse, q, k, v, s);
+    }
+    tiles = DP != 256 && DP >= 64 && s.Tq >= 2 * kFwdM ? kAutoFwdTiles : 1;
+  }
   if constexpr (DP == 64 || DP == 128) {
-    switch (fwd_tiles<DP>(s.Tq)) {
+    switch (tiles) {
       case 2: return fwd_launch_tiles<TO, DP, 2, 64>(out, lse, q, k, v, s);
       case 3: return fwd_launch_tiles<TO, DP, 2, 32>(out, lse, q, k, v, s);
       default: break;
@@ -1057,13 +1279,13 @@ int bwd_kernel() {
 }
 int g_named_barriers = -1;  // set_attention_named_barriers; -1: not set (SMOOTHREAD_ATTN_NAMED_BAR or automatic)
 // Whether the 2-D backward syncs P/dS with named pair/quad barriers (attn_bwd2_kernel's NAMED).
-// Automatic: in the sectioned launch order (renumbered blocks), where it measured 1.02-1.03x faster
-// at 4k-32k; not in grid order (one head a section: 64k and longer), where that instantiation
-// measured 0.96x: with bf16 outputs ptxas spills it (80 bytes a thread; docs/PERF.md).
-bool named_barriers(bool renumbered) {
+// Automatic: on. The named-barrier kernel always runs its sectioned instantiation (renumbered
+// blocks; a section of one (head, batch) pair is grid order), because the grid-order
+// instantiation with bf16 outputs spills (80 bytes a thread) and measured 0.96x at 64k (docs/PERF.md).
+bool named_barriers() {
   static const int env = env_int("SMOOTHREAD_ATTN_NAMED_BAR", -1);
   const int forced = g_named_barriers >= 0 ? g_named_barriers : env;
-  return forced == 0 || forced == 1 ? forced == 1 : renumbered;
+  return forced == 0 || forced == 1 ? forced == 1 : true;
 }
 template <class TO, int DP>
 void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
@@ -1084,10 +1306,9 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
                AttnShape, bool, unsigned) =
       renumber ? attn_bwd_kernel<TO, DP, kSectioned> : attn_bwd_kernel<TO, DP, kTilesFastest>;
   if constexpr (DP == 64 || DP == 128) {
-    const bool named = named_barriers(renumber);
     if (which == 2)
-      kern = named ? (renumber ? attn_bwd2_kernel<TO, DP, kSectioned, true> : attn_bwd2_kernel<TO, DP, kTilesFastest, true>)
-                   : (renumber ? attn_bwd2_kernel<TO, DP, kSectioned> : attn_bwd2_kernel<TO, DP, kTilesFastest>),
+      kern = named_barriers() ? attn_bwd2_kernel<TO, DP, kSectioned, true>
+                              : (renumber ? attn_bwd2_kernel<TO, DP, kSectioned> : attn_bwd2_kernel<TO, DP, kTilesFastest>),
       smem = bwd2_smem<DP>();
   }
   static std::set<const void*> configured;  // kernels whose shared-memory limit is raised
@@ -1133,6 +1354,7 @@ void compute_delta(float* delta, const T* dout, const T* out, const AttnShape& s
 }  // namespace
 
 void set_attention_fwd_tiles(int tiles) { g_fwd_tiles = tiles; }
+bool attention_wgmma_available() { return wgmma_forward_available(); }
 void set_attention_bwd_kernel(int which) { g_bwd_kernel = which; }
 void set_attention_block_order(int order) { g_block_order = order; }
 void set_attention_block_section(int pairs) { g_block_section = std::max(0, pairs); }

@@ -41,10 +41,14 @@ std::string gemm_precision();
 // points run internally, exposed for benchmarks against other bf16 kernels. Device pointers.
 void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s);
 // Tiles of the attention forward: 1 = 64 queries x 64 keys a block (16 query rows a warp), 2 = 128
-// x 64, 3 = 128 x 32 (32 rows a warp: each K/V fragment from shared memory feeds two MMAs); 0 =
-// automatic (128-query blocks for head dims 64/128 and >= 128 queries). The environment variable
-// SMOOTHREAD_ATTN_FWD_TILES sets it when this is not called. For benchmarks and tests.
+// x 64, 3 = 128 x 32 (32 rows a warp: each K/V fragment from shared memory feeds two MMAs), 4 = 128
+// x 128 on Hopper's warpgroup MMAs (head dim 128 on an sm_90 GPU with an sm_90a build; elsewhere
+// the automatic choice); 0 = automatic (>= 128 queries: 4 where it runs, else 2 for head dims 64/128).
+// The environment variable SMOOTHREAD_ATTN_FWD_TILES sets it when this is not called. For
+// benchmarks and tests.
 void set_attention_fwd_tiles(int tiles);
+// Whether forward tiles 4 (warpgroup MMAs) can run: an sm_90a build on a compute capability 9.0 GPU.
+bool attention_wgmma_available();
 // Kernel of the attention backward: 1 = 64 keys a block of 4 warps (16 keys x every query a warp),
 // 2 = 128 keys a block of 8 warps with FlashAttention-2's 2-D warp tiling (head dims 64 and 128;
 // others always take 1); 0 = automatic. SMOOTHREAD_ATTN_BWD sets it when this is not called.
@@ -62,7 +66,7 @@ void set_attention_block_order(int order);
 void set_attention_block_section(int pairs);
 // The 2-D backward's barrier between writing P/dS and reading them: 1 = named barriers over the
 // warps that share the data (two pairs of warps, then quads), 0 = one block-wide barrier, -1 =
-// SMOOTHREAD_ATTN_NAMED_BAR or automatic (named in the sectioned launch order). Same results.
+// SMOOTHREAD_ATTN_NAMED_BAR or automatic (named). Same results.
 void set_attention_named_barriers(int on);
 // The bf16 mirror (device memory) holding [x, x + n): a weight's or an activation's, or null.
 const uint16_t* mirror_of(const float* x, size_t n);

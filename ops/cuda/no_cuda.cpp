@@ -38,6 +38,7 @@ void set_attention_bwd_kernel(int) { no_cuda(); }
 void set_attention_block_order(int) { no_cuda(); }
 void set_attention_block_section(int) { no_cuda(); }
 void set_attention_named_barriers(int) { no_cuda(); }
+bool attention_wgmma_available() { return false; }
 const uint16_t* mirror_of(const float*, size_t) { return nullptr; }
 bool decode_graphs() { return false; }
 DecodeGraphStats decode_graph_stats() { return {}; }
