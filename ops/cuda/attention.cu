@@ -418,6 +418,10 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
 // Against the mma.sync forward: no ldmatrix (the tensor cores read shared memory themselves), 4x
 // wider MMAs, and the softmax hidden behind them. Two layouts measured and not kept (docs/PERF.md):
 // wgmma's unswizzled core-matrix layout (its loads read half lines: L2-bound), Q in registers.
+// The block setup, the softmax step and the epilogue repeat attn_fwd_kernel's with this kernel's
+// accumulator indexing: folded into shared helpers they changed the machine code of all 40 forward
+// kernels (cubin .text compared), which at 230-255 registers moves their speed, so the fold waits
+// for a GPU measurement of both forwards.
 constexpr int kWgM = 128, kWgN = 128, kWgD = 128, kWgThreads = 256, kWgStages = 3;
 // the Q tile and kWgStages stages of [K tile, V tile], + 1 KB to align them to 1024 bytes
 constexpr size_t kWgFwdSmem = size_t(kWgM + kWgStages * 2 * kWgN) * kWgD * sizeof(bf16) + 1024;
