@@ -224,6 +224,58 @@ __device__ __forceinline__ void store_dkv(TO* dkr, TO* dvr, int c, int D, float 
 }
 
 // ---------------------------------------------------------------- forward
+// A forward block's place and keys, as locals of the kernel (a macro, not a function: the two
+// forwards then compile to the same machine code as with the lines written out): BM queries from m0
+// of head h, batch b (grid tile 0 = the heaviest = the last query tile, attention_schedule.h), the
+// (batch, kv head)'s K and V rows kb / vb, key tiles of KN from kbeg up to kend. AFTER_STRIDES: the
+// kernel's own declarations that need the row strides, in the place they had.
+#define SR_ATTN_FWD_BLOCK(BM, KN, DIM, AFTER_STRIDES)                                   \
+  const AttnBlockPlace place = block_place<ORDER>(section);                              \
+  const int m0 = (gridDim.x - 1 - place.tile) * (BM), h = place.head, b = place.batch;  \
+  const int G = s.Hq / s.Hkv, kh = h / G, D = (DIM), W = s.window, off = s.Tk - s.Tq;   \
+  const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;                         \
+  AFTER_STRIDES                                                                          \
+  const bf16* kb = k + size_t(b) * s.Tk * ldk + size_t(kh) * D;                         \
+  const bf16* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;                         \
+  const float sl2 = s.scale * kLog2e;                                                    \
+  const int last_q = min(m0 + (BM), s.Tq) - 1;                                          \
+  const int kend = min(s.Tk, last_q + off + 1);                                          \
+  const int kbeg = (W > 0 ? max(0, m0 + off - W + 1) : 0) / (KN) * (KN)
+
+// The forward's end for this thread's rows qrow0 and qrow0 + 8 of head h, batch b: full row sums
+// across the quad, then O / l (o[4 dt + 2 r + c] = row r, column 8 dt + 2 tig + c) and the lse written
+// (WHOLE: D = 8 ND, no column tests)
+template <class TO, int ND, bool WHOLE = false>
+__device__ __forceinline__ void fwd_write_rows(TO* out, float* lse, const float* o, float (&lrow)[2],
+                                               const float (&mrow)[2], int qrow0, int tig, int h, int b, int D,
+                                               size_t ldq, const AttnShape& s) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = qrow0 + r * 8;
+    if (i >= s.Tq) continue;
+    const float l = lrow[r], inv = l > 0 ? 1.0f / l : 0.0f;
+    TO* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
+#pragma unroll
+    for (int dt = 0; dt < ND; ++dt) {
+      const int c = dt * 8 + tig * 2;
+      if (WHOLE || c < D) orow[c] = from_f<TO>(o[4 * dt + 2 * r] * inv);
+      if (WHOLE || c + 1 < D) orow[c + 1] = from_f<TO>(o[4 * dt + 2 * r + 1] * inv);
+    }
+    if (tig == 0) lse[(size_t(b) * s.Hq + h) * s.Tq + i] = l > 0 ? (mrow[r] / kLog2e + logf(l)) : -INFINITY;
+  }
+}
+
+// MT = 16-row query tiles per warp (block of 64 * MT queries), KN = keys per tile. MT = 2 makes
+// every K and V fragment loaded from shared memory feed two MMAs instead of one, halving the
+// ldmatrix traffic per MMA (at MT = 1 the 128 B/clock of shared memory, not the tensor cores, bound
+// the kernel); Q fragments are then reloaded from shared memory each tile instead of living in
+// registers, which would not fit beside 2 x 16 rows of O at head dim 128 (KN = 32 halves the score
+// registers for the same reason).
 // MT = 16-row query tiles per warp (block of 64 * MT queries), KN = keys per tile. MT = 2 makes
 // every K and V fragment loaded from shared memory feed two MMAs instead of one, halving the
 // ldmatrix traffic per MMA (at MT = 1 the 128 B/clock of shared memory, not the tensor cores, bound
@@ -241,19 +293,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
   bf16* sKV = sQ + BM * SP;  // two stages of [K tile, V tile]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
-  // tile 0 = the heaviest = the last query tile (attention_schedule.h)
-  const AttnBlockPlace place = block_place<ORDER>(section);
-  const int m0 = (gridDim.x - 1 - place.tile) * BM, h = place.head, b = place.batch;
-  const int G = s.Hq / s.Hkv, kh = h / G, D = s.D, W = s.window, off = s.Tk - s.Tq;
-  const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
-  const bf16* qb = q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D;
-  const bf16* kb = k + size_t(b) * s.Tk * ldk + size_t(kh) * D;
-  const bf16* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;
-
-  const float sl2 = s.scale * kLog2e;
-  const int last_q = min(m0 + BM, s.Tq) - 1;
-  const int kend = min(s.Tk, last_q + off + 1);
-  const int kbeg = (W > 0 ? max(0, m0 + off - W + 1) : 0) / KN * KN;
+  SR_ATTN_FWD_BLOCK(BM, KN, s.D, const bf16* qb = q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D;);
   const int wrow0 = warp * 16 * MT;  // this warp's rows in the block: wrow0 + mt * 16 + [0, 16)
   auto load_kv = [&](int j0, int stage) {
     bf16* sK = sKV + stage * 2 * KN * SP;
@@ -382,28 +422,8 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
   }
   // finish: full row sums across the quad, normalize, write
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int qrow0 = m0 + wrow0 + mt * 16 + g;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      lrow[mt][r] += __shfl_xor_sync(0xffffffffu, lrow[mt][r], 1);
-      lrow[mt][r] += __shfl_xor_sync(0xffffffffu, lrow[mt][r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int i = qrow0 + r * 8;
-      if (i >= s.Tq) continue;
-      const float l = lrow[mt][r], inv = l > 0 ? 1.0f / l : 0.0f;
-      TO* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
-#pragma unroll
-      for (int dt = 0; dt < ND; ++dt) {
-        const int c = dt * 8 + tig * 2;
-        if (c < D) orow[c] = from_f<TO>(o[mt][dt][2 * r] * inv);
-        if (c + 1 < D) orow[c + 1] = from_f<TO>(o[mt][dt][2 * r + 1] * inv);
-      }
-      if (tig == 0) lse[(size_t(b) * s.Hq + h) * s.Tq + i] = l > 0 ? (mrow[mt][r] / kLog2e + logf(l)) : -INFINITY;
-    }
-  }
+  for (int mt = 0; mt < MT; ++mt)
+    fwd_write_rows<TO, ND>(out, lse, &o[mt][0][0], lrow[mt], mrow[mt], m0 + wrow0 + mt * 16 + g, tig, h, b, D, ldq, s);
 }
 
 // ---------------------------------------------------------------- forward on warpgroup MMAs (Hopper)
@@ -418,10 +438,9 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
 // Against the mma.sync forward: no ldmatrix (the tensor cores read shared memory themselves), 4x
 // wider MMAs, and the softmax hidden behind them. Two layouts measured and not kept (docs/PERF.md):
 // wgmma's unswizzled core-matrix layout (its loads read half lines: L2-bound), Q in registers.
-// The block setup, the softmax step and the epilogue repeat attn_fwd_kernel's with this kernel's
-// accumulator indexing: folded into shared helpers they changed the machine code of all 40 forward
-// kernels (cubin .text compared), which at 230-255 registers moves their speed, so the fold waits
-// for a GPU measurement of both forwards.
+// The block setup (SR_ATTN_FWD_BLOCK) and the epilogue (fwd_write_rows) are attn_fwd_kernel's; the
+// softmax step is written out in both: as one helper it changed their machine code (PTX equal up to
+// register numbering, which ptxas schedules by), and at 230-255 registers that needs a GPU measurement.
 constexpr int kWgM = 128, kWgN = 128, kWgD = 128, kWgThreads = 256, kWgStages = 3;
 // the Q tile and kWgStages stages of [K tile, V tile], + 1 KB to align them to 1024 bytes
 constexpr size_t kWgFwdSmem = size_t(kWgM + kWgStages * 2 * kWgN) * kWgD * sizeof(bf16) + 1024;
@@ -456,16 +475,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) attn_fwd_wg_kernel(TO* __restri
   bf16* sKV = sQ + kWgM * kWgD;
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4,
             tig = lane % 4;
-  const AttnBlockPlace place = block_place<ORDER>(section);  // tile 0 = the heaviest = the last query tile
-  const int m0 = (gridDim.x - 1 - place.tile) * kWgM, h = place.head, b = place.batch;
-  const int G = s.Hq / s.Hkv, kh = h / G, D = kWgD, W = s.window, off = s.Tk - s.Tq;
-  const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
-  const bf16* kb = k + size_t(b) * s.Tk * ldk + size_t(kh) * D;
-  const bf16* vb = v + size_t(b) * s.Tk * ldk + size_t(kh) * D;
-  const float sl2 = s.scale * kLog2e;
-  const int last_q = min(m0 + kWgM, s.Tq) - 1;
-  const int kend = min(s.Tk, last_q + off + 1);
-  const int kbeg = (W > 0 ? max(0, m0 + off - W + 1) : 0) / KN * KN;
+  SR_ATTN_FWD_BLOCK(kWgM, KN, kWgD, );
   const int ntiles = kend > kbeg ? (kend - kbeg + KN - 1) / KN : 0;
   auto stage_k = [&](int t) { return sKV + (t % kWgStages) * 2 * TILE; };  // tile t's K; its V follows
   auto load_kv = [&](int t) {
@@ -570,26 +580,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) attn_fwd_wg_kernel(TO* __restri
     issue_pv(ntiles - 1);
     wgmma_wait<0>();
   }
-  // finish: full row sums across the quad, normalize, write
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
-    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
-  }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int i = qrow0 + r * 8;
-    if (i >= s.Tq) continue;
-    const float l = lrow[r], inv = l > 0 ? 1.0f / l : 0.0f;
-    TO* orow = out + (size_t(b) * s.Tq + i) * ldq + size_t(h) * D;
-#pragma unroll
-    for (int dt = 0; dt < kWgD / 8; ++dt) {
-      const int c = dt * 8 + tig * 2;
-      orow[c] = from_f<TO>(o[4 * dt + 2 * r] * inv);
-      orow[c + 1] = from_f<TO>(o[4 * dt + 2 * r + 1] * inv);
-    }
-    if (tig == 0) lse[(size_t(b) * s.Hq + h) * s.Tq + i] = l > 0 ? (mrow[r] / kLog2e + logf(l)) : -INFINITY;
-  }
+  fwd_write_rows<TO, kWgD / 8, true>(out, lse, o, lrow, mrow, qrow0, tig, h, b, D, ldq, s);
 }
 
 // ---------------------------------------------------------------- backward
