@@ -276,12 +276,6 @@ __device__ __forceinline__ void fwd_write_rows(TO* out, float* lse, const float*
 // the kernel); Q fragments are then reloaded from shared memory each tile instead of living in
 // registers, which would not fit beside 2 x 16 rows of O at head dim 128 (KN = 32 halves the score
 // registers for the same reason).
-// MT = 16-row query tiles per warp (block of 64 * MT queries), KN = keys per tile. MT = 2 makes
-// every K and V fragment loaded from shared memory feed two MMAs instead of one, halving the
-// ldmatrix traffic per MMA (at MT = 1 the 128 B/clock of shared memory, not the tensor cores, bound
-// the kernel); Q fragments are then reloaded from shared memory each tile instead of living in
-// registers, which would not fit beside 2 x 16 rows of O at head dim 128 (KN = 32 halves the score
-// registers for the same reason).
 template <class TO, int DP, int MT, int KN, int ORDER>
 __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ out, float* __restrict__ lse,
                                                              const bf16* __restrict__ q, const bf16* __restrict__ k,
@@ -1183,33 +1177,31 @@ unsigned block_section(int tiles, int pairs) {
   if (order == kSectioned && g_block_section > 0) return unsigned(std::min(g_block_section, std::max(pairs, 1)));
   return attn_section(order, tiles, pairs, num_sms());
 }
+// Raises a kernel's dynamic shared-memory limit to `smem` bytes, once per kernel.
+template <class Kern>
+void raise_smem_limit(Kern* kern, size_t smem) {
+  static std::set<const void*> raised;
+  if (raised.insert(reinterpret_cast<const void*>(kern)).second)
+    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+}
+// Launches a forward kernel over (ceil(Tq / BM) query tiles, Hq, B): its sectioned instantiation
+// (renumbered blocks) or its grid-order one, as block_section() says.
+template <class TO, class Kern>
+void launch_fwd(Kern* sectioned, Kern* grid_order, int BM, int threads, size_t smem, const char* what, TO* out,
+                float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
+  dim3 grid((s.Tq + BM - 1) / BM, s.Hq, s.B);
+  const unsigned section = block_section(grid.x, s.Hq * s.B);
+  Kern* kern = section > 1 ? sectioned : grid_order;
+  raise_smem_limit(kern, smem);
+  kern<<<grid, threads, smem, stream()>>>(out, lse, q, k, v, s, section);
+  SR_CUDA_LAUNCHED(what);
+}
 template <class TO, int DP, int MT, int KN>
 void fwd_launch_tiles(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
-  dim3 grid((s.Tq + kFwdM * MT - 1) / (kFwdM * MT), s.Hq, s.B);
-  const unsigned section = block_section(grid.x, s.Hq * s.B);
-  const bool renumber = section > 1;
-  auto kern = renumber ? attn_fwd_kernel<TO, DP, MT, KN, kSectioned> : attn_fwd_kernel<TO, DP, MT, KN, kTilesFastest>;
-  static bool attr[2] = {};
-  if (!attr[renumber]) {
-    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<DP, MT, KN>())));
-    attr[renumber] = true;
-  }
-  kern<<<grid, kThreadsA, fwd_smem<DP, MT, KN>(), stream()>>>(out, lse, q, k, v, s, section);
-  SR_CUDA_LAUNCHED("attention_fwd");
+  launch_fwd(attn_fwd_kernel<TO, DP, MT, KN, kSectioned>, attn_fwd_kernel<TO, DP, MT, KN, kTilesFastest>, kFwdM * MT,
+             kThreadsA, fwd_smem<DP, MT, KN>(), "attention_fwd", out, lse, q, k, v, s);
 }
 int g_fwd_tiles = -1;  // set_attention_fwd_tiles; -1: not set (SMOOTHREAD_ATTN_FWD_TILES or automatic)
-// The forward's tiles: 1 = 64 queries x 64 keys (16 query rows a warp), 2 = 128 x 64, 3 = 128 x 32
-// (32 rows a warp), 4 = 128 x 128 on warpgroup MMAs (head dim 128, sm_90a). Two row tiles a warp
-// only for head dims 64 and 128 (256 has no registers for it) and at least 128 queries (a shorter
-// block would waste half of it).
-template <int DP>
-int fwd_tiles(int Tq) {
-  static const int env = env_int("SMOOTHREAD_ATTN_FWD_TILES", 0);
-  const int forced = g_fwd_tiles >= 0 ? g_fwd_tiles : env;
-  if (DP == 256 || DP < 64) return 1;
-  if (forced >= 1 && forced <= 4) return forced;
-  return Tq >= 2 * kFwdM ? (DP == 128 ? 4 : kAutoFwdTiles) : 1;  // 4 where it runs (fwd_launch), else 2
-}
 // Whether this build and GPU run the warpgroup-MMA forward (sm_90a code, a compute capability 9.0 device)
 bool wgmma_forward_available() {
 #if defined(SMOOTHREAD_SM90A)
@@ -1225,28 +1217,27 @@ bool wgmma_forward_available() {
   return false;
 #endif
 }
-template <class TO>
-void fwd_launch_wg(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
-  dim3 grid((s.Tq + kWgM - 1) / kWgM, s.Hq, s.B);
-  const unsigned section = block_section(grid.x, s.Hq * s.B);
-  const bool renumber = section > 1;
-  auto kern = renumber ? attn_fwd_wg_kernel<TO, kSectioned> : attn_fwd_wg_kernel<TO, kTilesFastest>;
-  static bool attr[2] = {};
-  if (!attr[renumber]) {
-    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWgFwdSmem)));
-    attr[renumber] = true;
-  }
-  kern<<<grid, kWgThreads, kWgFwdSmem, stream()>>>(out, lse, q, k, v, s, section);
-  SR_CUDA_LAUNCHED("attention_fwd_wgmma");
+// The forward's tiles: 1 = 64 queries x 64 keys (16 query rows a warp), 2 = 128 x 64, 3 = 128 x 32
+// (32 rows a warp), 4 = 128 x 128 on warpgroup MMAs (head dim 128, sm_90a). Two row tiles a warp
+// only for head dims 64 and 128 (256 has no registers for it) and at least 128 queries (a shorter
+// block would waste half of it). Forced 4 where the warpgroup kernel does not run: the automatic choice.
+template <int DP>
+int fwd_tiles(const AttnShape& s) {
+  static const int env = env_int("SMOOTHREAD_ATTN_FWD_TILES", 0);
+  const int forced = g_fwd_tiles >= 0 ? g_fwd_tiles : env;
+  if (DP == 256 || DP < 64) return 1;
+  const bool wg = DP == 128 && s.D == 128 && wgmma_forward_available();
+  if (forced >= 1 && forced <= 3) return forced;
+  if (forced == 4 && wg) return 4;
+  return s.Tq >= 2 * kFwdM ? (wg ? 4 : kAutoFwdTiles) : 1;
 }
 template <class TO, int DP>
 void fwd_launch(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
-  int tiles = fwd_tiles<DP>(s.Tq);
-  if (tiles == 4) {  // the warpgroup-MMA forward where it applies, else the automatic choice
-    if constexpr (DP == 128) {
-      if (s.D == 128 && wgmma_forward_available()) return fwd_launch_wg<TO>(out, lse, q, k, v, s);
-    }
-    tiles = DP != 256 && DP >= 64 && s.Tq >= 2 * kFwdM ? kAutoFwdTiles : 1;
+  const int tiles = fwd_tiles<DP>(s);
+  if constexpr (DP == 128) {
+    if (tiles == 4)
+      return launch_fwd(attn_fwd_wg_kernel<TO, kSectioned>, attn_fwd_wg_kernel<TO, kTilesFastest>, kWgM, kWgThreads,
+                        kWgFwdSmem, "attention_fwd_wgmma", out, lse, q, k, v, s);
   }
   if constexpr (DP == 64 || DP == 128) {
     switch (tiles) {
@@ -1306,9 +1297,7 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
                               : (renumber ? attn_bwd2_kernel<TO, DP, kSectioned> : attn_bwd2_kernel<TO, DP, kTilesFastest>),
       smem = bwd2_smem<DP>();
   }
-  static std::set<const void*> configured;  // kernels whose shared-memory limit is raised
-  if (configured.insert(reinterpret_cast<const void*>(kern)).second)
-    SR_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  raise_smem_limit(kern, smem);
   if (head_split) {
     SR_CUDA(cudaMemsetAsync(dk, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));
     SR_CUDA(cudaMemsetAsync(dv, 0, size_t(s.B) * s.Tk * s.Hkv * s.D * sizeof(TO), stream()));

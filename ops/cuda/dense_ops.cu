@@ -1212,7 +1212,12 @@ void add(float* out, const float* a, const float* b, size_t n) {
 }
 void linear_fwd_add(float* out, const float* res, const float* x, const float* W, int N, int I, int O) {
   if (N > kGemvMaxRows && linear_fwd_epilogue(out, res, x, W, nullptr, N, I, O)) return;
-  float* tmp = static_cast<float*>(device_alloc(size_t(N) * O * sizeof(float)));  // out may alias res
+  if (out != res) {  // the product into out, then the add (the model's case: no scratch)
+    linear_fwd(out, x, W, nullptr, N, I, O);
+    add(out, res, out, size_t(N) * O);
+    return;
+  }
+  float* tmp = static_cast<float*>(device_alloc(size_t(N) * O * sizeof(float)));  // in place: res is read after
   linear_fwd(tmp, x, W, nullptr, N, I, O);
   add(out, res, tmp, size_t(N) * O);
   device_free(tmp);
