@@ -2,7 +2,7 @@
 // PyTorch baselines on the same card in the same call and prints the docs/PERF.md tables.
 //   bench_cuda attention --L 4096 [--window 0] [--heads 16] [--dim 128] [--tokens 16384] [--reps 10]
 //       [--fwd-tiles 0|1|2|3|4] (the forward's tiling, set_attention_fwd_tiles; 0 = automatic)
-//       [--bwd-kernel 0|1|2] (the backward's kernel, set_attention_bwd_kernel; 0 = automatic)
+//       [--bwd-kernel 0|1|2|3] (the backward's kernel, set_attention_bwd_kernel; 0 = automatic)
 //       [--order -1|0|1|2] (the blocks' launch order, set_attention_block_order; -1 = SMOOTHREAD_ATTN_ORDER or 2)
 //       [--section N] (order 2's section in (head, batch) pairs, set_attention_block_section; 0 = automatic)
 //       [--named-barriers -1|0|1] (the 2-D backward's P/dS barrier, set_attention_named_barriers; -1 = automatic)
@@ -104,7 +104,7 @@ int attention(std::map<std::string, std::string> a) {
   const int B = std::max(1, geti(a, "tokens", 16384) / L), reps = geti(a, "reps", 10);
   const int fwd_tiles = geti(a, "fwd-tiles", 0);  // 1 | 2 | 3 | 4 forces the forward's tiling (cuda_backend.h)
   cuda::set_attention_fwd_tiles(fwd_tiles);
-  const int bwd_kernel = geti(a, "bwd-kernel", 0);  // 1 | 2 forces the backward's kernel (cuda_backend.h)
+  const int bwd_kernel = geti(a, "bwd-kernel", 0);  // 1 | 2 | 3 forces the backward's kernel (cuda_backend.h)
   cuda::set_attention_bwd_kernel(bwd_kernel);
   const int order = geti(a, "order", -1);  // 0 | 1 | 2 forces the blocks' launch order (cuda_backend.h)
   cuda::set_attention_block_order(order);

@@ -607,12 +607,13 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
     auto q_ = up(q), k_ = up(k), v_ = up(v), do_ = up(dout);
     // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys, 4: 128 x 128 on warpgroup
     // MMAs for head dim 128; 0: the automatic choice)
-    // under every backward kernel (1: 64 keys x 4 warps, 2: 128 keys x 8 warps, 2-D; 0: automatic)
+    // under every backward kernel (1: 64 keys x 4 warps, 2: 128 keys x 8 warps, 2-D, 3: 128 keys on
+    // warpgroup MMAs for head dim 128; 0: automatic)
     // ... under every launch order of the blocks (0: each head's tiles in turn, 1: every head's
     // heaviest first, 2: sections of 2 (head, batch) pairs, 3: order 2's automatic sections)
     for (int order : {0, 1, 2, 3})
     for (int tiles : {1, 2, 3, 4, 0})
-      for (int bwd : {1, 2, 0}) {
+      for (int bwd : {1, 2, 3, 0}) {
         const auto set_order = [](int o) {
           cuda::set_attention_block_order(std::min(o, 2));
           cuda::set_attention_block_section(o == 2 ? 2 : 0);
@@ -694,9 +695,9 @@ TEST(Cuda, AttentionForwardRescalesWhenScoresClimbAlongTheKeys) {
   cuda::set_attention_fwd_tiles(0);
 }
 
-// The attention tests run forward tiles 4 (warpgroup MMAs) on an H100/H200 with the default sm_90a
-// build: not silently the mma.sync fallback
-TEST(Cuda, AttentionWarpgroupForwardRunsOnHopper) {
+// The attention tests run forward tiles 4 and backward kernel 3 (warpgroup MMAs) on an H100/H200
+// with the default sm_90a build: not silently the mma.sync fallbacks
+TEST(Cuda, AttentionWarpgroupKernelsRunOnHopper) {
   SKIP_WITHOUT_GPU();
   const std::string dev = cuda::device_summary();  // "NVIDIA H200, sm_90, 132 SMs, ..."
   if (dev.find(", sm_90,") == std::string::npos) GTEST_SKIP() << "not an sm_90 GPU: " << dev;

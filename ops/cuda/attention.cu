@@ -37,7 +37,7 @@ constexpr int kWarps = 4, kThreadsA = kWarps * 32;
 constexpr int kFwdM = 64, kFwdN = 64;  // forward tile: queries x keys (one 16-row tile a warp)
 constexpr int kAutoFwdTiles = 2;        // fwd_tiles' automatic choice for 128+ queries (fastest on an H200)
 constexpr int kBwdN = 64, kBwdM = 64;  // backward tile: keys x queries
-constexpr int kAutoBwd = 2;           // bwd_kernel's automatic choice for head dims 64 and 128
+constexpr int kAutoBwd = 2;           // bwd_kernel's choice for head dims 64 and 128 without warpgroup MMAs
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kMaxGrowth = 8.0f;  // forward: a row's max is moved only when it would grow by more (log2 units)
 
@@ -1033,6 +1033,169 @@ __global__ void __launch_bounds__(kB2Threads, 1)
     }
 }
 
+// ---------------------------------------------------------------- backward on warpgroup MMAs (Hopper)
+// Head dim 128 (D = 128), sm_90a; FlashAttention-3's layout without its producer warp. One block of
+// 2 warpgroups per (128 keys, kv head, batch); warpgroup w owns keys 64w .. 64w + 63 and keeps their
+// dK and dV [64 x 128] in fp32 accumulators. K and V stay in shared memory; the query tiles (64
+// queries of Q and dO, the group's heads in turn) stream through two cp.async stages, all in the
+// 128-byte-swizzle layout (load_tile_sw128). Per query tile a warpgroup computes
+//   S^T = K_w Q^T and dP^T = V_w dO^T  [64 keys x 64 q] (wgmma m64n64, both operands from shared memory);
+//   P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta) in registers (keys are the rows, so P^T and
+//   dS^T are already the A operands of the next products);
+//   dV_w += P^T dO, dK_w += dS^T Q  [64 keys x 128 d] (A from registers, B = dO / Q read M/N-major);
+//   dS^T -> shared memory; after both warpgroups wrote theirs:
+//   dQ[64 q x its 64 head dims] = dS K (A = dS^T read M/N-major, B = K read M/N-major), fp32 atomics.
+constexpr int kWbN = 128, kWbM = 64;  // keys a block x queries a tile
+// K, V, two stages of [Q, dO], dS^T, two stages of [lse, delta]; + 1 KB to align to 1024 bytes
+constexpr size_t kWgBwdSmem =
+    size_t(2 * kWbN * kWgD + 2 * 2 * kWbM * kWgD + kWbN * kWbM) * sizeof(bf16) + 2 * 2 * kWbM * sizeof(float) + 1024;
+
+template <class TO, int ORDER>
+__global__ void __launch_bounds__(kWgThreads, 1)
+    attn_bwd_wg_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk, TO* __restrict__ dv, const bf16* __restrict__ dout,
+                       const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                       const float* __restrict__ lse, const float* __restrict__ delta, AttnShape s, bool head_split,
+                       unsigned section) {
+  constexpr int KT = kWbN * kWgD, QT = kWbM * kWgD;  // elements of the K (V) tile and of a Q (dO) tile
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  bf16* sK = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  bf16* sV = sK + KT;
+  bf16* sQO = sV + KT;                 // two stages of [Q tile, dO tile]
+  bf16* sdS = sQO + 2 * 2 * QT;        // dS^T [128 keys][64 q]: one 128-byte-swizzle half
+  float* sLD = reinterpret_cast<float*>(sdS + kWbN * kWbM);  // two stages of [lse, delta]
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4,
+            tig = lane % 4;
+  const BwdTiles<kWgD, kWbN, kWbM, kWgThreads, ORDER> tiles(s, head_split, section);
+  const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
+  const int D = kWgD, W = s.window, off = s.Tk - s.Tq;
+  const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
+  const float sl2 = s.scale * kLog2e;
+  const int ntiles = tiles.ntiles;
+  auto load_q = [&](int h, int i0, int stage) {
+    const int nq = min(kWbM, s.Tq - i0);
+    const size_t row = (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D;
+    bf16* dst = sQO + stage * 2 * QT;
+    load_tile_sw128<kWbM>(dst, q + row, nq, ldq);
+    load_tile_sw128<kWbM>(dst + QT, dout + row, nq, ldq);
+    load_lse_delta(sLD + stage * 2 * kWbM, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, kWbM, nq);
+    cp_async_commit();
+  };
+  {
+    const size_t row = (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D;
+    load_tile_sw128<kWbN>(sK, k + row, min(kWbN, s.Tk - j0), ldk);
+    load_tile_sw128<kWbN>(sV, v + row, min(kWbN, s.Tk - j0), ldk);
+  }
+  int h, i0;
+  tiles.first(h, i0);
+  if (ntiles > 0) load_q(h, i0, 0);
+  else cp_async_commit();
+
+  float dK[64], dV[64];  // this warpgroup's 64 keys x 128 head dims
+#pragma unroll
+  for (int i = 0; i < 64; ++i) dK[i] = dV[i] = 0.0f;
+  const int key0 = j0 + wg * 64 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
+  int hn, in;
+  for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1, h = hn, i0 = in) {
+    hn = h, in = i0;
+    tiles.next(hn, in);
+    cp_async_wait_all();
+    fence_proxy_async();
+    __syncthreads();  // tile t visible to the tensor cores; both warpgroups are done with tile t-1 and dS^T
+    if (t + 1 < ntiles) load_q(hn, in, stage ^ 1);
+    const bf16* sQ = sQO + stage * 2 * QT;
+    const bf16* sO = sQ + QT;
+    const float* sL = sLD + stage * 2 * kWbM;
+    const float* sD = sL + kWbM;
+    // S^T, dP^T [64 keys x 64 q] over 8 steps of 16 head dims (K-major A and B: half kk / 4, 32 bytes a step)
+    float st[32], dpt[32];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgD / 16; ++kk)
+      wgmma_ss_n64<0, 0>(st, wgmma_desc_sw128(sK + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
+                         wgmma_desc_sw128(sQ + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
+    wgmma_commit();  // S^T first: P^T is computed while dP^T runs
+#pragma unroll
+    for (int kk = 0; kk < kWgD / 16; ++kk)
+      wgmma_ss_n64<0, 0>(dpt, wgmma_desc_sw128(sV + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
+                         wgmma_desc_sw128(sO + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
+    wgmma_commit();
+    wgmma_wait<1>();
+    // P^T, then dS^T: element (key key0 + 8 (e / 2), query i0 + 8 j + 2 tig + e % 2) of st / dpt [4 j + e]
+    const bool full_tile = (j0 + kWbN - 1 <= i0 + off) && (j0 + kWbN <= s.Tk) && (i0 + kWbM <= s.Tq) &&
+                           (W == 0 || j0 > i0 + kWbM - 1 + off - W);
+    uint32_t pa[kWbM / 16][4], dsa[kWbM / 16][4];  // A fragments over the 64 queries (16 a step)
+#pragma unroll
+    for (int j = 0; j < kWbM / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = j * 8 + tig * 2 + (e % 2), key = key0 + (e / 2) * 8;
+        st[4 * j + e] = full_tile || visible(i0 + c, key, off, s.Tq, s.Tk, W)
+                            ? exp2f(st[4 * j + e] * sl2 - sL[c] * kLog2e) : 0.0f;
+      }
+      pa[j / 2][(j % 2) * 2] = pack_bf16(st[4 * j], st[4 * j + 1]);
+      pa[j / 2][(j % 2) * 2 + 1] = pack_bf16(st[4 * j + 2], st[4 * j + 3]);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int j = 0; j < kWbM / 8; ++j) {
+      float ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) ds[e] = st[4 * j + e] * (dpt[4 * j + e] - sD[j * 8 + tig * 2 + (e % 2)]);
+      dsa[j / 2][(j % 2) * 2] = pack_bf16(ds[0], ds[1]);
+      dsa[j / 2][(j % 2) * 2 + 1] = pack_bf16(ds[2], ds[3]);
+    }
+    // dV += P^T dO, dK += dS^T Q over 4 steps of 16 queries (B M/N-major: 16 rows = 2048 bytes a step;
+    // head dims 64.. a half (64 rows x 128 bytes) on)
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < kWbM / 16; ++kc) wgmma_rs<1>(dV, pa[kc], wgmma_desc_sw128(sO + kc * 16 * 64, kWbM * 128), 1);
+#pragma unroll
+    for (int kc = 0; kc < kWbM / 16; ++kc) wgmma_rs<1>(dK, dsa[kc], wgmma_desc_sw128(sQ + kc * 16 * 64, kWbM * 128), 1);
+    wgmma_commit();
+    // dS^T -> shared memory [128 keys][64 q], swizzled: key r's chunk c (8 queries) at r * 64 + (c ^ r % 8) * 8
+#pragma unroll
+    for (int j = 0; j < kWbM / 8; ++j)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int kr = wg * 64 + warp * 16 + g + r * 8;
+        *reinterpret_cast<uint32_t*>(sdS + kr * 64 + ((j ^ (kr % 8)) * 8) + tig * 2) = dsa[j / 2][(j % 2) * 2 + r];
+      }
+    fence_proxy_async();
+    __syncthreads();  // both warpgroups' dS^T written
+    // dQ [64 q x this warpgroup's 64 head dims] = dS K over 8 steps of 16 keys: A = dS^T read M/N-major
+    // (16 keys = 2048 bytes a step), B = K's half wg read M/N-major
+    float dq[32];
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < kWbN / 16; ++kc)
+      wgmma_ss_n64<1, 1>(dq, wgmma_desc_sw128(sdS + kc * 16 * 64, kWbM * 128),
+                         wgmma_desc_sw128(sK + wg * kWbN * 64 + kc * 16 * 64, kWbN * 128), kc > 0);
+    wgmma_commit();
+    wgmma_wait<0>();  // dQ, and this tile's dV / dK products (their A registers are free again)
+    // dq[4 j + e]: query i0 + 16 warp + g + 8 (e / 2), head dim 64 wg + 8 j + 2 tig + e % 2
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int i = i0 + warp * 16 + g + r * 8;
+      const float sc = i < s.Tq ? s.scale : 0.0f;
+      float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + wg * 64 + tig * 2;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) atomic_add2(dqr + j * 8, dq[4 * j + 2 * r] * sc, dq[4 * j + 2 * r + 1] * sc, true);
+    }
+  }
+  // write dK (scaled) and dV for this thread's keys: dK[4 dt + 2 r + c] = key key0 + 8 r, head dim 8 dt + 2 tig + c
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int j = key0 + r * 8;
+    if (j >= s.Tk) continue;
+    TO* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+    TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+#pragma unroll
+    for (int dt = 0; dt < kWgD / 8; ++dt)
+      store_dkv(dkr, dvr, dt * 8 + tig * 2, D, dK[4 * dt + 2 * r] * s.scale, dK[4 * dt + 2 * r + 1] * s.scale,
+                dV[4 * dt + 2 * r], dV[4 * dt + 2 * r + 1], head_split);
+  }
+}
+
 // ---------------------------------------------------------------- decode (one query)
 // Split-K over the visible keys: grid (splits, kv head, batch), 4 warps; each block handles all
 // `G` query heads of its kv head (GQA: K/V rows read once), fp32 throughout. Each warp takes every
@@ -1202,8 +1365,8 @@ void fwd_launch_tiles(TO* out, float* lse, const bf16* q, const bf16* k, const b
              kThreadsA, fwd_smem<DP, MT, KN>(), "attention_fwd", out, lse, q, k, v, s);
 }
 int g_fwd_tiles = -1;  // set_attention_fwd_tiles; -1: not set (SMOOTHREAD_ATTN_FWD_TILES or automatic)
-// Whether this build and GPU run the warpgroup-MMA forward (sm_90a code, a compute capability 9.0 device)
-bool wgmma_forward_available() {
+// Whether this build and GPU run the warpgroup-MMA kernels (sm_90a code, a compute capability 9.0 device)
+bool wgmma_available() {
 #if defined(SMOOTHREAD_SM90A)
   static const bool ok = [] {
     int dev = 0, major = 0, minor = 0;
@@ -1226,7 +1389,7 @@ int fwd_tiles(const AttnShape& s) {
   static const int env = env_int("SMOOTHREAD_ATTN_FWD_TILES", 0);
   const int forced = g_fwd_tiles >= 0 ? g_fwd_tiles : env;
   if (DP == 256 || DP < 64) return 1;
-  const bool wg = DP == 128 && s.D == 128 && wgmma_forward_available();
+  const bool wg = DP == 128 && s.D == 128 && wgmma_available();
   if (forced >= 1 && forced <= 3) return forced;
   if (forced == 4 && wg) return 4;
   return s.Tq >= 2 * kFwdM ? (wg ? 4 : kAutoFwdTiles) : 1;
@@ -1255,13 +1418,16 @@ constexpr size_t bwd2_smem() {
 }
 int g_bwd_kernel = -1;  // set_attention_bwd_kernel; -1: not set (SMOOTHREAD_ATTN_BWD or automatic)
 // The backward's kernel: 1 = attn_bwd_kernel (64 keys, 4 warps), 2 = attn_bwd2_kernel (128 keys,
-// 8 warps, 2-D warp tiling; head dims 64 and 128 only).
+// 8 warps, 2-D warp tiling; head dims 64 and 128 only), 3 = attn_bwd_wg_kernel (128 keys on
+// warpgroup MMAs; head dim 128, sm_90a). Automatic: 3 where it runs, else 2 (head dims 64, 128),
+// else 1. Forced 3 where the warpgroup kernel does not run: the automatic choice.
 template <int DP>
-int bwd_kernel() {
+int bwd_kernel(const AttnShape& s) {
   static const int env = env_int("SMOOTHREAD_ATTN_BWD", 0);
   const int forced = g_bwd_kernel >= 0 ? g_bwd_kernel : env;
   if (DP != 64 && DP != 128) return 1;
-  return forced == 1 || forced == 2 ? forced : kAutoBwd;
+  if (forced == 1 || forced == 2) return forced;
+  return DP == 128 && s.D == 128 && wgmma_available() ? 3 : kAutoBwd;
 }
 int g_named_barriers = -1;  // set_attention_named_barriers; -1: not set (SMOOTHREAD_ATTN_NAMED_BAR or automatic)
 // Whether the 2-D backward syncs P/dS with named pair/quad barriers (attn_bwd2_kernel's NAMED).
@@ -1276,14 +1442,14 @@ bool named_barriers() {
 template <class TO, int DP>
 void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, const bf16* k, const bf16* v,
                 const float* lse, const float* delta, const AttnShape& s) {
-  const int which = bwd_kernel<DP>();
-  const int keys = which == 2 ? kB2N : kBwdN, threads = which == 2 ? kB2Threads : kThreadsA;
+  const int which = bwd_kernel<DP>(s);
+  const int keys = which >= 2 ? kB2N : kBwdN, threads = which >= 2 ? kB2Threads : kThreadsA;
   size_t smem = bwd_smem<DP>();
   // Split the query heads of a kv group over blocks when there are too few blocks to fill the GPU
   // twice over (8 warps a block or two blocks of 4 per SM) (fp32 outputs only: the partial dK/dV
   // are summed with atomics into zeroed outputs).
   const int key_tiles = (s.Tk + keys - 1) / keys, G = s.Hq / s.Hkv;
-  const int blocks_per_sm = which == 2 ? 1 : 2;
+  const int blocks_per_sm = which >= 2 ? 1 : 2;
   const bool head_split = sizeof(TO) == 4 && G > 1 && key_tiles * s.Hkv * s.B < 2 * blocks_per_sm * num_sms();
   dim3 grid(key_tiles, s.Hkv * (head_split ? G : 1), s.B);
   const unsigned section = block_section(grid.x, grid.y * grid.z);
@@ -1291,6 +1457,11 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
   void (*kern)(float*, TO*, TO*, const bf16*, const bf16*, const bf16*, const bf16*, const float*, const float*,
                AttnShape, bool, unsigned) =
       renumber ? attn_bwd_kernel<TO, DP, kSectioned> : attn_bwd_kernel<TO, DP, kTilesFastest>;
+  static_assert(kWbN == kB2N && kWgThreads == kB2Threads, "the warpgroup backward launches as the 2-D one");
+  if constexpr (DP == 128) {
+    if (which == 3)
+      kern = renumber ? attn_bwd_wg_kernel<TO, kSectioned> : attn_bwd_wg_kernel<TO, kTilesFastest>, smem = kWgBwdSmem;
+  }
   if constexpr (DP == 64 || DP == 128) {
     if (which == 2)
       kern = named_barriers() ? attn_bwd2_kernel<TO, DP, kSectioned, true>
@@ -1338,7 +1509,7 @@ void compute_delta(float* delta, const T* dout, const T* out, const AttnShape& s
 }  // namespace
 
 void set_attention_fwd_tiles(int tiles) { g_fwd_tiles = tiles; }
-bool attention_wgmma_available() { return wgmma_forward_available(); }
+bool attention_wgmma_available() { return wgmma_available(); }
 void set_attention_bwd_kernel(int which) { g_bwd_kernel = which; }
 void set_attention_block_order(int order) { g_block_order = order; }
 void set_attention_block_section(int pairs) { g_block_section = std::max(0, pairs); }

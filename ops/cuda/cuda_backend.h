@@ -47,11 +47,15 @@ void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, con
 // The environment variable SMOOTHREAD_ATTN_FWD_TILES sets it when this is not called. For
 // benchmarks and tests.
 void set_attention_fwd_tiles(int tiles);
-// Whether forward tiles 4 (warpgroup MMAs) can run: an sm_90a build on a compute capability 9.0 GPU.
+// Whether the warpgroup-MMA attention kernels (forward tiles 4, backward kernel 3) can run: an
+// sm_90a build on a compute capability 9.0 GPU.
 bool attention_wgmma_available();
 // Kernel of the attention backward: 1 = 64 keys a block of 4 warps (16 keys x every query a warp),
 // 2 = 128 keys a block of 8 warps with FlashAttention-2's 2-D warp tiling (head dims 64 and 128;
-// others always take 1); 0 = automatic. SMOOTHREAD_ATTN_BWD sets it when this is not called.
+// others always take 1); 3 = 128 keys a block of 2 warpgroups on warpgroup MMAs (head dim 128 on
+// an sm_90 GPU with an sm_90a build; elsewhere automatic); 0 = automatic (3 where it runs, else 2
+// for head dims 64 and 128, else 1).
+// SMOOTHREAD_ATTN_BWD sets it when this is not called.
 void set_attention_bwd_kernel(int which);
 // Launch order of the attention forward's and backward's blocks (ops/cuda/attention_schedule.h):
 // 0 = each head's tiles in turn, heaviest first; 1 = every head's heaviest tile first, then every
