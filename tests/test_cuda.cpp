@@ -662,11 +662,12 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
 // than that over the tiles (rescales), with smaller steps in between (stale maxima, p up to 2^8).
 TEST(Cuda, AttentionForwardRescalesWhenScoresClimbAlongTheKeys) {
   SKIP_WITHOUT_GPU();
-  for (int tiles : {1, 2, 3, 4}) {
+  // every tiling at head dim 64 (tiles 4: warpgroup MMAs on an H100/H200), and tiles 4 at 128
+  for (const auto [tiles, dim] : std::vector<std::pair<int, int>>{{1, 64}, {2, 64}, {3, 64}, {4, 64}, {4, 128}}) {
     AttnShape s;
-    s.B = 1, s.Tq = 300, s.Tk = 300, s.Hq = 2, s.Hkv = 1, s.D = tiles == 4 ? 128 : 64, s.window = 0;
-    s.scale = tiles == 4 ? 0.088f : 0.125f;
-    SCOPED_TRACE("forward tiles " + std::to_string(tiles));
+    s.B = 1, s.Tq = 300, s.Tk = 300, s.Hq = 2, s.Hkv = 1, s.D = dim, s.window = 0;
+    s.scale = dim == 128 ? 0.088f : 0.125f;
+    SCOPED_TRACE("forward tiles " + std::to_string(tiles) + ", head dim " + std::to_string(dim));
     const size_t nq = size_t(s.Tq) * s.Hq * s.D, nk = size_t(s.Tk) * s.Hkv * s.D;
     auto q = randn(nq, 11), k = randn(nk, 12), v = randn(nk, 13), dout = randn(nq, 14);
     for (int j = 0; j < s.Tk; ++j)  // key norms x1 .. x8: a row's max climbs ~35 log2 units over its 5 key tiles

@@ -421,13 +421,13 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
 }
 
 // ---------------------------------------------------------------- forward on warpgroup MMAs (Hopper)
-// Head dim 128 (D = 128), sm_90a. One block of 2 warpgroups (256 threads) per (128 queries, head,
-// batch); warpgroup w owns query rows 64w .. 64w + 63 and keeps its O [64 x 128] in fp32
-// accumulators (64 a thread). Key tiles of 128 (K and V) stream through shared memory in three
-// stages (cp.async, tile t+1 loading during tile t), in the 128-byte-swizzle layout wgmma reads
-// (wgmma.cuh). Per key tile t a warpgroup issues S = Q K^T (8 wgmma, A = its Q rows and B = the K
-// tile from shared memory), then tile t-1's O += P V (8 wgmma, P as bf16 A fragments in registers,
-// V read M/N-major); the mask and the online softmax of tile t (lazy rescaling, on accumulators
+// Head dims DW = 64 and 128 (D = DW), sm_90a. One block of 2 warpgroups (256 threads) per (128
+// queries, head, batch); warpgroup w owns query rows 64w .. 64w + 63 and keeps its O [64 x DW] in
+// fp32 accumulators (DW / 2 a thread). Key tiles of 128 (K and V) stream through shared memory in
+// three stages (cp.async, tile t+1 loading during tile t), in the 128-byte-swizzle layout wgmma reads
+// (wgmma.cuh). Per key tile t a warpgroup issues S = Q K^T (DW / 16 wgmma, A = its Q rows and B = the
+// K tile from shared memory), then tile t-1's O += P V (8 wgmma of N = DW, P as bf16 A fragments in
+// registers, V read M/N-major); the mask and the online softmax of tile t (lazy rescaling, on accumulators
 // laid out as mma.sync's, so the code is the mma.sync forward's) run while O += P V is in flight.
 // Against the mma.sync forward: no ldmatrix (the tensor cores read shared memory themselves), 4x
 // wider MMAs, and the softmax hidden behind them. Two layouts measured and not kept (docs/PERF.md):
@@ -435,17 +435,18 @@ __global__ void __launch_bounds__(kThreadsA) attn_fwd_kernel(TO* __restrict__ ou
 // The block setup (SR_ATTN_FWD_BLOCK) and the epilogue (fwd_write_rows) are attn_fwd_kernel's; the
 // softmax step is written out in both: as one helper it changed their machine code (PTX equal up to
 // register numbering, which ptxas schedules by), and at 230-255 registers that needs a GPU measurement.
-constexpr int kWgM = 128, kWgN = 128, kWgD = 128, kWgThreads = 256, kWgStages = 3;
-// the Q tile and kWgStages stages of [K tile, V tile], + 1 KB to align them to 1024 bytes
-constexpr size_t kWgFwdSmem = size_t(kWgM + kWgStages * 2 * kWgN) * kWgD * sizeof(bf16) + 1024;
+constexpr int kWgM = 128, kWgN = 128, kWgThreads = 256, kWgStages = 3;
+// the Q tile and kWgStages stages of [K tile, V tile] (head dim DW: 64 or 128), + 1 KB to align them to 1024 bytes
+template <int DW>
+constexpr size_t wg_fwd_smem() { return size_t(kWgM + kWgStages * 2 * kWgN) * DW * sizeof(bf16) + 1024; }
 
-// Starts loading rows [0, ROWS) (rows >= nvalid zero-filled) of a bf16 [*, ld] tensor with 128
-// columns into shared memory in the 128-byte-swizzle layout: two halves of 64 columns, [ROWS][64]
-// each; row r's 16-byte chunk c (of 8) of a half at byte r * 128 + (c ^ (r % 8)) * 16. A warp's 32
-// chunks are 4 whole 128-byte lines in global and 512 contiguous bytes of shared memory.
-template <int ROWS>
+// Starts loading rows [0, ROWS) (rows >= nvalid zero-filled) of a bf16 [*, ld] tensor with COLS
+// (64 or 128) columns into shared memory in the 128-byte-swizzle layout: halves of 64 columns,
+// [ROWS][64] each; row r's 16-byte chunk c (of 8) of a half at byte r * 128 + (c ^ (r % 8)) * 16. A
+// warp's 32 chunks are 4 whole 128-byte lines in global and 512 contiguous bytes of shared memory.
+template <int ROWS, int COLS>
 __device__ __forceinline__ void load_tile_sw128(bf16* sm, const bf16* g, int nvalid, size_t ld) {
-  constexpr int PER = ROWS * 16 / kWgThreads;
+  constexpr int PER = ROWS * COLS / 8 / kWgThreads;
   const int t = threadIdx.x, c = t % 8;
 #pragma unroll
   for (int it = 0; it < PER; ++it) {
@@ -456,48 +457,48 @@ __device__ __forceinline__ void load_tile_sw128(bf16* sm, const bf16* g, int nva
   }
 }
 
-template <class TO, int ORDER>
+template <class TO, int DW, int ORDER>
 __global__ void __launch_bounds__(kWgThreads, 1) attn_fwd_wg_kernel(TO* __restrict__ out, float* __restrict__ lse,
                                                                     const bf16* __restrict__ q,
                                                                     const bf16* __restrict__ k,
                                                                     const bf16* __restrict__ v, AttnShape s,
                                                                     unsigned section) {
-  constexpr int KN = kWgN, TILE = KN * kWgD;  // elements of a K or V tile
+  constexpr int KN = kWgN, TILE = KN * DW;  // elements of a K or V tile
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  // [128 queries][128], then the stages; 1024-byte aligned (the swizzle's period)
+  // [128 queries][DW], then the stages; 1024-byte aligned (the swizzle's period)
   bf16* sQ = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  bf16* sKV = sQ + kWgM * kWgD;
+  bf16* sKV = sQ + kWgM * DW;
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4,
             tig = lane % 4;
-  SR_ATTN_FWD_BLOCK(kWgM, KN, kWgD, );
+  SR_ATTN_FWD_BLOCK(kWgM, KN, DW, );
   const int ntiles = kend > kbeg ? (kend - kbeg + KN - 1) / KN : 0;
   auto stage_k = [&](int t) { return sKV + (t % kWgStages) * 2 * TILE; };  // tile t's K; its V follows
   auto load_kv = [&](int t) {
     const int j0 = kbeg + t * KN;
-    load_tile_sw128<KN>(stage_k(t), kb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk);
-    load_tile_sw128<KN>(stage_k(t) + TILE, vb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk);
+    load_tile_sw128<KN, DW>(stage_k(t), kb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk);
+    load_tile_sw128<KN, DW>(stage_k(t) + TILE, vb + size_t(j0) * ldk, min(KN, s.Tk - j0), ldk);
     cp_async_commit();
   };
-  load_tile_sw128<kWgM>(sQ, q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D, min(kWgM, s.Tq - m0), ldq);
+  load_tile_sw128<kWgM, DW>(sQ, q + (size_t(b) * s.Tq + m0) * ldq + size_t(h) * D, min(kWgM, s.Tq - m0), ldq);
   if (ntiles > 0) load_kv(0);
   else cp_async_commit();
 
-  float o[64], sc[64];  // O and S accumulators [64 rows x 128 columns] (wgmma.cuh's layout)
+  float o[DW / 2], sc[64];  // O [64 rows x DW] and S [64 rows x 128 keys] accumulators (wgmma.cuh's layout)
 #pragma unroll
-  for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+  for (int i = 0; i < DW / 2; ++i) o[i] = 0.0f;
   float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}, corr[2] = {1.0f, 1.0f};
   bool rescale = false;
   uint32_t pa[KN / 16][4];  // P of the last softmaxed tile as bf16 A fragments, one per 16 keys
   const int qrow0 = m0 + wg * 64 + warp * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
-  auto issue_s = [&](int t) {  // S [64 q x 128 k] = Q K^T over 8 steps of 16 head dims (K-major A and B)
+  auto issue_s = [&](int t) {  // S [64 q x 128 k] = Q K^T over DW / 16 steps of 16 head dims (K-major A and B)
     const bf16* sK = stage_k(t);
 #pragma unroll
-    for (int kk = 0; kk < kWgD / 16; ++kk)  // half kk / 4 of the columns, 32 bytes a step within its rows
+    for (int kk = 0; kk < DW / 16; ++kk)  // half kk / 4 of the columns, 32 bytes a step within its rows
       wgmma_ss<0, 0>(sc, wgmma_desc_sw128(sQ + (kk / 4) * kWgM * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
                      wgmma_desc_sw128(sK + (kk / 4) * KN * 64 + (kk % 4) * 16, 16), kk > 0);
     wgmma_commit();
   };
-  auto issue_pv = [&](int t) {  // O [64 q x 128 d] += P V over 8 steps of 16 keys (V: M/N-major B)
+  auto issue_pv = [&](int t) {  // O [64 q x DW] += P V over 8 steps of 16 keys (V: M/N-major B)
     const bf16* sV = stage_k(t) + TILE;
 #pragma unroll
     for (int kc = 0; kc < KN / 16; ++kc)  // 16 keys = 2048 bytes a step; head dims 64.. a half (KN x 128 bytes) on
@@ -562,7 +563,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) attn_fwd_wg_kernel(TO* __restri
     wgmma_wait<0>();
     if (rescale) {
 #pragma unroll
-      for (int i = 0; i < 64; ++i) o[i] *= corr[(i / 2) % 2];
+      for (int i = 0; i < DW / 2; ++i) o[i] *= corr[(i / 2) % 2];
     }
 #pragma unroll
     for (int kc = 0; kc < KN / 16; ++kc)  // mma.sync's accumulator -> A fragment trick (acc_to_a)
@@ -574,7 +575,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) attn_fwd_wg_kernel(TO* __restri
     issue_pv(ntiles - 1);
     wgmma_wait<0>();
   }
-  fwd_write_rows<TO, kWgD / 8, true>(out, lse, o, lrow, mrow, qrow0, tig, h, b, D, ldq, s);
+  fwd_write_rows<TO, DW / 8, true>(out, lse, o, lrow, mrow, qrow0, tig, h, b, D, ldq, s);
 }
 
 // ---------------------------------------------------------------- backward
@@ -1034,29 +1035,32 @@ __global__ void __launch_bounds__(kB2Threads, 1)
 }
 
 // ---------------------------------------------------------------- backward on warpgroup MMAs (Hopper)
-// Head dim 128 (D = 128), sm_90a; FlashAttention-3's layout without its producer warp. One block of
-// 2 warpgroups per (128 keys, kv head, batch); warpgroup w owns keys 64w .. 64w + 63 and keeps their
-// dK and dV [64 x 128] in fp32 accumulators. K and V stay in shared memory; the query tiles (64
+// Head dims DW = 64 and 128 (D = DW), sm_90a; FlashAttention-3's layout without its producer warp. One
+// block of 2 warpgroups per (128 keys, kv head, batch); warpgroup w owns keys 64w .. 64w + 63 and keeps
+// their dK and dV [64 x DW] in fp32 accumulators. K and V stay in shared memory; the query tiles (64
 // queries of Q and dO, the group's heads in turn) stream through two cp.async stages, all in the
 // 128-byte-swizzle layout (load_tile_sw128). Per query tile a warpgroup computes
 //   S^T = K_w Q^T and dP^T = V_w dO^T  [64 keys x 64 q] (wgmma m64n64, both operands from shared memory);
 //   P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta) in registers (keys are the rows, so P^T and
 //   dS^T are already the A operands of the next products);
-//   dV_w += P^T dO, dK_w += dS^T Q  [64 keys x 128 d] (A from registers, B = dO / Q read M/N-major);
-//   dS^T -> shared memory; after both warpgroups wrote theirs:
-//   dQ[64 q x its 64 head dims] = dS K (A = dS^T read M/N-major, B = K read M/N-major), fp32 atomics.
+//   dV_w += P^T dO, dK_w += dS^T Q  [64 keys x DW] (A from registers, B = dO / Q read M/N-major);
+//   dS^T -> shared memory; then dQ = dS K (A = dS^T read M/N-major, B = K read M/N-major), fp32
+//   atomics: DW = 128: once both warpgroups wrote theirs, [64 q x the warpgroup's 64 head dims] over
+//   128 keys; DW = 64: [64 q x 64] over the warpgroup's own 64 keys (no wait for the other).
 constexpr int kWbN = 128, kWbM = 64;  // keys a block x queries a tile
-// K, V, two stages of [Q, dO], dS^T, two stages of [lse, delta]; + 1 KB to align to 1024 bytes
-constexpr size_t kWgBwdSmem =
-    size_t(2 * kWbN * kWgD + 2 * 2 * kWbM * kWgD + kWbN * kWbM) * sizeof(bf16) + 2 * 2 * kWbM * sizeof(float) + 1024;
+// K, V, two stages of [Q, dO] (head dim DW), dS^T, two stages of [lse, delta]; + 1 KB to align to 1024 bytes
+template <int DW>
+constexpr size_t wg_bwd_smem() {
+  return size_t(2 * kWbN * DW + 2 * 2 * kWbM * DW + kWbN * kWbM) * sizeof(bf16) + 2 * 2 * kWbM * sizeof(float) + 1024;
+}
 
-template <class TO, int ORDER>
+template <class TO, int DW, int ORDER>
 __global__ void __launch_bounds__(kWgThreads, 1)
     attn_bwd_wg_kernel(float* __restrict__ dq_acc, TO* __restrict__ dk, TO* __restrict__ dv, const bf16* __restrict__ dout,
                        const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                        const float* __restrict__ lse, const float* __restrict__ delta, AttnShape s, bool head_split,
                        unsigned section) {
-  constexpr int KT = kWbN * kWgD, QT = kWbM * kWgD;  // elements of the K (V) tile and of a Q (dO) tile
+  constexpr int KT = kWbN * DW, QT = kWbM * DW;  // elements of the K (V) tile and of a Q (dO) tile
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sK = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   bf16* sV = sK + KT;
@@ -1065,9 +1069,9 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   float* sLD = reinterpret_cast<float*>(sdS + kWbN * kWbM);  // two stages of [lse, delta]
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4,
             tig = lane % 4;
-  const BwdTiles<kWgD, kWbN, kWbM, kWgThreads, ORDER> tiles(s, head_split, section);
+  const BwdTiles<DW, kWbN, kWbM, kWgThreads, ORDER> tiles(s, head_split, section);
   const int j0 = tiles.j0, kh = tiles.kh, b = tiles.b;
-  const int D = kWgD, W = s.window, off = s.Tk - s.Tq;
+  const int D = DW, W = s.window, off = s.Tk - s.Tq;
   const size_t ldq = size_t(s.Hq) * D, ldk = size_t(s.Hkv) * D;
   const float sl2 = s.scale * kLog2e;
   const int ntiles = tiles.ntiles;
@@ -1075,24 +1079,24 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     const int nq = min(kWbM, s.Tq - i0);
     const size_t row = (size_t(b) * s.Tq + i0) * ldq + size_t(h) * D;
     bf16* dst = sQO + stage * 2 * QT;
-    load_tile_sw128<kWbM>(dst, q + row, nq, ldq);
-    load_tile_sw128<kWbM>(dst + QT, dout + row, nq, ldq);
+    load_tile_sw128<kWbM, DW>(dst, q + row, nq, ldq);
+    load_tile_sw128<kWbM, DW>(dst + QT, dout + row, nq, ldq);
     load_lse_delta(sLD + stage * 2 * kWbM, lse, delta, (size_t(b) * s.Hq + h) * s.Tq + i0, kWbM, nq);
     cp_async_commit();
   };
   {
     const size_t row = (size_t(b) * s.Tk + j0) * ldk + size_t(kh) * D;
-    load_tile_sw128<kWbN>(sK, k + row, min(kWbN, s.Tk - j0), ldk);
-    load_tile_sw128<kWbN>(sV, v + row, min(kWbN, s.Tk - j0), ldk);
+    load_tile_sw128<kWbN, DW>(sK, k + row, min(kWbN, s.Tk - j0), ldk);
+    load_tile_sw128<kWbN, DW>(sV, v + row, min(kWbN, s.Tk - j0), ldk);
   }
   int h, i0;
   tiles.first(h, i0);
   if (ntiles > 0) load_q(h, i0, 0);
   else cp_async_commit();
 
-  float dK[64], dV[64];  // this warpgroup's 64 keys x 128 head dims
+  float dK[DW / 2], dV[DW / 2];  // this warpgroup's 64 keys x DW head dims
 #pragma unroll
-  for (int i = 0; i < 64; ++i) dK[i] = dV[i] = 0.0f;
+  for (int i = 0; i < DW / 2; ++i) dK[i] = dV[i] = 0.0f;
   const int key0 = j0 + wg * 64 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
   int hn, in;
   for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1, h = hn, i0 = in) {
@@ -1110,13 +1114,13 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     float st[32], dpt[32];
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kWgD / 16; ++kk)
-      wgmma_ss_n64<0, 0>(st, wgmma_desc_sw128(sK + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
+    for (int kk = 0; kk < DW / 16; ++kk)
+      wgmma_ss<0, 0>(st, wgmma_desc_sw128(sK + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
                          wgmma_desc_sw128(sQ + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
     wgmma_commit();  // S^T first: P^T is computed while dP^T runs
 #pragma unroll
-    for (int kk = 0; kk < kWgD / 16; ++kk)
-      wgmma_ss_n64<0, 0>(dpt, wgmma_desc_sw128(sV + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
+    for (int kk = 0; kk < DW / 16; ++kk)
+      wgmma_ss<0, 0>(dpt, wgmma_desc_sw128(sV + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
                          wgmma_desc_sw128(sO + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
     wgmma_commit();
     wgmma_wait<1>();
@@ -1161,23 +1165,29 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         *reinterpret_cast<uint32_t*>(sdS + kr * 64 + ((j ^ (kr % 8)) * 8) + tig * 2) = dsa[j / 2][(j % 2) * 2 + r];
       }
     fence_proxy_async();
-    __syncthreads();  // both warpgroups' dS^T written
-    // dQ [64 q x this warpgroup's 64 head dims] = dS K over 8 steps of 16 keys: A = dS^T read M/N-major
-    // (16 keys = 2048 bytes a step), B = K's half wg read M/N-major
+    // dQ = dS K, A = dS^T read M/N-major (16 keys = 2048 bytes a step), B = K read M/N-major.
+    // DW = 128: [64 q x this warpgroup's half of the head dims] over all 128 keys (both warpgroups'
+    // dS^T); DW = 64: [64 q x 64] over this warpgroup's own 64 keys (the two shares add up in dq_acc)
+    if constexpr (DW == 128) __syncthreads();  // both warpgroups' dS^T written
+    else named_barrier(1 + wg, 128);           // this warpgroup's dS^T written
+    constexpr int kDqKeys = DW == 128 ? kWbN : 64;
+    const bf16* dsA = sdS + (DW == 128 ? 0 : wg * 64 * 64);
+    const bf16* kB = sK + (DW == 128 ? wg * kWbN * 64 : wg * 64 * 64);
     float dq[32];
     wgmma_fence();
 #pragma unroll
-    for (int kc = 0; kc < kWbN / 16; ++kc)
-      wgmma_ss_n64<1, 1>(dq, wgmma_desc_sw128(sdS + kc * 16 * 64, kWbM * 128),
-                         wgmma_desc_sw128(sK + wg * kWbN * 64 + kc * 16 * 64, kWbN * 128), kc > 0);
+    for (int kc = 0; kc < kDqKeys / 16; ++kc)
+      wgmma_ss<1, 1>(dq, wgmma_desc_sw128(dsA + kc * 16 * 64, kWbM * 128), wgmma_desc_sw128(kB + kc * 16 * 64, kWbN * 128),
+                     kc > 0);
     wgmma_commit();
     wgmma_wait<0>();  // dQ, and this tile's dV / dK products (their A registers are free again)
-    // dq[4 j + e]: query i0 + 16 warp + g + 8 (e / 2), head dim 64 wg + 8 j + 2 tig + e % 2
+    // dq[4 j + e]: query i0 + 16 warp + g + 8 (e / 2), head dim dq0 + 8 j + 2 tig + e % 2
+    const int dq0 = DW == 128 ? wg * 64 : 0;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int i = i0 + warp * 16 + g + r * 8;
       const float sc = i < s.Tq ? s.scale : 0.0f;
-      float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + wg * 64 + tig * 2;
+      float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + dq0 + tig * 2;
 #pragma unroll
       for (int j = 0; j < 8; ++j) atomic_add2(dqr + j * 8, dq[4 * j + 2 * r] * sc, dq[4 * j + 2 * r + 1] * sc, true);
     }
@@ -1190,7 +1200,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     TO* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
     TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
 #pragma unroll
-    for (int dt = 0; dt < kWgD / 8; ++dt)
+    for (int dt = 0; dt < DW / 8; ++dt)
       store_dkv(dkr, dvr, dt * 8 + tig * 2, D, dK[4 * dt + 2 * r] * s.scale, dK[4 * dt + 2 * r + 1] * s.scale,
                 dV[4 * dt + 2 * r], dV[4 * dt + 2 * r + 1], head_split);
   }
@@ -1380,8 +1390,14 @@ bool wgmma_available() {
   return false;
 #endif
 }
+// Whether the warpgroup-MMA kernels run for this shape: head dim exactly 64 or 128 (whole rows of the
+// 128-byte-swizzle layout), an sm_90a build on a compute capability 9.0 GPU
+template <int DP>
+bool wgmma_applies(const AttnShape& s) {
+  return (DP == 64 || DP == 128) && s.D == DP && wgmma_available();
+}
 // The forward's tiles: 1 = 64 queries x 64 keys (16 query rows a warp), 2 = 128 x 64, 3 = 128 x 32
-// (32 rows a warp), 4 = 128 x 128 on warpgroup MMAs (head dim 128, sm_90a). Two row tiles a warp
+// (32 rows a warp), 4 = 128 x 128 on warpgroup MMAs (head dims 64 and 128, sm_90a). Two row tiles a warp
 // only for head dims 64 and 128 (256 has no registers for it) and at least 128 queries (a shorter
 // block would waste half of it). Forced 4 where the warpgroup kernel does not run: the automatic choice.
 template <int DP>
@@ -1389,7 +1405,7 @@ int fwd_tiles(const AttnShape& s) {
   static const int env = env_int("SMOOTHREAD_ATTN_FWD_TILES", 0);
   const int forced = g_fwd_tiles >= 0 ? g_fwd_tiles : env;
   if (DP == 256 || DP < 64) return 1;
-  const bool wg = DP == 128 && s.D == 128 && wgmma_available();
+  const bool wg = wgmma_applies<DP>(s);
   if (forced >= 1 && forced <= 3) return forced;
   if (forced == 4 && wg) return 4;
   return s.Tq >= 2 * kFwdM ? (wg ? 4 : kAutoFwdTiles) : 1;
@@ -1397,12 +1413,10 @@ int fwd_tiles(const AttnShape& s) {
 template <class TO, int DP>
 void fwd_launch(TO* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttnShape& s) {
   const int tiles = fwd_tiles<DP>(s);
-  if constexpr (DP == 128) {
-    if (tiles == 4)
-      return launch_fwd(attn_fwd_wg_kernel<TO, kSectioned>, attn_fwd_wg_kernel<TO, kTilesFastest>, kWgM, kWgThreads,
-                        kWgFwdSmem, "attention_fwd_wgmma", out, lse, q, k, v, s);
-  }
   if constexpr (DP == 64 || DP == 128) {
+    if (tiles == 4)
+      return launch_fwd(attn_fwd_wg_kernel<TO, DP, kSectioned>, attn_fwd_wg_kernel<TO, DP, kTilesFastest>, kWgM,
+                        kWgThreads, wg_fwd_smem<DP>(), "attention_fwd_wgmma", out, lse, q, k, v, s);
     switch (tiles) {
       case 2: return fwd_launch_tiles<TO, DP, 2, 64>(out, lse, q, k, v, s);
       case 3: return fwd_launch_tiles<TO, DP, 2, 32>(out, lse, q, k, v, s);
@@ -1419,15 +1433,15 @@ constexpr size_t bwd2_smem() {
 int g_bwd_kernel = -1;  // set_attention_bwd_kernel; -1: not set (SMOOTHREAD_ATTN_BWD or automatic)
 // The backward's kernel: 1 = attn_bwd_kernel (64 keys, 4 warps), 2 = attn_bwd2_kernel (128 keys,
 // 8 warps, 2-D warp tiling; head dims 64 and 128 only), 3 = attn_bwd_wg_kernel (128 keys on
-// warpgroup MMAs; head dim 128, sm_90a). Automatic: 3 where it runs, else 2 (head dims 64, 128),
-// else 1. Forced 3 where the warpgroup kernel does not run: the automatic choice.
+// warpgroup MMAs; head dims 64 and 128, sm_90a). Automatic: 3 where it runs, else 2 (head dims 64,
+// 128), else 1. Forced 3 where the warpgroup kernel does not run: the automatic choice.
 template <int DP>
 int bwd_kernel(const AttnShape& s) {
   static const int env = env_int("SMOOTHREAD_ATTN_BWD", 0);
   const int forced = g_bwd_kernel >= 0 ? g_bwd_kernel : env;
   if (DP != 64 && DP != 128) return 1;
   if (forced == 1 || forced == 2) return forced;
-  return DP == 128 && s.D == 128 && wgmma_available() ? 3 : kAutoBwd;
+  return wgmma_applies<DP>(s) ? 3 : kAutoBwd;
 }
 int g_named_barriers = -1;  // set_attention_named_barriers; -1: not set (SMOOTHREAD_ATTN_NAMED_BAR or automatic)
 // Whether the 2-D backward syncs P/dS with named pair/quad barriers (attn_bwd2_kernel's NAMED).
@@ -1458,11 +1472,10 @@ void bwd_launch(float* dq_acc, TO* dk, TO* dv, const bf16* dout, const bf16* q, 
                AttnShape, bool, unsigned) =
       renumber ? attn_bwd_kernel<TO, DP, kSectioned> : attn_bwd_kernel<TO, DP, kTilesFastest>;
   static_assert(kWbN == kB2N && kWgThreads == kB2Threads, "the warpgroup backward launches as the 2-D one");
-  if constexpr (DP == 128) {
-    if (which == 3)
-      kern = renumber ? attn_bwd_wg_kernel<TO, kSectioned> : attn_bwd_wg_kernel<TO, kTilesFastest>, smem = kWgBwdSmem;
-  }
   if constexpr (DP == 64 || DP == 128) {
+    if (which == 3)
+      kern = renumber ? attn_bwd_wg_kernel<TO, DP, kSectioned> : attn_bwd_wg_kernel<TO, DP, kTilesFastest>,
+      smem = wg_bwd_smem<DP>();
     if (which == 2)
       kern = named_barriers() ? attn_bwd2_kernel<TO, DP, kSectioned, true>
                               : (renumber ? attn_bwd2_kernel<TO, DP, kSectioned> : attn_bwd2_kernel<TO, DP, kTilesFastest>),

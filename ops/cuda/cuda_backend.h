@@ -42,7 +42,7 @@ std::string gemm_precision();
 void attention_fwd_bf16(void* out, float* lse, const void* q, const void* k, const void* v, const AttnShape& s);
 // Tiles of the attention forward: 1 = 64 queries x 64 keys a block (16 query rows a warp), 2 = 128
 // x 64, 3 = 128 x 32 (32 rows a warp: each K/V fragment from shared memory feeds two MMAs), 4 = 128
-// x 128 on Hopper's warpgroup MMAs (head dim 128 on an sm_90 GPU with an sm_90a build; elsewhere
+// x 128 on Hopper's warpgroup MMAs (head dims 64 and 128 on an sm_90 GPU with an sm_90a build; elsewhere
 // the automatic choice); 0 = automatic (>= 128 queries: 4 where it runs, else 2 for head dims 64/128).
 // The environment variable SMOOTHREAD_ATTN_FWD_TILES sets it when this is not called. For
 // benchmarks and tests.
@@ -52,7 +52,7 @@ void set_attention_fwd_tiles(int tiles);
 bool attention_wgmma_available();
 // Kernel of the attention backward: 1 = 64 keys a block of 4 warps (16 keys x every query a warp),
 // 2 = 128 keys a block of 8 warps with FlashAttention-2's 2-D warp tiling (head dims 64 and 128;
-// others always take 1); 3 = 128 keys a block of 2 warpgroups on warpgroup MMAs (head dim 128 on
+// others always take 1); 3 = 128 keys a block of 2 warpgroups on warpgroup MMAs (head dims 64 and 128 on
 // an sm_90 GPU with an sm_90a build; elsewhere automatic); 0 = automatic (3 where it runs, else 2
 // for head dims 64 and 128, else 1).
 // SMOOTHREAD_ATTN_BWD sets it when this is not called.

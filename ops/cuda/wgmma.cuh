@@ -1,5 +1,5 @@
 // Hopper warpgroup MMA (wgmma.mma_async, sm_90a): a warpgroup of 4 warps computes a
-// [64 x 128] fp32 tile D (+)= A[64 x 16] B[16 x 128] per instruction, bf16 operands.
+// [64 x 128] (or [64 x 64]) fp32 tile D (+)= A[64 x 16] B[16 x N] per instruction, bf16 operands.
 // Accumulator layout (per thread, d[64]): warp w of the group holds rows 16w + lane/4 (+8); for
 // n-chunk j (8 columns), d[4j + e] is row (e / 2) * 8 + lane / 4, column 8j + 2 (lane % 4) + e % 2:
 // the same as mma.sync m16n8's C fragments, one per n-chunk. A in registers (4 per thread) is
@@ -97,9 +97,9 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4],
   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-// D[64 x 64] = (accumulate ? D : 0) + A B, A and B from shared memory
+// The m64n64 forms (D[64 x 64]), chosen by the accumulator array's size
 template <int TRANS_A, int TRANS_B>
-__device__ __forceinline__ void wgmma_ss_n64(float (&d)[32], uint64_t da, uint64_t db, int accumulate) {
+__device__ __forceinline__ void wgmma_ss(float (&d)[32], uint64_t da, uint64_t db, int accumulate) {
 #ifdef SR_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
@@ -107,6 +107,18 @@ __device__ __forceinline__ void wgmma_ss_n64(float (&d)[32], uint64_t da, uint64
       SR_WGMMA_D32_REGS ", %32, %33, p, 1, 1, %35, %36;\n}\n"
       : SR_WGMMA_D32_OUTS
       : "l"(da), "l"(db), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
+#endif
+}
+
+template <int TRANS_B>
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int accumulate) {
+#ifdef SR_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      SR_WGMMA_D32_REGS ", {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+      : SR_WGMMA_D32_OUTS
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TRANS_B));
 #endif
 }
 
