@@ -112,6 +112,8 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+template <int N>  // all but the N most recent groups complete
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 // 4-byte variant (cp.async.ca); src_bytes 0 zero-fills.
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_bytes) {
   uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
@@ -1038,20 +1040,29 @@ __global__ void __launch_bounds__(kB2Threads, 1)
 // Head dims DW = 64 and 128 (D = DW), sm_90a; FlashAttention-3's layout without its producer warp. One
 // block of 2 warpgroups per (128 keys, kv head, batch); warpgroup w owns keys 64w .. 64w + 63 and keeps
 // their dK and dV [64 x DW] in fp32 accumulators. K and V stay in shared memory; the query tiles (64
-// queries of Q and dO, the group's heads in turn) stream through two cp.async stages, all in the
-// 128-byte-swizzle layout (load_tile_sw128). Per query tile a warpgroup computes
+// queries of Q and dO, the group's heads in turn) stream through cp.async stages (2 at DW = 128, 3 at
+// 64), all in the 128-byte-swizzle layout (load_tile_sw128). Per query tile a warpgroup computes
 //   S^T = K_w Q^T and dP^T = V_w dO^T  [64 keys x 64 q] (wgmma m64n64, both operands from shared memory);
 //   P^T = exp(S^T scale - lse), dS^T = P^T (dP^T - delta) in registers (keys are the rows, so P^T and
 //   dS^T are already the A operands of the next products);
 //   dV_w += P^T dO, dK_w += dS^T Q  [64 keys x DW] (A from registers, B = dO / Q read M/N-major);
 //   dS^T -> shared memory; then dQ = dS K (A = dS^T read M/N-major, B = K read M/N-major), fp32
 //   atomics: DW = 128: once both warpgroups wrote theirs, [64 q x the warpgroup's 64 head dims] over
-//   128 keys; DW = 64: [64 q x 64] over the warpgroup's own 64 keys (no wait for the other).
+//   128 keys; DW = 64: [64 q x 64] over the warpgroup's own 64 keys, the two shares then summed in
+//   shared memory and each warpgroup adding half the head dims.
 constexpr int kWbN = 128, kWbM = 64;  // keys a block x queries a tile
-// K, V, two stages of [Q, dO] (head dim DW), dS^T, two stages of [lse, delta]; + 1 KB to align to 1024 bytes
+// Head dim 64 (less MMA work a tile to hide the rest behind): 3 query-tile stages, and the two
+// warpgroups' dQ shares summed in shared memory before the atomics (measured: docs/PERF.md)
 template <int DW>
+constexpr int wg_bwd_stages() { return DW == 64 ? 3 : 2; }
+template <int DW>
+constexpr bool wg_bwd_dq_exchange() { return DW == 64; }
+// K, V, QS stages of [Q, dO] (head dim DW), dS^T, QS stages of [lse, delta], the dQ exchange (2
+// warpgroups x 128 threads x 16 floats); + 1 KB to align to 1024 bytes
+template <int DW, int QS = wg_bwd_stages<DW>(), bool DQX = wg_bwd_dq_exchange<DW>()>
 constexpr size_t wg_bwd_smem() {
-  return size_t(2 * kWbN * DW + 2 * 2 * kWbM * DW + kWbN * kWbM) * sizeof(bf16) + 2 * 2 * kWbM * sizeof(float) + 1024;
+  return size_t(2 * kWbN * DW + QS * 2 * kWbM * DW + kWbN * kWbM) * sizeof(bf16) + QS * 2 * kWbM * sizeof(float) +
+         (DQX ? 2 * 128 * 16 * sizeof(float) : 0) + 1024;
 }
 
 template <class TO, int DW, int ORDER>
@@ -1061,12 +1072,15 @@ __global__ void __launch_bounds__(kWgThreads, 1)
                        const float* __restrict__ lse, const float* __restrict__ delta, AttnShape s, bool head_split,
                        unsigned section) {
   constexpr int KT = kWbN * DW, QT = kWbM * DW;  // elements of the K (V) tile and of a Q (dO) tile
+  constexpr int QS = wg_bwd_stages<DW>();           // query-tile stages
+  constexpr bool DQX = wg_bwd_dq_exchange<DW>();    // dQ shares summed in shared memory
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sK = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   bf16* sV = sK + KT;
-  bf16* sQO = sV + KT;                 // two stages of [Q tile, dO tile]
-  bf16* sdS = sQO + 2 * 2 * QT;        // dS^T [128 keys][64 q]: one 128-byte-swizzle half
-  float* sLD = reinterpret_cast<float*>(sdS + kWbN * kWbM);  // two stages of [lse, delta]
+  bf16* sQO = sV + KT;                 // QS stages of [Q tile, dO tile]
+  bf16* sdS = sQO + QS * 2 * QT;       // dS^T [128 keys][64 q]: one 128-byte-swizzle half
+  float* sLD = reinterpret_cast<float*>(sdS + kWbN * kWbM);  // QS stages of [lse, delta]
+  float4* sX = reinterpret_cast<float4*>(sLD + QS * 2 * kWbM);  // DQX: [2 warpgroups][4][128 threads]
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, g = lane / 4,
             tig = lane % 4;
   const BwdTiles<DW, kWbN, kWbM, kWgThreads, ORDER> tiles(s, head_split, section);
@@ -1093,19 +1107,26 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   tiles.first(h, i0);
   if (ntiles > 0) load_q(h, i0, 0);
   else cp_async_commit();
+  int hl = h, il = i0;  // the last tile whose load was issued (tile p at step p of the prologue)
+#pragma unroll
+  for (int p = 1; p < QS - 1; ++p) {
+    tiles.next(hl, il);
+    if (p < ntiles) load_q(hl, il, p);
+    else cp_async_commit();
+  }
 
   float dK[DW / 2], dV[DW / 2];  // this warpgroup's 64 keys x DW head dims
 #pragma unroll
   for (int i = 0; i < DW / 2; ++i) dK[i] = dV[i] = 0.0f;
   const int key0 = j0 + wg * 64 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
-  int hn, in;
-  for (int t = 0, stage = 0; t < ntiles; ++t, stage ^= 1, h = hn, i0 = in) {
-    hn = h, in = i0;
-    tiles.next(hn, in);
-    cp_async_wait_all();
+  for (int t = 0; t < ntiles; ++t, tiles.next(h, i0)) {
+    const int stage = t % QS;
+    cp_async_wait<QS - 2>();  // tile t's group (later tiles' may still be in flight)
     fence_proxy_async();
     __syncthreads();  // tile t visible to the tensor cores; both warpgroups are done with tile t-1 and dS^T
-    if (t + 1 < ntiles) load_q(hn, in, stage ^ 1);
+    tiles.next(hl, il);  // tile t + QS - 1, into the stage tile t - 1 used
+    if (t + QS - 1 < ntiles) load_q(hl, il, (t + QS - 1) % QS);
+    else cp_async_commit();
     const bf16* sQ = sQO + stage * 2 * QT;
     const bf16* sO = sQ + QT;
     const float* sL = sLD + stage * 2 * kWbM;
@@ -1183,13 +1204,38 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     wgmma_wait<0>();  // dQ, and this tile's dV / dK products (their A registers are free again)
     // dq[4 j + e]: query i0 + 16 warp + g + 8 (e / 2), head dim dq0 + 8 j + 2 tig + e % 2
     const int dq0 = DW == 128 ? wg * 64 : 0;
+    // DQX (head dim 64): the two warpgroups' shares summed in shared memory first; warpgroup w then
+    // adds head dims 32 w .. 32 w + 31 (chunks j = 4 w .. 4 w + 3) of both: half the atomics, none
+    // contended. (Register indices stay compile-time: the warpgroup picks its chunks by selects.)
+    if constexpr (DQX) {
+      const int tw = threadIdx.x % 128;
+      const bool w0 = wg == 0;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {  // the other warpgroup's chunks of this share
+        sX[(wg * 4 + c) * 128 + tw] = w0 ? make_float4(dq[4 * (4 + c)], dq[4 * (4 + c) + 1], dq[4 * (4 + c) + 2],
+                                                       dq[4 * (4 + c) + 3])
+                                         : make_float4(dq[4 * c], dq[4 * c + 1], dq[4 * c + 2], dq[4 * c + 3]);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float4 y = sX[((1 - wg) * 4 + c) * 128 + tw];
+        float o4[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o4[e] = w0 ? dq[4 * c + e] : dq[4 * (4 + c) + e];
+        o4[0] += y.x, o4[1] += y.y, o4[2] += y.z, o4[3] += y.w;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dq[4 * c + e] = o4[e];  // owned chunk c now in dq[4 c ..]
+      }
+    }
+    const int jw = DQX ? 4 * wg : 0;  // head-dim chunk of dq[0 ..]
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int i = i0 + warp * 16 + g + r * 8;
       const float sc = i < s.Tq ? s.scale : 0.0f;
-      float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + dq0 + tig * 2;
+      float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + dq0 + (jw * 8) + tig * 2;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) atomic_add2(dqr + j * 8, dq[4 * j + 2 * r] * sc, dq[4 * j + 2 * r + 1] * sc, true);
+      for (int j = 0; j < (DQX ? 4 : 8); ++j) atomic_add2(dqr + j * 8, dq[4 * j + 2 * r] * sc, dq[4 * j + 2 * r + 1] * sc, true);
     }
   }
   // write dK (scaled) and dV for this thread's keys: dK[4 dt + 2 r + c] = key key0 + 8 r, head dim 8 dt + 2 tig + c
