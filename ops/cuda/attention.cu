@@ -224,6 +224,23 @@ __device__ __forceinline__ void store_dkv(TO* dkr, TO* dvr, int c, int D, float 
   if (c < D) dkr[c] = from_f<TO>(k0), dvr[c] = from_f<TO>(v0);
   if (c + 1 < D) dkr[c + 1] = from_f<TO>(k1), dvr[c + 1] = from_f<TO>(v1);
 }
+// A backward's end: dK (scaled) and dV of this thread's key rows key0 and key0 + 8 of kv head kh,
+// batch b, from fragments laid out as dK[4 dt + 2 r + c] = row key0 + 8 r, column 8 dt + 2 tig + c
+template <class TO, int ND>
+__device__ __forceinline__ void write_dkv_rows(TO* dk, TO* dv, const float* dK, const float* dV, int key0, int tig,
+                                               int b, int kh, int D, size_t ldk, const AttnShape& s, bool head_split) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int j = key0 + r * 8;
+    if (j >= s.Tk) continue;
+    TO* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+    TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
+#pragma unroll
+    for (int dt = 0; dt < ND; ++dt)
+      store_dkv(dkr, dvr, dt * 8 + tig * 2, D, dK[4 * dt + 2 * r] * s.scale, dK[4 * dt + 2 * r + 1] * s.scale,
+                dV[4 * dt + 2 * r], dV[4 * dt + 2 * r + 1], head_split);
+  }
+}
 
 // ---------------------------------------------------------------- forward
 // A forward block's place and keys, as locals of the kernel (a macro, not a function: the two
@@ -810,18 +827,7 @@ __global__ void __launch_bounds__(kThreadsA) attn_bwd_kernel(float* __restrict__
       }
     }
   }
-  // write dK (scaled) and dV for this warp's keys
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int j = krow0 + r * 8;
-    if (j >= s.Tk) continue;
-    TO* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
-    TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
-#pragma unroll
-    for (int dt = 0; dt < ND; ++dt)
-      store_dkv(dkr, dvr, dt * 8 + tig * 2, D, dK[dt][2 * r] * s.scale, dK[dt][2 * r + 1] * s.scale, dV[dt][2 * r],
-                dV[dt][2 * r + 1], head_split);
-  }
+  write_dkv_rows<TO, ND>(dk, dv, &dK[0][0], &dV[0][0], krow0, tig, b, kh, D, ldk, s, head_split);  // this warp's keys
 }
 
 // Backward, 2-D warp tiling (FlashAttention-2's layout for head dims 64 and 128): one block of 8
@@ -1238,18 +1244,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       for (int j = 0; j < (DQX ? 4 : 8); ++j) atomic_add2(dqr + j * 8, dq[4 * j + 2 * r] * sc, dq[4 * j + 2 * r + 1] * sc, true);
     }
   }
-  // write dK (scaled) and dV for this thread's keys: dK[4 dt + 2 r + c] = key key0 + 8 r, head dim 8 dt + 2 tig + c
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int j = key0 + r * 8;
-    if (j >= s.Tk) continue;
-    TO* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
-    TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
-#pragma unroll
-    for (int dt = 0; dt < DW / 8; ++dt)
-      store_dkv(dkr, dvr, dt * 8 + tig * 2, D, dK[4 * dt + 2 * r] * s.scale, dK[4 * dt + 2 * r + 1] * s.scale,
-                dV[4 * dt + 2 * r], dV[4 * dt + 2 * r + 1], head_split);
-  }
+  write_dkv_rows<TO, DW / 8>(dk, dv, dK, dV, key0, tig, b, kh, D, ldk, s, head_split);
 }
 
 // ---------------------------------------------------------------- decode (one query)

@@ -65,31 +65,6 @@ __device__ __forceinline__ void fence_proxy_async() {
   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 
-// D = (accumulate ? D : 0) + A B, A and B from shared memory (trans: 0 = K-major, 1 = M/N-major).
-template <int TRANS_A, int TRANS_B>
-__device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t da, uint64_t db, int accumulate) {
-#ifdef SR_WGMMA
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      SR_WGMMA_D64_REGS ", %64, %65, p, 1, 1, %67, %68;\n}\n"
-      : SR_WGMMA_D64_OUTS
-      : "l"(da), "l"(db), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
-#endif
-}
-// D = (accumulate ? D : 0) + A B, A from registers (a[4]: K-major by definition), B from shared memory.
-template <int TRANS_B>
-__device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t db, int accumulate) {
-#ifdef SR_WGMMA
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      SR_WGMMA_D64_REGS ", {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
-      : SR_WGMMA_D64_OUTS
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TRANS_B));
-#endif
-}
-
 // The same for an m64n64 tile (32 accumulators a thread: d[4j + e], j < 8)
 #define SR_WGMMA_D32_REGS "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define SR_WGMMA_D32_OUTS \
@@ -97,29 +72,35 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4],
   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-// The m64n64 forms (D[64 x 64]), chosen by the accumulator array's size
-template <int TRANS_A, int TRANS_B>
-__device__ __forceinline__ void wgmma_ss(float (&d)[32], uint64_t da, uint64_t db, int accumulate) {
-#ifdef SR_WGMMA
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      SR_WGMMA_D32_REGS ", %32, %33, p, 1, 1, %35, %36;\n}\n"
-      : SR_WGMMA_D32_OUTS
-      : "l"(da), "l"(db), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));
-#endif
-}
 
-template <int TRANS_B>
-__device__ __forceinline__ void wgmma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int accumulate) {
 #ifdef SR_WGMMA
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      SR_WGMMA_D32_REGS ", {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
-      : SR_WGMMA_D32_OUTS
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TRANS_B));
+#define SR_WGMMA_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define SR_WGMMA_ASM(...)
 #endif
-}
+// D = (accumulate ? D : 0) + A B for an accumulator of NACC floats a thread (64: m64n128, 32: m64n64),
+// the form chosen by the accumulator array's size:
+//   wgmma_ss: A and B from shared memory (trans: 0 = K-major, 1 = M/N-major);
+//   wgmma_rs: A from registers (a[4]: K-major by definition), B from shared memory.
+// Nk = NACC + k: the numbers of the asm operands after the accumulators.
+#define SR_WGMMA_FORMS(NACC, SHAPE, REGS, OUTS, N1, N2, N3, N4, N5, N6)                                          \
+  template <int TRANS_A, int TRANS_B>                                                                           \
+  __device__ __forceinline__ void wgmma_ss(float (&d)[NACC], uint64_t da, uint64_t db, int accumulate) {       \
+    SR_WGMMA_ASM("{\n.reg .pred p;\nsetp.ne.b32 p, %" #N2 ", 0;\n"                                               \
+                 "wgmma.mma_async.sync.aligned." SHAPE ".f32.bf16.bf16 " REGS ", %" #NACC ", %" #N1              \
+                 ", p, 1, 1, %" #N3 ", %" #N4 ";\n}\n"                                                          \
+                 : OUTS                                                                                         \
+                 : "l"(da), "l"(db), "r"(accumulate), "n"(TRANS_A), "n"(TRANS_B));                            \
+  }                                                                                                             \
+  template <int TRANS_B>                                                                                        \
+  __device__ __forceinline__ void wgmma_rs(float (&d)[NACC], const uint32_t (&a)[4], uint64_t db, int accumulate) { \
+    SR_WGMMA_ASM("{\n.reg .pred p;\nsetp.ne.b32 p, %" #N5 ", 0;\n"                                               \
+                 "wgmma.mma_async.sync.aligned." SHAPE ".f32.bf16.bf16 " REGS ", {%" #NACC ", %" #N1 ", %" #N2   \
+                 ", %" #N3 "}, %" #N4 ", p, 1, 1, %" #N6 ";\n}\n"                                               \
+                 : OUTS                                                                                         \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TRANS_B));        \
+  }
+SR_WGMMA_FORMS(64, "m64n128k16", SR_WGMMA_D64_REGS, SR_WGMMA_D64_OUTS, 65, 66, 67, 68, 69, 70)
+SR_WGMMA_FORMS(32, "m64n64k16", SR_WGMMA_D32_REGS, SR_WGMMA_D32_OUTS, 33, 34, 35, 36, 37, 38)
 
 }  // namespace sr::cuda
