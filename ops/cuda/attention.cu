@@ -225,10 +225,11 @@ __device__ __forceinline__ void store_dkv(TO* dkr, TO* dvr, int c, int D, float 
   if (c + 1 < D) dkr[c + 1] = from_f<TO>(k1), dvr[c + 1] = from_f<TO>(v1);
 }
 // A backward's end: dK (scaled) and dV of this thread's key rows key0 and key0 + 8 of kv head kh,
-// batch b, from fragments laid out as dK[4 dt + 2 r + c] = row key0 + 8 r, column 8 dt + 2 tig + c
+// batch b, from fragments laid out as dK[4 dt + 2 r + c] = row key0 + 8 r, column c0 + 8 dt + 2 tig + c
 template <class TO, int ND>
 __device__ __forceinline__ void write_dkv_rows(TO* dk, TO* dv, const float* dK, const float* dV, int key0, int tig,
-                                               int b, int kh, int D, size_t ldk, const AttnShape& s, bool head_split) {
+                                               int b, int kh, int D, size_t ldk, const AttnShape& s, bool head_split,
+                                               int c0 = 0) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int j = key0 + r * 8;
@@ -237,7 +238,7 @@ __device__ __forceinline__ void write_dkv_rows(TO* dk, TO* dv, const float* dK, 
     TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
 #pragma unroll
     for (int dt = 0; dt < ND; ++dt)
-      store_dkv(dkr, dvr, dt * 8 + tig * 2, D, dK[4 * dt + 2 * r] * s.scale, dK[4 * dt + 2 * r + 1] * s.scale,
+      store_dkv(dkr, dvr, c0 + dt * 8 + tig * 2, D, dK[4 * dt + 2 * r] * s.scale, dK[4 * dt + 2 * r + 1] * s.scale,
                 dV[4 * dt + 2 * r], dV[4 * dt + 2 * r + 1], head_split);
   }
 }
@@ -1027,19 +1028,8 @@ __global__ void __launch_bounds__(kB2Threads, 1)
   // write dK (scaled) and dV for this warp's 32 keys x DP/2 dims
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int j = j0 + wk * 32 + mt * 16 + g + r * 8;
-      if (j >= s.Tk) continue;
-      TO* dkr = dk + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
-      TO* dvr = dv + (size_t(b) * s.Tk + j) * ldk + size_t(kh) * D;
-#pragma unroll
-      for (int dt = 0; dt < NKV; ++dt) {
-        const int c = wd * (DP / 2) + dt * 8 + tig * 2;
-        store_dkv(dkr, dvr, c, D, dK[mt][dt][2 * r] * s.scale, dK[mt][dt][2 * r + 1] * s.scale, dV[mt][dt][2 * r],
-                  dV[mt][dt][2 * r + 1], head_split);
-      }
-    }
+    write_dkv_rows<TO, NKV>(dk, dv, &dK[mt][0][0], &dV[mt][0][0], j0 + wk * 32 + mt * 16 + g, tig, b, kh, D, ldk, s,
+                            head_split, wd * (DP / 2));
 }
 
 // ---------------------------------------------------------------- backward on warpgroup MMAs (Hopper)
