@@ -606,9 +606,9 @@ TEST(Cuda, AttentionMatchesReferenceForwardAndBackward) {
                               lse.data(), s);
     auto q_ = up(q), k_ = up(k), v_ = up(v), do_ = up(dout);
     // every forward tiling (64 x 64, 128 x 64, 128 x 32 queries x keys, 4: 128 x 128 on warpgroup
-    // MMAs for head dim 128; 0: the automatic choice)
+    // MMAs for head dims 64 and 128; 0: the automatic choice)
     // under every backward kernel (1: 64 keys x 4 warps, 2: 128 keys x 8 warps, 2-D, 3: 128 keys on
-    // warpgroup MMAs for head dim 128; 0: automatic)
+    // warpgroup MMAs for head dims 64 and 128; 0: automatic)
     // ... under every launch order of the blocks (0: each head's tiles in turn, 1: every head's
     // heaviest first, 2: sections of 2 (head, batch) pairs, 3: order 2's automatic sections)
     for (int order : {0, 1, 2, 3})

@@ -3,16 +3,17 @@
 // queries (ops.h), so the same kernels serve training, chunked prefill into a cache and decode.
 //
 // Forward: one block of 4 warps per (64 or 128 queries, head, batch); each warp owns 16 or 32
-// query rows. On Hopper (sm_90a) head dim 128 runs a warpgroup-MMA (wgmma) forward instead: 128
-// queries x 128 keys a tile, the softmax overlapped with the P V product (attn_fwd_wg_kernel).
+// query rows. On Hopper (sm_90a) head dims 64 and 128 run a warpgroup-MMA (wgmma) forward instead:
+// 128 queries x 128 keys a tile, the softmax overlapped with the P V product (attn_fwd_wg_kernel).
 // Key tiles stream through shared memory; tiles entirely outside the causal window are never
 // visited, so the cost is O(Tq * min(Tk, W)). Online softmax with lazy rescaling: a row's running max
 // moves (and O is rescaled) only when it would grow by more than 2^8.
 // Backward: one block per (key tile, kv head, batch) loops over the query tiles that see those
 // keys and over the group's query heads, so dK and dV stay in registers (no atomics); dQ is
-// accumulated with fp32 atomics. Delta = rowsum(dO * O) is precomputed. Two kernels: 128 keys a
-// block of 8 warps with FlashAttention-2's 2-D warp tiling (head dims 64 and 128, the default), and
-// 64 keys a block of 4 warps (every head dim).
+// accumulated with fp32 atomics. Delta = rowsum(dO * O) is precomputed. Three kernels: 128 keys a
+// block of 2 warpgroups on wgmma (head dims 64 and 128 on Hopper, the default there,
+// attn_bwd_wg_kernel), 128 keys a block of 8 warps with FlashAttention-2's 2-D warp tiling (head dims
+// 64 and 128 elsewhere), and 64 keys a block of 4 warps (every head dim).
 // Operands are bf16 (the fp32 entry points round q, k, v, dO once); K/V (forward) and Q/dO
 // (backward) tiles are double-buffered with cp.async so the next tile loads during this tile's math.
 // Head dims up to 256 (padded to a multiple of 16 with zeros).
@@ -1127,18 +1128,18 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     const bf16* sO = sQ + QT;
     const float* sL = sLD + stage * 2 * kWbM;
     const float* sD = sL + kWbM;
-    // S^T, dP^T [64 keys x 64 q] over 8 steps of 16 head dims (K-major A and B: half kk / 4, 32 bytes a step)
+    // S^T, dP^T [64 keys x 64 q] over DW / 16 steps of 16 head dims (K-major A and B: half kk / 4, 32 bytes a step)
     float st[32], dpt[32];
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DW / 16; ++kk)
       wgmma_ss<0, 0>(st, wgmma_desc_sw128(sK + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
-                         wgmma_desc_sw128(sQ + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
+                     wgmma_desc_sw128(sQ + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
     wgmma_commit();  // S^T first: P^T is computed while dP^T runs
 #pragma unroll
     for (int kk = 0; kk < DW / 16; ++kk)
       wgmma_ss<0, 0>(dpt, wgmma_desc_sw128(sV + (kk / 4) * kWbN * 64 + wg * 64 * 64 + (kk % 4) * 16, 16),
-                         wgmma_desc_sw128(sO + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
+                     wgmma_desc_sw128(sO + (kk / 4) * kWbM * 64 + (kk % 4) * 16, 16), kk > 0);
     wgmma_commit();
     wgmma_wait<1>();
     // P^T, then dS^T: element (key key0 + 8 (e / 2), query i0 + 8 j + 2 tig + e % 2) of st / dpt [4 j + e]
@@ -1199,7 +1200,6 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     wgmma_commit();
     wgmma_wait<0>();  // dQ, and this tile's dV / dK products (their A registers are free again)
     // dq[4 j + e]: query i0 + 16 warp + g + 8 (e / 2), head dim dq0 + 8 j + 2 tig + e % 2
-    const int dq0 = DW == 128 ? wg * 64 : 0;
     // DQX (head dim 64): the two warpgroups' shares summed in shared memory first; warpgroup w then
     // adds head dims 32 w .. 32 w + 31 (chunks j = 4 w .. 4 w + 3) of both: half the atomics, none
     // contended. (Register indices stay compile-time: the warpgroup picks its chunks by selects.)
@@ -1224,12 +1224,12 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         for (int e = 0; e < 4; ++e) dq[4 * c + e] = o4[e];  // owned chunk c now in dq[4 c ..]
       }
     }
-    const int jw = DQX ? 4 * wg : 0;  // head-dim chunk of dq[0 ..]
+    const int dq0 = DW == 128 ? wg * 64 : (DQX ? wg * 32 : 0);  // the head dim of dq[0]
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int i = i0 + warp * 16 + g + r * 8;
       const float sc = i < s.Tq ? s.scale : 0.0f;
-      float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + dq0 + (jw * 8) + tig * 2;
+      float* dqr = dq_acc + (size_t(b) * s.Tq + min(i, s.Tq - 1)) * ldq + size_t(h) * D + dq0 + tig * 2;
 #pragma unroll
       for (int j = 0; j < (DQX ? 4 : 8); ++j) atomic_add2(dqr + j * 8, dq[4 * j + 2 * r] * sc, dq[4 * j + 2 * r + 1] * sc, true);
     }
