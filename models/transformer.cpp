@@ -247,6 +247,7 @@ void Transformer::mlp_forward(const LayerParams& w, const float* h2, int N, floa
   if (N == 1 && adjacent && u == g + F) {
     linear(g, h2, w.wg, nullptr, 1, C, 2 * F, cached);  // one token: [g | u] = [wg; wu] h2 in one product
   } else {
+    if (keep_a) keep_bf16(g, size_t(N) * F, MirrorFill::gemm_output), keep_bf16(u, size_t(N) * F, MirrorFill::gemm_output);
     linear(g, h2, w.wg, nullptr, N, C, F, cached);
     linear(u, h2, w.wu, nullptr, N, C, F, cached);
   }
@@ -552,6 +553,7 @@ void Transformer::backward(float loss_scale) {
     const float *h1 = t.h1, *h2 = t.h2, *q = t.q, *k = t.k, *v = t.v, *att = t.att, *xmid = t.xmid;
     const float *ga = t.g, *ua = t.u, *aa = t.a;
     // out = xmid + down(a): dx is d(out); d(xmid) accumulates dx + norm path
+    keep_bf16(dF1, size_t(N) * F, MirrorFill::gemm_output);         // read only by swiglu_bwd
     linear_bwd(dF1, gw.wd, nullptr, dx, aa, w.wd, N, F, C, false);  // da
     keep_bf16(dF2, size_t(N) * F, mlp_fill()), keep_bf16(dF3, size_t(N) * F, mlp_fill());  // by swiglu_bwd
     ops_->swiglu_bwd(dF2, dF3, dF1, ga, ua, N, F);                 // dgate, dup

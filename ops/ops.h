@@ -57,7 +57,7 @@ enum LinearBwdFlags : int {
 };
 
 // How OpsTable::mirror_activation gets its bf16 values (see there).
-enum class MirrorFill { copy_now, by_next_op, only_mirror };
+enum class MirrorFill { copy_now, by_next_op, only_mirror, gemm_output };
 
 // Function table so the model, tests and benchmarks can run any backend. All pointers are in
 // the backend's memory (`mem`): host memory for ref/cpu, device memory for cuda.
@@ -222,8 +222,14 @@ struct OpsTable {
   // swiglu_fwd or swiglu_bwd: they write the mirrors of their outputs in the same pass; only_mirror
   // (swiglu_fwd/bwd outputs) also leaves x itself unwritten: the caller promises that only GEMMs on
   // bf16 operands (every dimension >= 64) read x until it is released, and the backend refuses an
-  // fp32-operand GEMM on it. Returns whether x has a mirror now (false: off, or not the bf16 GEMM
-  // mode). The caller releases it before anything else changes x or frees it.
+  // fp32-operand GEMM on it. gemm_output: as only_mirror, for x written next by linear_fwd (its
+  // output) or linear_bwd (dx, not added to): the GEMM writes its product rounded to bf16, alone,
+  // and x may be read only by those GEMMs and by swiglu_fwd / swiglu_bwd (their inputs), which then
+  // read the bf16 values. Unlike the other kinds this rounds a value the model would otherwise keep
+  // in fp32 (mixed precision's bf16 activation storage); a backend may decline it (returns false:
+  // x is written and read in fp32 as without a mirror). Returns whether x has a mirror now (false:
+  // off, or not the bf16 GEMM mode). The caller releases it before anything else changes x or
+  // frees it.
   bool (*mirror_activation)(const float* x, size_t n, MirrorFill how) = nullptr;
   // ---- decode graphs (null where a backend has none) ----
   // Runs body(), ops on this backend and no host transfers or host bookkeeping, as one captured

@@ -1211,7 +1211,8 @@ TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
 }
 
 // bf16 activation mirrors (h1, h2, the attention output, the SwiGLU product and its gradients, the
-// final norm and the residual gradient, kept for the GEMMs that read them) change no value: a training step's loss and logits
+// final norm and the residual gradient, kept for the GEMMs that read them; the GEMM outputs kept as
+// bf16, which do round, switched off here: Cuda.GemmOutputsKeptAsBf16) change no value: a training step's loss and logits
 // are bitwise those without, for attention and Gated DeltaNet layers, with and without
 // recomputation. Gradients are bitwise where the backward has no atomics upstream (every gradient
 // of the Gated DeltaNet model but the embedding's scatter; the last layer's MLP and norms and the
@@ -1220,6 +1221,10 @@ TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
 TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
   SKIP_WITHOUT_GPU();
   cuda::set_gemm_precision("bf16");
+  cuda::set_gemm_bf16_outputs(false);
+  struct Restore {
+    ~Restore() { cuda::set_gemm_bf16_outputs(true); }
+  } restore;
   for (std::string layers : {"fs", "ll"})
     for (bool recompute : {false, true}) {
       SCOPED_TRACE(layers + (recompute ? " recompute" : ""));
@@ -1355,6 +1360,125 @@ TEST(Cuda, ForwardBackwardMatchesForwardThenBackward) {
           else EXPECT_REL(a, b, 1e-5);
         }
       }
+}
+
+// GEMM outputs kept only as bf16 (MirrorFill::gemm_output), op by op: linear_fwd and linear_bwd's dx
+// write the product rounded to bf16 (within one rounding of the fp32 product: cuBLASLt may pick
+// another algorithm) and leave the fp32 buffer alone; swiglu_fwd / swiglu_bwd reading such inputs
+// give bitwise what they give on the same bf16 values widened to fp32; a bias (no bf16 epilogue:
+// fp32 then rounded) and an odd width work; adding to such a dx is refused; switched off, no copy.
+TEST(Cuda, GemmOutputsKeptAsBf16Ops) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");
+  Rng r(21);
+  auto rnd = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = float(r.normal());
+    return v;
+  };
+  auto copy_of = [](const float* x, size_t n) {  // the bf16 copy widened to fp32
+    Buffer<float> f(gpu().mem, n);
+    cuda::from_bf16(f.data(), cuda::mirror_of(x, n), n);
+    return f.to_vector();
+  };
+  for (int F : {160, 97}) {  // 97: rows off 16-byte alignment (the scalar paths)
+    SCOPED_TRACE("F=" + std::to_string(F));
+    const int N = 96, C = 72;
+    Buffer<float> H = up(rnd(size_t(N) * C)), Wg = up(rnd(size_t(F) * C)), Wu = up(rnd(size_t(F) * C)), bias = up(rnd(F)),
+                  Wd = up(rnd(size_t(C) * F)), dY = up(rnd(size_t(N) * C));
+    Buffer<float> G(gpu().mem, size_t(N) * F), U(gpu().mem, size_t(N) * F), G32(gpu().mem, size_t(N) * F),
+        U32(gpu().mem, size_t(N) * F), dA(gpu().mem, size_t(N) * F), dA32(gpu().mem, size_t(N) * F);
+    gpu().linear_fwd(G32.data(), H.data(), Wg.data(), nullptr, N, C, F);
+    gpu().linear_fwd(U32.data(), H.data(), Wu.data(), bias.data(), N, C, F);
+    gpu().linear_bwd(dA32.data(), nullptr, nullptr, dY.data(), nullptr, Wd.data(), N, F, C, 0);
+    const std::vector<float> sentinel(size_t(N) * F, 7.0f);
+    for (Buffer<float>* b : {&G, &U, &dA}) {
+      b->upload(sentinel.data(), sentinel.size());
+      ASSERT_TRUE(gpu().mirror_activation(b->data(), size_t(N) * F, MirrorFill::gemm_output));
+    }
+    const long long w0 = cuda::activation_mirror_stats().only_mirror_writes;
+    gpu().linear_fwd(G.data(), H.data(), Wg.data(), nullptr, N, C, F);
+    gpu().linear_fwd(U.data(), H.data(), Wu.data(), bias.data(), N, C, F);
+    gpu().linear_bwd(dA.data(), nullptr, nullptr, dY.data(), nullptr, Wd.data(), N, F, C, 0);
+    EXPECT_EQ(cuda::activation_mirror_stats().only_mirror_writes - w0, 3);
+    for (Buffer<float>* b : {&G, &U, &dA}) EXPECT_EQ(b->to_vector(), sentinel);  // fp32 left as it was
+    for (auto [b, ref] : {std::pair{&G, &G32}, std::pair{&U, &U32}, std::pair{&dA, &dA32}}) {
+      const std::vector<float> got = copy_of(b->data(), size_t(N) * F), want = ref->to_vector();
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_LE(std::fabs(got[i] - want[i]), std::ldexp(std::fabs(want[i]), -7) + 1e-6f) << i;  // one bf16 rounding
+    }
+    // the elementwise consumers read the copies: the same as on the widened values in fp32
+    Buffer<float> Gw = up(copy_of(G.data(), size_t(N) * F)), Uw = up(copy_of(U.data(), size_t(N) * F)),
+                  dAw = up(copy_of(dA.data(), size_t(N) * F));
+    Buffer<float> A1(gpu().mem, size_t(N) * F), A2(gpu().mem, size_t(N) * F), dg1(gpu().mem, size_t(N) * F),
+        du1(gpu().mem, size_t(N) * F), dg2(gpu().mem, size_t(N) * F), du2(gpu().mem, size_t(N) * F);
+    gpu().swiglu_fwd(A1.data(), G.data(), U.data(), N, F);
+    gpu().swiglu_fwd(A2.data(), Gw.data(), Uw.data(), N, F);
+    EXPECT_EQ(A1.to_vector(), A2.to_vector());
+    gpu().swiglu_bwd(dg1.data(), du1.data(), dA.data(), G.data(), U.data(), N, F);
+    gpu().swiglu_bwd(dg2.data(), du2.data(), dAw.data(), Gw.data(), Uw.data(), N, F);
+    EXPECT_EQ(dg1.to_vector(), dg2.to_vector());
+    EXPECT_EQ(du1.to_vector(), du2.to_vector());
+    // a dx kept only as bf16 cannot be added to
+    EXPECT_THROW(gpu().linear_bwd(dA.data(), nullptr, nullptr, dY.data(), nullptr, Wd.data(), N, F, C, kAddDx), Error);
+    for (Buffer<float>* b : {&G, &U, &dA}) gpu().mirror_activation(b->data(), 0, MirrorFill::copy_now);
+  }
+  cuda::set_gemm_bf16_outputs(false);  // declined: no copy, the GEMM writes fp32
+  Buffer<float> X(gpu().mem, 96 * 64);
+  EXPECT_FALSE(gpu().mirror_activation(X.data(), 96 * 64, MirrorFill::gemm_output));
+  EXPECT_EQ(cuda::mirror_of(X.data(), 96 * 64), nullptr);
+  cuda::set_gemm_bf16_outputs(true);
+}
+
+// The model with its MLP's GEMM outputs kept as bf16 (the gate and up products, the down
+// projection's dx): a training step's fp32 buffers of them stay unwritten (poisoned with NaN here,
+// so a stray fp32 read would show), they are written as bf16 (3 a layer and pass, 5 with
+// recomputation), and loss, logits and gradients stay within bf16 rounding of the fp32-output run,
+// for attention and Gated DeltaNet layers, with and without recomputation.
+TEST(Cuda, GemmOutputsKeptAsBf16) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");
+  for (std::string layers : {"fs", "ll"})
+    for (bool recompute : {false, true}) {
+      SCOPED_TRACE(layers + (recompute ? " recompute" : ""));
+      ModelConfig c = tiny_config(layers, 16);
+      c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+      const int B = 2, T = 48;
+      std::vector<int32_t> ids(B * T), tg(B * T);
+      Rng r(7);
+      for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
+      std::vector<float> w(B * T, 1.0f);
+      auto run = [&](bool bf16_out) {
+        cuda::set_gemm_bf16_outputs(bf16_out);
+        const long long w0 = cuda::activation_mirror_stats().only_mirror_writes;
+        std::vector<float> loss, logits, grads;
+        {
+          Transformer m(c);
+          m.init_random(3, 0.1f);
+          m.set_ops(&gpu());
+          m.set_recompute(recompute);
+          m.zero_grad();
+          loss.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+          logits = m.last_logits();
+          m.backward();
+          grads.resize(m.num_params());
+          gpu().mem->to_host(grads.data(), m.grads(), grads.size() * sizeof(float));
+        }
+        cuda::synchronize();
+        return std::make_tuple(loss, logits, grads, cuda::activation_mirror_stats().only_mirror_writes - w0);
+      };
+      cuda::set_mirror_only_poison(true);
+      auto [l32, z32, g32, n32] = run(false);
+      auto [l16, z16, g16, n16] = run(true);
+      cuda::set_mirror_only_poison(false);
+      cuda::set_gemm_bf16_outputs(true);
+      EXPECT_EQ(n16 - n32, c.num_layers * (3 + 2 * recompute));
+      for (float x : g16) ASSERT_TRUE(std::isfinite(x));
+      EXPECT_REL(l16, l32, 1e-3);
+      EXPECT_REL(z16, z32, 1e-2);
+      EXPECT_NE(g16, g32);  // the outputs were rounded: not the fp32 run
+      EXPECT_REL(g16, g32, 2e-2);
+    }
 }
 
 // An activation kept only as bf16 (MirrorFill::only_mirror): swiglu_fwd writes the bf16 copy the

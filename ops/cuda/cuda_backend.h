@@ -92,6 +92,10 @@ ActivationMirrorStats activation_mirror_stats();
 // MirrorFill::only_mirror honoured (default; SMOOTHREAD_MIRROR_ONLY=0 or false: such outputs are
 // written in fp32 too, as by_next_op; benchmark A/B)
 void set_mirror_only(bool on);
+// MirrorFill::gemm_output honoured: GEMM outputs the model keeps only as bf16 (the MLP's gate and
+// up products, the down projection's dx) written by the GEMM in bf16 (default; off, or
+// SMOOTHREAD_GEMM_BF16_OUT=0: written and read in fp32, benchmark A/B and the mirrors' bitwise tests)
+void set_gemm_bf16_outputs(bool on);
 // Tests: an op output kept only as bf16 gets NaN in its fp32 buffer instead of being left as it
 // was, so that a stray fp32 read of it cannot pass unnoticed.
 void set_mirror_only_poison(bool on);

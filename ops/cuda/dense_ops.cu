@@ -142,6 +142,11 @@ __device__ __forceinline__ uint2 pack4_bf16(float4 v) {
   return make_uint2(*reinterpret_cast<uint32_t*>(&lo), *reinterpret_cast<uint32_t*>(&hi));
 }
 __device__ __forceinline__ void st4_bf16(__nv_bfloat16* p, float4 v) { *reinterpret_cast<uint2*>(p) = pack4_bf16(v); }
+// Four bf16 (8 bytes) widened to fp32 (bf16 = the upper half of an fp32).
+__device__ __forceinline__ float4 unpack4_bf16(uint2 v) {
+  return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16),
+                     __uint_as_float(v.y & 0xffff0000u));
+}
 // Forward: as rmsnorm_fwd_k (t: the residual added into x first; o16: out's bf16 mirror or null).
 template <int PER>
 __global__ void __launch_bounds__(kVecNormThreads) rmsnorm_fwd_vec_k(float* out, __nv_bfloat16* o16, float* rstd, float* x,
@@ -360,9 +365,18 @@ __device__ __forceinline__ void swiglu_bwd1(float& dg, float& du, float d, float
   dg = d * u * sg * (1.0f + g * (1.0f - sg));
 }
 
-__device__ __forceinline__ bool aligned(const void* x, unsigned bytes) {
+__host__ __device__ __forceinline__ bool aligned(const void* x, unsigned bytes) {
   return reinterpret_cast<uintptr_t>(x) % bytes == 0;
 }
+// An elementwise op's input: fp32 values, or the bf16 copy where that is the only one written
+// (MirrorFill::gemm_output: a GEMM wrote it in bf16). The branch is the same for every thread.
+struct In {
+  const float* f;
+  const __nv_bfloat16* h;
+  __device__ float4 four(size_t i) const { return h ? unpack4_bf16(reinterpret_cast<const uint2*>(h)[i]) : ld4(f, i); }
+  __device__ float one(size_t i) const { return h ? __bfloat162float(h[i]) : f[i]; }
+  __host__ __device__ bool vec() const { return h ? aligned(h, 8) : aligned(f, 16); }  // four() applies
+};
 // ---- cross-entropy: one block per row ----
 // One pass over the row (online softmax: each thread keeps a running max m and the sum s of
 // exp(z - m), rescaled when m grows), four logits a load where the row is 16-byte aligned. The two
@@ -484,29 +498,27 @@ __global__ void add_k(float* out, const float* a, const float* b, size_t n) {  /
 // o16, dg16, du16: bf16 mirrors of the outputs (null when none), written in the same pass with the
 // rounding of to_bf16, so the GEMMs that read the outputs next take them as they are; a null fp32
 // output (MirrorFill::only_mirror) is not written.
-__global__ void swiglu_fwd_k(float* out, __nv_bfloat16* o16, const float* g, const float* u, size_t n) {
+__global__ void swiglu_fwd_k(float* out, __nv_bfloat16* o16, In g, In u, size_t n) {
   grid_stride4(
-      n, aligned(out, 16) && aligned(g, 16) && aligned(u, 16) && aligned(o16, 8),
+      n, aligned(out, 16) && g.vec() && u.vec() && aligned(o16, 8),
       [&](size_t i) {
-        const float4 G = ld4(g, i), U = ld4(u, i);
+        const float4 G = g.four(i), U = u.four(i);
         const float4 O = make_float4(swiglu1(G.x, U.x), swiglu1(G.y, U.y), swiglu1(G.z, U.z), swiglu1(G.w, U.w));
         if (out) reinterpret_cast<float4*>(out)[i] = O;
         if (o16) reinterpret_cast<uint2*>(o16)[i] = pack4_bf16(O);
       },
       [&](size_t i) {
-        const float o = swiglu1(g[i], u[i]);
+        const float o = swiglu1(g.one(i), u.one(i));
         if (out) out[i] = o;
         if (o16) o16[i] = __float2bfloat16_rn(o);
       });
 }
-__global__ void swiglu_bwd_k(float* dg, float* du, __nv_bfloat16* dg16, __nv_bfloat16* du16, const float* dout,
-                             const float* g, const float* u, size_t n) {
+__global__ void swiglu_bwd_k(float* dg, float* du, __nv_bfloat16* dg16, __nv_bfloat16* du16, In dout, In g, In u,
+                             size_t n) {
   grid_stride4(
-      n,
-      aligned(dg, 16) && aligned(du, 16) && aligned(dout, 16) && aligned(g, 16) && aligned(u, 16) && aligned(dg16, 8) &&
-          aligned(du16, 8),
+      n, aligned(dg, 16) && aligned(du, 16) && dout.vec() && g.vec() && u.vec() && aligned(dg16, 8) && aligned(du16, 8),
       [&](size_t i) {
-        const float4 D = ld4(dout, i), G = ld4(g, i), U = ld4(u, i);
+        const float4 D = dout.four(i), G = g.four(i), U = u.four(i);
         float4 DG, DU;
         swiglu_bwd1(DG.x, DU.x, D.x, G.x, U.x), swiglu_bwd1(DG.y, DU.y, D.y, G.y, U.y);
         swiglu_bwd1(DG.z, DU.z, D.z, G.z, U.z), swiglu_bwd1(DG.w, DU.w, D.w, G.w, U.w);
@@ -517,7 +529,7 @@ __global__ void swiglu_bwd_k(float* dg, float* du, __nv_bfloat16* dg16, __nv_bfl
       },
       [&](size_t i) {
         float a, b;
-        swiglu_bwd1(a, b, dout[i], g[i], u[i]);
+        swiglu_bwd1(a, b, dout.one(i), g.one(i), u.one(i));
         if (dg) dg[i] = a;
         if (du) du[i] = b;
         if (dg16) dg16[i] = __float2bfloat16_rn(a);
@@ -586,11 +598,7 @@ __global__ void to_bf16_k(__nv_bfloat16* d, const float* s, size_t n) {
 __global__ void from_bf16_k(float* d, const __nv_bfloat16* s, size_t n) {
   grid_stride4(
       n, aligned(d, 16) && aligned(s, 8),
-      [&](size_t i) {
-        const uint2 v = reinterpret_cast<const uint2*>(s)[i];  // bf16 = the upper half of an fp32
-        reinterpret_cast<float4*>(d)[i] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
-                                                      __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
-      },
+      [&](size_t i) { reinterpret_cast<float4*>(d)[i] = unpack4_bf16(reinterpret_cast<const uint2*>(s)[i]); },
       [&](size_t i) { d[i] = __bfloat162float(s[i]); });
 }
 
@@ -639,6 +647,7 @@ struct Mirrors {
   bool enabled = true;       // weight mirrors
   int activations = -1;      // activation mirrors: -1 = not set yet (SMOOTHREAD_ACT_MIRRORS, default on)
   int only = -1;             // MirrorFill::only_mirror honoured: -1 = not set yet (SMOOTHREAD_MIRROR_ONLY, default on)
+  int gemm_out = -1;         // MirrorFill::gemm_output honoured: -1 = not set yet (SMOOTHREAD_GEMM_BF16_OUT, default on)
   bool poison = false;       // set_mirror_only_poison: only_mirror outputs get NaN in fp32 (tests)
   int only_count = 0;        // entries of `list` with `only` set (none outside training: no scan then)
   ActivationMirrorStats stats;
@@ -684,6 +693,17 @@ float* fp32_output(float* out, size_t n, __nv_bfloat16* m16, bool only) {
   if (M.poison) SR_CUDA(cudaMemsetAsync(out, 0xff, n * sizeof(float), stream()));  // all-ones: NaN
   return nullptr;
 }
+// The bf16 copy of [p, p + n) when it is the only one kept (only_mirror, gemm_output), or null.
+__nv_bfloat16* only_copy(const float* p, size_t n) {
+  bool only = false;
+  __nv_bfloat16* m = find_mirror(p, n, false, &only);
+  return only ? m : nullptr;
+}
+// An elementwise op's input x[0, n): its bf16 copy when that is the only one, else the fp32 values.
+In input_of(const float* x, size_t n) {
+  if (__nv_bfloat16* m = only_copy(x, n)) return In{nullptr, m};
+  return In{x, nullptr};
+}
 
 
 // Column-major C[m,n] = op(A) op(B) + beta C on bf16 operands, fp32 accumulation and fp32 C.
@@ -710,8 +730,8 @@ struct LtGemms {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  // (ta, tb, m, n, k, lda, ldb, ldc, bias, alignment of A, B, C/D in bytes)
-  std::map<std::tuple<int, int, int, int, int, int, int, int, bool, int, int, int>, Plan> plans;
+  // (ta, tb, m, n, k, lda, ldb, ldc, bias, D in bf16, alignment of A, B, C/D in bytes)
+  std::map<std::tuple<int, int, int, int, int, int, int, int, bool, bool, int, int, int>, Plan> plans;
   std::mutex mu;
 };
 LtGemms& lt() {
@@ -730,14 +750,18 @@ int pointer_alignment(const void* p) {  // the largest power of two up to 256 di
   return a;
 }
 // Column-major D[m,n] = op(A) op(B) + (C or bias[m]) on bf16 A and B, fp32 C, D and bias; false
-// (nothing run) when cuBLASLt offers no algorithm for it.
+// (nothing run) when cuBLASLt offers no algorithm for it. D16 (instead of D): D in bf16, the fp32
+// accumulator rounded once (no C or bias then).
 bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const __nv_bfloat16* A, int lda,
-                        const __nv_bfloat16* B, int ldb, const float* C, const float* bias, float* D, int ldc) {
+                        const __nv_bfloat16* B, int ldb, const float* C, const float* bias, float* D, int ldc,
+                        __nv_bfloat16* D16 = nullptr) {
+  if (D16 && (C || bias)) return false;
+  void* const out = D16 ? static_cast<void*>(D16) : static_cast<void*>(D);
   LtGemms& g = lt();
   std::lock_guard<std::mutex> lock(g.mu);
   const int alA = pointer_alignment(A), alB = pointer_alignment(B),
-            alC = std::min(pointer_alignment(D), C ? pointer_alignment(C) : 256);
-  auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, bias != nullptr, alA, alB, alC);
+            alC = std::min(pointer_alignment(out), C ? pointer_alignment(C) : 256);
+  auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, bias != nullptr, D16 != nullptr, alA, alB, alC);
   auto it = g.plans.find(key);
   if (it == g.plans.end()) {
     LtGemms::Plan pl;
@@ -754,7 +778,7 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
     }
     good = good && ok(cublasLtMatrixLayoutCreate(&pl.a, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda)) &&
            ok(cublasLtMatrixLayoutCreate(&pl.b, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb)) &&
-           ok(cublasLtMatrixLayoutCreate(&pl.c, CUDA_R_32F, m, n, ldc));
+           ok(cublasLtMatrixLayoutCreate(&pl.c, D16 ? CUDA_R_16BF : CUDA_R_32F, m, n, ldc));
     cublasLtMatmulPreference_t pref = nullptr;
     if (good && ok(cublasLtMatmulPreferenceCreate(&pref))) {
       const size_t ws = LtGemms::kWorkspace;
@@ -779,7 +803,7 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
   if (!pl.ok) return false;
   if (bias) check_blas(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "Lt bias");
   const float alpha = 1.0f, beta = C ? 1.0f : 0.0f;
-  check_blas(cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : D, pl.c, D, pl.c, &pl.algo, g.ws,
+  check_blas(cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : out, pl.c, out, pl.c, &pl.algo, g.ws,
                             LtGemms::kWorkspace, stream()),
              "LtMatmul");
   return true;
@@ -1011,14 +1035,17 @@ void set_switch(T Mirrors::*field, T value) {
 }
 void set_weight_mirrors(bool on) { set_switch(&Mirrors::enabled, on); }
 // Makes, refreshes (same base and size) or releases (n = 0, or switched off) the mirror of [base, base + n).
-// how: copy_now rounds it now; by_next_op / only_mirror only allocate it, and the op that writes the
-// activation next fills it (rmsnorm_fwd/bwd, swiglu_fwd/bwd, rope_fwd, xent_bwd: find_mirror on their outputs).
+// how: copy_now rounds it now; by_next_op / only_mirror / gemm_output only allocate it, and the op that
+// writes the activation next fills it (rmsnorm_fwd/bwd, swiglu_fwd/bwd, rope_fwd, xent_bwd: find_mirror
+// on their outputs; linear_fwd / linear_bwd's dx: only_copy).
 bool mirror(const float* base, size_t n, bool activation, MirrorFill how = MirrorFill::copy_now) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
   if (M.activations < 0) M.activations = env_int("SMOOTHREAD_ACT_MIRRORS", 1) != 0;
   if (M.only < 0) M.only = env_int("SMOOTHREAD_MIRROR_ONLY", 1) != 0;
-  const bool on = activation ? M.activations && blas().mode == "bf16" : M.enabled;
+  if (M.gemm_out < 0) M.gemm_out = env_int("SMOOTHREAD_GEMM_BF16_OUT", 1) != 0;
+  const bool declined = how == MirrorFill::gemm_output && !(M.gemm_out && M.only);  // x stays fp32, no copy
+  const bool on = !declined && (activation ? M.activations && blas().mode == "bf16" : M.enabled);
   auto it = std::find_if(M.list.begin(), M.list.end(), [&](const WeightMirror& w) { return w.base == base; });
   if (it != M.list.end() && (it->n != n || !n || !on)) {  // released, resized or switched off
     device_free(it->m);
@@ -1032,7 +1059,7 @@ bool mirror(const float* base, size_t n, bool activation, MirrorFill how = Mirro
     it = M.list.end() - 1;
     if (activation) ++M.stats.made;
   }
-  const bool only = how == MirrorFill::only_mirror && M.only;
+  const bool only = (how == MirrorFill::only_mirror || how == MirrorFill::gemm_output) && M.only;
   M.only_count += int(only) - int(it->only);
   it->only = only;
   if (how == MirrorFill::copy_now) to_bf16(it->m, base, n);
@@ -1042,6 +1069,7 @@ void mirror_weights(const float* base, size_t n) { mirror(base, n, false); }
 bool mirror_activation(const float* x, size_t n, MirrorFill how) { return mirror(x, n, true, how); }
 void set_mirror_only(bool on) { set_switch(&Mirrors::only, int(on)); }
 void set_mirror_only_poison(bool on) { set_switch(&Mirrors::poison, on); }
+void set_gemm_bf16_outputs(bool on) { set_switch(&Mirrors::gemm_out, int(on)); }
 ActivationMirrorStats activation_mirror_stats() {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -1113,6 +1141,21 @@ bool linear_fwd_epilogue(float* out, const float* res, const float* x, const flo
 }
 // out[N,O] = x[N,I] W[O,I]^T (+ b): column-major out^T[O,N] = W^T' x^T
 void linear_fwd(float* out, const float* x, const float* W, const float* b, int N, int I, int O) {
+  const size_t n = size_t(N) * O;
+  if (__nv_bfloat16* o16 = only_copy(out, n)) {  // MirrorFill::gemm_output: the product in bf16 alone
+    fp32_output(out, n, o16, true);
+    if (!b && bf16_gemm(O, N, I)) {
+      const Bf16Operand w16(W, size_t(O) * I), x16(x, size_t(N) * I);
+      if (gemm_bf16_epilogue(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w16.get(), I, x16.get(), I, nullptr, nullptr, nullptr, O,
+                             o16))
+        return;
+    }
+    float* tmp = static_cast<float*>(device_alloc(n * sizeof(float)));  // otherwise in fp32, then rounded
+    linear_fwd(tmp, x, W, b, N, I, O);
+    to_bf16(o16, tmp, n);
+    device_free(tmp);
+    return;
+  }
   if (N <= kGemvMaxRows) {  // decode: bandwidth-bound, one pass over W in fp32
     gemv(out, x, W, b, N, I, O);
     return;
@@ -1152,6 +1195,23 @@ void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float*
     return;
   }
   if (db) require_fp32_values(dout, size_t(N) * O, "linear_bwd (cuda): the bias gradient");  // sums dout in fp32
+  if (__nv_bfloat16* dx16 = dx ? only_copy(dx, size_t(N) * I) : nullptr) {  // MirrorFill::gemm_output: dx in bf16 alone
+    if (beta != 0.0f) fail("linear_bwd (cuda)", "dx is kept only as bf16 (MirrorFill::gemm_output) and cannot be added to");
+    fp32_output(dx, size_t(N) * I, dx16, true);
+    bool done = false;
+    if (bf16_gemm(I, N, O)) {
+      const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I);
+      done = gemm_bf16_epilogue(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, nullptr, nullptr, nullptr,
+                                I, dx16);
+    }
+    if (!done) {  // in fp32, then rounded
+      float* tmp = static_cast<float*>(device_alloc(size_t(N) * I * sizeof(float)));
+      gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, tmp, I);
+      to_bf16(dx16, tmp, size_t(N) * I);
+      device_free(tmp);
+    }
+    dx = nullptr;  // dW and db below
+  }
   if (dx && dW && bf16_gemm(I, N, O)) {  // both GEMMs read dout: round it to bf16 once
     const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I), x16(x, size_t(N) * I);
     gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, beta, dx, I);
@@ -1174,13 +1234,14 @@ void rope_bwd(float* dx, const float* dout, const int32_t* pos, int N, int H, in
   SR_CUDA_LAUNCHED("rope_bwd");
 }
 // (outputs with an activation mirror get it written in the same pass, MirrorFill::by_next_op; an
-// output whose mirror is its only copy, MirrorFill::only_mirror, is written as bf16 alone)
+// output whose mirror is its only copy, MirrorFill::only_mirror, is written as bf16 alone; an input
+// kept only as bf16, MirrorFill::gemm_output, is read from its copy)
 void swiglu_fwd(float* out, const float* gate, const float* up, int N, int F) {
   size_t n = size_t(N) * F;
   bool only = false;
   __nv_bfloat16* o16 = find_mirror(out, n, false, &only);
   swiglu_fwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(fp32_output(out, n, o16, only), o16,
-                                                                              gate, up, n);
+                                                                              input_of(gate, n), input_of(up, n), n);
   SR_CUDA_LAUNCHED("swiglu_fwd");
 }
 void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int N, int F) {
@@ -1189,7 +1250,8 @@ void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, 
   __nv_bfloat16 *dg16 = dgate ? find_mirror(dgate, n, false, &g_only) : nullptr,
                 *du16 = dup ? find_mirror(dup, n, false, &u_only) : nullptr;
   swiglu_bwd_k<<<blocks_for((n + 3) / 4, kThreads), kThreads, 0, stream()>>>(
-      fp32_output(dgate, n, dg16, g_only), fp32_output(dup, n, du16, u_only), dg16, du16, dout, gate, up, n);
+      fp32_output(dgate, n, dg16, g_only), fp32_output(dup, n, du16, u_only), dg16, du16, input_of(dout, n),
+      input_of(gate, n), input_of(up, n), n);
   SR_CUDA_LAUNCHED("swiglu_bwd");
 }
 void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V) {
@@ -1211,6 +1273,7 @@ void add(float* out, const float* a, const float* b, size_t n) {
   SR_CUDA_LAUNCHED("add");
 }
 void linear_fwd_add(float* out, const float* res, const float* x, const float* W, int N, int I, int O) {
+  if (only_copy(out, size_t(N) * O)) fail("linear_fwd_add (cuda)", "its output is kept only as bf16: not supported");
   if (N > kGemvMaxRows && linear_fwd_epilogue(out, res, x, W, nullptr, N, I, O)) return;
   if (out != res) {  // the product into out, then the add (the model's case: no scratch)
     linear_fwd(out, x, W, nullptr, N, I, O);
