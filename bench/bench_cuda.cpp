@@ -18,6 +18,7 @@
 //       operands with fp32 output (what linear_fwd runs after rounding), bf16 storage, and the op
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5 (0: no training)] [--decode 64] [--recompute 0|1]
 //       [--batch 1] [--accum 1] (a training step = accum forward+backward passes over batch sequences of L tokens, then AdamW)
+//       [--logits-chunk-mib 512] (the LM head runs over chunks of rows whose logits take this many MiB in fp32)
 //       [--first-write 1|0] (0: zero_grad() memsets every gradient instead of the backward setting them)
 //       [--head-in-forward 1|0] (0: forward() then backward() instead of forward_backward(), which runs the LM
 //       head's backward in the forward while the logits are at hand)
@@ -301,6 +302,10 @@ int model(std::map<std::string, std::string> a) {
   m.set_ops(&ops_cuda());
   const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
   m.set_recompute(recompute);
+  // the LM head's rows a chunk: MiB of fp32 logits (set_logits_chunk_floats; 512 = the default)
+  const int chunk_mib = geti(a, "logits-chunk-mib", int(LanguageModel::kLogitsChunkFloats >> 18));
+  if (chunk_mib < 1) fail("--logits-chunk-mib", "must be at least 1");
+  m.set_logits_chunk_floats(size_t(chunk_mib) << 18);
   const double P = double(m.num_params()), V = c.vocab_size, C = c.hidden_size;
   // matmul FLOPs per token (forward): 2 * (params - embedding table + LM head) ; attention per layer
   const double mm = 2.0 * (P - V * C + V * C);
@@ -316,7 +321,7 @@ int model(std::map<std::string, std::string> a) {
   // tokens each (gradient accumulation, as the trainer's grad_accum), then clip + AdamW
   const int batch = geti(a, "batch", 1), accum = geti(a, "accum", 1);
   if (batch < 1 || accum < 1) fail("--batch/--accum", "must be at least 1");
-  std::printf(",\"batch\":%d,\"accum\":%d", batch, accum);
+  std::printf(",\"batch\":%d,\"accum\":%d,\"logits_chunk_mib\":%d", batch, accum, chunk_mib);
   if (steps > 0) try {
     AdamW opt(m.num_params(), {}, ops_cuda());
     const size_t n = size_t(batch) * L;

@@ -129,12 +129,14 @@ class Transformer : public LanguageModel {
   // bf16 copies of training activations that GEMMs read (the attention output: made right after it
   // is written; h1, h2, the final norm and the residual gradient: written by the op that writes the
   // activation, by_next_op; the SwiGLU product and its two gradients: mlp_fill()), the backend's
-  // mirror_activation; dropped before the next forward, after backward and with the buffers.
-  void keep_bf16(const float* x, size_t n, MirrorFill how = MirrorFill::copy_now) const;
+  // mirror_activation; dropped before the next forward, after backward (but for the logits,
+  // which last_logits() may still read) and with the buffers. Returns whether x has a copy now.
+  bool keep_bf16(const float* x, size_t n, MirrorFill how = MirrorFill::copy_now) const;
   MirrorFill mlp_fill() const;
-  void drop_bf16_activations() const;
+  void drop_bf16_activations(const float* except = nullptr) const;
   mutable std::vector<const float*> bf16_kept_;
   mutable const OpsTable* bf16_ops_ = nullptr;  // the backend holding them
+  mutable bool logits_bf16_ = false;  // act_.logits kept only as bf16 (MirrorFill::gemm_output)
 
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
   std::vector<size_t> layer_off_;  // start of each layer's block

@@ -224,8 +224,8 @@ struct OpsTable {
   // bf16 operands (every dimension >= 64) read x until it is released, and the backend refuses an
   // fp32-operand GEMM on it. gemm_output: as only_mirror, for x written next by linear_fwd (its
   // output) or linear_bwd (dx, not added to): the GEMM writes its product rounded to bf16, alone,
-  // and x may be read only by those GEMMs and by swiglu_fwd / swiglu_bwd (their inputs), which then
-  // read the bf16 values. Unlike the other kinds this rounds a value the model would otherwise keep
+  // and x may be read only by those GEMMs and by swiglu_fwd / swiglu_bwd, xent_fwd / xent_bwd (the
+  // logits) and strided_copy (src), which then read the bf16 values. Unlike the other kinds this rounds a value the model would otherwise keep
   // in fp32 (mixed precision's bf16 activation storage); a backend may decline it (returns false:
   // x is written and read in fp32 as without a mirror). Returns whether x has a mirror now (false:
   // off, or not the bf16 GEMM mode). The caller releases it before anything else changes x or

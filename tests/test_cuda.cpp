@@ -1419,6 +1419,23 @@ TEST(Cuda, GemmOutputsKeptAsBf16Ops) {
     gpu().swiglu_bwd(dg2.data(), du2.data(), dAw.data(), Gw.data(), Uw.data(), N, F);
     EXPECT_EQ(dg1.to_vector(), dg2.to_vector());
     EXPECT_EQ(du1.to_vector(), du2.to_vector());
+    // logits (F classes) kept as bf16: the cross-entropy ops and strided_copy read the copy, bitwise
+    // as on the widened values
+    std::vector<int32_t> t(N);
+    for (int i = 0; i < N; ++i) t[i] = i % 7 == 3 ? -1 : int32_t(r.below(F));
+    Buffer<int32_t> T(gpu().mem, N);
+    T.upload(t.data(), N);
+    Buffer<float> gsc = up(rnd(N)), l1(gpu().mem, N), l2(gpu().mem, N), s1(gpu().mem, N), s2(gpu().mem, N),
+                  z1(gpu().mem, size_t(N) * F), z2(gpu().mem, size_t(N) * F), c1(gpu().mem, size_t(N) * F);
+    gpu().xent_fwd(l1.data(), s1.data(), G.data(), T.data(), N, F);
+    gpu().xent_fwd(l2.data(), s2.data(), Gw.data(), T.data(), N, F);
+    EXPECT_EQ(l1.to_vector(), l2.to_vector());
+    EXPECT_EQ(s1.to_vector(), s2.to_vector());
+    gpu().xent_bwd(z1.data(), G.data(), s1.data(), T.data(), gsc.data(), N, F);
+    gpu().xent_bwd(z2.data(), Gw.data(), s1.data(), T.data(), gsc.data(), N, F);
+    EXPECT_EQ(z1.to_vector(), z2.to_vector());
+    gpu().strided_copy(c1.data(), F, G.data(), F, N, F);
+    EXPECT_EQ(c1.to_vector(), Gw.to_vector());
     // a dx kept only as bf16 cannot be added to
     EXPECT_THROW(gpu().linear_bwd(dA.data(), nullptr, nullptr, dY.data(), nullptr, Wd.data(), N, F, C, kAddDx), Error);
     for (Buffer<float>* b : {&G, &U, &dA}) gpu().mirror_activation(b->data(), 0, MirrorFill::copy_now);
@@ -1430,10 +1447,11 @@ TEST(Cuda, GemmOutputsKeptAsBf16Ops) {
   cuda::set_gemm_bf16_outputs(true);
 }
 
-// The model with its MLP's GEMM outputs kept as bf16 (the gate and up products, the down
-// projection's dx): a training step's fp32 buffers of them stay unwritten (poisoned with NaN here,
-// so a stray fp32 read would show), they are written as bf16 (3 a layer and pass, 5 with
-// recomputation), and loss, logits and gradients stay within bf16 rounding of the fp32-output run,
+// The model with GEMM outputs kept as bf16 (the MLP's gate and up products, the down projection's
+// dx, the LM head's logits): a training step's fp32 buffers of them stay unwritten (poisoned with
+// NaN here, so a stray fp32 read would show), they are written as bf16 (3 a layer, 5 with
+// recomputation, and the one logits chunk), last_logits() reads the bf16 logits before and after
+// the backward, and loss, logits and gradients stay within bf16 rounding of the fp32-output run,
 // for attention and Gated DeltaNet layers, with and without recomputation.
 TEST(Cuda, GemmOutputsKeptAsBf16) {
   SKIP_WITHOUT_GPU();
@@ -1461,6 +1479,7 @@ TEST(Cuda, GemmOutputsKeptAsBf16) {
           loss.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
           logits = m.last_logits();
           m.backward();
+          EXPECT_EQ(m.last_logits(), logits);
           grads.resize(m.num_params());
           gpu().mem->to_host(grads.data(), m.grads(), grads.size() * sizeof(float));
         }
@@ -1472,7 +1491,8 @@ TEST(Cuda, GemmOutputsKeptAsBf16) {
       auto [l16, z16, g16, n16] = run(true);
       cuda::set_mirror_only_poison(false);
       cuda::set_gemm_bf16_outputs(true);
-      EXPECT_EQ(n16 - n32, c.num_layers * (3 + 2 * recompute));
+      EXPECT_EQ(n16 - n32, c.num_layers * (3 + 2 * recompute) + 1);
+      for (float x : z16) ASSERT_TRUE(std::isfinite(x));
       for (float x : g16) ASSERT_TRUE(std::isfinite(x));
       EXPECT_REL(l16, l32, 1e-3);
       EXPECT_REL(z16, z32, 1e-2);

@@ -89,6 +89,24 @@ TEST(Train, GradientAccumulationMatchesLargeBatch) {
   EXPECT_LT(worst, 1e-5);
 }
 
+// "logits_chunk_mib": read into the config (default: the model's 512 MiB); not positive: an error
+// naming the field.
+TEST(Train, LogitsChunkField) {
+  std::string dir = temp_dir("chunk");
+  std::string data = write_task(dir, "copy", 16, 2, 3, 8);
+  json j = small_train_json(data, dir + "/o");
+  EXPECT_EQ(TrainConfig::from_json(j, "t").logits_chunk_mib, 512);
+  j["logits_chunk_mib"] = 2048;
+  EXPECT_EQ(TrainConfig::from_json(j, "t").logits_chunk_mib, 2048);
+  j["logits_chunk_mib"] = 0;
+  try {
+    TrainConfig::from_json(j, "t");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("logits_chunk_mib"), std::string::npos) << e.what();
+  }
+}
+
 namespace {
 // Held-out copy strings (another seed): the mean loss per completion token, and how many of 100 the
 // model copies exactly with greedy decoding.

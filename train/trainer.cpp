@@ -46,11 +46,12 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& w) {
   c.seed = uint64_t(json_int_or(j, "seed", 0, w));
   c.device = json_str_or(j, "device", "cpu", w);
   c.recompute = json_bool_or(j, "recompute", false, w);
+  c.logits_chunk_mib = json_int_or(j, "logits_chunk_mib", c.logits_chunk_mib, w);
   auto pos = [&](const char* f, int64_t v) {
     if (v <= 0) fail(w + ": field '" + f + "'", "must be positive");
   };
   pos("seq_len", c.seq_len), pos("batch_size", c.batch_size), pos("grad_accum", c.grad_accum), pos("steps", c.steps);
-  pos("log_every", c.log_every);
+  pos("log_every", c.log_every), pos("logits_chunk_mib", c.logits_chunk_mib);
   if (c.lr <= 0) fail(w + ": field 'lr'", "must be positive");
   return c;
 }
@@ -73,6 +74,7 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
   }
   model_->set_ops(&ops_for_device(cfg_.device));
   model_->set_recompute(cfg_.recompute);
+  model_->set_logits_chunk_floats(size_t(cfg_.logits_chunk_mib) << 18);
   if (tok_->vocab_size() > model_->config().vocab_size)
     fail("train config: field 'tokenizer'", "tokenizer has more tokens than the model's vocab_size");
   opt_ = std::make_unique<AdamW>(model_->num_params(), AdamWConfig{cfg_.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay},

@@ -93,7 +93,7 @@ ActivationMirrorStats activation_mirror_stats();
 // written in fp32 too, as by_next_op; benchmark A/B)
 void set_mirror_only(bool on);
 // MirrorFill::gemm_output honoured: GEMM outputs the model keeps only as bf16 (the MLP's gate and
-// up products, the down projection's dx) written by the GEMM in bf16 (default; off, or
+// up products, the down projection's dx, the LM head's logits) written by the GEMM in bf16 (default; off, or
 // SMOOTHREAD_GEMM_BF16_OUT=0: written and read in fp32, benchmark A/B and the mirrors' bitwise tests)
 void set_gemm_bf16_outputs(bool on);
 // Tests: an op output kept only as bf16 gets NaN in its fp32 buffer instead of being left as it

@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <tuple>
 
 #include "ops/cuda/cuda_backend.h"
@@ -376,6 +377,7 @@ struct In {
   __device__ float4 four(size_t i) const { return h ? unpack4_bf16(reinterpret_cast<const uint2*>(h)[i]) : ld4(f, i); }
   __device__ float one(size_t i) const { return h ? __bfloat162float(h[i]) : f[i]; }
   __host__ __device__ bool vec() const { return h ? aligned(h, 8) : aligned(f, 16); }  // four() applies
+  __device__ In at(size_t off) const { return In{f ? f + off : nullptr, h ? h + off : nullptr}; }  // x + off
 };
 // ---- cross-entropy: one block per row ----
 // One pass over the row (online softmax: each thread keeps a running max m and the sum s of
@@ -393,18 +395,18 @@ __device__ __forceinline__ void lse_add4(float& m, float& s, float4 q) {
   s = s * expf(m - M) + expf(q.x - M) + expf(q.y - M) + expf(q.z - M) + expf(q.w - M);
   m = M;
 }
-__global__ void xent_fwd_k(float* loss, float* lse, const float* logits, const int32_t* targets, int V) {
+// logits: fp32, or bf16 where that is the only copy (In)
+__global__ void xent_fwd_k(float* loss, float* lse, In logits, const int32_t* targets, int V) {
   __shared__ float pm[32], ps[32];
-  const float* z = logits + size_t(blockIdx.x) * V;
+  const In z = logits.at(size_t(blockIdx.x) * V);
   float m = -INFINITY, s = 0.0f;
   int v0 = 0;
-  if (aligned(z, 16)) {
-    const float4* z4 = reinterpret_cast<const float4*>(z);
+  if (z.vec()) {
 #pragma unroll 4
-    for (int i = threadIdx.x; i < V / 4; i += blockDim.x) lse_add4(m, s, z4[i]);
+    for (int i = threadIdx.x; i < V / 4; i += blockDim.x) lse_add4(m, s, z.four(i));
     v0 = V / 4 * 4;
   }
-  for (int v = v0 + threadIdx.x; v < V; v += blockDim.x) lse_merge(m, s, z[v], 1.0f);
+  for (int v = v0 + threadIdx.x; v < V; v += blockDim.x) lse_merge(m, s, z.one(v), 1.0f);
   for (int o = 16; o > 0; o >>= 1) lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   if (lane == 0) pm[w] = m, ps[w] = s;
@@ -417,26 +419,26 @@ __global__ void xent_fwd_k(float* loss, float* lse, const float* logits, const i
     const float L = m + logf(s);
     lse[blockIdx.x] = L;
     const int t = targets[blockIdx.x];
-    loss[blockIdx.x] = t >= 0 ? L - z[t] : 0.0f;
+    loss[blockIdx.x] = t >= 0 ? L - z.one(t) : 0.0f;
   }
 }
 // d = g (softmax(z) - onehot(t)), four a store where the rows are 16-byte aligned;
 // d16: the bf16 mirror of dlogits (null when none), written with it; dlogits null: the mirror alone
 // (MirrorFill::only_mirror: the LM head's two backward GEMMs read only the bf16 copy).
-__global__ void xent_bwd_k(float* dlogits, __nv_bfloat16* d16, const float* logits, const float* lse,
-                           const int32_t* targets, const float* g, int V) {
+__global__ void xent_bwd_k(float* dlogits, __nv_bfloat16* d16, In logits, const float* lse, const int32_t* targets,
+                           const float* g, int V) {
   const size_t row = blockIdx.x;
   const int t = targets[row];
   const float gn = t >= 0 ? g[row] : 0.0f, L = lse[row];
-  const float* z = logits + row * V;
+  const In z = logits.at(row * V);
   float* d = dlogits ? dlogits + row * V : nullptr;
   __nv_bfloat16* h = d16 ? d16 + row * V : nullptr;
   auto one = [&](int v, float zv) { return gn == 0.0f ? 0.0f : gn * (expf(zv - L) - (v == t ? 1.0f : 0.0f)); };
   int v0 = 0;
-  if (aligned(z, 16) && (!d || aligned(d, 16)) && (!h || aligned(h, 8))) {
+  if (z.vec() && (!d || aligned(d, 16)) && (!h || aligned(h, 8))) {
 #pragma unroll 4
     for (int i = threadIdx.x; i < V / 4; i += blockDim.x) {
-      const float4 q = gn == 0.0f ? make_float4(0, 0, 0, 0) : reinterpret_cast<const float4*>(z)[i];
+      const float4 q = gn == 0.0f ? make_float4(0, 0, 0, 0) : z.four(i);
       const float4 r = make_float4(one(4 * i, q.x), one(4 * i + 1, q.y), one(4 * i + 2, q.z), one(4 * i + 3, q.w));
       if (d) reinterpret_cast<float4*>(d)[i] = r;
       if (h) reinterpret_cast<uint2*>(h)[i] = pack4_bf16(r);
@@ -444,7 +446,7 @@ __global__ void xent_bwd_k(float* dlogits, __nv_bfloat16* d16, const float* logi
     v0 = V / 4 * 4;
   }
   for (int v = v0 + threadIdx.x; v < V; v += blockDim.x) {
-    const float r = one(v, z[v]);
+    const float r = one(v, z.one(v));
     if (d) d[v] = r;
     if (h) h[v] = __float2bfloat16(r);
   }
@@ -460,10 +462,10 @@ __global__ void ring_store_kv_k(float* ring_k, float* ring_v, const float* k, co
   const size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x, slot = size_t(pos[0] % W) * width;
   if (i < width) ring_k[slot + i] = k[i], ring_v[slot + i] = v[i];
 }
-__global__ void strided_copy_k(float* dst, size_t ds, const float* src, size_t ss, size_t rows, size_t width) {
+__global__ void strided_copy_k(float* dst, size_t ds, In src, size_t ss, size_t rows, size_t width) {
   const size_t n = rows * width;
   for (size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x)
-    dst[(e / width) * ds + e % width] = src[(e / width) * ss + e % width];
+    dst[(e / width) * ds + e % width] = src.one((e / width) * ss + e % width);
 }
 __global__ void scale_k(float* x, size_t n, float s) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) x[i] *= s;
@@ -1195,32 +1197,35 @@ void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float*
     return;
   }
   if (db) require_fp32_values(dout, size_t(N) * O, "linear_bwd (cuda): the bias gradient");  // sums dout in fp32
-  if (__nv_bfloat16* dx16 = dx ? only_copy(dx, size_t(N) * I) : nullptr) {  // MirrorFill::gemm_output: dx in bf16 alone
-    if (beta != 0.0f) fail("linear_bwd (cuda)", "dx is kept only as bf16 (MirrorFill::gemm_output) and cannot be added to");
-    fp32_output(dx, size_t(N) * I, dx16, true);
-    bool done = false;
-    if (bf16_gemm(I, N, O)) {
-      const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I);
-      done = gemm_bf16_epilogue(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, nullptr, nullptr, nullptr,
-                                I, dx16);
+  // MirrorFill::gemm_output: dx is written as bf16 alone
+  __nv_bfloat16* const dx16 = dx ? only_copy(dx, size_t(N) * I) : nullptr;
+  if (dx16 && beta != 0.0f) fail("linear_bwd (cuda)", "dx is kept only as bf16 (MirrorFill::gemm_output) and cannot be added to");
+  if (dx16) fp32_output(dx, size_t(N) * I, dx16, true);
+  auto round_dx = [&](auto&& product_into) {  // dx16's product in fp32 first, then rounded
+    float* tmp = static_cast<float*>(device_alloc(size_t(N) * I * sizeof(float)));
+    product_into(tmp);
+    to_bf16(dx16, tmp, size_t(N) * I);
+    device_free(tmp);
+  };
+  if (bf16_gemm(I, N, O)) {  // dout rounded to bf16 once for both products (or taken from its mirror)
+    const Bf16Operand d16(dout, size_t(N) * O);
+    std::optional<Bf16Operand> w16, x16;
+    if (dx) w16.emplace(W, size_t(O) * I);
+    if (dW) x16.emplace(x, size_t(N) * I);
+    if (dx16) {
+      if (!gemm_bf16_epilogue(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16->get(), I, d16.get(), O, nullptr, nullptr, nullptr, I,
+                              dx16))
+        round_dx([&](float* t) { gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16->get(), I, d16.get(), O, 0.0f, t, I); });
+    } else if (dx) {
+      gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16->get(), I, d16.get(), O, beta, dx, I);
     }
-    if (!done) {  // in fp32, then rounded
-      float* tmp = static_cast<float*>(device_alloc(size_t(N) * I * sizeof(float)));
-      gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, tmp, I);
-      to_bf16(dx16, tmp, size_t(N) * I);
-      device_free(tmp);
-    }
-    dx = nullptr;  // dW and db below
+    if (dW) gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x16->get(), I, d16.get(), O, dW_beta, dW, I);
+  } else {
+    // dx^T[I,N] (+)= W^T[I,O] dout^T; dW^T[I,O] (+)= x^T dout
+    if (dx16) round_dx([&](float* t) { gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, t, I); });
+    else if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, beta, dx, I);
+    if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, dW_beta, dW, I);
   }
-  if (dx && dW && bf16_gemm(I, N, O)) {  // both GEMMs read dout: round it to bf16 once
-    const Bf16Operand d16(dout, size_t(N) * O), w16(W, size_t(O) * I), x16(x, size_t(N) * I);
-    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16.get(), I, d16.get(), O, beta, dx, I);
-    gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x16.get(), I, d16.get(), O, dW_beta, dW, I);
-    if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
-    return;
-  }
-  if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, beta, dx, I);      // dx^T[I,N] (+)= W^T[I,O] dout^T
-  if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, dW_beta, dW, I);   // dW^T[I,O] (+)= x^T dout
   if (db) column_sum_accumulate(db, dout, nullptr, nullptr, N, O, 0);
 }
 void rope_fwd(float* out, const float* x, const int32_t* pos, int N, int H, int D, float theta) {
@@ -1256,7 +1261,7 @@ void swiglu_bwd(float* dgate, float* dup, const float* dout, const float* gate, 
 }
 void xent_fwd(float* loss, float* lse, const float* logits, const int32_t* targets, int N, int V) {
   if (N <= 0) return;
-  xent_fwd_k<<<N, 512, 0, stream()>>>(loss, lse, logits, targets, V);
+  xent_fwd_k<<<N, 512, 0, stream()>>>(loss, lse, input_of(logits, size_t(N) * V), targets, V);
   SR_CUDA_LAUNCHED("xent_fwd");
 }
 void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32_t* targets, const float* g, int N,
@@ -1265,7 +1270,7 @@ void xent_bwd(float* dlogits, const float* logits, const float* lse, const int32
   const size_t n = size_t(N) * V;
   bool only = false;
   __nv_bfloat16* d16 = find_mirror(dlogits, n, false, &only);
-  xent_bwd_k<<<N, 512, 0, stream()>>>(fp32_output(dlogits, n, d16, only), d16, logits, lse, targets, g, V);
+  xent_bwd_k<<<N, 512, 0, stream()>>>(fp32_output(dlogits, n, d16, only), d16, input_of(logits, n), lse, targets, g, V);
   SR_CUDA_LAUNCHED("xent_bwd");
 }
 void add(float* out, const float* a, const float* b, size_t n) {
@@ -1290,8 +1295,9 @@ void mul(float* out, const float* a, const float* b, size_t n) {
   SR_CUDA_LAUNCHED("mul");
 }
 void strided_copy(float* dst, size_t dst_stride, const float* src, size_t src_stride, size_t rows, size_t width) {
-  if (rows * width)
-    strided_copy_k<<<blocks_for(rows * width, 256), 256, 0, stream()>>>(dst, dst_stride, src, src_stride, rows, width);
+  if (rows * width)  // (src: its bf16 copy where that is the only one)
+    strided_copy_k<<<blocks_for(rows * width, 256), 256, 0, stream()>>>(
+        dst, dst_stride, input_of(src, (rows - 1) * src_stride + width), src_stride, rows, width);
   SR_CUDA_LAUNCHED("strided_copy");
 }
 void ring_store_kv(float* ring_k, float* ring_v, const float* k, const float* v, const int32_t* pos, int W,
