@@ -222,7 +222,8 @@ struct OpsTable {
   // swiglu_fwd or swiglu_bwd: they write the mirrors of their outputs in the same pass; only_mirror
   // (swiglu_fwd/bwd outputs) also leaves x itself unwritten: the caller promises that only GEMMs on
   // bf16 operands (every dimension >= 64) read x until it is released, and the backend refuses an
-  // fp32-operand GEMM on it. gemm_output: as only_mirror, for x written next by linear_fwd (its
+  // fp32-operand GEMM on it; the backend may keep that copy in x's own memory, so x's fp32 values are
+  // gone until x is written again. gemm_output: as only_mirror, for x written next by linear_fwd (its
   // output) or linear_bwd (dx, not added to): the GEMM writes its product rounded to bf16, alone,
   // and x may be read only by those GEMMs and by swiglu_fwd / swiglu_bwd, xent_fwd / xent_bwd (the
   // logits) and strided_copy (src), which then read the bf16 values. Unlike the other kinds this rounds a value the model would otherwise keep

@@ -632,7 +632,9 @@ void check_blas(cublasStatus_t s, const char* what) {
 // Activation mirrors use the same list: the model keeps a bf16 copy of an activation (an RMSNorm
 // output, the SwiGLU product and its gradients, the residual gradient, the attention output and
 // its q and k operands, the LM head's dlogits) that every GEMM (or attention) reading it, forward
-// and backward, takes instead of rounding it again (h1 alone fed six roundings a layer). The
+// and backward, takes instead of rounding it again (h1 alone fed six roundings a layer). A copy that
+// is the only one kept (only_mirror, gemm_output) is stored in the unwritten fp32 buffer itself (its
+// first half), so those activations take half their fp32 memory's worth of bytes and nothing more. The
 // RMSNorm, SwiGLU, RoPE and cross-entropy kernels write the copies of their outputs themselves;
 // the attention output is rounded by one pass after it is written. Again the same bf16 values; the
 // model drops them before the fp32 buffer changes.
@@ -641,7 +643,8 @@ struct WeightMirror {
   size_t n;
   __nv_bfloat16* m;
   bool activation;
-  bool only;  // MirrorFill::only_mirror: the fp32 activation is left unwritten
+  bool only;     // MirrorFill::only_mirror / gemm_output: the fp32 activation is left unwritten
+  bool inplace;  // (only) the copy lies in the fp32 buffer's own first half: no memory of its own
 };
 struct Mirrors {
   std::mutex mu;
@@ -692,7 +695,19 @@ float* fp32_output(float* out, size_t n, __nv_bfloat16* m16, bool only) {
     std::lock_guard<std::mutex> lock(M.mu);
     ++M.stats.only_mirror_writes;
   }
-  if (M.poison) SR_CUDA(cudaMemsetAsync(out, 0xff, n * sizeof(float), stream()));  // all-ones: NaN
+  if (M.poison) {  // all-ones: NaN, but for the floats that hold an in-place copy
+    size_t lo = 0;
+    {
+      std::lock_guard<std::mutex> lock(M.mu);
+      for (const WeightMirror& w : M.list)
+        if (w.inplace && out >= w.base && out + n <= w.base + w.n) {
+          const size_t off = size_t(out - w.base), copy_floats = (w.n + 1) / 2;  // bf16 [0, N) = floats [0, N/2)
+          lo = copy_floats > off ? std::min(n, copy_floats - off) : 0;
+          break;
+        }
+    }
+    if (lo < n) SR_CUDA(cudaMemsetAsync(out + lo, 0xff, (n - lo) * sizeof(float), stream()));
+  }
   return nullptr;
 }
 // The bf16 copy of [p, p + n) when it is the only one kept (only_mirror, gemm_output), or null.
@@ -1048,20 +1063,23 @@ bool mirror(const float* base, size_t n, bool activation, MirrorFill how = Mirro
   if (M.gemm_out < 0) M.gemm_out = env_int("SMOOTHREAD_GEMM_BF16_OUT", 1) != 0;
   const bool declined = how == MirrorFill::gemm_output && !(M.gemm_out && M.only);  // x stays fp32, no copy
   const bool on = !declined && (activation ? M.activations && blas().mode == "bf16" : M.enabled);
+  const bool only = on && activation && (how == MirrorFill::only_mirror || how == MirrorFill::gemm_output) && M.only;
   auto it = std::find_if(M.list.begin(), M.list.end(), [&](const WeightMirror& w) { return w.base == base; });
-  if (it != M.list.end() && (it->n != n || !n || !on)) {  // released, resized or switched off
-    device_free(it->m);
+  // released, resized, switched off, or moving into (out of) the fp32 buffer
+  if (it != M.list.end() && (it->n != n || !n || !on || it->inplace != only)) {
+    if (!it->inplace) device_free(it->m);
     M.only_count -= it->only;
     M.list.erase(it);
     it = M.list.end();
   }
   if (!n || !on) return false;
   if (it == M.list.end()) {
-    M.list.push_back({base, n, static_cast<__nv_bfloat16*>(device_alloc(n * 2)), activation, false});
+    __nv_bfloat16* m = only ? reinterpret_cast<__nv_bfloat16*>(const_cast<float*>(base))
+                            : static_cast<__nv_bfloat16*>(device_alloc(n * 2));
+    M.list.push_back({base, n, m, activation, false, only});
     it = M.list.end() - 1;
     if (activation) ++M.stats.made;
   }
-  const bool only = (how == MirrorFill::only_mirror || how == MirrorFill::gemm_output) && M.only;
   M.only_count += int(only) - int(it->only);
   it->only = only;
   if (how == MirrorFill::copy_now) to_bf16(it->m, base, n);
