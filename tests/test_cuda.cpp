@@ -1164,6 +1164,23 @@ TEST(Cuda, ThousandStepRunIsFiniteAndFollowsCpu) {
   EXPECT_LT(lg.back(), 0.2 * lg.front());
 }
 
+// The small model of the bf16-copy tests (every GEMM dimension >= 64 at 96 rows: the bf16-operand
+// path) and a batch of 2 x 48 random tokens with random targets.
+ModelConfig copy_test_config(const std::string& layers) {
+  ModelConfig c = tiny_config(layers, 16);
+  c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+  return c;
+}
+struct CopyTestBatch {
+  static constexpr int B = 2, T = 48;
+  std::vector<int32_t> ids = std::vector<int32_t>(B * T), tg = std::vector<int32_t>(B * T);
+  std::vector<float> w = std::vector<float>(B * T, 1.0f);
+  explicit CopyTestBatch(uint64_t seed) {
+    Rng r(seed);
+    for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
+  }
+};
+
 // The bf16 weight mirror (OpsTable::mirror_weights) holds the same bf16 values the GEMMs would
 // round the weights to themselves: logits and losses are bitwise those of a run without it, after
 // AdamW updates (which rewrite the mirror) and after a host edit + upload_params(); the mirror is
@@ -1172,13 +1189,9 @@ TEST(Cuda, ThousandStepRunIsFiniteAndFollowsCpu) {
 TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
   SKIP_WITHOUT_GPU();
   cuda::set_gemm_precision("bf16");  // dims >= 64: the GEMMs take the bf16-operand path
-  ModelConfig c = tiny_config("fs", 16);
-  c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
-  const int B = 2, T = 48;
-  std::vector<int32_t> ids(B * T), tg(B * T);
-  Rng r(5);
-  for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
-  std::vector<float> w(B * T, 1.0f);
+  const ModelConfig c = copy_test_config("fs");
+  const CopyTestBatch batch(5);
+  const int B = batch.B, T = batch.T;
   auto run = [&](bool mirror) {
     cuda::set_weight_mirrors(mirror);
     const size_t in_use = cuda::memory_stats().in_use;
@@ -1190,7 +1203,7 @@ TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
       AdamW opt(m.num_params(), {}, gpu());
       std::vector<float> g(m.num_params());
       for (int step = 0; step < 3; ++step) {
-        out.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+        out.push_back(m.forward(batch.ids.data(), batch.tg.data(), batch.w.data(), B, T));
         for (float x : m.last_logits()) out.push_back(x);
         for (size_t i = 0; i < g.size(); ++i) g[i] = 0.01f * float(int((i * 7919 + size_t(step)) % 17) - 8);
         gpu().mem->to_device(m.grads(), g.data(), g.size() * sizeof(float));
@@ -1199,7 +1212,7 @@ TEST(Cuda, WeightMirrorLeavesEveryBitUnchanged) {
       m.sync_params_to_host();
       for (size_t i = 0; i < m.num_params(); i += 3) m.params()[i] *= 0.5f;
       m.upload_params();
-      out.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+      out.push_back(m.forward(batch.ids.data(), batch.tg.data(), batch.w.data(), B, T));
       for (float x : m.last_logits()) out.push_back(x);
     }
     cuda::synchronize();
@@ -1233,13 +1246,9 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
   for (std::string layers : {"fs", "ll"})
     for (bool recompute : {false, true}) {
       SCOPED_TRACE(layers + (recompute ? " recompute" : ""));
-      ModelConfig c = tiny_config(layers, 16);
-      c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
-      const int B = 2, T = 48;  // 96 rows: the GEMMs take the bf16-operand path
-      std::vector<int32_t> ids(B * T), tg(B * T);
-      Rng r(6);
-      for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
-      std::vector<float> w(B * T, 1.0f);
+      const ModelConfig c = copy_test_config(layers);
+      const CopyTestBatch batch(6);
+      const int B = batch.B, T = batch.T;
       std::vector<ParamSpec> specs;
       auto run = [&](bool mirrors) {
         cuda::set_activation_mirrors(mirrors);
@@ -1254,7 +1263,7 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
           specs = m.param_specs();
           for (int pass = 0; pass < 2; ++pass) {  // twice: the second pass refreshes mirrors in place
             m.zero_grad();
-            fwd.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+            fwd.push_back(m.forward(batch.ids.data(), batch.tg.data(), batch.w.data(), B, T));
             for (float x : m.last_logits()) fwd.push_back(x);
             m.backward();
           }
@@ -1296,8 +1305,7 @@ TEST(Cuda, ActivationMirrorsLeaveEveryBitUnchanged) {
     }
   // a forward leaves its copies until the next forward; moving the model to the CPU then releases
   // them on the GPU (no crash through the CPU table, no device memory left) and the CPU runs on
-  ModelConfig c = tiny_config("fs", 16);
-  c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+  ModelConfig c = copy_test_config("fs");
   std::vector<int32_t> ids(96, 7), tg(96, 9);
   std::vector<float> w(96, 1.0f);
   cuda::synchronize();
@@ -1324,8 +1332,7 @@ TEST(Cuda, ForwardBackwardMatchesForwardThenBackward) {
     for (int rows : {0, 64})
       for (bool recompute : {false, true}) {
         SCOPED_TRACE(layers + " " + std::to_string(rows) + " rows a chunk" + (recompute ? " recompute" : ""));
-        ModelConfig c = tiny_config(layers, 16);
-        c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
+        ModelConfig c = copy_test_config(layers);
         const int B = 2, T = 48;
         std::vector<int32_t> ids(B * T), tg(B * T);
         Rng r(8);
@@ -1464,13 +1471,9 @@ TEST(Cuda, GemmOutputsKeptAsBf16) {
   for (std::string layers : {"fs", "ll"})
     for (bool recompute : {false, true}) {
       SCOPED_TRACE(layers + (recompute ? " recompute" : ""));
-      ModelConfig c = tiny_config(layers, 16);
-      c.hidden_size = 128, c.intermediate_size = 192, c.vocab_size = 320, c.head_dim = 32;
-      const int B = 2, T = 48;
-      std::vector<int32_t> ids(B * T), tg(B * T);
-      Rng r(7);
-      for (int i = 0; i < B * T; ++i) ids[i] = int32_t(r.below(320)), tg[i] = int32_t(r.below(320));
-      std::vector<float> w(B * T, 1.0f);
+      const ModelConfig c = copy_test_config(layers);
+      const CopyTestBatch batch(7);
+      const int B = batch.B, T = batch.T;
       auto run = [&](bool bf16_out) {
         cuda::set_gemm_bf16_outputs(bf16_out);
         const long long w0 = cuda::activation_mirror_stats().only_mirror_writes;
@@ -1481,7 +1484,7 @@ TEST(Cuda, GemmOutputsKeptAsBf16) {
           m.set_ops(&gpu());
           m.set_recompute(recompute);
           m.zero_grad();
-          loss.push_back(m.forward(ids.data(), tg.data(), w.data(), B, T));
+          loss.push_back(m.forward(batch.ids.data(), batch.tg.data(), batch.w.data(), B, T));
           logits = m.last_logits();
           m.backward();
           EXPECT_EQ(m.last_logits(), logits);
