@@ -18,7 +18,8 @@
 //       operands with fp32 output (what linear_fwd runs after rounding), bf16 storage, and the op
 //   bench_cuda model --preset 0.5b|0.5b-gdn|0.5b-rwkv7|3b --L 4096 [--window 0] [--steps 5 (0: no training)] [--decode 64] [--recompute 0|1]
 //       [--batch 1] [--accum 1] (a training step = accum forward+backward passes over batch sequences of L tokens, then AdamW)
-//       [--logits-chunk-mib 512] (the LM head runs over chunks of rows whose logits take this many MiB in fp32)
+//       [--logits-chunk-mib 0] (the LM head runs over chunks of rows whose logits take this many MiB in fp32;
+//       0 = the model's default, 2048 on the GPU)
 //       [--first-write 1|0] (0: zero_grad() memsets every gradient instead of the backward setting them)
 //       [--head-in-forward 1|0] (0: forward() then backward() instead of forward_backward(), which runs the LM
 //       head's backward in the forward while the logits are at hand)
@@ -302,10 +303,11 @@ int model(std::map<std::string, std::string> a) {
   m.set_ops(&ops_cuda());
   const bool recompute = geti(a, "recompute", L > 16384 ? 1 : 0) != 0;
   m.set_recompute(recompute);
-  // the LM head's rows a chunk: MiB of fp32 logits (set_logits_chunk_floats; 512 = the default)
-  const int chunk_mib = geti(a, "logits-chunk-mib", int(LanguageModel::kLogitsChunkFloats >> 18));
-  if (chunk_mib < 1) fail("--logits-chunk-mib", "must be at least 1");
-  m.set_logits_chunk_floats(size_t(chunk_mib) << 18);
+  // the LM head's rows a chunk: MiB of fp32 logits (set_logits_chunk_floats; 0 = the model's default)
+  const int chunk_mib_set = geti(a, "logits-chunk-mib", 0);
+  if (chunk_mib_set < 0) fail("--logits-chunk-mib", "must be 0 (the default) or positive");
+  if (chunk_mib_set > 0) m.set_logits_chunk_floats(size_t(chunk_mib_set) << 18);
+  const int chunk_mib = int(m.logits_chunk_floats() >> 18);
   const double P = double(m.num_params()), V = c.vocab_size, C = c.hidden_size;
   // matmul FLOPs per token (forward): 2 * (params - embedding table + LM head) ; attention per layer
   const double mm = 2.0 * (P - V * C + V * C);

@@ -132,9 +132,16 @@ class LanguageModel {
   virtual std::vector<float> last_logits() const = 0;
   double last_weight_sum() const { return weight_sum_; }
   static constexpr size_t kLogitsChunkFloats = size_t(1) << 27;  // 512 MiB of fp32 logits at a time
+  // On a device backend: 2 GiB. Each chunk adds its share of the LM head's weight gradient into the
+  // [V, C] fp32 gradient (a read and a write of it), so fewer chunks move fewer bytes: 1.045x on a
+  // 0.5b step of 8 x 4k tokens on an H200 against 512 MiB (docs/PERF.md), for 3 GiB more there.
+  static constexpr size_t kLogitsChunkFloatsDevice = size_t(1) << 29;
   // fp32 logits a training forward holds at a time (the LM head runs in chunks of rows; at least
-  // one row a chunk); kLogitsChunkFloats by default.
+  // one row a chunk); 0 = by backend (kLogitsChunkFloats, kLogitsChunkFloatsDevice: the default).
   void set_logits_chunk_floats(size_t n) { logits_chunk_floats_ = n, drop_activations(); }
+  size_t logits_chunk_floats() const {
+    return logits_chunk_floats_ ? logits_chunk_floats_ : ops_->mem->device ? kLogitsChunkFloatsDevice : kLogitsChunkFloats;
+  }
 
   // ---- inference ----
   // Runs n tokens of one sequence at positions caches[*].n_seen .. +n, appending to the caches.
@@ -223,7 +230,7 @@ class LanguageModel {
   void adding_to_grads(const float* g, size_t n) { grad_writes_.adding(g, n); }
   void end_backward_grads() { grad_writes_.end(); }
   GradFirstWrite grad_writes_;
-  size_t logits_chunk_floats_ = kLogitsChunkFloats;
+  size_t logits_chunk_floats_ = 0;  // 0: by backend (logits_chunk_floats())
   bool first_write_grads_ = true, grad_zero_deferred_ = false;
   double weight_sum_ = 0;
   bool recompute_ = false;

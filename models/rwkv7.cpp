@@ -200,7 +200,7 @@ float Rwkv7::forward(const int32_t* ids, const int32_t* targets, const float* we
   Activations& A = act_;
   if (A.N != N || A.res.mem() != ops_->mem) {
     A.N = N;
-    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, logits_chunk_floats_ / size_t(V))));
+    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, logits_chunk_floats() / size_t(V))));
     const size_t S = recompute_ ? 1 : size_t(L);
     fit(A.emb, size_t(N) * C), fit(A.m0, N), fit(A.r0, N);
     fit(A.res, size_t(L + 1) * N * C);

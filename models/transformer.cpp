@@ -306,7 +306,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   Activations& A = act_;
   if (A.N != N || A.res.mem() != ops_->mem) {  // batches of varying length reuse the same memory
     A.N = N;
-    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, logits_chunk_floats_ / size_t(V))));
+    A.logit_rows = int(std::max<size_t>(1, std::min<size_t>(N, logits_chunk_floats() / size_t(V))));
     const size_t S = recompute_ ? 1 : size_t(L);  // activation slots
     fit(A.res, size_t(L + 1) * N * C);
     fit(A.h1, S * N * C), fit(A.rstd1, S * N);

@@ -89,16 +89,16 @@ TEST(Train, GradientAccumulationMatchesLargeBatch) {
   EXPECT_LT(worst, 1e-5);
 }
 
-// "logits_chunk_mib": read into the config (default: the model's 512 MiB); not positive: an error
-// naming the field.
+// "logits_chunk_mib": read into the config (default 0: the model's own, by backend); negative: an
+// error naming the field.
 TEST(Train, LogitsChunkField) {
   std::string dir = temp_dir("chunk");
   std::string data = write_task(dir, "copy", 16, 2, 3, 8);
   json j = small_train_json(data, dir + "/o");
-  EXPECT_EQ(TrainConfig::from_json(j, "t").logits_chunk_mib, 512);
+  EXPECT_EQ(TrainConfig::from_json(j, "t").logits_chunk_mib, 0);
   j["logits_chunk_mib"] = 2048;
   EXPECT_EQ(TrainConfig::from_json(j, "t").logits_chunk_mib, 2048);
-  j["logits_chunk_mib"] = 0;
+  j["logits_chunk_mib"] = -1;
   try {
     TrainConfig::from_json(j, "t");
     ADD_FAILURE() << "no error";

@@ -51,7 +51,8 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& w) {
     if (v <= 0) fail(w + ": field '" + f + "'", "must be positive");
   };
   pos("seq_len", c.seq_len), pos("batch_size", c.batch_size), pos("grad_accum", c.grad_accum), pos("steps", c.steps);
-  pos("log_every", c.log_every), pos("logits_chunk_mib", c.logits_chunk_mib);
+  pos("log_every", c.log_every);
+  if (c.logits_chunk_mib < 0) fail(w + ": field 'logits_chunk_mib'", "must be 0 (the default) or positive");
   if (c.lr <= 0) fail(w + ": field 'lr'", "must be positive");
   return c;
 }
@@ -74,7 +75,7 @@ Trainer::Trainer(const TrainConfig& cfg) : cfg_(cfg) {
   }
   model_->set_ops(&ops_for_device(cfg_.device));
   model_->set_recompute(cfg_.recompute);
-  model_->set_logits_chunk_floats(size_t(cfg_.logits_chunk_mib) << 18);
+  if (cfg_.logits_chunk_mib > 0) model_->set_logits_chunk_floats(size_t(cfg_.logits_chunk_mib) << 18);
   if (tok_->vocab_size() > model_->config().vocab_size)
     fail("train config: field 'tokenizer'", "tokenizer has more tokens than the model's vocab_size");
   opt_ = std::make_unique<AdamW>(model_->num_params(), AdamWConfig{cfg_.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay},

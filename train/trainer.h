@@ -8,8 +8,9 @@
 //   "checkpoint_every", "group_by_length" (default false; less padding for mixed lengths), "max_seconds" (stop early, with a checkpoint, after this wall time)
 //   "device": "cpu" (default) | "cuda" | "ref"   backend the model trains on (`--device` overrides)
 //   "recompute": false   activation recomputation per layer (long sequences in less memory)
-//   "logits_chunk_mib": 512  the LM head runs over chunks of rows whose logits take this many MiB in
-//                        fp32 (larger: fewer passes accumulating its weight gradient, more memory)
+//   "logits_chunk_mib": 0    the LM head runs over chunks of rows whose logits take this many MiB in
+//                        fp32 (larger: fewer passes accumulating its weight gradient, more memory;
+//                        0 = the model's default: 512 on the CPU, 2048 on the GPU)
 //   "tokens": N          a token budget instead of "steps": steps = ceil(N / (batch_size * grad_accum *
 //                        the data's mean trained tokens per sample)), so runs on different data
 //                        (EMR trajectories vs one-pass samples) train on the same number of tokens
@@ -33,7 +34,7 @@ struct TrainConfig {
   json model_config;  // HF config fields (when not init_from)
   std::string init_from, tokenizer = "byte", data, out_dir, device = "cpu";
   int seq_len = 256, batch_size = 8, grad_accum = 1;
-  int64_t logits_chunk_mib = int64_t(LanguageModel::kLogitsChunkFloats >> 18);
+  int64_t logits_chunk_mib = 0;  // 0: the model's default for its backend
   int64_t steps = 1000, tokens = 0, warmup_steps = 50, log_every = 10, checkpoint_every = 0;
   float lr = 1e-3f, min_lr = 1e-4f, weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, grad_clip = 1.0f;
   float prompt_weight = 0.0f, chunk_weight = 0.0f;
