@@ -99,7 +99,9 @@ void Transformer::check_backend(const OpsTable& ops) const {
 
 std::vector<float> Transformer::last_logits() const {
   SR_ASSERT(act_.N > 0 && act_.logit_rows == act_.N, "last_logits: the last batch's logits were computed in chunks");
-  if (!logits_bf16_) return act_.logits.to_vector();
+  // (the forward keeps them only as bf16 where the backend takes MirrorFill::gemm_output)
+  if (std::find(bf16_kept_.begin(), bf16_kept_.end(), act_.logits.data()) == bf16_kept_.end())
+    return act_.logits.to_vector();
   const size_t n = act_.logits.size();  // kept as bf16: widened by a copy, which reads the bf16 values
   Buffer<float> wide(ops_->mem, n);
   ops_->strided_copy(wide.data(), n, act_.logits.data(), n, 1, n);
@@ -277,7 +279,9 @@ bool Transformer::keep_bf16(const float* x, size_t n, MirrorFill how) const {
   if (bf16_ops_ != ops_) drop_bf16_activations();
   bf16_ops_ = ops_;
   const bool kept = ops_->mirror_activation(x, n, how);
-  if (std::find(bf16_kept_.begin(), bf16_kept_.end(), x) == bf16_kept_.end()) bf16_kept_.push_back(x);
+  const auto it = std::find(bf16_kept_.begin(), bf16_kept_.end(), x);
+  if (kept && it == bf16_kept_.end()) bf16_kept_.push_back(x);
+  if (!kept && it != bf16_kept_.end()) bf16_kept_.erase(it);  // declined: none now (the backend released it)
   return kept;
 }
 // The SwiGLU product and its two gradients are read only by the MLP's GEMMs (down_proj forward and
@@ -287,13 +291,13 @@ MirrorFill Transformer::mlp_fill() const {
   return std::min(cfg_.hidden_size, cfg_.intermediate_size) >= 64 ? MirrorFill::only_mirror : MirrorFill::by_next_op;
 }
 // (through the backend that made them: set_ops() switches ops_ before it drops the activations)
-void Transformer::drop_bf16_activations(const float* except) const {
-  const bool keep = except && std::find(bf16_kept_.begin(), bf16_kept_.end(), except) != bf16_kept_.end();
-  for (const float* x : bf16_kept_)
-    if (x != except) bf16_ops_->mirror_activation(x, 0, MirrorFill::copy_now);
-  bf16_kept_.clear();
-  if (keep) bf16_kept_.push_back(except);
-  logits_bf16_ = logits_bf16_ && keep && except == act_.logits.data();
+void Transformer::drop_bf16_activations(bool keep_logits) const {
+  const float* kept = keep_logits ? act_.logits.data() : nullptr;
+  std::erase_if(bf16_kept_, [&](const float* x) {
+    if (x == kept) return false;
+    bf16_ops_->mirror_activation(x, 0, MirrorFill::copy_now);
+    return true;
+  });
 }
 
 float Transformer::forward(const int32_t* ids, const int32_t* targets, const float* weights, int B, int T) {
@@ -331,7 +335,7 @@ float Transformer::forward(const int32_t* ids, const int32_t* targets, const flo
   for (int i = 0; i < N; ++i) pos[i] = i % T;
   A.pos.upload(pos.data(), N);
   // the LM head's product is read only by the cross-entropy ops (and last_logits()): kept as bf16
-  logits_bf16_ = keep_bf16(A.logits.data(), size_t(A.logit_rows) * V, MirrorFill::gemm_output);
+  keep_bf16(A.logits.data(), size_t(A.logit_rows) * V, MirrorFill::gemm_output);
 
   float* P = backend_params();
   ops_->embedding_fwd(A.res.data(), A.ids.data(), P + off_embed_, N, C);
@@ -624,7 +628,7 @@ void Transformer::backward(float loss_scale) {
   adding_to_grads(G + off_embed_, size_t(cfg_.vocab_size) * C);  // a tied LM head set it first
   ops_->embedding_bwd(G + off_embed_, dx, A.ids.data(), N, C);
   end_backward_grads();
-  drop_bf16_activations(act_.logits.data());  // the logits stay readable (last_logits) until the next forward
+  drop_bf16_activations(/*keep_logits=*/true);  // readable by last_logits() until the next forward
 }
 
 // Backward of a linear_attention mixer: dmix = d(mixer output) [N, C] -> dh [N, C] (=, input of the

@@ -133,10 +133,9 @@ class Transformer : public LanguageModel {
   // which last_logits() may still read) and with the buffers. Returns whether x has a copy now.
   bool keep_bf16(const float* x, size_t n, MirrorFill how = MirrorFill::copy_now) const;
   MirrorFill mlp_fill() const;
-  void drop_bf16_activations(const float* except = nullptr) const;
-  mutable std::vector<const float*> bf16_kept_;
+  void drop_bf16_activations(bool keep_logits = false) const;
+  mutable std::vector<const float*> bf16_kept_;  // the activations with a bf16 copy now
   mutable const OpsTable* bf16_ops_ = nullptr;  // the backend holding them
-  mutable bool logits_bf16_ = false;  // act_.logits kept only as bf16 (MirrorFill::gemm_output)
 
   size_t off_embed_ = 0, off_norm_ = 0, off_lm_head_ = 0;
   std::vector<size_t> layer_off_;  // start of each layer's block

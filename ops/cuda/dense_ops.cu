@@ -664,17 +664,20 @@ Mirrors& mirrors() {
 // The mirror of [p, p + n), or null; `aligned`: only offsets that keep 16-byte alignment (cuBLAS
 // picks its fastest kernels for aligned operands).
 // only (when given): whether that mirror is the only copy (MirrorFill::only_mirror).
+// The mirror entry holding all of [p, p + n), or null (M.mu held by the caller).
+const WeightMirror* entry_of(const Mirrors& M, const float* p, size_t n) {
+  for (const WeightMirror& w : M.list)
+    if (p >= w.base && p + n <= w.base + w.n && (w.activation || M.enabled)) return &w;
+  return nullptr;
+}
 __nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned, bool* only) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
-  if (only) *only = false;
-  for (const WeightMirror& w : M.list)
-    if (p >= w.base && p + n <= w.base + w.n && (w.activation || M.enabled)) {
-      const size_t off = size_t(p - w.base);
-      if (only) *only = w.only;
-      return aligned && off % 8 ? nullptr : w.m + off;
-    }
-  return nullptr;
+  const WeightMirror* w = entry_of(M, p, n);
+  if (only) *only = w && w->only;
+  if (!w) return nullptr;
+  const size_t off = size_t(p - w->base);
+  return aligned && off % 8 ? nullptr : w->m + off;
 }
 // Fails (naming `who`) when any of [p, p + n) lies in an activation kept only as bf16
 // (MirrorFill::only_mirror): an operand read in fp32 there would read unwritten memory.
@@ -699,22 +702,32 @@ float* fp32_output(float* out, size_t n, __nv_bfloat16* m16, bool only) {
     size_t lo = 0;
     {
       std::lock_guard<std::mutex> lock(M.mu);
-      for (const WeightMirror& w : M.list)
-        if (w.inplace && out >= w.base && out + n <= w.base + w.n) {
-          const size_t off = size_t(out - w.base), copy_floats = (w.n + 1) / 2;  // bf16 [0, N) = floats [0, N/2)
-          lo = copy_floats > off ? std::min(n, copy_floats - off) : 0;
-          break;
-        }
+      if (const WeightMirror* w = entry_of(M, out, n); w && w->inplace) {
+        const size_t off = size_t(out - w->base), copy_floats = (w->n + 1) / 2;  // bf16 [0, N) = floats [0, N/2)
+        lo = copy_floats > off ? std::min(n, copy_floats - off) : 0;
+      }
     }
     if (lo < n) SR_CUDA(cudaMemsetAsync(out + lo, 0xff, (n - lo) * sizeof(float), stream()));
   }
   return nullptr;
 }
 // The bf16 copy of [p, p + n) when it is the only one kept (only_mirror, gemm_output), or null.
+// (Asked by every linear_fwd and elementwise input: no scan while none is kept, as in decode.)
 __nv_bfloat16* only_copy(const float* p, size_t n) {
-  bool only = false;
-  __nv_bfloat16* m = find_mirror(p, n, false, &only);
-  return only ? m : nullptr;
+  Mirrors& M = mirrors();
+  std::lock_guard<std::mutex> lock(M.mu);
+  if (M.only_count == 0) return nullptr;
+  const WeightMirror* w = entry_of(M, p, n);
+  return w && w->only ? w->m + (p - w->base) : nullptr;
+}
+// o16[0, n) = product_into(fp32 scratch) rounded to bf16: an output kept only as bf16 whose GEMM
+// has no bf16-output form (a bias, fp32 operands, no cuBLASLt algorithm).
+template <class F>
+void rounded_product(__nv_bfloat16* o16, size_t n, F&& product_into) {
+  float* tmp = static_cast<float*>(device_alloc(n * sizeof(float)));
+  product_into(tmp);
+  to_bf16(o16, tmp, n);
+  device_free(tmp);
 }
 // An elementwise op's input x[0, n): its bf16 copy when that is the only one, else the fp32 values.
 In input_of(const float* x, size_t n) {
@@ -1170,10 +1183,7 @@ void linear_fwd(float* out, const float* x, const float* W, const float* b, int 
                              o16))
         return;
     }
-    float* tmp = static_cast<float*>(device_alloc(n * sizeof(float)));  // otherwise in fp32, then rounded
-    linear_fwd(tmp, x, W, b, N, I, O);
-    to_bf16(o16, tmp, n);
-    device_free(tmp);
+    rounded_product(o16, n, [&](float* t) { linear_fwd(t, x, W, b, N, I, O); });  // otherwise in fp32, then rounded
     return;
   }
   if (N <= kGemvMaxRows) {  // decode: bandwidth-bound, one pass over W in fp32
@@ -1219,12 +1229,7 @@ void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float*
   __nv_bfloat16* const dx16 = dx ? only_copy(dx, size_t(N) * I) : nullptr;
   if (dx16 && beta != 0.0f) fail("linear_bwd (cuda)", "dx is kept only as bf16 (MirrorFill::gemm_output) and cannot be added to");
   if (dx16) fp32_output(dx, size_t(N) * I, dx16, true);
-  auto round_dx = [&](auto&& product_into) {  // dx16's product in fp32 first, then rounded
-    float* tmp = static_cast<float*>(device_alloc(size_t(N) * I * sizeof(float)));
-    product_into(tmp);
-    to_bf16(dx16, tmp, size_t(N) * I);
-    device_free(tmp);
-  };
+  auto round_dx = [&](auto&& product_into) { rounded_product(dx16, size_t(N) * I, product_into); };
   if (bf16_gemm(I, N, O)) {  // dout rounded to bf16 once for both products (or taken from its mirror)
     const Bf16Operand d16(dout, size_t(N) * O);
     std::optional<Bf16Operand> w16, x16;
