@@ -490,6 +490,62 @@ TEST(Cuda, LinearMatchesReferenceInFp32AndBf16) {
   cuda::set_gemm_precision("bf16");
 }
 
+// GEMM algorithms timed per shape (set_gemm_candidates): every candidate cuBLASLt offers computes
+// the same product on the same bf16 operands, so results agree with its first choice (1) and with
+// cublasGemmEx (0) to fp32 accumulation order, for bias, residual, accumulating and plain products,
+// with every pointer (bias, output, residual) shifted off 16-byte alignment. (Candidates that read a
+// bias 8 bytes at a time faulted on a 4-byte-aligned bias before such biases kept the first choice.)
+TEST(Cuda, GemmCandidatesAgreeAtEveryAlignment) {
+  SKIP_WITHOUT_GPU();
+  cuda::set_gemm_precision("bf16");
+  const int before = cuda::set_gemm_candidates(1);
+  struct Shape { int N, I, O; };
+  for (Shape sh : {Shape{65, 64, 96}, Shape{130, 96, 200}, Shape{256, 128, 320}})
+    for (int shift : {0, 1, 2, 3}) {
+      const int N = sh.N, I = sh.I, O = sh.O;
+      SCOPED_TRACE("N=" + std::to_string(N) + " I=" + std::to_string(I) + " O=" + std::to_string(O) + " shift " +
+                   std::to_string(shift));
+      const auto x = randn(size_t(N) * I, 1), W = randn(size_t(O) * I, 2), g = randn(size_t(N) * O, 4);
+      const auto b = randn(size_t(O) + shift, 3), r0 = randn(size_t(N) * O + shift, 6), d0 = randn(size_t(N) * I + shift, 5);
+      std::vector<float> ay(size_t(N) * O), adx(size_t(N) * I), adW(size_t(O) * I, 0.0f);
+      ref::linear_fwd<float>(ay.data(), absv(x).data(), absv(W).data(), nullptr, N, I, O);
+      ref::linear_bwd<float>(adx.data(), adW.data(), nullptr, absv(g).data(), absv(x).data(), absv(W).data(), N, I, O);
+      // [y = x W^T + b, y = r + x W^T, dx = d0 + g W, dW = 1 + g^T x], each at `shift` floats into its buffer
+      auto run = [&](int candidates) {
+        cuda::set_gemm_candidates(candidates);
+        auto x_ = up(x), W_ = up(W), g_ = up(g), b_ = up(b), r_ = up(r0), dx_ = up(d0);
+        auto dW_ = up(std::vector<float>(size_t(O) * I + shift, 1.0f));
+        Buffer<float> y_(gpu().mem, size_t(N) * O + shift), yr_(gpu().mem, size_t(N) * O + shift);
+        gpu().linear_fwd(y_.data() + shift, x_.data(), W_.data(), b_.data() + shift, N, I, O);
+        gpu().linear_fwd_add(yr_.data() + shift, r_.data() + shift, x_.data(), W_.data(), N, I, O);
+        gpu().linear_bwd(dx_.data() + shift, dW_.data() + shift, nullptr, g_.data(), x_.data(), W_.data(), N, I, O, kAddDx);
+        std::vector<std::vector<float>> out;
+        for (auto* buf : {&y_, &yr_, &dx_, &dW_}) {
+          std::vector<float> v = down(*buf);
+          out.emplace_back(v.begin() + shift, v.end());
+        }
+        return out;
+      };
+      const auto first = run(1);
+      for (int candidates : {0, 16}) {
+        SCOPED_TRACE(std::to_string(candidates) + " candidates");
+        const auto got = run(candidates);
+        std::vector<float> bound_r = ay, bound_dx = adx, bound_dW = adW;  // the product's bound plus the fp32 add's
+        for (size_t i = 0; i < bound_r.size(); ++i) bound_r[i] += 1e-3f * std::fabs(r0[i + shift]);
+        for (size_t i = 0; i < bound_dx.size(); ++i) bound_dx[i] += 1e-3f * std::fabs(d0[i + shift]);
+        for (float& v : bound_dW) v += 1e-3f;
+        std::vector<float> bound_y = ay;
+        for (int n = 0; n < N; ++n)
+          for (int o = 0; o < O; ++o) bound_y[size_t(n) * O + o] += 1e-3f * std::fabs(b[o + shift]);
+        EXPECT_LE(gemm_bound_excess(got[0], first[0], bound_y, 1e-4), 1.0);
+        EXPECT_LE(gemm_bound_excess(got[1], first[1], bound_r, 1e-4), 1.0);
+        EXPECT_LE(gemm_bound_excess(got[2], first[2], bound_dx, 1e-4), 1.0);
+        EXPECT_LE(gemm_bound_excess(got[3], first[3], bound_dW, 1e-4), 1.0);
+      }
+    }
+  cuda::set_gemm_candidates(before);
+}
+
 TEST(Cuda, GemvHandlesUnalignedRows) {  // decode's GEMV: float4 path only on 16-byte aligned rows
   SKIP_WITHOUT_GPU();
   for (int shift : {0, 1, 2})

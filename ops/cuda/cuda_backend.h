@@ -96,6 +96,10 @@ void set_mirror_only(bool on);
 // up products, the down projection's dx, the LM head's logits) written by the GEMM in bf16 (default; off, or
 // SMOOTHREAD_GEMM_BF16_OUT=0: written and read in fp32, benchmark A/B and the mirrors' bitwise tests)
 void set_gemm_bf16_outputs(bool on);
+// GEMM algorithms: on the first call of each GEMM shape, up to n of cuBLASLt's candidates are timed
+// and the fastest kept (default 8, or SMOOTHREAD_GEMM_CANDIDATES; 1: cuBLASLt's first choice, the
+// same on every run; 0: plain products through cublasGemmEx). Plans already made are kept per n.
+int set_gemm_candidates(int n);  // returns the setting it replaces
 // Tests: an op output kept only as bf16 gets NaN in its fp32 buffer instead of being left as it
 // was, so that a stray fp32 read of it cannot pass unnoticed.
 void set_mirror_only_poison(bool on);

@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <initializer_list>
@@ -736,14 +737,6 @@ In input_of(const float* x, size_t n) {
 }
 
 
-// Column-major C[m,n] = op(A) op(B) + beta C on bf16 operands, fp32 accumulation and fp32 C.
-void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const __nv_bfloat16* A, int lda,
-               const __nv_bfloat16* B, int ldb, float beta, float* C, int ldc) {
-  const float alpha = 1.0f;
-  check_blas(cublasGemmEx(blas().h, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta, C,
-                          CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-             "GemmEx (bf16)");
-}
 // ---- GEMMs with an epilogue (cuBLASLt): D = op(A) op(B) + C, or + a bias per row of D ----
 // cublasGemmEx reads and writes one C; the model's residual adds (x + o_proj(att), xmid +
 // down_proj(a)) keep x and xmid for the backward, so they ran as a GEMM into a scratch buffer and an
@@ -760,10 +753,60 @@ struct LtGemms {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  // (ta, tb, m, n, k, lda, ldb, ldc, bias, D in bf16, alignment of A, B, C/D in bytes)
-  std::map<std::tuple<int, int, int, int, int, int, int, int, bool, bool, int, int, int>, Plan> plans;
+  // (ta, tb, m, n, k, lda, ldb, ldc, D in bf16, accumulate into C, alignment of A, B, C/D and the
+  // bias (0: none) in bytes, candidates timed)
+  std::map<std::tuple<int, int, int, int, int, int, int, int, bool, bool, int, int, int, int, int>, Plan> plans;
   std::mutex mu;
 };
+// cuBLASLt's heuristic ranks its algorithms by a model of the GPU; at the small models' shapes
+// (896-wide products) its first choice is often not the fastest. gemm_candidates() of them are
+// timed on the first call of each shape (SMOOTHREAD_GEMM_CANDIDATES, default 8; 1: the first choice
+// as it is; 0: plain GEMMs through cublasGemmEx's default algorithm, as before 2026-11-29) and the
+// fastest is kept for the process. Every candidate computes the same product with fp32 accumulation;
+// which one wins can differ between runs, so the last bits of GEMM results can differ between
+// processes (SMOOTHREAD_GEMM_CANDIDATES=1 for bitwise-repeatable GPU runs). Nothing is timed while a
+// CUDA graph is being captured (the first choice then).
+constexpr int kMaxGemmCandidates = 16;
+std::atomic<int>& gemm_candidates_setting() {
+  static std::atomic<int> n{std::clamp(env_int("SMOOTHREAD_GEMM_CANDIDATES", 8), 0, kMaxGemmCandidates)};
+  return n;
+}
+int gemm_candidates() { return gemm_candidates_setting().load(std::memory_order_relaxed); }
+bool gemm_log() {  // SMOOTHREAD_GEMM_LOG=1: each new GEMM plan and its candidates' times on stderr
+  static const bool on = env_int("SMOOTHREAD_GEMM_LOG", 0) != 0;
+  return on;
+}
+template <class Run>
+cublasLtMatmulAlgo_t fastest_algo(const cublasLtMatmulHeuristicResult_t* res, int found, Run&& run) {
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  SR_CUDA(cudaStreamIsCapturing(stream(), &cap));
+  if (cap != cudaStreamCaptureStatusNone) return res[0].algo;
+  cudaEvent_t t0, t1;
+  SR_CUDA(cudaEventCreate(&t0));
+  SR_CUDA(cudaEventCreate(&t1));
+  constexpr int kReps = 8;
+  int best = 0;
+  float best_ms = INFINITY;
+  for (int i = 0; i < found; ++i) {
+    if (run(res[i].algo) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up (and a candidate that cannot run)
+    if (gemm_log()) {
+      const cudaError_t e = cudaStreamSynchronize(stream());
+      std::fprintf(stderr, "[gemm]   candidate %d: %s\n", i, cudaGetErrorString(e));
+    }
+    SR_CUDA(cudaEventRecord(t0, stream()));
+    for (int r = 0; r < kReps; ++r) run(res[i].algo);
+    SR_CUDA(cudaEventRecord(t1, stream()));
+    SR_CUDA(cudaEventSynchronize(t1));
+    float ms = 0;
+    SR_CUDA(cudaEventElapsedTime(&ms, t0, t1));
+    if (gemm_log()) std::fprintf(stderr, "[gemm]   candidate %d: %.4f ms\n", i, ms / kReps);
+    if (ms < best_ms) best = i, best_ms = ms;
+  }
+  if (gemm_log()) std::fprintf(stderr, "[gemm]   chose %d\n", best);
+  SR_CUDA(cudaEventDestroy(t0));
+  SR_CUDA(cudaEventDestroy(t1));
+  return res[best].algo;
+}
 LtGemms& lt() {
   static LtGemms g;
   static std::once_flag once;
@@ -773,12 +816,12 @@ LtGemms& lt() {
   });
   return g;
 }
-int pointer_alignment(const void* p) {  // the largest power of two up to 256 dividing the address
-  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+int alignment_of(uintptr_t u) {  // the largest power of two up to 256 dividing u (an address or a byte stride)
   int a = 256;
   while (a > 1 && u % a) a /= 2;
   return a;
 }
+int pointer_alignment(const void* p) { return alignment_of(reinterpret_cast<uintptr_t>(p)); }
 // Column-major D[m,n] = op(A) op(B) + (C or bias[m]) on bf16 A and B, fp32 C, D and bias; false
 // (nothing run) when cuBLASLt offers no algorithm for it. D16 (instead of D): D in bf16, the fp32
 // accumulator rounded once (no C or bias then).
@@ -789,9 +832,15 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
   void* const out = D16 ? static_cast<void*>(D16) : static_cast<void*>(D);
   LtGemms& g = lt();
   std::lock_guard<std::mutex> lock(g.mu);
-  const int alA = pointer_alignment(A), alB = pointer_alignment(B),
-            alC = std::min(pointer_alignment(out), C ? pointer_alignment(C) : 256);
-  auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, bias != nullptr, D16 != nullptr, alA, alB, alC);
+  // (the alignment every column of each matrix keeps: its pointer's and its leading dimension's)
+  const int esD = D16 ? 2 : 4;
+  const int alA = std::min(pointer_alignment(A), alignment_of(uintptr_t(lda) * 2)),
+            alB = std::min(pointer_alignment(B), alignment_of(uintptr_t(ldb) * 2)),
+            alC = std::min({pointer_alignment(out), C ? pointer_alignment(C) : 256, alignment_of(uintptr_t(ldc) * esD)});
+  const int tune = gemm_candidates();
+  const int alBias = bias ? pointer_alignment(bias) : 0;
+  auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, D16 != nullptr, C != nullptr, alA, alB, alC,
+                             alBias, tune);
   auto it = g.plans.find(key);
   if (it == g.plans.end()) {
     LtGemms::Plan pl;
@@ -818,10 +867,28 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &b32, sizeof(b32));
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &c32, sizeof(c32));
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &c32, sizeof(c32));
-      cublasLtMatmulHeuristicResult_t res{};
+      cublasLtMatmulHeuristicResult_t res[kMaxGemmCandidates] = {};
       int found = 0;
-      good = ok(cublasLtMatmulAlgoGetHeuristic(g.h, pl.op, pl.a, pl.b, pl.c, pl.c, pref, 1, &res, &found)) && found > 0;
-      if (good) pl.algo = res.algo;
+      good = ok(cublasLtMatmulAlgoGetHeuristic(g.h, pl.op, pl.a, pl.b, pl.c, pl.c, pref, std::max(1, tune), res, &found)) &&
+             found > 0;
+      if (good) pl.algo = res[0].algo;
+      found = int(std::find_if(res, res + found, [](const auto& r) { return r.state != CUBLAS_STATUS_SUCCESS; }) - res);
+      if (gemm_log())
+        std::fprintf(stderr, "[gemm] ta %d tb %d m %d n %d k %d ld %d %d %d D16 %d C %d align %d %d %d bias %d: %d candidates\n",
+                     int(ta), int(tb), m, n, k, lda, ldb, ldc, D16 != nullptr, C != nullptr, alA, alB, alC, alBias, found);
+      // Time the candidates into a scratch D (C, when given, is only read). Not with a bias off
+      // 16-byte alignment: candidates other than the first have read such a bias 8 bytes at a time
+      // (a misaligned-address fault on the H200; there is no preference that excludes them).
+      if (good && found > 1 && (!bias || alBias >= 16)) {
+        const size_t bytes = size_t(ldc) * n * (D16 ? 2 : 4);
+        void* scratch = device_alloc(bytes);
+        pl.algo = fastest_algo(res, found, [&](const cublasLtMatmulAlgo_t& algo) {
+          const float alpha = 1.0f, beta = C ? 1.0f : 0.0f;
+          return cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : scratch, pl.c, scratch, pl.c, &algo,
+                                g.ws, LtGemms::kWorkspace, stream());
+        });
+        device_free(scratch);
+      }
       cublasLtMatmulPreferenceDestroy(pref);
     } else {
       good = false;
@@ -837,6 +904,18 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
                             LtGemms::kWorkspace, stream()),
              "LtMatmul");
   return true;
+}
+// Column-major C[m,n] = op(A) op(B) + beta C on bf16 operands, fp32 accumulation and fp32 C
+// (beta 0 or 1 through cuBLASLt, C read and written in place; otherwise cublasGemmEx).
+void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const __nv_bfloat16* A, int lda,
+               const __nv_bfloat16* B, int ldb, float beta, float* C, int ldc) {
+  if (gemm_candidates() > 0 && (beta == 0.0f || beta == 1.0f) &&
+      gemm_bf16_epilogue(ta, tb, m, n, k, A, lda, B, ldb, beta == 1.0f ? C : nullptr, nullptr, C, ldc))
+    return;
+  const float alpha = 1.0f;
+  check_blas(cublasGemmEx(blas().h, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta, C,
+                          CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "GemmEx (bf16)");
 }
 // SMOOTHREAD_GEMM_EPILOGUE=0: GEMMs then separate bias / residual passes (the A/B switch).
 bool gemm_epilogues_enabled() {
@@ -1103,6 +1182,7 @@ bool mirror_activation(const float* x, size_t n, MirrorFill how) { return mirror
 void set_mirror_only(bool on) { set_switch(&Mirrors::only, int(on)); }
 void set_mirror_only_poison(bool on) { set_switch(&Mirrors::poison, on); }
 void set_gemm_bf16_outputs(bool on) { set_switch(&Mirrors::gemm_out, int(on)); }
+int set_gemm_candidates(int n) { return gemm_candidates_setting().exchange(std::clamp(n, 0, kMaxGemmCandidates)); }
 ActivationMirrorStats activation_mirror_stats() {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
