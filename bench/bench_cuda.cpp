@@ -35,6 +35,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -81,9 +82,10 @@ Buffer<uint16_t> random_bf16(size_t n, uint64_t seed) {
 }
 
 template <class F>
-double median_ms(F f, int reps) {
+double median_ms(F f, int reps, const std::function<void()>& after_warm_up = [] {}) {
   f();  // warm-up
   cuda::synchronize();
+  after_warm_up();
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
     auto t0 = clk::now();
@@ -347,10 +349,15 @@ int model(std::map<std::string, std::string> a) {
     };
     auto step = make_step(opt, ops_cuda());
     cuda::reset_peak();
-    double ms = median_ms(step, steps);
+    cuda::GemmPlanStats tuned;  // after the warm-up step, which makes the GEMM plans (and times their candidates)
+    double ms = median_ms(step, steps, [&] { tuned = cuda::gemm_plan_stats(); });
+    const cuda::GemmPlanStats after = cuda::gemm_plan_stats();
     double tps = double(n) * accum / (ms * 1e-3);
     std::printf(",\"train_ms\":%.2f,\"train_tokens_per_s\":%.0f,\"train_mfu\":%.4f,\"train_peak_gib\":%.2f", ms, tps,
                 tps * 3 * (mm + attn_fwd) / kPeakBf16, double(cuda::memory_stats().peak_in_use) / (1 << 30));
+    // plans made in the timed steps: 0 unless a shape or an operand's alignment changed between steps
+    std::printf(",\"gemm_plans\":%lld,\"gemm_plans_in_timed_steps\":%lld,\"gemm_tuning_ms\":%.1f", tuned.plans,
+                after.plans - tuned.plans, tuned.timing_ms);
     if (geti(a, "profile", 0)) {
       m.set_ops(&ops_cuda_profiled());
       m.set_recompute(recompute);

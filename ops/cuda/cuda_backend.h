@@ -100,6 +100,13 @@ void set_gemm_bf16_outputs(bool on);
 // and the fastest kept (default 8, or SMOOTHREAD_GEMM_CANDIDATES; 1: cuBLASLt's first choice, the
 // same on every run; 0: plain products through cublasGemmEx). Plans already made are kept per n.
 int set_gemm_candidates(int n);  // returns the setting it replaces
+// cuBLASLt plans made since the process started, those whose candidates were timed, and the time
+// the candidates ran (benchmarks report it: tuning belongs to the first call of each shape only)
+struct GemmPlanStats {
+  long long plans = 0, timed = 0;
+  double timing_ms = 0;
+};
+GemmPlanStats gemm_plan_stats();
 // Tests: an op output kept only as bf16 gets NaN in its fp32 buffer instead of being left as it
 // was, so that a stray fp32 read of it cannot pass unnoticed.
 void set_mirror_only_poison(bool on);

@@ -753,9 +753,10 @@ struct LtGemms {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  // (ta, tb, m, n, k, lda, ldb, ldc, D in bf16, accumulate into C, alignment of A, B, C/D and the
-  // bias (0: none) in bytes, candidates timed)
-  std::map<std::tuple<int, int, int, int, int, int, int, int, bool, bool, int, int, int, int, int>, Plan> plans;
+  // (ta, tb, m, n, k, lda, ldb, ldc, D in bf16, alignment of A, B, C/D and the bias (0: none) in
+  // bytes, candidates timed). Not whether C is added: beta is an argument of the call, so a set
+  // product (a weight gradient's first write) and an accumulating one share their plan and timing.
+  std::map<std::tuple<int, int, int, int, int, int, int, int, bool, int, int, int, int, int>, Plan> plans;
   std::mutex mu;
 };
 // cuBLASLt's heuristic ranks its algorithms by a model of the GPU; at the small models' shapes
@@ -772,6 +773,10 @@ std::atomic<int>& gemm_candidates_setting() {
   return n;
 }
 int gemm_candidates() { return gemm_candidates_setting().load(std::memory_order_relaxed); }
+GemmPlanStats& plan_stats() {  // (guarded by LtGemms::mu)
+  static GemmPlanStats st;
+  return st;
+}
 bool gemm_log() {  // SMOOTHREAD_GEMM_LOG=1: each new GEMM plan and its candidates' times on stderr
   static const bool on = env_int("SMOOTHREAD_GEMM_LOG", 0) != 0;
   return on;
@@ -799,6 +804,7 @@ cublasLtMatmulAlgo_t fastest_algo(const cublasLtMatmulHeuristicResult_t* res, in
     SR_CUDA(cudaEventSynchronize(t1));
     float ms = 0;
     SR_CUDA(cudaEventElapsedTime(&ms, t0, t1));
+    plan_stats().timing_ms += ms;
     if (gemm_log()) std::fprintf(stderr, "[gemm]   candidate %d: %.4f ms\n", i, ms / kReps);
     if (ms < best_ms) best = i, best_ms = ms;
   }
@@ -816,8 +822,11 @@ LtGemms& lt() {
   });
   return g;
 }
-int alignment_of(uintptr_t u) {  // the largest power of two up to 256 dividing u (an address or a byte stride)
-  int a = 256;
+// The largest power of two up to 16 dividing u (an address or a byte stride). cuBLASLt's kernels ask
+// at most 16 bytes of their operands; larger powers would only split one GEMM shape into several
+// plans (and timings) as the caching allocator hands out buffers at different offsets.
+int alignment_of(uintptr_t u) {
+  int a = 16;
   while (a > 1 && u % a) a /= 2;
   return a;
 }
@@ -839,8 +848,7 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
             alC = std::min({pointer_alignment(out), C ? pointer_alignment(C) : 256, alignment_of(uintptr_t(ldc) * esD)});
   const int tune = gemm_candidates();
   const int alBias = bias ? pointer_alignment(bias) : 0;
-  auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, D16 != nullptr, C != nullptr, alA, alB, alC,
-                             alBias, tune);
+  auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, D16 != nullptr, alA, alB, alC, alBias, tune);
   auto it = g.plans.find(key);
   if (it == g.plans.end()) {
     LtGemms::Plan pl;
@@ -888,6 +896,7 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
                                 g.ws, LtGemms::kWorkspace, stream());
         });
         device_free(scratch);
+        ++plan_stats().timed;
       }
       cublasLtMatmulPreferenceDestroy(pref);
     } else {
@@ -895,6 +904,7 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
     }
     pl.ok = good;
     it = g.plans.emplace(key, pl).first;
+    ++plan_stats().plans;
   }
   LtGemms::Plan& pl = it->second;
   if (!pl.ok) return false;
@@ -1182,6 +1192,11 @@ bool mirror_activation(const float* x, size_t n, MirrorFill how) { return mirror
 void set_mirror_only(bool on) { set_switch(&Mirrors::only, int(on)); }
 void set_mirror_only_poison(bool on) { set_switch(&Mirrors::poison, on); }
 void set_gemm_bf16_outputs(bool on) { set_switch(&Mirrors::gemm_out, int(on)); }
+GemmPlanStats gemm_plan_stats() {
+  LtGemms& g = lt();
+  std::lock_guard<std::mutex> lock(g.mu);
+  return plan_stats();
+}
 int set_gemm_candidates(int n) { return gemm_candidates_setting().exchange(std::clamp(n, 0, kMaxGemmCandidates)); }
 ActivationMirrorStats activation_mirror_stats() {
   Mirrors& M = mirrors();

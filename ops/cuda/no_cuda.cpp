@@ -33,6 +33,7 @@ ActivationMirrorStats activation_mirror_stats() { return {}; }
 void set_mirror_only(bool) { no_cuda(); }
 void set_gemm_bf16_outputs(bool) { no_cuda(); }
 int set_gemm_candidates(int) { no_cuda(); }
+GemmPlanStats gemm_plan_stats() { no_cuda(); }
 void set_mirror_only_poison(bool) { no_cuda(); }
 void set_decode_graphs(bool) { no_cuda(); }
 void set_attention_fwd_tiles(int) { no_cuda(); }
