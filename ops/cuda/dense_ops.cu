@@ -751,11 +751,12 @@ struct LtGemms {
     bool ok = false;
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
+    cublasLtMatmulAlgo_t algo[2] = {};  // [C added]: D = product, D = product + C
   };
   // (ta, tb, m, n, k, lda, ldb, ldc, D in bf16, alignment of A, B, C/D and the bias (0: none) in
-  // bytes, candidates timed). Not whether C is added: beta is an argument of the call, so a set
-  // product (a weight gradient's first write) and an accumulating one share their plan and timing.
+  // bytes, candidates timed). Not whether C is added: one plan holds an algorithm for each, both
+  // timed when it is made (a weight gradient's first write sets it, the next ones add to it: with a
+  // plan for each, the second training step timed those shapes again, inside the step).
   std::map<std::tuple<int, int, int, int, int, int, int, int, bool, int, int, int, int, int>, Plan> plans;
   std::mutex mu;
 };
@@ -768,6 +769,7 @@ struct LtGemms {
 // processes (SMOOTHREAD_GEMM_CANDIDATES=1 for bitwise-repeatable GPU runs). Nothing is timed while a
 // CUDA graph is being captured (the first choice then).
 constexpr int kMaxGemmCandidates = 16;
+constexpr long long kMaxTimedPlans = 128;  // (a model's training shapes are ~20 plans per sequence length)
 std::atomic<int>& gemm_candidates_setting() {
   static std::atomic<int> n{std::clamp(env_int("SMOOTHREAD_GEMM_CANDIDATES", 8), 0, kMaxGemmCandidates)};
   return n;
@@ -822,11 +824,8 @@ LtGemms& lt() {
   });
   return g;
 }
-// The largest power of two up to 16 dividing u (an address or a byte stride). cuBLASLt's kernels ask
-// at most 16 bytes of their operands; larger powers would only split one GEMM shape into several
-// plans (and timings) as the caching allocator hands out buffers at different offsets.
-int alignment_of(uintptr_t u) {
-  int a = 16;
+int alignment_of(uintptr_t u) {  // the largest power of two up to 256 dividing u (an address or a byte stride)
+  int a = 256;
   while (a > 1 && u % a) a /= 2;
   return a;
 }
@@ -879,22 +878,26 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
       int found = 0;
       good = ok(cublasLtMatmulAlgoGetHeuristic(g.h, pl.op, pl.a, pl.b, pl.c, pl.c, pref, std::max(1, tune), res, &found)) &&
              found > 0;
-      if (good) pl.algo = res[0].algo;
+      if (good) pl.algo[0] = pl.algo[1] = res[0].algo;
       found = int(std::find_if(res, res + found, [](const auto& r) { return r.state != CUBLAS_STATUS_SUCCESS; }) - res);
       if (gemm_log())
         std::fprintf(stderr, "[gemm] ta %d tb %d m %d n %d k %d ld %d %d %d D16 %d C %d align %d %d %d bias %d: %d candidates\n",
                      int(ta), int(tb), m, n, k, lda, ldb, ldc, D16 != nullptr, C != nullptr, alA, alB, alC, alBias, found);
-      // Time the candidates into a scratch D (C, when given, is only read). Not with a bias off
-      // 16-byte alignment: candidates other than the first have read such a bias 8 bytes at a time
-      // (a misaligned-address fault on the H200; there is no preference that excludes them).
-      if (good && found > 1 && (!bias || alBias >= 16)) {
+      // Time the candidates into a scratch D: without C, and adding C (the caller's, only read, or
+      // the scratch itself; not for a bf16 D, which takes no C). Not with a bias off 16-byte
+      // alignment: candidates other than the first have read such a bias 8 bytes at a time (a
+      // misaligned-address fault on the H200; there is no preference that excludes them). At most
+      // kMaxTimedPlans plans are timed (training on batches of varying length makes new shapes).
+      if (good && found > 1 && (!bias || alBias >= 16) && plan_stats().timed < kMaxTimedPlans) {
         const size_t bytes = size_t(ldc) * n * (D16 ? 2 : 4);
         void* scratch = device_alloc(bytes);
-        pl.algo = fastest_algo(res, found, [&](const cublasLtMatmulAlgo_t& algo) {
-          const float alpha = 1.0f, beta = C ? 1.0f : 0.0f;
-          return cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : scratch, pl.c, scratch, pl.c, &algo,
-                                g.ws, LtGemms::kWorkspace, stream());
-        });
+        for (int add = 0; add < (D16 ? 1 : 2); ++add)
+          pl.algo[add] = fastest_algo(res, found, [&](const cublasLtMatmulAlgo_t& algo) {
+            const float alpha = 1.0f, beta = float(add);
+            const void* c_in = add && C ? static_cast<const void*>(C) : scratch;
+            return cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, c_in, pl.c, scratch, pl.c, &algo, g.ws,
+                                  LtGemms::kWorkspace, stream());
+          });
         device_free(scratch);
         ++plan_stats().timed;
       }
@@ -910,7 +913,7 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
   if (!pl.ok) return false;
   if (bias) check_blas(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "Lt bias");
   const float alpha = 1.0f, beta = C ? 1.0f : 0.0f;
-  check_blas(cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : out, pl.c, out, pl.c, &pl.algo, g.ws,
+  check_blas(cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : out, pl.c, out, pl.c, &pl.algo[C ? 1 : 0], g.ws,
                             LtGemms::kWorkspace, stream()),
              "LtMatmul");
   return true;
