@@ -506,7 +506,8 @@ TEST(Cuda, GemmCandidatesAgreeAtEveryAlignment) {
       SCOPED_TRACE("N=" + std::to_string(N) + " I=" + std::to_string(I) + " O=" + std::to_string(O) + " shift " +
                    std::to_string(shift));
       const auto x = randn(size_t(N) * I, 1), W = randn(size_t(O) * I, 2), g = randn(size_t(N) * O, 4);
-      const auto b = randn(size_t(O) + shift, 3), r0 = randn(size_t(N) * O + shift, 6), d0 = randn(size_t(N) * I + shift, 5);
+      const auto b = randn(size_t(O) + shift, 3), r0 = randn(size_t(N) * O + shift, 6),
+                 d0 = randn(size_t(N) * I + shift, 5);
       std::vector<float> ay(size_t(N) * O), adx(size_t(N) * I), adW(size_t(O) * I, 0.0f);
       ref::linear_fwd<float>(ay.data(), absv(x).data(), absv(W).data(), nullptr, N, I, O);
       ref::linear_bwd<float>(adx.data(), adW.data(), nullptr, absv(g).data(), absv(x).data(), absv(W).data(), N, I, O);
@@ -518,7 +519,8 @@ TEST(Cuda, GemmCandidatesAgreeAtEveryAlignment) {
         Buffer<float> y_(gpu().mem, size_t(N) * O + shift), yr_(gpu().mem, size_t(N) * O + shift);
         gpu().linear_fwd(y_.data() + shift, x_.data(), W_.data(), b_.data() + shift, N, I, O);
         gpu().linear_fwd_add(yr_.data() + shift, r_.data() + shift, x_.data(), W_.data(), N, I, O);
-        gpu().linear_bwd(dx_.data() + shift, dW_.data() + shift, nullptr, g_.data(), x_.data(), W_.data(), N, I, O, kAddDx);
+        gpu().linear_bwd(dx_.data() + shift, dW_.data() + shift, nullptr, g_.data(), x_.data(), W_.data(), N, I, O,
+                         kAddDx);
         std::vector<std::vector<float>> out;
         for (auto* buf : {&y_, &yr_, &dx_, &dW_}) {
           std::vector<float> v = down(*buf);

@@ -844,7 +844,8 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
   const int esD = D16 ? 2 : 4;
   const int alA = std::min(pointer_alignment(A), alignment_of(uintptr_t(lda) * 2)),
             alB = std::min(pointer_alignment(B), alignment_of(uintptr_t(ldb) * 2)),
-            alC = std::min({pointer_alignment(out), C ? pointer_alignment(C) : 256, alignment_of(uintptr_t(ldc) * esD)});
+            alC = std::min({pointer_alignment(out), C ? pointer_alignment(C) : 256,
+                            alignment_of(uintptr_t(ldc) * esD)});
   const int tune = gemm_candidates();
   const int alBias = bias ? pointer_alignment(bias) : 0;
   auto key = std::make_tuple(int(ta), int(tb), m, n, k, lda, ldb, ldc, D16 != nullptr, alA, alB, alC, alBias, tune);
@@ -876,12 +877,14 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &c32, sizeof(c32));
       cublasLtMatmulHeuristicResult_t res[kMaxGemmCandidates] = {};
       int found = 0;
-      good = ok(cublasLtMatmulAlgoGetHeuristic(g.h, pl.op, pl.a, pl.b, pl.c, pl.c, pref, std::max(1, tune), res, &found)) &&
+      good = ok(cublasLtMatmulAlgoGetHeuristic(g.h, pl.op, pl.a, pl.b, pl.c, pl.c, pref, std::max(1, tune), res,
+                                               &found)) &&
              found > 0;
       if (good) pl.algo[0] = pl.algo[1] = res[0].algo;
       found = int(std::find_if(res, res + found, [](const auto& r) { return r.state != CUBLAS_STATUS_SUCCESS; }) - res);
       if (gemm_log())
-        std::fprintf(stderr, "[gemm] ta %d tb %d m %d n %d k %d ld %d %d %d D16 %d C %d align %d %d %d bias %d: %d candidates\n",
+        std::fprintf(stderr,
+                     "[gemm] ta %d tb %d m %d n %d k %d ld %d %d %d D16 %d C %d align %d %d %d bias %d: %d candidates\n",
                      int(ta), int(tb), m, n, k, lda, ldb, ldc, D16 != nullptr, C != nullptr, alA, alB, alC, alBias, found);
       // Time the candidates into a scratch D: without C, and adding C (the caller's, only read, or
       // the scratch itself; not for a bf16 D, which takes no C). Not with a bias off 16-byte
@@ -913,8 +916,8 @@ bool gemm_bf16_epilogue(cublasOperation_t ta, cublasOperation_t tb, int m, int n
   if (!pl.ok) return false;
   if (bias) check_blas(cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "Lt bias");
   const float alpha = 1.0f, beta = C ? 1.0f : 0.0f;
-  check_blas(cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : out, pl.c, out, pl.c, &pl.algo[C ? 1 : 0], g.ws,
-                            LtGemms::kWorkspace, stream()),
+  check_blas(cublasLtMatmul(g.h, pl.op, &alpha, A, pl.a, B, pl.b, &beta, C ? C : out, pl.c, out, pl.c,
+                            &pl.algo[C ? 1 : 0], g.ws, LtGemms::kWorkspace, stream()),
              "LtMatmul");
   return true;
 }
