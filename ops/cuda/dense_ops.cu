@@ -662,15 +662,15 @@ Mirrors& mirrors() {
   static Mirrors m;
   return m;
 }
-// The mirror of [p, p + n), or null; `aligned`: only offsets that keep 16-byte alignment (cuBLAS
-// picks its fastest kernels for aligned operands).
-// only (when given): whether that mirror is the only copy (MirrorFill::only_mirror).
 // The mirror entry holding all of [p, p + n), or null (M.mu held by the caller).
 const WeightMirror* entry_of(const Mirrors& M, const float* p, size_t n) {
   for (const WeightMirror& w : M.list)
     if (p >= w.base && p + n <= w.base + w.n && (w.activation || M.enabled)) return &w;
   return nullptr;
 }
+// The mirror of [p, p + n), or null; `aligned`: only offsets that keep 16-byte alignment (cuBLAS
+// picks its fastest kernels for aligned operands).
+// only (when given): whether that mirror is the only copy (MirrorFill::only_mirror, gemm_output).
 __nv_bfloat16* find_mirror(const float* p, size_t n, bool aligned, bool* only) {
   Mirrors& M = mirrors();
   std::lock_guard<std::mutex> lock(M.mu);
@@ -763,7 +763,7 @@ struct LtGemms {
 // cuBLASLt's heuristic ranks its algorithms by a model of the GPU; at the small models' shapes
 // (896-wide products) its first choice is often not the fastest. gemm_candidates() of them are
 // timed on the first call of each shape (SMOOTHREAD_GEMM_CANDIDATES, default 8; 1: the first choice
-// as it is; 0: plain GEMMs through cublasGemmEx's default algorithm, as before 2026-11-29) and the
+// as it is; 0: plain GEMMs through cublasGemmEx's default algorithm, the path before this one) and the
 // fastest is kept for the process. Every candidate computes the same product with fp32 accumulation;
 // which one wins can differ between runs, so the last bits of GEMM results can differ between
 // processes (SMOOTHREAD_GEMM_CANDIDATES=1 for bitwise-repeatable GPU runs). Nothing is timed while a
@@ -932,6 +932,13 @@ void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, 
   check_blas(cublasGemmEx(blas().h, ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta, C,
                           CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "GemmEx (bf16)");
+}
+// Column-major o16[m,n] = op(A) op(B) rounded to bf16 once: cuBLASLt's bf16 output, or (no such
+// algorithm) the fp32 product rounded after.
+void gemm_bf16_rounded(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const __nv_bfloat16* A,
+                       int lda, const __nv_bfloat16* B, int ldb, __nv_bfloat16* o16, int ldc) {
+  if (gemm_bf16_epilogue(ta, tb, m, n, k, A, lda, B, ldb, nullptr, nullptr, nullptr, ldc, o16)) return;
+  rounded_product(o16, size_t(ldc) * n, [&](float* t) { gemm_bf16(ta, tb, m, n, k, A, lda, B, ldb, 0.0f, t, ldc); });
 }
 // SMOOTHREAD_GEMM_EPILOGUE=0: GEMMs then separate bias / residual passes (the A/B switch).
 bool gemm_epilogues_enabled() {
@@ -1280,11 +1287,10 @@ void linear_fwd(float* out, const float* x, const float* W, const float* b, int 
     fp32_output(out, n, o16, true);
     if (!b && bf16_gemm(O, N, I)) {
       const Bf16Operand w16(W, size_t(O) * I), x16(x, size_t(N) * I);
-      if (gemm_bf16_epilogue(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w16.get(), I, x16.get(), I, nullptr, nullptr, nullptr, O,
-                             o16))
-        return;
+      gemm_bf16_rounded(CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, w16.get(), I, x16.get(), I, o16, O);
+    } else {  // a bias or fp32 operands: in fp32, then rounded
+      rounded_product(o16, n, [&](float* t) { linear_fwd(t, x, W, b, N, I, O); });
     }
-    rounded_product(o16, n, [&](float* t) { linear_fwd(t, x, W, b, N, I, O); });  // otherwise in fp32, then rounded
     return;
   }
   if (N <= kGemvMaxRows) {  // decode: bandwidth-bound, one pass over W in fp32
@@ -1330,23 +1336,21 @@ void linear_bwd(float* dx, float* dW, float* db, const float* dout, const float*
   __nv_bfloat16* const dx16 = dx ? only_copy(dx, size_t(N) * I) : nullptr;
   if (dx16 && beta != 0.0f) fail("linear_bwd (cuda)", "dx is kept only as bf16 (MirrorFill::gemm_output) and cannot be added to");
   if (dx16) fp32_output(dx, size_t(N) * I, dx16, true);
-  auto round_dx = [&](auto&& product_into) { rounded_product(dx16, size_t(N) * I, product_into); };
   if (bf16_gemm(I, N, O)) {  // dout rounded to bf16 once for both products (or taken from its mirror)
     const Bf16Operand d16(dout, size_t(N) * O);
     std::optional<Bf16Operand> w16, x16;
     if (dx) w16.emplace(W, size_t(O) * I);
     if (dW) x16.emplace(x, size_t(N) * I);
     if (dx16) {
-      if (!gemm_bf16_epilogue(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16->get(), I, d16.get(), O, nullptr, nullptr, nullptr, I,
-                              dx16))
-        round_dx([&](float* t) { gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16->get(), I, d16.get(), O, 0.0f, t, I); });
+      gemm_bf16_rounded(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16->get(), I, d16.get(), O, dx16, I);
     } else if (dx) {
       gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, w16->get(), I, d16.get(), O, beta, dx, I);
     }
     if (dW) gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x16->get(), I, d16.get(), O, dW_beta, dW, I);
   } else {
     // dx^T[I,N] (+)= W^T[I,O] dout^T; dW^T[I,O] (+)= x^T dout
-    if (dx16) round_dx([&](float* t) { gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, t, I); });
+    if (dx16)
+      rounded_product(dx16, size_t(N) * I, [&](float* t) { gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, 0.0f, t, I); });
     else if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, beta, dx, I);
     if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, x, I, dout, O, dW_beta, dW, I);
   }
